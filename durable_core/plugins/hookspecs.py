@@ -1,0 +1,79 @@
+"""Hook specifications of durable's plugin framework (pluggy project ``durable``).
+
+A plugin is a module or object with functions marked ``@durable_core.hookimpl`` and named after
+these specs. Hooks are synchronous; what they register may be async. Installed distributions
+expose plugins through the ``durable`` entry-point group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from ..events import TaskExecutionEvent
+    from ..serialization import Serializer
+    from ..storage.contract import Storage
+
+hookspec = pluggy.HookspecMarker("durable")
+
+StorageFactory = Callable[..., "Storage"]
+"""Called with the storage's options as keyword arguments; returns a storage, or an awaitable
+of one when opening needs I/O."""
+
+
+@hookspec
+def durable_register_storages(register: Callable[[str, StorageFactory], None]) -> None:
+    """Register storage backends by name.
+
+    :param register: call ``register(name, factory)`` once per backend; ``factory(**options)``
+        returns a storage (or an awaitable of one) and is called when an executor or
+        ``open_storage`` selects ``name``.
+    """
+
+
+@hookspec
+def durable_register_serializers(register: Callable[[str, Callable[[], Serializer]], None]) -> None:
+    """Register payload serializers by name.
+
+    :param register: call ``register(name, factory)``; ``factory()`` returns a serializer whose
+        ``name`` equals ``name``.
+    """
+
+
+@hookspec(firstresult=True)
+def durable_input_validator(schema: Any, task_id: str) -> Callable[[Any], Any] | None:
+    """Turn an ``input_schema`` the core does not know into a validation function.
+
+    Called once when a task is defined with ``input_schema=schema``. Stops at first non-None
+    result.
+
+    :param schema: the object given as ``input_schema``.
+    :param task_id: the task being defined.
+    :return: a function taking the raw input and returning the validated input, raising
+        ``ValueError`` (or any exception) naming the offending field; or None if this plugin
+        does not recognise ``schema``.
+    """
+
+
+@hookspec
+def durable_task_execution_event(event: TaskExecutionEvent) -> None:
+    """Observe a state change of an execution, after it is stored.
+
+    Called for every change: enqueued, claimed, retried, finished, handed back, expired,
+    cancelled, woken. Must be quick and must not raise; it runs on the engine's trio thread.
+
+    :param event: what changed, see ``durable_core.TaskExecutionEvent``.
+    """
+
+
+@hookspec
+def durable_register_commands(cli: click.Group) -> None:
+    """Add sub-commands to the ``durable`` command line.
+
+    :param cli: the top-level click group; call ``cli.add_command(...)``.
+    """

@@ -1,0 +1,310 @@
+"""The storage contract: what every backend implements, and the records it stores.
+
+A backend stores execution records and performs a handful of *domain operations* on them. Each
+operation is atomic (it happens wholly or not at all, also when the calling trio task is
+cancelled), is a trio checkpoint, and takes the current time from the engine: a storage never
+reads the wall clock, so lease expiry and backoff work under ``trio.testing.MockClock``.
+
+Scheduling is expressed by two internal fields of a record:
+
+* ``ready_at``: the record can be claimed at or after this time (None: nothing to do now). A
+  ``ready`` execution is claimable at its ``start_at``; a parent waiting for children becomes
+  claimable when its last active child (or its finalize) finishes, so that the engine can process
+  the children's results.
+* ``lease_token``/``lease_expires_at``: claiming increments ``lease_token`` and sets
+  ``lease_expires_at``; every write by the claimer is *fenced* by that token. A lease ends when the
+  claimer commits, releases it, or it expires, or when the execution is cancelled; after that the
+  old token can never write again.
+
+Closure (a child finishing moves its parent along) and cascading cancellation (a parent ending in
+any status other than completed cancels every unfinished descendant) happen inside the operation
+that finished the child or the parent, in the same atomic step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from ..errors import DurableExecutionError, ErrorInfo
+from ..models import ExecutionRef, ParentRef, RetryOptions
+from ..status import TaskExecutionStatus
+
+STORAGE_API = 1
+"""Version of this contract. Backends declare the version they implement as ``storage_api``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """Optional features a backend has; the engine and the conformance suite consult them."""
+
+    persistent: bool = False
+    """Records survive closing and reopening the storage."""
+    multi_process: bool = False
+    """Executors in several processes may share the storage."""
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """A serialized value and the name of the serializer that wrote it."""
+
+    serializer: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Proof of a claim: the execution and the token its claim received."""
+
+    execution_id: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One execution an operation wrote: its status before and after (equal if only data changed)."""
+
+    execution_id: str
+    task_id: str
+    previous_status: TaskExecutionStatus | None
+    status: TaskExecutionStatus
+
+
+@dataclass(slots=True)
+class ExecutionRecord:
+    """Everything stored about one execution. Times are seconds since the epoch (floats)."""
+
+    execution_id: str
+    task_id: str
+    status: TaskExecutionStatus
+    input: Payload
+    retry: RetryOptions
+    timeout: float
+    sleep_before_run: float
+    created_at: float
+    updated_at: float
+    start_at: float
+    root: ExecutionRef | None = None
+    parent: ParentRef | None = None
+    is_sleeping: bool = False
+    sleeping_unique_id: str | None = None
+    idempotency_key: str | None = None
+    output: Payload | None = None
+    run_output: Payload | None = None
+    """A parent's own run output, kept for its finalize step."""
+    error: ErrorInfo | None = None
+    retry_attempts: int = 0
+    lease_expirations: int = 0
+    children: tuple[ExecutionRef, ...] = ()
+    finalize: ExecutionRef | None = None
+    active_children_count: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    waiting_for_children_started_at: float | None = None
+    waiting_for_finalize_started_at: float | None = None
+    ready_at: float | None = None
+    executor_id: str | None = None
+    lease_token: int = 0
+    lease_expires_at: float | None = None
+
+    def copy(self, **changes: object) -> ExecutionRecord:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def lease(self) -> Lease:
+        return Lease(self.execution_id, self.lease_token)
+
+
+@dataclass(frozen=True, slots=True)
+class RunCommit:
+    """A claimer's fenced write: the new state of the claimed record, plus records to insert.
+
+    ``record.lease_token`` must be the token of the claim. The backend stores every field of
+    ``record`` except ``lease_token`` (kept) and ``lease_expires_at`` (cleared: committing ends the
+    lease) and ``updated_at`` (set to now), then inserts ``new_executions`` (children or the
+    finalize child of ``record``).
+    """
+
+    record: ExecutionRecord
+    new_executions: Sequence[ExecutionRecord] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SleepingWakeup:
+    """Finish a sleeping execution from outside: ``completed`` with output or ``failed`` with error."""
+
+    execution_id: str
+    status: TaskExecutionStatus
+    output: Payload | None = None
+    error: ErrorInfo | None = None
+
+
+class DuplicateSleepingTaskUniqueIdError(DurableExecutionError):
+    """Inserting a sleeping execution whose unique id is already taken in this storage."""
+
+    def __init__(self, unique_id: str):
+        super().__init__(
+            f"A sleeping task execution with unique id {unique_id!r} already exists; "
+            "sleeping task unique ids must be unique across the storage",
+            is_retryable=False,
+        )
+
+
+class StorageError(DurableExecutionError):
+    """A backend failed (I/O, corrupt file, incompatible schema); the message says how to fix it."""
+
+    def __init__(self, message: str, *, is_retryable: bool = True):
+        super().__init__(message, is_retryable=is_retryable)
+
+
+EXPIRED_ERROR = ErrorInfo("generic", "Task execution expired", is_retryable=True)
+EXPIRED_TOO_OFTEN_ERROR = ErrorInfo("generic", "Task execution expired too many times", is_retryable=False)
+SLEEPING_TIMED_OUT_ERROR = ErrorInfo("timed_out", "Task execution timed out", is_retryable=True)
+CANCELLED_ERROR = ErrorInfo("cancelled", "Task execution cancelled", is_retryable=False)
+
+
+def cascade_error(ancestor: ExecutionRecord) -> ErrorInfo:
+    """The error of a descendant cancelled because ``ancestor`` ended without completing."""
+    return ErrorInfo(
+        "cancelled",
+        f"Parent task execution ended {ancestor.status} "
+        f"[taskId={ancestor.task_id}] [executionId={ancestor.execution_id}]",
+        is_retryable=False,
+    )
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """The storage contract (``STORAGE_API`` 1). All methods are async, atomic and checkpoints.
+
+    Batch methods take and return sequences; each element is handled as if alone (one failing
+    fence does not stop the others), unless the method says the whole batch is atomic.
+    """
+
+    storage_api: int
+    capabilities: Capabilities
+
+    async def insert_executions(
+        self, records: Sequence[ExecutionRecord]
+    ) -> list[ExecutionRecord]:
+        """Insert new executions atomically (all or none) and return the stored record of each.
+
+        A record whose ``(task_id, idempotency_key)`` is already stored is not inserted: the
+        stored record is returned in its place. A ``sleeping_unique_id`` already stored raises
+        ``DuplicateSleepingTaskUniqueIdError`` and inserts nothing. An existing ``execution_id``
+        raises ``StorageError``.
+        """
+        ...
+
+    async def get_executions(self, execution_ids: Sequence[str]) -> list[ExecutionRecord | None]:
+        """The records with these ids, in order; None for an unknown id."""
+        ...
+
+    async def get_executions_by_sleeping_unique_id(
+        self, unique_ids: Sequence[str]
+    ) -> list[ExecutionRecord | None]:
+        """The sleeping executions with these unique ids, in order; None where there is none."""
+        ...
+
+    async def list_executions(
+        self,
+        *,
+        statuses: Sequence[TaskExecutionStatus] | None = None,
+        task_id: str | None = None,
+        limit: int = 100,
+    ) -> list[ExecutionRecord]:
+        """Executions matching the filters, newest ``created_at`` first, at most ``limit``."""
+        ...
+
+    async def claim_executions(
+        self, executor_id: str, now: float, limit: int, expire_leeway: float
+    ) -> list[ExecutionRecord]:
+        """Claim up to ``limit`` records whose ``ready_at <= now``, earliest ``ready_at`` first.
+
+        Each claimed record gets ``ready_at=None``, ``executor_id``, ``lease_token + 1``,
+        ``lease_expires_at = now + timeout + expire_leeway`` and ``updated_at = now``; a ``ready``
+        one becomes ``running`` with ``started_at = now``. Returns the records as claimed. No
+        record is ever claimed by two callers at once.
+        """
+        ...
+
+    async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
+        """Apply each commit whose lease still holds, each atomically with its closure.
+
+        A lease holds when the stored ``lease_token`` equals ``commit.record.lease_token`` and
+        ``lease_expires_at`` is set. A commit whose lease does not hold changes nothing. After
+        storing a commit: if the record is finished and has a parent, the parent's
+        ``active_children_count`` drops by one (never below zero) and, when it reaches zero while
+        the parent is ``waiting_for_children`` or ``waiting_for_finalize``, the parent gets
+        ``ready_at = now``; if the record finished in any status but ``completed``, every
+        unfinished descendant becomes ``cancelled`` with ``cascade_error`` and its lease ends.
+        Returns a change for every record written (an applied commit's own record included).
+        """
+        ...
+
+    async def release_leases(self, leases: Sequence[Lease], now: float) -> list[StatusChange]:
+        """Hand claimed records back at once (graceful shutdown), where the lease still holds.
+
+        A ``running`` record becomes ``ready`` with ``ready_at = start_at = now`` and no executor;
+        a waiting parent gets ``ready_at = now``. Attempts and expirations are not counted.
+        """
+        ...
+
+    async def find_revoked_leases(self, leases: Sequence[Lease]) -> list[str]:
+        """Execution ids (in input order) of the leases that no longer hold (or unknown records)."""
+        ...
+
+    async def expire_leases(
+        self, now: float, max_lease_expirations: int, limit: int
+    ) -> list[StatusChange]:
+        """End up to ``limit`` leases with ``lease_expires_at <= now``, earliest first.
+
+        A sleeping execution becomes ``timed_out`` (``SLEEPING_TIMED_OUT_ERROR``, closure as in
+        ``commit_runs``). Any other record counts one more ``lease_expirations``; past
+        ``max_lease_expirations`` it becomes ``failed`` with ``EXPIRED_TOO_OFTEN_ERROR`` (closure
+        and cascade as in ``commit_runs``); otherwise a ``running`` one becomes ``ready`` with
+        ``EXPIRED_ERROR``, ``ready_at = start_at = now`` and no executor, and a waiting parent
+        gets ``ready_at = now``.
+        """
+        ...
+
+    async def cancel_executions(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
+        """Cancel each unfinished execution (``CANCELLED_ERROR``), ending its lease, with closure
+        and cascade as in ``commit_runs``. Finished or unknown ids are left alone."""
+        ...
+
+    async def wake_sleeping_executions(
+        self, wakeups: Sequence[SleepingWakeup], now: float
+    ) -> list[StatusChange]:
+        """Finish each sleeping execution that is still ``running``, with closure as in
+        ``commit_runs``. Finished, unknown or non-sleeping ids are left alone."""
+        ...
+
+    async def delete_finished_executions(self, finished_before: float, limit: int) -> int:
+        """Delete up to ``limit`` whole trees whose top-level execution finished before
+        ``finished_before``; a finished child whose tree is still active is never deleted.
+        Returns how many records were deleted."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and threads; the storage is not used afterwards."""
+        ...
+
+
+STORAGE_METHODS: tuple[str, ...] = (
+    "insert_executions",
+    "get_executions",
+    "get_executions_by_sleeping_unique_id",
+    "list_executions",
+    "claim_executions",
+    "commit_runs",
+    "release_leases",
+    "find_revoked_leases",
+    "expire_leases",
+    "cancel_executions",
+    "wake_sleeping_executions",
+    "delete_finished_executions",
+)
+"""The domain operations of the contract (``aclose`` aside), in the order documented above."""
