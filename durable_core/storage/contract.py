@@ -241,6 +241,9 @@ class Storage(Protocol):
         ``ready_at = now``; if the record finished in any status but ``completed``, every
         unfinished descendant becomes ``cancelled`` with ``cascade_error`` and its lease ends.
         Returns a change for every record written (an applied commit's own record included).
+        If a commit's ``new_executions`` hold a ``sleeping_unique_id`` that is already stored, the
+        call raises ``DuplicateSleepingTaskUniqueIdError`` and applies nothing at all (the engine
+        sends commits that insert sleeping executions alone).
         """
         ...
 

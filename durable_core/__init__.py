@@ -1,0 +1,41 @@
+"""durable: a durable execution engine for Python on trio.
+
+Tasks survive crashes, retries and restarts because every state change is stored in a pluggable
+storage (SQLite by default). See the README and ``docs/``.
+"""
+
+from .errors import DurableExecutionCancelledError as DurableExecutionCancelledError
+from .errors import DurableExecutionError as DurableExecutionError
+from .errors import DurableExecutionNotFoundError as DurableExecutionNotFoundError
+from .errors import DurableExecutionTimedOutError as DurableExecutionTimedOutError
+from .errors import ErrorInfo as ErrorInfo
+from .events import TaskExecutionEvent as TaskExecutionEvent
+from .executor import DurableExecutor as DurableExecutor
+from .handles import TaskExecutionHandle as TaskExecutionHandle
+from .metrics import StorageOperationMetrics as StorageOperationMetrics
+from .models import ChildTask as ChildTask
+from .models import ExecutionRef as ExecutionRef
+from .models import FinalizeInput as FinalizeInput
+from .models import FinishedChildTaskExecution as FinishedChildTaskExecution
+from .models import ParentRef as ParentRef
+from .models import ParentTaskResult as ParentTaskResult
+from .models import RetryOptions as RetryOptions
+from .models import TaskExecution as TaskExecution
+from .models import TaskRunContext as TaskRunContext
+from .models import child_task as child_task
+from .plugins import hookimpl as hookimpl
+from .serialization import SerializationError as SerializationError
+from .serialization import Serializer as Serializer
+from .serialization import register_serializable as register_serializable
+from .status import ACTIVE_TASK_EXECUTION_STATUSES as ACTIVE_TASK_EXECUTION_STATUSES
+from .status import ALL_TASK_EXECUTION_STATUSES as ALL_TASK_EXECUTION_STATUSES
+from .status import ERRORED_TASK_EXECUTION_STATUSES as ERRORED_TASK_EXECUTION_STATUSES
+from .status import FINISHED_TASK_EXECUTION_STATUSES as FINISHED_TASK_EXECUTION_STATUSES
+from .status import TaskExecutionStatus as TaskExecutionStatus
+from .storage.contract import STORAGE_API as STORAGE_API
+from .storage.contract import Capabilities as Capabilities
+from .storage.contract import Storage as Storage
+from .storage.opening import open_storage as open_storage
+from .tasks import Task as Task
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,81 @@
+"""Task definitions: what ``executor.task`` and friends register, validated at definition time."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from .models import RetryOptions
+
+_TASK_ID = re.compile(r"[A-Za-z0-9_]+")
+
+
+class TaskKind(StrEnum):
+    TASK = "task"
+    PARENT = "parent"
+    SLEEPING = "sleeping"
+    SEQUENTIAL = "sequential"
+    LOOPING = "looping"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Task:
+    """A registered task. Executors know tasks by ``id``; the object carries its defaults.
+
+    ``run`` is the user's function (async, or plain ``def`` run in a worker thread). For parent
+    kinds, ``finalize`` is a ``Task`` or a callable; ``steps`` holds a sequence's tasks or a loop's
+    iteration task; ``max_attempts`` and ``iteration_sleep`` configure a loop.
+    """
+
+    id: str
+    kind: TaskKind
+    timeout: float
+    retry: RetryOptions
+    sleep_before_run: float
+    run: Callable[..., Any] | None = None
+    validator: Callable[[Any], Any] | None = None
+    finalize: Task | Callable[..., Any] | None = None
+    steps: tuple[Task, ...] = ()
+    max_attempts: int = 0
+    iteration_sleep: float | Callable[[int], float] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Task {self.id} ({self.kind})>"
+
+
+def check_task_id(task_id: object) -> str:
+    if not isinstance(task_id, str) or not task_id:
+        raise ValueError(f"Task id cannot be empty (got {task_id!r})")
+    if len(task_id) > 255:
+        raise ValueError(f"Task id cannot be longer than 255 characters [idLength={len(task_id)}]")
+    if not _TASK_ID.fullmatch(task_id):
+        raise ValueError(
+            f"Task id can only contain alphanumeric characters and underscores (got {task_id!r})"
+        )
+    return task_id
+
+
+def check_timeout(task_id: str, timeout: object) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0 or math.isinf(timeout):
+        raise ValueError(f"Invalid timeout value for task {task_id}: must be a finite number of seconds > 0, got {timeout!r}")
+    return float(timeout)
+
+
+def check_sleep_before_run(task_id: str, sleep: object) -> float:
+    if sleep is None:
+        return 0.0
+    if isinstance(sleep, bool) or not isinstance(sleep, int | float) or not sleep >= 0 or math.isinf(sleep):
+        raise ValueError(f"Invalid sleep_before_run for task {task_id}: must be a finite number of seconds >= 0, got {sleep!r}")
+    return float(sleep)
+
+
+def check_retry(task_id: str, retry: object) -> RetryOptions:
+    if retry is None:
+        return RetryOptions()
+    if not isinstance(retry, RetryOptions):
+        raise ValueError(f"Invalid retry options for task {task_id}: expected RetryOptions, got {retry!r}")
+    return retry

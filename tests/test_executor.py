@@ -1,0 +1,599 @@
+"""The executor on simple tasks: running, retries, timeouts, cancellation, leases, shutdown."""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+import pytest
+import trio
+import trio.testing
+
+from durable_core import (
+    ACTIVE_TASK_EXECUTION_STATUSES,
+    ALL_TASK_EXECUTION_STATUSES,
+    ERRORED_TASK_EXECUTION_STATUSES,
+    FINISHED_TASK_EXECUTION_STATUSES,
+    DurableExecutionCancelledError,
+    DurableExecutionError,
+    DurableExecutionNotFoundError,
+    DurableExecutor,
+    ErrorInfo,
+    RetryOptions,
+    TaskExecutionStatus,
+    TaskRunContext,
+    hookimpl,
+)
+from durable_core.plugins.manager import PluginRegistry, get_plugin_manager
+from durable_core.storage.contract import RunCommit
+from durable_storage_memory import MemoryStorage
+
+S = TaskExecutionStatus
+
+
+def executor(storage=None, **options) -> DurableExecutor:
+    return DurableExecutor(storage or MemoryStorage(), **options)
+
+
+async def test_async_task_completes_with_output_and_timestamps():
+    ex = executor()
+    seen: list[TaskRunContext] = []
+
+    @ex.task(id="greet", timeout=5)
+    async def greet(ctx, input):
+        seen.append(ctx)
+        return f"Hello, {input['name']}!"
+
+    async with ex:
+        handle = await ex.enqueue_task(greet, {"name": "Ada"})
+        finished = await handle.wait_and_get_finished_execution()
+
+    assert finished.status is S.COMPLETED
+    assert finished.output == "Hello, Ada!"
+    assert finished.input == {"name": "Ada"}
+    assert finished.error is None
+    assert finished.execution_id.startswith("te_") and len(finished.execution_id) == 27
+    assert finished.started_at <= finished.finished_at
+    assert finished.expires_at is None
+    assert finished.created_at.tzinfo is not None
+    (ctx,) = seen
+    assert (ctx.task_id, ctx.execution_id, ctx.attempt, ctx.prev_error) == ("greet", finished.execution_id, 0, None)
+    assert ctx.root is None and ctx.parent is None
+
+
+@pytest.mark.real_clock
+async def test_plain_def_task_runs_in_a_worker_thread():
+    ex = executor()
+    engine_thread = threading.get_ident()
+
+    @ex.task(id="blocking", timeout=30)
+    def blocking(ctx, input):
+        return {"same_thread": threading.get_ident() == engine_thread, "double": input * 2}
+
+    async with ex:
+        with trio.fail_after(10):
+            finished = await (await ex.enqueue_task(blocking, 21)).wait_and_get_finished_execution()
+    assert finished.output == {"same_thread": False, "double": 42}
+
+
+async def test_retries_follow_the_backoff_formula_in_virtual_time():
+    ex = executor()
+    starts: list[float] = []
+    contexts: list[TaskRunContext] = []
+
+    @ex.task(id="flaky", timeout=10, retry=RetryOptions(max_attempts=4, base_delay=60, delay_multiplier=2, max_delay=200))
+    async def flaky(ctx, input):
+        starts.append(trio.current_time())
+        contexts.append(ctx)
+        if ctx.attempt < 4:
+            raise RuntimeError(f"boom {ctx.attempt}")
+        return "ok"
+
+    async with ex:
+        finished = await (await ex.enqueue_task(flaky)).wait_and_get_finished_execution()
+
+    assert finished.status is S.COMPLETED and finished.retry_attempts == 4
+    gaps = [round(b - a) for a, b in zip(starts, starts[1:])]
+    assert gaps == [60, 120, 200, 200]  # min(60 * 2**k, 200)
+    assert [c.attempt for c in contexts] == [0, 1, 2, 3, 4]
+    assert contexts[0].prev_error is None
+    assert contexts[3].prev_error == ErrorInfo("generic", "boom 2", is_retryable=True)
+
+
+async def test_retries_run_out_and_non_retryable_errors_fail_at_once():
+    ex = executor()
+    calls = {"always": 0, "fatal": 0}
+
+    @ex.task(id="always", timeout=10, retry=RetryOptions(max_attempts=2))
+    async def always(ctx, input):
+        calls["always"] += 1
+        raise ValueError("Failed")
+
+    @ex.task(id="fatal", timeout=10, retry=RetryOptions(max_attempts=5))
+    async def fatal(ctx, input):
+        calls["fatal"] += 1
+        raise DurableExecutionError.non_retryable("bad request")
+
+    async with ex:
+        a = await (await ex.enqueue_task(always)).wait_and_get_finished_execution()
+        f = await (await ex.enqueue_task(fatal)).wait_and_get_finished_execution()
+
+    assert (a.status, a.error.message, a.retry_attempts, calls["always"]) == (S.FAILED, "Failed", 2, 3)
+    assert (f.status, f.error.is_retryable, calls["fatal"]) == (S.FAILED, False, 1)
+
+
+async def test_timeout_cancels_the_run_and_ends_timed_out_after_retries():
+    ex = executor()
+    attempts = []
+
+    @ex.task(id="slow", timeout=5, retry=RetryOptions(max_attempts=1))
+    async def slow(ctx, input):
+        attempts.append(trio.current_time())
+        await trio.sleep(3600)
+
+    async with ex:
+        finished = await (await ex.enqueue_task(slow)).wait_and_get_finished_execution()
+    assert finished.status is S.TIMED_OUT
+    assert finished.error == ErrorInfo("timed_out", "Task execution timed out", is_retryable=True)
+    assert len(attempts) == 2 and finished.finished_at is not None
+
+
+async def test_raising_cancelled_error_cancels_without_retry():
+    ex = executor()
+
+    @ex.task(id="gives_up", timeout=5, retry=RetryOptions(max_attempts=3))
+    async def gives_up(ctx, input):
+        raise DurableExecutionCancelledError()
+
+    async with ex:
+        finished = await (await ex.enqueue_task(gives_up)).wait_and_get_finished_execution()
+    assert (finished.status, finished.retry_attempts) == (S.CANCELLED, 0)
+
+
+async def test_sleep_before_run_and_enqueue_overrides():
+    ex = executor()
+    started = []
+
+    @ex.task(id="later", timeout=5, sleep_before_run=30)
+    async def later(ctx, input):
+        started.append(trio.current_time())
+
+    async with ex:
+        t0 = trio.current_time()
+        await (await ex.enqueue_task(later)).wait_and_get_finished_execution()
+        await (await ex.enqueue_task(later, sleep_before_run=90)).wait_and_get_finished_execution()
+    assert started[0] - t0 == pytest.approx(30, abs=0.01)
+    assert started[1] - started[0] == pytest.approx(90, abs=0.01)
+
+
+async def test_enqueue_timeout_and_retry_overrides():
+    ex = executor()
+
+    @ex.task(id="sleepy", timeout=1000)
+    async def sleepy(ctx, input):
+        if ctx.attempt == 0:
+            await trio.sleep(50)
+        return ctx.attempt
+
+    async with ex:
+        handle = await ex.enqueue_task(sleepy, timeout=10, retry=RetryOptions(max_attempts=1))
+        finished = await handle.wait_and_get_finished_execution()
+    assert (finished.status, finished.output) == (S.COMPLETED, 1)
+
+
+async def test_cancel_before_start_never_runs():
+    ex = executor()
+    ran = []
+
+    @ex.task(id="t", timeout=5, sleep_before_run=60)
+    async def t(ctx, input):
+        ran.append(1)
+
+    async with ex:
+        handle = await ex.enqueue_task(t)
+        await handle.cancel()
+        await handle.cancel()  # a second cancel is a no-op
+        finished = await handle.wait_and_get_finished_execution()
+        await trio.sleep(120)
+    assert finished.status is S.CANCELLED
+    assert finished.error.error_type == "cancelled"
+    assert ran == []
+
+
+async def test_cancel_during_run_cancels_its_scope_and_discards_the_result():
+    ex = executor()
+    started = trio.Event()
+    outcome = []
+
+    @ex.task(id="t", timeout=600)
+    async def t(ctx, input):
+        started.set()
+        try:
+            await trio.sleep(300)
+            return "late"
+        except trio.Cancelled:
+            outcome.append("cancelled")
+            raise
+
+    async with ex:
+        handle = await ex.enqueue_task(t)
+        await started.wait()
+        assert handle.execution_id in ex.running_task_execution_ids
+        await handle.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert ex.running_task_executions_count == 0
+        finished = await handle.get_execution()
+    assert outcome == ["cancelled"]
+    assert finished.status is S.CANCELLED and finished.output is None
+
+
+async def test_several_executors_run_each_execution_exactly_once():
+    storage = MemoryStorage()
+    runs: dict[int, int] = {}
+    active: set[int] = set()
+    overlap = []
+
+    def make(n):
+        ex = executor(storage, max_task_executions_per_batch=7, poll_interval=0.1)
+
+        @ex.task(id="work", timeout=30)
+        async def work(ctx, input):
+            if input in active:
+                overlap.append(input)
+            active.add(input)
+            runs[input] = runs.get(input, 0) + 1
+            await trio.sleep(0.01 * (input % 5))
+            active.discard(input)
+            return input
+
+        return ex, work
+
+    (a, work), (b, _), (c, _) = make(0), make(1), make(2)
+    async with a, b, c:
+        handles = [await [a, b, c][i % 3].enqueue_task(work, i) for i in range(300)]
+        results = [await h.wait_and_get_finished_execution() for h in handles]
+    assert [r.output for r in results] == list(range(300))
+    assert runs == {i: 1 for i in range(300)}
+    assert overlap == []
+
+
+async def test_backpressure_never_exceeds_max_concurrent():
+    ex = executor(max_concurrent_task_executions=3, max_task_executions_per_batch=2)
+    running = 0
+    peak = 0
+
+    @ex.task(id="t", timeout=60)
+    async def t(ctx, input):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running, ex.running_task_executions_count)
+        await trio.sleep(1)
+        running -= 1
+
+    async with ex:
+        handles = [await ex.enqueue_task(t) for _ in range(10)]
+        await trio.sleep(0.5)
+        assert ex.running_task_executions_count == 3
+        for h in handles:
+            await h.wait_and_get_finished_execution()
+    assert peak == 3
+
+
+async def test_a_late_result_after_the_lease_was_lost_is_discarded():
+    storage = MemoryStorage()
+    ex = executor(storage, expire_leeway=0)
+    release = trio.Event()
+    started = trio.Event()
+
+    @ex.task(id="t", timeout=100)
+    async def t(ctx, input):
+        started.set()
+        await release.wait()
+        return "stale"
+
+    async with ex:
+        handle = await ex.enqueue_task(t)
+        await started.wait()
+        # Another executor's view: the lease expired (e.g. this process stalled) and it re-claimed.
+        later = ex.now() + 500
+        await storage.expire_leases(later, 10, 10)
+        (theirs,) = await storage.claim_executions("de_other", later, 10, 0)
+        release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        current = await handle.get_execution()
+        assert current.status is S.RUNNING  # the stale run wrote nothing
+        output = ex.encode("fresh", "t", "output")
+        await storage.commit_runs(
+            [RunCommit(theirs.copy(status=S.COMPLETED, output=output, finished_at=later))], later
+        )
+        finished = await handle.wait_and_get_finished_execution()
+    assert finished.output == "fresh"
+
+
+async def test_shutdown_hands_unfinished_executions_back_at_once():
+    storage = MemoryStorage()
+    first = executor(storage, shutdown_timeout=2)
+    started = trio.Event()
+    saw_shutdown = []
+
+    @first.task(id="long", timeout=3600)
+    async def long(ctx, input):
+        started.set()
+        await ctx.shutdown_event.wait()
+        saw_shutdown.append(True)
+        await trio.sleep(3600)  # ignores shutdown: will be cut off after shutdown_timeout
+
+    async with first:
+        handle = await first.enqueue_task(long)
+        await started.wait()
+    record = (await storage.get_executions([handle.execution_id]))[0]
+    assert record.status is S.READY and record.retry_attempts == 0
+    assert record.ready_at is not None and record.ready_at <= first.now()
+    assert saw_shutdown == [True]
+
+    second = executor(storage)
+
+    @second.task(id="long", timeout=3600)
+    async def long_again(ctx, input):
+        return "resumed"
+
+    async with second:
+        finished = await (await second.get_task_execution_handle("long", handle.execution_id)).wait_and_get_finished_execution()
+    assert finished.output == "resumed"
+
+
+async def test_graceful_shutdown_waits_for_running_tasks():
+    ex = executor(shutdown_timeout=60)
+    started = trio.Event()
+
+    @ex.task(id="t", timeout=600)
+    async def t(ctx, input):
+        started.set()
+        await trio.sleep(10)
+        return "done"
+
+    async with ex:
+        handle = await ex.enqueue_task(t)
+        await started.wait()
+    assert (await ex.storage.get_executions([handle.execution_id]))[0].status is S.COMPLETED
+    await ex.shutdown()  # idempotent
+
+
+async def test_expired_lease_of_a_crashed_executor_is_recovered_with_prev_error():
+    storage = MemoryStorage()
+    ex = executor(storage, expire_leeway=1, poll_interval=0.5)
+    seen = []
+
+    @ex.task(id="t", timeout=10)
+    async def t(ctx, input):
+        seen.append((ctx.attempt, ctx.prev_error))
+        return "recovered"
+
+    async with ex:
+        handle = await ex.enqueue_task(t, sleep_before_run=5)
+        # a crashed executor claimed it and never came back
+        (claimed,) = await storage.claim_executions("de_crashed", ex.now() + 5, 1, 1)
+        finished = await handle.wait_and_get_finished_execution()
+    assert finished.output == "recovered"
+    assert seen == [(0, ErrorInfo("generic", "Task execution expired", is_retryable=True))]
+
+
+async def test_lease_expirations_are_bounded():
+    storage = MemoryStorage()
+    ex = executor(storage, expire_leeway=0, max_lease_expirations=0)
+
+    @ex.task(id="t", timeout=10)
+    async def t(ctx, input):
+        return "never"
+
+    async with ex:
+        handle = await ex.enqueue_task(t, sleep_before_run=5)
+        await storage.claim_executions("de_crashed", ex.now() + 5, 1, 0)
+        finished = await handle.wait_and_get_finished_execution()
+    assert finished.status is S.FAILED
+    assert finished.error.message == "Task execution expired too many times"
+
+
+async def test_idempotency_key_returns_the_existing_execution():
+    ex = executor()
+
+    @ex.task(id="charge", timeout=5)
+    async def charge(ctx, input):
+        return input
+
+    @ex.task(id="refund", timeout=5)
+    async def refund(ctx, input):
+        return input
+
+    async with ex:
+        h1 = await ex.enqueue_task(charge, 1, idempotency_key="order-7")
+        h2 = await ex.enqueue_task(charge, 2, idempotency_key="order-7")
+        h3 = await ex.enqueue_task(refund, 3, idempotency_key="order-7")
+        assert h1.execution_id == h2.execution_id != h3.execution_id
+        assert (await h2.wait_and_get_finished_execution()).output == 1
+        assert len(await ex.storage.list_executions()) == 2
+
+
+async def test_unknown_tasks_and_executions_are_clear_errors():
+    ex = executor()
+
+    @ex.task(id="a", timeout=5)
+    async def a(ctx, input):
+        return 1
+
+    @ex.task(id="b", timeout=5)
+    async def b(ctx, input):
+        return 2
+
+    async with ex:
+        with pytest.raises(DurableExecutionNotFoundError, match=r"Task not found \[taskId=nope\]"):
+            await ex.enqueue_task("nope")
+        with pytest.raises(DurableExecutionNotFoundError, match=r"Task execution not found \[executionId=te_x\]"):
+            await ex.get_task_execution_handle(a, "te_x")
+        handle = await ex.enqueue_task(a)
+        with pytest.raises(DurableExecutionNotFoundError, match="belongs to another task"):
+            await ex.get_task_execution_handle(b, handle.execution_id)
+    with pytest.raises(DurableExecutionError, match="Durable executor shutdown"):
+        await ex.enqueue_task(a)
+
+
+async def test_unserializable_and_oversize_input_store_nothing():
+    ex = executor(max_serialized_input_size=1024)
+
+    @ex.task(id="t", timeout=5)
+    async def t(ctx, input):
+        return input
+
+    async with ex:
+        with pytest.raises(DurableExecutionError, match=r"Cannot serialize input of task t: .*object"):
+            await ex.enqueue_task(t, object())
+        with pytest.raises(DurableExecutionError, match=r"Serialized input of task t is \d+ bytes, more than the limit of 1024"):
+            await ex.enqueue_task(t, "x" * 2000)
+        assert await ex.storage.list_executions() == []
+
+
+async def test_unserializable_output_fails_the_execution():
+    ex = executor()
+
+    @ex.task(id="t", timeout=5, retry=RetryOptions(max_attempts=3))
+    async def t(ctx, input):
+        return object()
+
+    async with ex:
+        finished = await (await ex.enqueue_task(t)).wait_and_get_finished_execution()
+    assert finished.status is S.FAILED and finished.retry_attempts == 0
+    assert finished.error.message.startswith("Cannot serialize output of task t:")
+
+
+@dataclass
+class Upload:
+    name: str
+    size: int
+
+
+async def test_invalid_input_never_runs_the_task():
+    ex = executor()
+    ran = []
+
+    @ex.task(id="upload", timeout=5, input_schema=Upload, retry=RetryOptions(max_attempts=3))
+    async def upload(ctx, input: Upload):
+        ran.append(input)
+        return input.size
+
+    @ex.task(id="even", timeout=5, validate_input=lambda v: v if v % 2 == 0 else (_ for _ in ()).throw(ValueError("must be even")))
+    async def even(ctx, input):
+        return input
+
+    async with ex:
+        ok = await (await ex.enqueue_task(upload, {"name": "a.txt", "size": 3})).wait_and_get_finished_execution()
+        bad = await (await ex.enqueue_task(upload, {"name": "a.txt", "size": "big"})).wait_and_get_finished_execution()
+        odd = await (await ex.enqueue_task(even, 3)).wait_and_get_finished_execution()
+    assert ok.output == 3 and ran == [Upload("a.txt", 3)]
+    assert bad.status is S.FAILED and bad.retry_attempts == 0 and not bad.error.is_retryable
+    assert bad.error.message.startswith("Invalid input to task upload:") and "size" in bad.error.message
+    assert odd.error.message == "Invalid input to task even: must be even"
+
+
+def test_invalid_definitions_raise_naming_the_field():
+    ex = executor()
+
+    async def run(ctx, input):
+        return None
+
+    with pytest.raises(ValueError, match="Task id cannot be empty"):
+        ex.task(id="", timeout=1, run=run)
+    with pytest.raises(ValueError, match="longer than 255"):
+        ex.task(id="x" * 256, timeout=1, run=run)
+    with pytest.raises(ValueError, match="alphanumeric"):
+        ex.task(id="has-dash", timeout=1, run=run)
+    with pytest.raises(ValueError, match="Invalid timeout value for task t"):
+        ex.task(id="t", timeout=0, run=run)
+    with pytest.raises(ValueError, match="Invalid sleep_before_run for task t"):
+        ex.task(id="t", timeout=1, sleep_before_run=-1, run=run)
+    with pytest.raises(ValueError, match="max_attempts must be between 0 and 1000"):
+        RetryOptions(max_attempts=1001)
+    with pytest.raises(ValueError, match="delay_multiplier"):
+        RetryOptions(max_attempts=1, delay_multiplier=50)
+    with pytest.raises(ValueError, match="max_delay"):
+        RetryOptions(max_attempts=1, base_delay=10, max_delay=5)
+    with pytest.raises(ValueError, match="Invalid retry options for task t"):
+        ex.task(id="t", timeout=1, retry={"max_attempts": 3}, run=run)
+    ex.task(id="t", timeout=1, run=run)
+    with pytest.raises(ValueError, match=r"Task with given id already exists \[taskId=t\]"):
+        ex.task(id="t", timeout=1, run=run)
+    with pytest.raises(ValueError, match="max_concurrent_task_executions"):
+        executor(max_concurrent_task_executions=0)
+
+
+def test_status_sets_and_backoff_formula():
+    assert [s.value for s in ALL_TASK_EXECUTION_STATUSES] == [
+        "ready", "running", "failed", "timed_out", "waiting_for_children",
+        "waiting_for_finalize", "finalize_failed", "completed", "cancelled",
+    ]
+    assert ACTIVE_TASK_EXECUTION_STATUSES | FINISHED_TASK_EXECUTION_STATUSES == set(ALL_TASK_EXECUTION_STATUSES)
+    assert ERRORED_TASK_EXECUTION_STATUSES == FINISHED_TASK_EXECUTION_STATUSES - {S.COMPLETED}
+    retry = RetryOptions(max_attempts=5, base_delay=1, delay_multiplier=2, max_delay=30)
+    assert [retry.delay_after_failure(k) for k in range(6)] == [1, 2, 4, 8, 16, 30]
+    assert math.isclose(RetryOptions(max_attempts=1, base_delay=0.5, delay_multiplier=1.5).delay_after_failure(2), 1.125)
+
+
+async def test_every_state_change_is_emitted_as_an_event():
+    events = []
+
+    class Recorder:
+        @hookimpl
+        def durable_task_execution_event(self, event):
+            events.append(event)
+
+    pm = get_plugin_manager()
+    pm.register(Recorder())
+    ex = executor(plugins=PluginRegistry.load(pm))
+
+    @ex.task(id="t", timeout=5, retry=RetryOptions(max_attempts=1))
+    async def t(ctx, input):
+        if ctx.attempt == 0:
+            raise RuntimeError("once")
+        return "ok"
+
+    async with ex:
+        handle = await ex.enqueue_task(t)
+        await handle.wait_and_get_finished_execution()
+    mine = [(e.kind, e.previous_status, e.status) for e in events if e.execution_id == handle.execution_id]
+    assert mine == [
+        ("enqueued", None, S.READY),
+        ("claimed", S.READY, S.RUNNING),
+        ("committed", S.RUNNING, S.READY),
+        ("claimed", S.READY, S.RUNNING),
+        ("committed", S.RUNNING, S.COMPLETED),
+    ]
+    assert all(e.executor_id == ex.executor_id and e.task_id == "t" for e in events)
+
+
+async def test_storage_metrics_cover_each_operation():
+    ex = executor()
+
+    @ex.task(id="t", timeout=5)
+    async def t(ctx, input):
+        return 1
+
+    async with ex:
+        await (await ex.enqueue_task(t)).wait_and_get_finished_execution()
+        metrics = ex.get_storage_metrics()
+    assert {"insert_executions", "claim_executions", "commit_runs", "get_executions"} <= set(metrics)
+    m = metrics["commit_runs"]
+    assert m.count == 1 and 0 <= m.min <= m.p50 <= m.p90 <= m.p95 <= m.max
+
+
+async def test_storage_by_plugin_name_and_unknown_plugin():
+    ex = DurableExecutor("memory")
+
+    @ex.task(id="t", timeout=5)
+    async def t(ctx, input):
+        return "via plugin"
+
+    async with ex:
+        assert (await (await ex.enqueue_task(t)).wait_and_get_finished_execution()).output == "via plugin"
+    with pytest.raises(DurableExecutionNotFoundError, match="storage 'nosuch' is not installed; run: durable install nosuch"):
+        async with DurableExecutor("nosuch"):
+            pass
