@@ -329,17 +329,22 @@ class DurableExecutor:
                 )
             self._storage = MeteredStorage(storage)
             self._run_nursery = await stack.enter_async_context(trio.open_nursery())
-            background = await stack.enter_async_context(trio.open_nursery())
+            await self._run_nursery.start(self._run_background)
         except BaseException:
             await stack.aclose()
             self._state = "stopped"
             raise
         self._exit_stack = stack
-        self._background = background.cancel_scope
-        background.start_soon(self._claim_loop)
-        background.start_soon(self._maintenance_loop)
         self._state = "running"
         return self
+
+    async def _run_background(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The claim and maintenance loops, under a scope of their own that shutdown cancels."""
+        with trio.CancelScope() as self._background:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._claim_loop)
+                nursery.start_soon(self._maintenance_loop)
+                task_status.started()
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.shutdown()
@@ -356,16 +361,18 @@ class DurableExecutor:
         self.shutdown_event.set()
         assert self._background is not None and self._exit_stack is not None
         self._background.cancel()
-        with trio.move_on_after(self.shutdown_timeout):
-            while self._runs:
-                await self._capacity_freed_wait()
-        for run in list(self._runs.values()):
-            run.hand_back = True
-            run.scope.cancel()
         try:
-            await self._exit_stack.aclose()
+            with trio.move_on_after(self.shutdown_timeout):
+                while self._runs:
+                    await self._capacity_freed_wait()
         finally:
-            self._state = "stopped"
+            for run in self._runs.values():
+                run.hand_back = True
+                run.scope.cancel()
+            try:
+                await self._exit_stack.aclose()
+            finally:
+                self._state = "stopped"
 
     async def _capacity_freed_wait(self) -> None:
         self._capacity_freed = trio.Event()

@@ -22,7 +22,7 @@ def clock() -> trio.testing.MockClock:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_pyfuncitem(pyfuncitem: pytest.Function) -> bool | None:
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if not inspect.iscoroutinefunction(pyfuncitem.obj):
         return None
     kwargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}

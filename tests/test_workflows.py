@@ -171,7 +171,7 @@ async def test_nested_finalize_parent_tasks():
 
 async def test_a_thousand_children_on_two_executors_keep_their_order():
     storage = MemoryStorage()
-    executors = [DurableExecutor(storage, poll_interval=0.1) for _ in range(2)]
+    executors = [DurableExecutor(storage, poll_interval=0.1, max_concurrent_task_executions=300) for _ in range(2)]
     parents = []
     for ex in executors:
         @ex.task(id="square", timeout=30)

@@ -1,0 +1,420 @@
+"""``MemoryStorage``: the storage contract in this process's memory.
+
+Every operation runs synchronously under one ``threading.Lock``, so executors in several threads
+(each with its own ``trio.run``) may share one storage. Indexes keep every operation independent of
+the number of finished records: claims and expiry pop from heaps keyed by ``ready_at`` and
+``lease_expires_at``; lookups go through dicts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from operator import attrgetter
+from typing import Any, TypeVar
+
+import trio
+
+from durable_core.status import TaskExecutionStatus as S
+from durable_core.storage.contract import (
+    CANCELLED_ERROR,
+    EXPIRED_ERROR,
+    EXPIRED_TOO_OFTEN_ERROR,
+    SLEEPING_TIMED_OUT_ERROR,
+    STORAGE_API,
+    Capabilities,
+    DuplicateSleepingTaskUniqueIdError,
+    ExecutionRecord,
+    Lease,
+    RunCommit,
+    SleepingWakeup,
+    StatusChange,
+    StorageError,
+    cascade_error,
+)
+
+T = TypeVar("T")
+
+_WAITING = frozenset({S.WAITING_FOR_CHILDREN, S.WAITING_FOR_FINALIZE})
+
+
+class _Schedule:
+    """Execution ids ordered by a time, earliest first (ties in the order they were scheduled).
+
+    A heap from which replaced or removed entries are dropped lazily when they surface; it is
+    rebuilt when such stale entries outnumber the live ones, so it never grows without bound.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, str]] = []
+        self._live: dict[str, tuple[float, int, str]] = {}
+        self._order = itertools.count()
+
+    def set(self, execution_id: str, at: float | None) -> None:
+        """Schedule ``execution_id`` at ``at``, or unschedule it (None)."""
+        live = self._live.get(execution_id)
+        if (None if live is None else live[0]) == at:
+            return
+        if at is None:
+            del self._live[execution_id]
+        else:
+            entry = self._live[execution_id] = (at, next(self._order), execution_id)
+            heapq.heappush(self._heap, entry)
+        if len(self._heap) > 2 * len(self._live) + 64:
+            self._heap = list(self._live.values())
+            heapq.heapify(self._heap)
+
+    def due(self, until: float, *, strict: bool = False) -> Iterator[str]:
+        """Ids scheduled at or before ``until`` (strictly before if ``strict``), earliest first.
+
+        The caller must unschedule each id it receives before asking for the next one.
+        """
+        while self._heap:
+            at, _, execution_id = entry = self._heap[0]
+            if self._live.get(execution_id) is not entry:
+                heapq.heappop(self._heap)
+            elif at < until or (at == until and not strict):
+                yield execution_id
+            else:
+                return
+
+
+def _holds(record: ExecutionRecord, lease: Lease) -> bool:
+    return record.lease_token == lease.token and record.lease_expires_at is not None
+
+
+def _finished_root_at(record: ExecutionRecord | None) -> float | None:
+    """When a finished top-level execution finished: the key by which whole trees are deleted."""
+    if record is None or record.parent is not None or not record.status.is_finished:
+        return None
+    return record.finished_at
+
+
+class _State:
+    """The records, their indexes and the contract's operations on them, without locking."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, ExecutionRecord] = {}
+        self.children: dict[str, set[str]] = {}
+        self.by_unique_id: dict[str, str] = {}
+        self.by_idempotency_key: dict[tuple[str, str], str] = {}
+        self.ready = _Schedule()
+        self.leases = _Schedule()
+        self.finished_roots = _Schedule()
+        self._undo: list[tuple[ExecutionRecord | None, ExecutionRecord | None]] = []
+
+    def atomically(self, operation: Callable[..., T], *args: Any) -> T:
+        """Run ``operation``; if it raises, undo every change it made, so it did nothing."""
+        self._undo = []
+        try:
+            return operation(*args)
+        except BaseException:
+            undo, self._undo = self._undo, []
+            for old, new in reversed(undo):
+                self._replace(new, old)
+            raise
+
+    # ------------------------------------------------------------------ the one way to change state
+
+    def _replace(self, old: ExecutionRecord | None, new: ExecutionRecord | None) -> None:
+        """Swap one stored record (insert when ``old`` is None, delete when ``new`` is None).
+
+        Every change goes through here, so the indexes stay in step and every change can be undone.
+        """
+        record = new or old
+        assert record is not None
+        execution_id = record.execution_id
+        if new is None:
+            del self.records[execution_id]
+            self._link(record, add=False)
+        else:
+            self.records[execution_id] = new
+            if old is None:
+                self._link(record, add=True)
+        self.ready.set(execution_id, None if new is None else new.ready_at)
+        self.leases.set(execution_id, None if new is None else new.lease_expires_at)
+        self.finished_roots.set(execution_id, _finished_root_at(new))
+        self._undo.append((old, new))
+
+    def _link(self, record: ExecutionRecord, *, add: bool) -> None:
+        """Add ``record`` to (or remove it from) the indexes of fields that never change."""
+        execution_id = record.execution_id
+        if record.parent is not None:
+            siblings = self.children.setdefault(record.parent.execution_id, set())
+            if add:
+                siblings.add(execution_id)
+            else:
+                siblings.discard(execution_id)
+                if not siblings:
+                    del self.children[record.parent.execution_id]
+        for index, key in (
+            (self.by_unique_id, record.sleeping_unique_id),
+            (self.by_idempotency_key, None if record.idempotency_key is None else (record.task_id, record.idempotency_key)),
+        ):
+            if key is None:
+                continue
+            if add:
+                index[key] = execution_id
+            else:
+                del index[key]
+
+    def _write(self, old: ExecutionRecord, new: ExecutionRecord, changes: list[StatusChange]) -> None:
+        self._replace(old, new)
+        changes.append(StatusChange(new.execution_id, new.task_id, old.status, new.status))
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, execution_ids: Sequence[str]) -> list[ExecutionRecord | None]:
+        return [self._copy(self.records.get(execution_id)) for execution_id in execution_ids]
+
+    def get_by_sleeping_unique_id(self, unique_ids: Sequence[str]) -> list[ExecutionRecord | None]:
+        return self.get([self.by_unique_id.get(unique_id, "") for unique_id in unique_ids])
+
+    def list(self, statuses: Sequence[S] | None, task_id: str | None, limit: int) -> list[ExecutionRecord]:
+        wanted = None if statuses is None else frozenset(statuses)
+        matches = (
+            record
+            for record in reversed(self.records.values())  # newest first among equal created_at
+            if (wanted is None or record.status in wanted) and (task_id is None or record.task_id == task_id)
+        )
+        return [record.copy() for record in heapq.nlargest(max(limit, 0), matches, key=attrgetter("created_at"))]
+
+    def find_revoked(self, leases: Sequence[Lease]) -> list[str]:
+        return [lease.execution_id for lease in leases if self._held(lease) is None]
+
+    @staticmethod
+    def _copy(record: ExecutionRecord | None) -> ExecutionRecord | None:
+        return None if record is None else record.copy()
+
+    def _held(self, lease: Lease) -> ExecutionRecord | None:
+        """The stored record while ``lease`` holds, else None."""
+        record = self.records.get(lease.execution_id)
+        return record if record is not None and _holds(record, lease) else None
+
+    # ------------------------------------------------------------------ writes
+
+    def insert(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+        return [(self._twin(record) or self._add(record)).copy() for record in records]
+
+    def claim(self, executor_id: str, now: float, limit: int, expire_leeway: float) -> list[ExecutionRecord]:
+        claimed = []
+        for execution_id in itertools.islice(self.ready.due(now), max(limit, 0)):
+            record = self.records[execution_id]
+            new = record.copy(
+                ready_at=None,
+                executor_id=executor_id,
+                lease_token=record.lease_token + 1,
+                lease_expires_at=now + record.timeout + expire_leeway,
+                updated_at=now,
+            )
+            if record.status is S.READY:
+                new.status, new.started_at = S.RUNNING, now
+            self._replace(record, new)
+            claimed.append(new.copy())
+        return claimed
+
+    def commit(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
+        changes: list[StatusChange] = []
+        for commit in commits:
+            stored = self._held(commit.record.lease)
+            if stored is None:
+                continue
+            new = commit.record.copy(lease_expires_at=None, updated_at=now)
+            self._write(stored, new, changes)
+            for record in commit.new_executions:
+                if self._twin(record) is None:
+                    self._add(record)
+                    changes.append(StatusChange(record.execution_id, record.task_id, None, record.status))
+            self._after_finish(new, now, changes)
+        return changes
+
+    def release(self, leases: Sequence[Lease], now: float) -> list[StatusChange]:
+        changes: list[StatusChange] = []
+        for lease in leases:
+            record = self._held(lease)
+            if record is not None:
+                self._hand_back(record, now, changes)
+        return changes
+
+    def expire(self, now: float, max_lease_expirations: int, limit: int) -> list[StatusChange]:
+        changes: list[StatusChange] = []
+        for execution_id in itertools.islice(self.leases.due(now), max(limit, 0)):
+            record = self.records[execution_id]
+            expirations = record.lease_expirations + 1
+            if record.is_sleeping:
+                self._finish(record, now, changes, status=S.TIMED_OUT, error=SLEEPING_TIMED_OUT_ERROR)
+            elif expirations > max_lease_expirations:
+                self._finish(
+                    record, now, changes, status=S.FAILED, error=EXPIRED_TOO_OFTEN_ERROR, lease_expirations=expirations
+                )
+            else:
+                error = EXPIRED_ERROR if record.status is S.RUNNING else record.error
+                self._hand_back(record, now, changes, lease_expirations=expirations, error=error)
+        return changes
+
+    def cancel(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
+        changes: list[StatusChange] = []
+        for execution_id in execution_ids:
+            record = self.records.get(execution_id)
+            if record is not None and not record.status.is_finished:
+                self._finish(record, now, changes, status=S.CANCELLED, error=CANCELLED_ERROR)
+        return changes
+
+    def wake(self, wakeups: Sequence[SleepingWakeup], now: float) -> list[StatusChange]:
+        changes: list[StatusChange] = []
+        for wakeup in wakeups:
+            record = self.records.get(wakeup.execution_id)
+            if record is not None and record.is_sleeping and record.status is S.RUNNING:
+                self._finish(
+                    record, now, changes, status=S(wakeup.status), output=wakeup.output, error=wakeup.error
+                )
+        return changes
+
+    def delete_finished(self, finished_before: float, limit: int) -> int:
+        deleted = 0
+        for root_id in itertools.islice(self.finished_roots.due(finished_before, strict=True), max(limit, 0)):
+            for execution_id in self._subtree(root_id):
+                self._replace(self.records[execution_id], None)
+                deleted += 1
+        return deleted
+
+    # ------------------------------------------------------------------ building blocks
+
+    def _twin(self, record: ExecutionRecord) -> ExecutionRecord | None:
+        """The stored execution with ``record``'s task and idempotency key, if any."""
+        if record.idempotency_key is None:
+            return None
+        twin_id = self.by_idempotency_key.get((record.task_id, record.idempotency_key))
+        return None if twin_id is None else self.records[twin_id]
+
+    def _add(self, record: ExecutionRecord) -> ExecutionRecord:
+        """Store a copy of the new ``record``; its id and sleeping unique id must be free."""
+        if record.sleeping_unique_id is not None and record.sleeping_unique_id in self.by_unique_id:
+            raise DuplicateSleepingTaskUniqueIdError(record.sleeping_unique_id)
+        if record.execution_id in self.records:
+            raise StorageError(f"Task execution {record.execution_id} already exists", is_retryable=False)
+        stored = record.copy()
+        self._replace(None, stored)
+        return stored
+
+    def _subtree(self, execution_id: str) -> list[str]:
+        """``execution_id`` and the ids of all its descendants, parents before children."""
+        ids = [execution_id]
+        for parent_id in ids:  # grows while it is walked
+            ids.extend(self.children.get(parent_id, ()))
+        return ids
+
+    def _hand_back(self, record: ExecutionRecord, now: float, changes: list[StatusChange], **fields: Any) -> None:
+        """End ``record``'s lease so that it is claimed again at once."""
+        if record.status is S.RUNNING:
+            fields.update(status=S.READY, start_at=now)
+        new = record.copy(ready_at=now, executor_id=None, lease_expires_at=None, updated_at=now, **fields)
+        self._write(record, new, changes)
+
+    @staticmethod
+    def _finished(record: ExecutionRecord, now: float, **fields: Any) -> ExecutionRecord:
+        return record.copy(finished_at=now, ready_at=None, lease_expires_at=None, updated_at=now, **fields)
+
+    def _finish(self, record: ExecutionRecord, now: float, changes: list[StatusChange], **fields: Any) -> None:
+        new = self._finished(record, now, **fields)
+        self._write(record, new, changes)
+        self._after_finish(new, now, changes)
+
+    def _after_finish(self, record: ExecutionRecord, now: float, changes: list[StatusChange]) -> None:
+        """Closure and cascading cancellation, if ``record`` (just written) is finished."""
+        if not record.status.is_finished:
+            return
+        parent = None if record.parent is None else self.records.get(record.parent.execution_id)
+        if parent is not None:
+            moved_along = parent.active_children_count == 1 and parent.status in _WAITING
+            new = parent.copy(
+                active_children_count=max(parent.active_children_count - 1, 0),
+                ready_at=now if moved_along else parent.ready_at,
+                updated_at=now,
+            )
+            self._write(parent, new, changes)
+        if record.status is not S.COMPLETED:
+            error = cascade_error(record)
+            for execution_id in self._subtree(record.execution_id)[1:]:
+                descendant = self.records[execution_id]
+                if not descendant.status.is_finished:
+                    self._write(descendant, self._finished(descendant, now, status=S.CANCELLED, error=error), changes)
+
+
+class MemoryStorage:
+    """The storage contract in memory: fast, not persistent, for one process.
+
+    Safe for any number of executors in this process, also in several threads each running its
+    own trio loop. Records handed in or out are copies, never the stored objects.
+    """
+
+    storage_api = STORAGE_API
+    capabilities = Capabilities(persistent=False, multi_process=False)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = _State()
+        self._closed = False
+
+    async def _run(self, operation: Callable[..., T], *args: Any) -> T:
+        """Checkpoint first (a cancellation then means nothing happened), then run atomically.
+
+        Nothing awaits while the lock is held, so no other thread or task waits long for it.
+        """
+        await trio.lowlevel.checkpoint()
+        with self._lock:
+            if self._closed:
+                raise StorageError("memory storage is closed", is_retryable=False)
+            return self._state.atomically(operation, *args)
+
+    async def insert_executions(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+        return await self._run(self._state.insert, records)
+
+    async def get_executions(self, execution_ids: Sequence[str]) -> list[ExecutionRecord | None]:
+        return await self._run(self._state.get, execution_ids)
+
+    async def get_executions_by_sleeping_unique_id(self, unique_ids: Sequence[str]) -> list[ExecutionRecord | None]:
+        return await self._run(self._state.get_by_sleeping_unique_id, unique_ids)
+
+    async def list_executions(
+        self,
+        *,
+        statuses: Sequence[S] | None = None,
+        task_id: str | None = None,
+        limit: int = 100,
+    ) -> list[ExecutionRecord]:
+        return await self._run(self._state.list, statuses, task_id, limit)
+
+    async def claim_executions(
+        self, executor_id: str, now: float, limit: int, expire_leeway: float
+    ) -> list[ExecutionRecord]:
+        return await self._run(self._state.claim, executor_id, now, limit, expire_leeway)
+
+    async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
+        return await self._run(self._state.commit, commits, now)
+
+    async def release_leases(self, leases: Sequence[Lease], now: float) -> list[StatusChange]:
+        return await self._run(self._state.release, leases, now)
+
+    async def find_revoked_leases(self, leases: Sequence[Lease]) -> list[str]:
+        return await self._run(self._state.find_revoked, leases)
+
+    async def expire_leases(self, now: float, max_lease_expirations: int, limit: int) -> list[StatusChange]:
+        return await self._run(self._state.expire, now, max_lease_expirations, limit)
+
+    async def cancel_executions(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
+        return await self._run(self._state.cancel, execution_ids, now)
+
+    async def wake_sleeping_executions(self, wakeups: Sequence[SleepingWakeup], now: float) -> list[StatusChange]:
+        return await self._run(self._state.wake, wakeups, now)
+
+    async def delete_finished_executions(self, finished_before: float, limit: int) -> int:
+        return await self._run(self._state.delete_finished, finished_before, limit)
+
+    async def aclose(self) -> None:
+        """Refuse further calls; closing twice is harmless."""
+        await trio.lowlevel.checkpoint()
+        with self._lock:
+            self._closed = True
