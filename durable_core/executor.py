@@ -557,7 +557,7 @@ class DurableExecutor:
         """React to stored changes: events, local waiters, local runs that lost their lease, and
         parents that became claimable."""
         for change in changes:
-            self._emit(kind, change)
+            self._emit("enqueued" if change.previous_status is None else kind, change)
             if change.status.is_finished:
                 event = self._finish_events.pop(change.execution_id, None)
                 if event is not None:
