@@ -52,6 +52,8 @@ from .tasks import (
 log = logging.getLogger("durable.executor")
 
 _MiB = 1024 * 1024
+DEFAULT_STORAGE = "sqlite"
+DEFAULT_STORAGE_OPTIONS = {"path": "durable.db"}
 
 
 def new_id(prefix: str, length: int) -> str:
@@ -100,13 +102,13 @@ class DurableExecutor:
     """Runs durable tasks on a storage shared with any number of other executors.
 
     ``storage`` is a storage object or the name of an installed storage plugin, opened with
-    ``storage_options`` when the executor starts. Use ``async with executor:``; leaving the block
-    shuts down gracefully.
+    ``storage_options`` when the executor starts; by default the embedded SQLite storage in
+    ``./durable.db``. Use ``async with executor:``; leaving the block shuts down gracefully.
     """
 
     def __init__(
         self,
-        storage: Storage | str,
+        storage: Storage | str | None = None,
         *,
         storage_options: dict[str, Any] | None = None,
         serializer: Any = None,
@@ -123,6 +125,8 @@ class DurableExecutor:
     ):
         from .plugins.manager import default_registry
 
+        if storage is None:
+            storage, storage_options = DEFAULT_STORAGE, storage_options or dict(DEFAULT_STORAGE_OPTIONS)
         if not isinstance(storage, str) and not isinstance(storage, Storage):
             raise TypeError(
                 f"storage must be a storage object or the name of a storage plugin, got {storage!r}"
