@@ -1,0 +1,309 @@
+"""Loading plugins and calling their hooks.
+
+``get_plugin_manager()`` builds a pluggy manager: built-ins first, then every entry point of the
+``durable`` group, each in its own ``try`` so that a broken plugin is recorded, never fatal.
+``PluginRegistry`` is the typed facade the engine and the CLI use: one method per hook, with the
+storages and serializers collected once, duplicates refused, and observers isolated from each other.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import pluggy
+
+from ..errors import DurableExecutionError, DurableExecutionNotFoundError
+from . import hookspecs
+from .hookspecs import StorageFactory
+
+if TYPE_CHECKING:
+    import click
+
+    from ..events import TaskExecutionEvent
+    from ..serialization import Serializer
+
+PROJECT = "durable"
+"""The pluggy project name and the entry-point group."""
+
+DISABLE_ENV = "DURABLE_DISABLE_PLUGINS"
+"""Comma-separated plugin names (entry-point or built-in names) that are never loaded."""
+
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "durable_core.plugins.builtin_json",
+    "durable_core.plugins.builtin_logging",
+    "durable_core.plugins.builtin_validation",
+)
+"""Modules of the built-in plugins, named after what follows ``builtin_``: json, logging, validation."""
+
+logger = logging.getLogger("durable.plugins")
+
+
+@dataclass
+class PluginInfo:
+    """One plugin as ``durable plugins`` shows it."""
+
+    name: str
+    distribution: str | None
+    """The installed distribution it came from; None for a plugin built into durable-core."""
+    version: str | None
+    provides: list[str] = field(default_factory=list)
+    """e.g. ``storage:memory``, ``serializer:json``, ``hook:durable_task_execution_event``."""
+    status: Literal["ok", "error", "disabled"] = "ok"
+    error: str | None = None
+
+    @property
+    def origin(self) -> str:
+        """Where it came from, for messages: ``durable-storage-sqlite 0.1.0`` or ``durable-core``."""
+        if self.distribution is None:
+            return "durable-core"
+        return f"{self.distribution} {self.version}" if self.version else self.distribution
+
+
+def disabled_plugin_names() -> list[str]:
+    """The plugin names listed in ``DURABLE_DISABLE_PLUGINS``."""
+    return [name.strip() for name in os.environ.get(DISABLE_ENV, "").split(",") if name.strip()]
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class DurablePluginManager(pluggy.PluginManager):
+    """A pluggy manager that remembers each plugin's distribution and the plugins that failed."""
+
+    def __init__(self) -> None:
+        super().__init__(PROJECT)
+        self.add_hookspecs(hookspecs)
+        self.distributions: dict[str, tuple[str, str]] = {}
+        """Plugin name → (distribution, version), for plugins loaded from entry points."""
+        self.failures: list[PluginInfo] = []
+        """Plugins that could not be loaded, with the reason."""
+
+    def load_plugin(
+        self, name: str, load: Callable[[], object], distribution: tuple[str, str] | None = None
+    ) -> None:
+        """Import (``load()``) and register one plugin unless it is blocked; never raises."""
+        if self.is_blocked(name):
+            if distribution:
+                self.distributions[name] = distribution
+            return
+        try:
+            if self.get_plugin(name) is not None:
+                raise ValueError(
+                    f"plugin name {name!r} is already taken by {self.plugin_info(name).origin}; "
+                    "uninstall one of them"
+                )
+            plugin = load()
+            self.register(plugin, name=name)
+            unknown = [caller.name for caller in self.get_hookcallers(plugin) or () if not caller.has_spec()]
+            if unknown:
+                self.unregister(plugin)
+                raise ValueError(f"unknown hook {', '.join(unknown)} (misspelt? see docs/plugins.md)")
+        except Exception as exc:
+            info = PluginInfo(name, *(distribution or (None, None)), status="error", error=_describe(exc))
+            logger.warning("plugin %r (%s) failed to load: %s", name, info.origin, info.error)
+            self.failures.append(info)
+        else:
+            if distribution:
+                self.distributions[name] = distribution
+
+    def plugin_info(self, name: str, **fields: Any) -> PluginInfo:
+        """A ``PluginInfo`` for the plugin ``name``, with its distribution filled in."""
+        return PluginInfo(name, *self.distributions.get(name, (None, None)), **fields)
+
+
+def get_plugin_manager() -> DurablePluginManager:
+    """A new manager with the built-in plugins and every installed ``durable`` entry point, minus
+    those named in ``DURABLE_DISABLE_PLUGINS``."""
+    pm = DurablePluginManager()
+    for name in disabled_plugin_names():
+        pm.set_blocked(name)
+    for module in BUILTIN_PLUGINS:
+        pm.load_plugin(module.rpartition(".builtin_")[2], functools.partial(importlib.import_module, module))
+    for entry_point in importlib.metadata.entry_points(group=PROJECT):
+        dist = entry_point.dist
+        pm.load_plugin(entry_point.name, entry_point.load, (dist.name, dist.version) if dist else None)
+    return pm
+
+
+def _call(impl: pluggy.HookImpl, **kwargs: Any) -> Any:
+    """Call one hook implementation as pluggy would (it may accept a subset of the arguments)."""
+    return impl.function(*(kwargs[name] for name in impl.argnames))
+
+
+def _registrations(impl: pluggy.HookImpl) -> list[tuple[str, Any]]:
+    """What one implementation of a ``register`` hook registers: (name, factory) pairs."""
+    found: list[tuple[str, Any]] = []
+    _call(impl, register=lambda name, factory: found.append((name, factory)))
+    return found
+
+
+class PluginRegistry:
+    """The loaded plugins, with one typed method per hook."""
+
+    def __init__(self, pm: DurablePluginManager):
+        self._pm = pm
+        self.plugins: list[PluginInfo] = [
+            pm.plugin_info(name, status="ok" if plugin is not None else "disabled")
+            for name, plugin in pm.list_name_plugin()
+        ]
+        infos = {info.name: info for info in self.plugins}
+        storages = self._offers(pm.hook.durable_register_storages, infos)
+        serializers = self._offers(pm.hook.durable_register_serializers, infos)
+        for info in self.plugins:
+            if info.status == "error":  # a plugin that failed to register takes no part at all
+                pm.unregister(name=info.name)
+        self._storages: dict[str, StorageFactory] = self._table("storage", storages)
+        self._serializer_factories: dict[str, Callable[[], Serializer]] = self._table("serializer", serializers)
+        self._serializers: dict[str, Serializer] = {}
+        for info in self.plugins:
+            plugin = pm.get_plugin(info.name)
+            if plugin is not None:
+                info.provides += [
+                    f"hook:{caller.name}" for caller in pm.get_hookcallers(plugin) or ()
+                    if caller.name not in ("durable_register_storages", "durable_register_serializers")
+                ]
+        self._observers = [
+            (impl.plugin_name, impl.function if impl.argnames else functools.partial(_no_event, impl.function))
+            for impl in reversed(pm.hook.durable_task_execution_event.get_hookimpls())
+            if not (impl.wrapper or impl.hookwrapper)
+        ]
+        self.plugins += pm.failures
+
+    @classmethod
+    def load(cls, pm: DurablePluginManager | None = None) -> PluginRegistry:
+        """Collect what the plugins of ``pm`` (default: a new ``get_plugin_manager()``) register.
+
+        A plugin whose registration hook raises is marked ``error`` and left out; two plugins
+        registering the same name raise ``DurableExecutionError``.
+        """
+        return cls(pm if pm is not None else get_plugin_manager())
+
+    @staticmethod
+    def _offers(hook: pluggy.HookCaller, infos: dict[str, PluginInfo]) -> list[tuple[str, Any, PluginInfo]]:
+        """Call each implementation of a ``register`` hook alone: (name, factory, plugin) offered."""
+        offered = []
+        for impl in hook.get_hookimpls():
+            info = infos[impl.plugin_name]
+            try:
+                offered += [(name, factory, info) for name, factory in _registrations(impl)]
+            except Exception as exc:
+                info.status, info.error = "error", f"{hook.name} raised {_describe(exc)}"
+                logger.warning("plugin %r (%s) failed: %s", info.name, info.origin, info.error)
+        return offered
+
+    @staticmethod
+    def _table(kind: str, offered: list[tuple[str, Any, PluginInfo]]) -> dict[str, Any]:
+        table: dict[str, Any] = {}
+        owners: dict[str, PluginInfo] = {}
+        for name, factory, info in offered:
+            if info.status == "error":
+                continue
+            if name in owners:
+                first = owners[name]
+                raise DurableExecutionError(
+                    f"{kind} {name!r} is registered by two plugins: {first.name!r} ({first.origin}) "
+                    f"and {info.name!r} ({info.origin}); uninstall one of them, or disable one with "
+                    f"{DISABLE_ENV}={info.name}",
+                    is_retryable=False,
+                )
+            table[name], owners[name] = factory, info
+            info.provides.append(f"{kind}:{name}")
+        return table
+
+    def _not_installed(self, kind: str, name: str) -> DurableExecutionNotFoundError:
+        """Why ``name`` is missing: its plugin is disabled or broken, or it is not installed."""
+        info = next((info for info in self.plugins if info.name == name and info.status != "ok"), None)
+        if info is not None and info.status == "disabled":
+            return DurableExecutionNotFoundError(f"{kind} {name!r} is disabled by {DISABLE_ENV}")
+        if info is not None:
+            return DurableExecutionNotFoundError(
+                f"{kind} {name!r} is not available: plugin {name!r} failed: {info.error}"
+            )
+        return DurableExecutionNotFoundError(f"{kind} {name!r} is not installed; run: durable install {name}")
+
+    def storage_names(self) -> list[str]:
+        return sorted(self._storages)
+
+    def storage_factory(self, name: str) -> StorageFactory:
+        """The factory of the installed storage ``name`` (``durable_register_storages``)."""
+        try:
+            return self._storages[name]
+        except KeyError:
+            raise self._not_installed("storage", name) from None
+
+    def serializer_names(self) -> list[str]:
+        return sorted(self._serializer_factories)
+
+    def serializer(self, name: str) -> Serializer:
+        """The installed serializer ``name`` (``durable_register_serializers``), created once."""
+        serializer = self._serializers.get(name)
+        if serializer is None:
+            try:
+                factory = self._serializer_factories[name]
+            except KeyError:
+                raise self._not_installed("serializer", name) from None
+            serializer = factory()
+            if serializer.name != name:
+                raise DurableExecutionError(
+                    f"serializer {name!r} was registered with a factory that makes serializer "
+                    f"{serializer.name!r}; the names must match",
+                    is_retryable=False,
+                )
+            self._serializers[name] = serializer
+        return serializer
+
+    def input_validator(self, schema: Any, task_id: str) -> Callable[[Any], Any] | None:
+        """The validation function for ``input_schema=schema`` (``durable_input_validator``)."""
+        return self._pm.hook.durable_input_validator(schema=schema, task_id=task_id)
+
+    def emit(self, event: TaskExecutionEvent) -> None:
+        """Tell every observer (``durable_task_execution_event``); one that raises is logged."""
+        for name, observe in self._observers:
+            try:
+                observe(event)
+            except Exception:
+                logger.exception(
+                    "plugin %r failed to observe %s event of %s", name, event.kind, event.execution_id
+                )
+
+    def register_commands(self, cli: click.Group) -> None:
+        """Let every plugin add commands (``durable_register_commands``); one that raises is logged."""
+        for impl in self._pm.hook.durable_register_commands.get_hookimpls():
+            try:
+                _call(impl, cli=cli)
+            except Exception as exc:
+                logger.warning("plugin %r failed to add commands: %s", impl.plugin_name, _describe(exc))
+
+
+def _no_event(observe: Callable[[], object], event: TaskExecutionEvent) -> None:
+    """Adapts an observer that takes no argument (pluggy lets an implementation omit any)."""
+    observe()
+
+
+_default: PluginRegistry | None = None
+_default_lock = threading.Lock()
+
+
+def default_registry() -> PluginRegistry:
+    """The registry of this process, loaded on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = PluginRegistry.load()
+        return _default
+
+
+def reset_default_registry() -> None:
+    """Forget the process's registry, so the next ``default_registry()`` loads plugins again."""
+    global _default
+    with _default_lock:
+        _default = None

@@ -1,0 +1,287 @@
+"""The JSON serializer round-trips every supported type exactly, and refuses the rest clearly."""
+
+import dataclasses
+import enum
+import json
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from durable_core.errors import ErrorInfo
+from durable_core.models import (
+    ExecutionRef,
+    FinalizeInput,
+    FinishedChildTaskExecution,
+    ParentRef,
+    RetryOptions,
+)
+from durable_core.serialization import (
+    TAG,
+    JsonSerializer,
+    SerializationError,
+    Serializer,
+    rebuild_serializable,
+    reduce_serializable,
+    register_serializable,
+)
+from durable_core.status import TaskExecutionStatus
+
+json_serializer = JsonSerializer()
+
+
+@register_serializable
+@dataclasses.dataclass(frozen=True)
+class Point:
+    x: int
+    y: float
+
+
+@register_serializable(name="tests:Box")
+@dataclasses.dataclass
+class Box:
+    content: Any
+    points: list[Point] = dataclasses.field(default_factory=list)
+
+
+@register_serializable
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = (0, 0, 255)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal and of the same types all the way down (nan equals nan, -0.0 differs from 0.0)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float | Decimal):
+        return repr(a) == repr(b)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(map(same, a, b))
+    if isinstance(a, dict):
+        return len(a) == len(b) and all(
+            same(ka, kb) and same(va, vb) for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True)
+        )
+    if isinstance(a, set | frozenset):
+        return len(a) == len(b) and all(any(same(x, y) for y in b) for x in a)
+    if dataclasses.is_dataclass(a):
+        return all(same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+    if isinstance(a, datetime | time):
+        return a == b and a.utcoffset() == b.utcoffset()
+    return a == b
+
+
+def round_trip(value: Any) -> Any:
+    return json_serializer.deserialize(json_serializer.serialize(value))
+
+
+offsets = st.builds(
+    timezone, st.timedeltas(min_value=timedelta(hours=-23, minutes=-59), max_value=timedelta(hours=23, minutes=59))
+)
+hashables = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.binary()
+    | st.datetimes(timezones=st.none() | offsets)
+    | st.dates()
+    | st.times(timezones=st.none() | offsets)
+    | st.timedeltas()
+    | st.uuids()
+    | st.decimals(allow_nan=False)
+    | st.sampled_from(Color)
+    | st.sampled_from(TaskExecutionStatus)
+    | st.builds(Point, st.integers(), st.floats()),
+    lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3),
+    max_leaves=6,
+)
+values = st.recursive(
+    hashables | st.floats(),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner)
+        | st.dictionaries(st.text() | st.just(TAG) | st.just("v"), inner, max_size=4)
+        | st.dictionaries(hashables, inner, max_size=3)
+        | st.sets(hashables, max_size=3)
+        | st.builds(Box, inner, st.lists(st.builds(Point, st.integers(), st.floats()), max_size=2))
+        | st.builds(ErrorInfo, st.sampled_from(["generic", "cancelled"]), st.text(), st.booleans())
+        | st.builds(
+            FinishedChildTaskExecution, st.text(), st.text(), st.sampled_from(TaskExecutionStatus), inner
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@given(values)
+def test_every_supported_value_round_trips_with_its_types(value: Any) -> None:
+    assert same(round_trip(value), value)
+
+
+@given(values)
+def test_output_is_strict_json(value: Any) -> None:
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    json.loads(json_serializer.serialize(value).decode("utf-8", "surrogatepass"), parse_constant=refuse)
+
+
+def test_json_native_values_are_stored_as_plain_compact_json() -> None:
+    value = {"url": "https://example.com/ü", "size": 3, "ratio": 0.5, "ok": True, "tags": ["a", None]}
+    data = json_serializer.serialize(value)
+    assert data == '{"url":"https://example.com/ü","size":3,"ratio":0.5,"ok":true,"tags":["a",null]}'.encode()
+    assert json.loads(data) == value
+
+
+def test_types_json_would_change_are_tagged() -> None:
+    value = {"pair": (1, 2), "when": datetime(2024, 5, 1, 12, 30, tzinfo=timezone(timedelta(hours=2)))}
+    assert json.loads(json_serializer.serialize(value)) == {
+        "pair": {TAG: "tuple", "v": [1, 2]},
+        "when": {TAG: "datetime", "v": "2024-05-01T12:30:00+02:00"},
+    }
+    assert same(round_trip(value), value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        float("nan"), float("inf"), -float("inf"), -0.0,
+        {1: "a", None: "b", (1, "x"): "c", 2.5: "d", False: "e"},
+        datetime(2024, 1, 1, 0, 0, 0, 1), date(1, 1, 1), time(23, 59, 59, 999999),
+        timedelta(days=-1, microseconds=1), b"\x00\xff", Decimal("1.10"), Decimal("-Infinity"),
+        UUID(int=7), {1, "1"}, frozenset({(1, 2)}), (), [()], "\ud800 lone surrogate",
+        10**100,
+    ],
+    ids=repr,
+)
+def test_edge_values_round_trip(value: Any) -> None:
+    assert same(round_trip(value), value)
+
+
+def test_user_dicts_that_use_the_reserved_key_are_escaped() -> None:
+    lookalikes = [{TAG: "tuple", "v": [1, 2]}, {TAG: "nowhere:Gone", "v": {}}, {TAG: None}, {"v": TAG}]
+    assert same(round_trip(lookalikes), lookalikes)
+
+
+def test_engine_result_types_round_trip() -> None:
+    error = ErrorInfo("timed_out", "Task execution timed out", is_retryable=True)
+    finalize_input = FinalizeInput(
+        input={"n": 1},
+        output=(1, 2),
+        children=[
+            FinishedChildTaskExecution("child", "te_1", TaskExecutionStatus.COMPLETED, output={"ok": True}),
+            FinishedChildTaskExecution("child", "te_2", TaskExecutionStatus.FAILED, error=error),
+        ],
+    )
+    value = [
+        finalize_input,
+        ExecutionRef("t", "te_3"),
+        ParentRef("p", "te_4", 2, is_finalize_of_parent=True),
+        RetryOptions(max_attempts=3, base_delay=1.0, delay_multiplier=2.0, max_delay=30.0),
+        TaskExecutionStatus.WAITING_FOR_CHILDREN,
+    ]
+    result = round_trip(value)
+    assert same(result, value)
+    assert type(result[0].children[1].status) is TaskExecutionStatus
+
+
+def test_enum_members_keep_their_class() -> None:
+    assert round_trip([Color.BLUE, Color.RED]) == [Color.BLUE, Color.RED]
+
+
+def test_unsupported_value_names_its_type_and_place() -> None:
+    with pytest.raises(SerializationError) as caught:
+        json_serializer.serialize({"a": [1, 2, object()]})
+    assert caught.value.message == (
+        "value of type 'object' at ['a'][2] is not serializable by 'json'; convert it to a "
+        "supported type, or make it a dataclass registered with durable_core.register_serializable"
+    )
+    assert caught.value.is_retryable is False
+
+
+def test_unsupported_value_inside_a_registered_dataclass_shows_the_field() -> None:
+    with pytest.raises(SerializationError, match=r"value of type 'complex' at \[0\]\.content\[1\] "):
+        json_serializer.serialize([Box(content=(1, 2j))])
+
+
+def test_unregistered_dataclass_asks_for_registration() -> None:
+    @dataclasses.dataclass
+    class Unregistered:
+        x: int
+
+    with pytest.raises(SerializationError) as caught:
+        json_serializer.serialize({(1, 2): Unregistered(1)})
+    assert caught.value.message == (
+        "value of type 'test_unregistered_dataclass_asks_for_registration.<locals>.Unregistered' at "
+        "[(1, 2)] is not serializable by 'json'; register its class with "
+        "@durable_core.register_serializable"
+    )
+
+
+@pytest.mark.parametrize("value", [bytearray(b"x"), Color, str, {1: object()}])
+def test_other_unsupported_values_raise_serialization_error(value: Any) -> None:
+    with pytest.raises(SerializationError, match="is not serializable by 'json'"):
+        json_serializer.serialize(value)
+
+
+def test_reference_cycle_is_a_serialization_error() -> None:
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    with pytest.raises(SerializationError, match="reference cycle"):
+        json_serializer.serialize(cycle)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b'{"a": ', r"invalid 'json' payload: Expecting value"),
+        (b'{"__durable__": "nowhere:Gone", "v": {}}', r"type 'nowhere:Gone' is not registered in this process"),
+        (b'{"__durable__": "tests:Box", "v": {"nope": 1}}', r"cannot rebuild 'tests:Box' from its stored state"),
+        (b'{"__durable__": "datetime", "v": "yesterday"}', r"invalid 'json' payload: Invalid isoformat"),
+    ],
+)
+def test_bad_payloads_raise_serialization_error(data: bytes, message: str) -> None:
+    with pytest.raises(SerializationError, match=message):
+        json_serializer.deserialize(data)
+
+
+def test_register_serializable_rejects_what_it_cannot_rebuild() -> None:
+    with pytest.raises(TypeError, match="takes a dataclass or an Enum class, got <class 'int'>"):
+        register_serializable(int)
+    with pytest.raises(TypeError, match="takes a dataclass or an Enum class"):
+        register_serializable(Point(1, 2.0))  # an instance, not the class
+    with pytest.raises(ValueError, match="must look like 'module:Name'"):
+        register_serializable(Point, name="Point")
+
+
+def test_registry_is_shared_through_reduce_and_rebuild() -> None:
+    box = Box(content={"k": 1}, points=[Point(1, 2.0)])
+    name, state = reduce_serializable(box)
+    assert (name, state) == ("tests:Box", {"content": {"k": 1}, "points": [Point(1, 2.0)]})
+    assert rebuild_serializable(name, state) == box
+    assert reduce_serializable(Color.RED) == (f"{__name__}:Color", "red")
+    assert reduce_serializable(object()) is None
+
+
+def test_a_type_can_be_read_under_an_old_name_after_a_rename() -> None:
+    @dataclasses.dataclass
+    class Renamed:
+        x: int
+
+    register_serializable(Renamed, name="old.module:Renamed")
+    old_payload = json_serializer.serialize(Renamed(1))
+    register_serializable(Renamed)  # the new name, used from now on
+    assert b"old.module:Renamed" not in json_serializer.serialize(Renamed(2))
+    assert json_serializer.deserialize(old_payload) == Renamed(1)
+
+
+def test_json_serializer_satisfies_the_protocol() -> None:
+    assert isinstance(json_serializer, Serializer)
+    assert json_serializer.name == "json"
+
