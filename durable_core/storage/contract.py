@@ -239,19 +239,21 @@ class Storage(Protocol):
         ``active_children_count`` drops by one (never below zero) and, when it reaches zero while
         the parent is ``waiting_for_children`` or ``waiting_for_finalize``, the parent gets
         ``ready_at = now``; if the record finished in any status but ``completed``, every
-        unfinished descendant becomes ``cancelled`` with ``cascade_error`` and its lease ends.
-        Returns a change for every record written (an applied commit's own record included).
-        If a commit's ``new_executions`` hold a ``sleeping_unique_id`` that is already stored, the
-        call raises ``DuplicateSleepingTaskUniqueIdError`` and applies nothing at all (the engine
-        sends commits that insert sleeping executions alone).
+        unfinished descendant becomes ``cancelled`` with ``cascade_error(record)`` and its lease
+        ends. Returns a change for every record written (an applied commit's own record included,
+        and each execution it inserts, with ``previous_status`` None). If a commit whose lease
+        holds inserts a ``sleeping_unique_id`` that is already stored, the call raises
+        ``DuplicateSleepingTaskUniqueIdError`` and applies nothing at all (the engine sends
+        commits that insert sleeping executions alone).
         """
         ...
 
     async def release_leases(self, leases: Sequence[Lease], now: float) -> list[StatusChange]:
         """Hand claimed records back at once (graceful shutdown), where the lease still holds.
 
-        A ``running`` record becomes ``ready`` with ``ready_at = start_at = now`` and no executor;
-        a waiting parent gets ``ready_at = now``. Attempts and expirations are not counted.
+        A ``running`` record becomes ``ready`` with ``ready_at = start_at = now``; a waiting parent
+        gets ``ready_at = now``; neither keeps its executor. Attempts and expirations are not
+        counted.
         """
         ...
 
@@ -268,8 +270,8 @@ class Storage(Protocol):
         ``commit_runs``). Any other record counts one more ``lease_expirations``; past
         ``max_lease_expirations`` it becomes ``failed`` with ``EXPIRED_TOO_OFTEN_ERROR`` (closure
         and cascade as in ``commit_runs``); otherwise a ``running`` one becomes ``ready`` with
-        ``EXPIRED_ERROR``, ``ready_at = start_at = now`` and no executor, and a waiting parent
-        gets ``ready_at = now``.
+        ``EXPIRED_ERROR`` and ``ready_at = start_at = now``, and a waiting parent gets
+        ``ready_at = now``; neither keeps its executor.
         """
         ...
 
