@@ -4,6 +4,8 @@ Runs on the embedded default storage, SQLite in ./durable.db. Interrupt it (Ctrl
 and run it again: the same workflow (found by its idempotency key) resumes where it stopped.
 
     python examples/upload_file.py [--storage memory] [--file NAME]
+
+Expected output: completed: {'file': 'report.pdf', 'title': 'Title of report.pdf', 'summary': 'Summary of report.pdf'}
 """
 
 from __future__ import annotations
