@@ -483,17 +483,37 @@ class DurableExecutor:
         With ``idempotency_key``, a second enqueue of the same task and key returns the first
         execution's handle and stores nothing.
         """
-        self._check_running()
-        task = self._task(task)
         if idempotency_key is not None and (not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 255):
             raise ValueError(f"idempotency_key must be a string of 1..255 characters, got {idempotency_key!r}")
-        record = self.new_record(task, input, self.now(), retry=retry, sleep_before_run=sleep_before_run,
-                                 timeout=timeout, idempotency_key=idempotency_key)
-        (stored,) = await self.storage.insert_executions([record])
-        if stored.execution_id == record.execution_id:
-            self._emit("enqueued", StatusChange(stored.execution_id, stored.task_id, None, stored.status))
-            self._note_ready_at(stored.ready_at)
-        return TaskExecutionHandle(self, stored.task_id, stored.execution_id)
+        (handle,) = await self._enqueue(task, [input], retry=retry, sleep_before_run=sleep_before_run,
+                                        timeout=timeout, idempotency_key=idempotency_key)
+        return handle
+
+    async def enqueue_tasks(self, task: Task | str, inputs: Sequence[Any], *,
+                            retry: RetryOptions | None = None, sleep_before_run: float | None = None,
+                            timeout: float | None = None) -> list[TaskExecutionHandle]:
+        """Store one execution of ``task`` per input, all in one atomic storage call.
+
+        The fast way to enqueue many: all or none are stored; handles come back in input order.
+        """
+        return await self._enqueue(task, inputs, retry=retry, sleep_before_run=sleep_before_run,
+                                   timeout=timeout)
+
+    async def _enqueue(self, task: Task | str, inputs: Sequence[Any], *,
+                       idempotency_key: str | None = None, **options: Any) -> list[TaskExecutionHandle]:
+        self._check_running()
+        task = self._task(task)
+        now = self.now()
+        records = [self.new_record(task, input, now, idempotency_key=idempotency_key, **options)
+                   for input in inputs]
+        stored = await self.storage.insert_executions(records)
+        handles = []
+        for record, kept in zip(records, stored):
+            if kept.execution_id == record.execution_id:
+                self._emit("enqueued", StatusChange(kept.execution_id, kept.task_id, None, kept.status))
+                self._note_ready_at(kept.ready_at)
+            handles.append(TaskExecutionHandle(self, kept.task_id, kept.execution_id))
+        return handles
 
     async def get_task_execution_handle(self, task: Task | str, execution_id: str) -> TaskExecutionHandle:
         """A handle to an existing execution of ``task``."""
@@ -636,6 +656,7 @@ class DurableExecutor:
             self._observe("expired", changes)
             if len(changes) < self.max_task_executions_per_batch:
                 break
+        await self._wake_finished_waiters()
         runs = list(self._runs.values())
         if runs:
             for execution_id in await self.storage.find_revoked_leases([r.record.lease for r in runs]):
@@ -643,6 +664,18 @@ class DurableExecutor:
                 if run is not None and not run.hand_back:
                     run.revoked = True
                     run.scope.cancel()
+
+    async def _wake_finished_waiters(self) -> None:
+        """Wake handles waiting for executions that finished (or vanished) elsewhere: one
+        batched read per ``poll_interval`` however many handles wait."""
+        waited = list(self._finish_events)
+        for start in range(0, len(waited), 500):
+            batch = waited[start:start + 500]
+            for execution_id, record in zip(batch, await self.storage.get_executions(batch)):
+                if record is None or record.status.is_finished:
+                    event = self._finish_events.pop(execution_id, None)
+                    if event is not None:
+                        event.set()
 
     # ----------------------------------------------------------------------------- running
 

@@ -6,8 +6,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from .errors import DurableExecutionNotFoundError
 from .models import TaskExecution
 from .status import TaskExecutionStatus
@@ -66,23 +64,20 @@ class TaskExecutionHandle:
         record = await self._executor._get_record(self.execution_id)
         return self._executor._to_task_execution(record)
 
-    async def wait_and_get_finished_execution(
-        self, *, poll_interval: float | None = None
-    ) -> TaskExecution:
+    async def wait_and_get_finished_execution(self) -> TaskExecution:
         """Wait until the execution is finished and return it.
 
-        Wakes at once when this executor finishes it, else polls the storage every
-        ``poll_interval`` (default: the executor's). Bound the wait with a trio cancel scope.
+        Wakes at once when this executor finishes it; executions finished elsewhere are noticed
+        by the executor's watcher, which reads every awaited execution in one batch per
+        ``poll_interval``. Bound the wait with a trio cancel scope.
         """
-        interval = self._executor.poll_interval if poll_interval is None else poll_interval
         while True:
             finished = self._executor._finish_event(self.execution_id)
             execution = await self.get_execution()
             if execution.status.is_finished:
                 self._executor._forget_finish_event(self.execution_id, finished)
                 return execution
-            with trio.move_on_after(interval):
-                await finished.wait()
+            await finished.wait()
 
     async def cancel(self) -> None:
         """Cancel the execution and every unfinished descendant; no-op if already finished."""

@@ -68,7 +68,7 @@ async def main(storage: str | None, file: str) -> None:
         print(f"workflow {handle.execution_id} (run again after Ctrl-C or kill to resume it)")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(show_progress, executor, handle.execution_id)
-            finished = await handle.wait_and_get_finished_execution(poll_interval=0.1)
+            finished = await handle.wait_and_get_finished_execution()
             nursery.cancel_scope.cancel()
     print(f"{finished.status}: {finished.output if finished.error is None else finished.error.message}")
 
