@@ -85,6 +85,10 @@ def _holds(record: ExecutionRecord, lease: Lease) -> bool:
     return record.lease_token == lease.token and record.lease_expires_at is not None
 
 
+def _idempotency_key(record: ExecutionRecord) -> tuple[str, str] | None:
+    return None if record.idempotency_key is None else (record.task_id, record.idempotency_key)
+
+
 def _finished_root_at(record: ExecutionRecord | None) -> float | None:
     """When a finished top-level execution finished: the key by which whole trees are deleted."""
     if record is None or record.parent is not None or not record.status.is_finished:
@@ -107,14 +111,16 @@ class _State:
 
     def atomically(self, operation: Callable[..., T], *args: Any) -> T:
         """Run ``operation``; if it raises, undo every change it made, so it did nothing."""
-        self._undo = []
+        undo = self._undo = []
         try:
             return operation(*args)
         except BaseException:
-            undo, self._undo = self._undo, []
+            self._undo = []  # undoing logs into a list nobody reads
             for old, new in reversed(undo):
                 self._replace(new, old)
             raise
+        finally:
+            self._undo = []
 
     # ------------------------------------------------------------------ the one way to change state
 
@@ -149,15 +155,14 @@ class _State:
                 siblings.discard(execution_id)
                 if not siblings:
                     del self.children[record.parent.execution_id]
-        for index, key in (
+        unique: list[tuple[dict[Any, str], object]] = [
             (self.by_unique_id, record.sleeping_unique_id),
-            (self.by_idempotency_key, None if record.idempotency_key is None else (record.task_id, record.idempotency_key)),
-        ):
-            if key is None:
-                continue
-            if add:
+            (self.by_idempotency_key, _idempotency_key(record)),
+        ]
+        for index, key in unique:
+            if key is not None and add:
                 index[key] = execution_id
-            else:
+            elif key is not None:
                 del index[key]
 
     def _write(self, old: ExecutionRecord, new: ExecutionRecord, changes: list[StatusChange]) -> None:
@@ -166,13 +171,14 @@ class _State:
 
     # ------------------------------------------------------------------ reads
 
-    def get(self, execution_ids: Sequence[str]) -> list[ExecutionRecord | None]:
-        return [self._copy(self.records.get(execution_id)) for execution_id in execution_ids]
+    def get(self, execution_ids: Sequence[str | None]) -> list[ExecutionRecord | None]:
+        records = (None if i is None else self.records.get(i) for i in execution_ids)
+        return [None if record is None else record.copy() for record in records]
 
     def get_by_sleeping_unique_id(self, unique_ids: Sequence[str]) -> list[ExecutionRecord | None]:
-        return self.get([self.by_unique_id.get(unique_id, "") for unique_id in unique_ids])
+        return self.get([self.by_unique_id.get(unique_id) for unique_id in unique_ids])
 
-    def list(self, statuses: Sequence[S] | None, task_id: str | None, limit: int) -> list[ExecutionRecord]:
+    def select(self, statuses: Sequence[S] | None, task_id: str | None, limit: int) -> list[ExecutionRecord]:
         wanted = None if statuses is None else frozenset(statuses)
         matches = (
             record
@@ -183,10 +189,6 @@ class _State:
 
     def find_revoked(self, leases: Sequence[Lease]) -> list[str]:
         return [lease.execution_id for lease in leases if self._held(lease) is None]
-
-    @staticmethod
-    def _copy(record: ExecutionRecord | None) -> ExecutionRecord | None:
-        return None if record is None else record.copy()
 
     def _held(self, lease: Lease) -> ExecutionRecord | None:
         """The stored record while ``lease`` holds, else None."""
@@ -284,9 +286,8 @@ class _State:
 
     def _twin(self, record: ExecutionRecord) -> ExecutionRecord | None:
         """The stored execution with ``record``'s task and idempotency key, if any."""
-        if record.idempotency_key is None:
-            return None
-        twin_id = self.by_idempotency_key.get((record.task_id, record.idempotency_key))
+        key = _idempotency_key(record)
+        twin_id = None if key is None else self.by_idempotency_key.get(key)
         return None if twin_id is None else self.records[twin_id]
 
     def _add(self, record: ExecutionRecord) -> ExecutionRecord:
@@ -385,7 +386,7 @@ class MemoryStorage:
         task_id: str | None = None,
         limit: int = 100,
     ) -> list[ExecutionRecord]:
-        return await self._run(self._state.list, statuses, task_id, limit)
+        return await self._run(self._state.select, statuses, task_id, limit)
 
     async def claim_executions(
         self, executor_id: str, now: float, limit: int, expire_leeway: float

@@ -1,0 +1,197 @@
+"""Helpers for backend authors: atomicity by serialization, and batch operations from single ones.
+
+A backend with native transactions (SQLite, PostgreSQL) or one synchronous critical section (the
+memory storage) needs neither. A simple backend whose operations await several times, say a
+key-value store with one awaited call per record, writes single-record operations on
+``SingleOperationStorage`` and wraps the result in ``LockedStorage``::
+
+    storage = LockedStorage(MyStorage())
+"""
+
+from __future__ import annotations
+
+import functools
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import trio
+
+from ..status import TaskExecutionStatus
+from .contract import (
+    STORAGE_API,
+    STORAGE_METHODS,
+    Capabilities,
+    DuplicateSleepingTaskUniqueIdError,
+    ExecutionRecord,
+    Lease,
+    RunCommit,
+    SleepingWakeup,
+    StatusChange,
+    Storage,
+    StorageError,
+)
+
+
+class LockedStorage(Storage):
+    """Makes ``storage`` atomic by running one of its operations at a time.
+
+    For storages whose operations await several times within one trio loop: every contract
+    method runs under one ``trio.Lock`` and, once it holds the lock, shielded from cancellation.
+    So calls never interleave, each is a checkpoint, and a cancelled call either did nothing
+    (cancelled while waiting for the lock) or everything. A ``trio.Lock`` belongs to one trio
+    loop: share a ``LockedStorage`` between executors of that loop only.
+    """
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
+        self.storage_api = storage.storage_api
+        self.capabilities = storage.capabilities
+        self._lock = trio.Lock()
+
+    async def aclose(self) -> None:
+        """Close the wrapped storage once the operation in progress, if any, has finished."""
+        async with self._lock:
+            await self.storage.aclose()
+
+
+def _serialized(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+    @functools.wraps(getattr(Storage, name))
+    async def operation(self: LockedStorage, *args: Any, **kwargs: Any) -> Any:
+        async with self._lock:
+            with trio.CancelScope(shield=True):
+                return await getattr(self.storage, name)(*args, **kwargs)
+
+    operation.__qualname__ = f"LockedStorage.{name}"
+    return operation
+
+
+for _name in STORAGE_METHODS:
+    setattr(LockedStorage, _name, _serialized(_name))
+del _name
+
+
+class SingleOperationStorage(Storage, ABC):
+    """Derives the contract's batch operations from single-record ones, which a backend writes.
+
+    Each batch operation loops over the singles, so it is atomic only if nothing runs in between
+    and cancellation cannot cut it short: wrap the backend in ``LockedStorage``. Inserting
+    operations check every record first, so that a conflict stops the batch before anything is
+    written. Claiming, expiry, listing and deletion choose their records by a query only the
+    backend can run efficiently; they stay abstract.
+    """
+
+    storage_api = STORAGE_API
+    capabilities = Capabilities()
+
+    # ------------------------------------------------------------------ what a backend writes
+
+    @abstractmethod
+    async def get_execution(self, execution_id: str) -> ExecutionRecord | None: ...
+
+    @abstractmethod
+    async def get_execution_by_sleeping_unique_id(self, unique_id: str) -> ExecutionRecord | None: ...
+
+    @abstractmethod
+    async def get_execution_by_idempotency_key(self, task_id: str, idempotency_key: str) -> ExecutionRecord | None: ...
+
+    @abstractmethod
+    async def insert_execution(self, record: ExecutionRecord) -> None:
+        """Store the new ``record``; its id, sleeping unique id and idempotency key are known free."""
+
+    @abstractmethod
+    async def commit_run(self, commit: RunCommit, now: float) -> list[StatusChange]:
+        """``commit_runs`` for one commit; the ids and sleeping unique ids of its ``new_executions``
+        are known to be free."""
+
+    @abstractmethod
+    async def release_lease(self, lease: Lease, now: float) -> list[StatusChange]: ...
+
+    @abstractmethod
+    async def is_lease_revoked(self, lease: Lease) -> bool: ...
+
+    @abstractmethod
+    async def cancel_execution(self, execution_id: str, now: float) -> list[StatusChange]: ...
+
+    @abstractmethod
+    async def wake_sleeping_execution(self, wakeup: SleepingWakeup, now: float) -> list[StatusChange]: ...
+
+    @abstractmethod
+    async def list_executions(
+        self,
+        *,
+        statuses: Sequence[TaskExecutionStatus] | None = None,
+        task_id: str | None = None,
+        limit: int = 100,
+    ) -> list[ExecutionRecord]: ...
+
+    @abstractmethod
+    async def claim_executions(
+        self, executor_id: str, now: float, limit: int, expire_leeway: float
+    ) -> list[ExecutionRecord]: ...
+
+    @abstractmethod
+    async def expire_leases(self, now: float, max_lease_expirations: int, limit: int) -> list[StatusChange]: ...
+
+    @abstractmethod
+    async def delete_finished_executions(self, finished_before: float, limit: int) -> int: ...
+
+    @abstractmethod
+    async def aclose(self) -> None: ...
+
+    # ------------------------------------------------------------------ derived
+
+    async def insert_executions(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+        stored: list[ExecutionRecord] = []
+        fresh: list[ExecutionRecord] = []
+        by_key: dict[tuple[str, str], ExecutionRecord] = {}
+        for record in records:
+            key = None if record.idempotency_key is None else (record.task_id, record.idempotency_key)
+            twin = None if key is None else by_key.get(key) or await self.get_execution_by_idempotency_key(*key)
+            if twin is None:
+                fresh.append(record)
+            if key is not None:
+                by_key[key] = twin or record
+            stored.append(twin or record)
+        await self._check_insertable(fresh)
+        for record in fresh:
+            await self.insert_execution(record)
+        return [record.copy() for record in stored]
+
+    async def get_executions(self, execution_ids: Sequence[str]) -> list[ExecutionRecord | None]:
+        return [await self.get_execution(execution_id) for execution_id in execution_ids]
+
+    async def get_executions_by_sleeping_unique_id(self, unique_ids: Sequence[str]) -> list[ExecutionRecord | None]:
+        return [await self.get_execution_by_sleeping_unique_id(unique_id) for unique_id in unique_ids]
+
+    async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
+        """Checks what the commits whose lease holds now would insert, before applying any."""
+        holding = [commit for commit in commits if not await self.is_lease_revoked(commit.record.lease)]
+        await self._check_insertable([record for commit in holding for record in commit.new_executions])
+        return [change for commit in commits for change in await self.commit_run(commit, now)]
+
+    async def release_leases(self, leases: Sequence[Lease], now: float) -> list[StatusChange]:
+        return [change for lease in leases for change in await self.release_lease(lease, now)]
+
+    async def find_revoked_leases(self, leases: Sequence[Lease]) -> list[str]:
+        return [lease.execution_id for lease in leases if await self.is_lease_revoked(lease)]
+
+    async def cancel_executions(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
+        return [change for execution_id in execution_ids for change in await self.cancel_execution(execution_id, now)]
+
+    async def wake_sleeping_executions(self, wakeups: Sequence[SleepingWakeup], now: float) -> list[StatusChange]:
+        return [change for wakeup in wakeups for change in await self.wake_sleeping_execution(wakeup, now)]
+
+    async def _check_insertable(self, records: Sequence[ExecutionRecord]) -> None:
+        """Raise as the contract says if a record could not be inserted after those before it."""
+        execution_ids: set[str] = set()
+        unique_ids: set[str] = set()
+        for record in records:
+            unique_id = record.sleeping_unique_id
+            if unique_id is not None:
+                if unique_id in unique_ids or await self.get_execution_by_sleeping_unique_id(unique_id) is not None:
+                    raise DuplicateSleepingTaskUniqueIdError(unique_id)
+                unique_ids.add(unique_id)
+            if record.execution_id in execution_ids or await self.get_execution(record.execution_id) is not None:
+                raise StorageError(f"Task execution {record.execution_id} already exists", is_retryable=False)
+            execution_ids.add(record.execution_id)
