@@ -104,6 +104,8 @@ class DurableExecutor:
     ``storage`` is a storage object or the name of an installed storage plugin, opened with
     ``storage_options`` when the executor starts; by default the embedded SQLite storage in
     ``./durable.db``. Use ``async with executor:``; leaving the block shuts down gracefully.
+    With ``max_concurrent_task_executions=0`` the executor is a client: it enqueues, waits,
+    cancels and wakes, but never runs a task.
     """
 
     def __init__(
@@ -134,7 +136,7 @@ class DurableExecutor:
         if storage_options is not None and not isinstance(storage, str):
             raise ValueError("storage_options apply only when storage is given by name")
         self.max_concurrent_task_executions = _positive(
-            "max_concurrent_task_executions", max_concurrent_task_executions, integer=True
+            "max_concurrent_task_executions", max_concurrent_task_executions, integer=True, allow_zero=True
         )
         self.max_task_executions_per_batch = _positive(
             "max_task_executions_per_batch", max_task_executions_per_batch, integer=True
@@ -681,6 +683,7 @@ class DurableExecutor:
 
     async def _execute(self, run: _Run) -> None:
         record = run.record
+        commit = None
         try:
             with run.scope:
                 commit = await self._perform(run)
@@ -693,7 +696,8 @@ class DurableExecutor:
             if run.hand_back and not run.revoked:
                 with trio.CancelScope(shield=True):
                     self._observe("released", await self.storage.release_leases([record.lease], self.now()))
-            del self._runs[record.execution_id]
+            if self._runs.get(record.execution_id) is run:  # a parent may be re-claimed already
+                del self._runs[record.execution_id]
             self._capacity_freed.set()
             self._wake_claimer.set()
 

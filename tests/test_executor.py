@@ -523,7 +523,7 @@ def test_invalid_definitions_raise_naming_the_field():
     with pytest.raises(ValueError, match=r"Task with given id already exists \[taskId=t\]"):
         ex.task(id="t", timeout=1, run=run)
     with pytest.raises(ValueError, match="max_concurrent_task_executions"):
-        executor(max_concurrent_task_executions=0)
+        executor(max_concurrent_task_executions=-1)
 
 
 def test_status_sets_and_backoff_formula():

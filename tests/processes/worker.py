@@ -1,0 +1,64 @@
+"""A worker process for the multi-process tests: runs the shared tasks on a SQLite file until
+SIGTERM (graceful) or SIGKILL. Every run appends ``start``/``end`` lines to its own log.
+
+    python tests/processes/worker.py DB_PATH LOG_DIR [EXPIRE_LEEWAY]
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import trio
+
+from durable_core import DurableExecutor, ParentTaskResult, RetryOptions, child_task
+
+
+def define(executor: DurableExecutor, log) -> dict:
+    def record(event: str, ctx) -> None:
+        log.write(f"{event} {ctx.execution_id} {ctx.attempt} {os.getpid()} {time.time():.6f}\n")
+        log.flush()
+
+    @executor.task(id="work", timeout=30, retry=RetryOptions(max_attempts=2))
+    async def work(ctx, input):
+        record("start", ctx)
+        await trio.sleep(0.001 * (input % 5))
+        if input % 7 == 0 and ctx.attempt == 0:
+            record("end", ctx)
+            raise RuntimeError("fails once")
+        record("end", ctx)
+        return input * 2
+
+    @executor.parent_task(id="fan", timeout=30)
+    async def fan(ctx, input):
+        record("start", ctx)
+        record("end", ctx)
+        return ParentTaskResult(input, [child_task(work, input * 100 + i) for i in range(10)])
+
+    @executor.task(id="slow", timeout=3)
+    async def slow(ctx, input):
+        record("start", ctx)
+        if ctx.prev_error is None:
+            await trio.sleep(60)  # killed before this ends
+        record("end", ctx)
+        return ctx.prev_error.message
+
+    return {"work": work, "fan": fan, "slow": slow}
+
+
+async def main(db: str, log_dir: str, expire_leeway: float) -> None:
+    with open(os.path.join(log_dir, f"{os.getpid()}.log"), "a") as log:
+        executor = DurableExecutor("sqlite", storage_options={"path": db}, poll_interval=0.1,
+                                   expire_leeway=expire_leeway, max_concurrent_task_executions=50)
+        define(executor, log)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with executor:
+                print("ready", flush=True)
+                async for _ in signals:
+                    break
+
+
+if __name__ == "__main__":
+    trio.run(main, sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 300.0)
