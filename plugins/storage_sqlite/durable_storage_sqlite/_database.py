@@ -1,0 +1,385 @@
+"""The contract's domain operations on one SQLite connection.
+
+Used only by the storage's connection thread, which runs every operation inside a transaction
+(see ``_thread``); the operations themselves never begin or commit.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from durable_core.status import ACTIVE_TASK_EXECUTION_STATUSES, FINISHED_TASK_EXECUTION_STATUSES
+from durable_core.status import TaskExecutionStatus as S
+from durable_core.storage.contract import (
+    CANCELLED_ERROR,
+    EXPIRED_ERROR,
+    EXPIRED_TOO_OFTEN_ERROR,
+    SLEEPING_TIMED_OUT_ERROR,
+    DuplicateSleepingTaskUniqueIdError,
+    ExecutionRecord,
+    Lease,
+    RunCommit,
+    SleepingWakeup,
+    StatusChange,
+    StorageError,
+    cascade_error,
+)
+
+from ._rows import COLUMNS, SELECT_COLUMNS, STATUSES, from_row, to_row
+from ._schema import MIGRATIONS, check_header, migrate, schema_version
+
+
+def _sql_list(statuses: frozenset[S]) -> str:
+    return ", ".join(f"'{s}'" for s in sorted(statuses))
+
+
+_ACTIVE = _sql_list(ACTIVE_TASK_EXECUTION_STATUSES)
+_FINISHED = _sql_list(FINISHED_TASK_EXECUTION_STATUSES)
+
+_SELECT = f"SELECT {SELECT_COLUMNS} FROM executions WHERE execution_id = ?"
+_INSERT = f"INSERT INTO executions ({SELECT_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_BY_SLEEPING_UNIQUE_ID = f"SELECT {SELECT_COLUMNS} FROM executions WHERE sleeping_unique_id = ?"
+_BY_IDEMPOTENCY_KEY = f"SELECT {SELECT_COLUMNS} FROM executions WHERE task_id = ? AND idempotency_key = ?"
+_SLEEPING_UNIQUE_ID_TAKEN = "SELECT 1 FROM executions WHERE sleeping_unique_id = ?"
+_HOLDING = (
+    "SELECT status FROM executions "
+    "WHERE execution_id = ? AND lease_token = ? AND lease_expires_at IS NOT NULL"
+)
+_CLAIMABLE = "SELECT rowid FROM executions WHERE ready_at <= ? ORDER BY ready_at LIMIT ?"
+_CLAIM = """
+UPDATE executions SET
+    status = CASE status WHEN 'ready' THEN 'running' ELSE status END,
+    started_at = CASE status WHEN 'ready' THEN :now ELSE started_at END,
+    ready_at = NULL,
+    executor_id = :executor_id,
+    lease_token = lease_token + 1,
+    lease_expires_at = :now + timeout + :expire_leeway,
+    updated_at = :now
+WHERE rowid IN (SELECT value FROM json_each(:rowids))"""
+# not RETURNING: it hands back integral REAL values as ints
+_CLAIMED = f"SELECT rowid, {SELECT_COLUMNS} FROM executions WHERE rowid IN (SELECT value FROM json_each(?))"
+_EXPIRED = (
+    "SELECT execution_id FROM executions WHERE lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?"
+)
+_CLOSE = """
+UPDATE executions SET
+    ready_at = CASE WHEN active_children_count = 1
+        AND status IN ('waiting_for_children', 'waiting_for_finalize') THEN :now ELSE ready_at END,
+    active_children_count = max(active_children_count - 1, 0),
+    updated_at = :now
+WHERE execution_id = :execution_id
+RETURNING task_id, status"""
+_SUBTREE = """
+WITH RECURSIVE subtree (execution_id) AS (
+    VALUES (?)
+    UNION ALL
+    SELECT e.execution_id FROM executions AS e JOIN subtree AS s ON e.parent_execution_id = s.execution_id
+)"""
+_ACTIVE_DESCENDANTS = f"""{_SUBTREE}
+SELECT e.execution_id, e.task_id, e.status FROM subtree JOIN executions AS e USING (execution_id)
+WHERE e.status IN ({_ACTIVE})"""
+_CANCEL_DESCENDANT = """
+UPDATE executions SET status = 'cancelled', error_type = :error_type, error_message = :message,
+    error_is_retryable = :is_retryable, error_is_internal = :is_internal, finished_at = :now,
+    ready_at = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE execution_id = :execution_id"""
+_FINISHED_ROOTS = f"""
+SELECT execution_id FROM executions
+WHERE parent_execution_id IS NULL AND finished_at < ? AND +status IN ({_FINISHED})
+ORDER BY finished_at LIMIT ?"""  # unary +: filter by status, but walk the retention index
+_DELETE_TREE = f"DELETE FROM executions WHERE execution_id IN ({_SUBTREE} SELECT execution_id FROM subtree)"
+
+
+@functools.lru_cache(maxsize=256)
+def _write_query(columns: tuple[str, ...]) -> str:
+    """Write ``columns`` and the time, and end the lease (a few distinct sets occur in practice)."""
+    sets = "".join(f"{column} = ?, " for column in columns)
+    return f"UPDATE executions SET {sets}updated_at = ?, lease_expires_at = NULL WHERE execution_id = ?"
+
+
+def list_query(status_count: int | None, by_task: bool) -> str:
+    """``list_executions``: ``status_count`` statuses (None: any), then the task id, then the limit."""
+    conditions = [] if status_count is None else [f"status IN ({', '.join('?' * status_count)})"]
+    conditions += ["task_id = ?"] if by_task else []
+    where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+    return f"SELECT {SELECT_COLUMNS} FROM executions {where}ORDER BY created_at DESC, rowid DESC LIMIT ?"
+
+
+_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+_DAMAGED_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+_WRITTEN_END = COLUMNS.index("updated_at")
+"""Columns before it are written from the record (the id aside); updated_at and the lease follow."""
+
+
+def _holds(row: tuple[Any, ...], token: int) -> bool:
+    """Whether the lease with ``token`` holds on the stored ``row`` (its last two columns)."""
+    return row[-2] == token and row[-1] is not None
+
+
+def _code(exc: sqlite3.Error) -> int | None:
+    """The primary SQLite result code (None for errors of the sqlite3 module itself)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
+def is_busy(exc: sqlite3.Error) -> bool:
+    return _code(exc) in _BUSY_CODES
+
+
+class Database:
+    """One connection to ``path`` and the domain operations on it."""
+
+    def __init__(self, path: Path, *, synchronous: str, busy_timeout: float):
+        self.path = path
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+        self.closed = False
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        assert self._conn is not None, "database is not open"
+        return self._conn
+
+    # ------------------------------------------------------------------ opening and errors
+
+    def open(self) -> None:
+        """Connect, refuse files that are not ours (touching nothing), then tune and migrate."""
+        check_header(self.path)
+        conn = self._conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        try:
+            version = schema_version(conn, self.path, MIGRATIONS)  # before anything is written
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA secure_delete = OFF")
+            if version < len(MIGRATIONS):
+                conn.execute("BEGIN IMMEDIATE")  # again: another process may have migrated meanwhile
+                migrate(conn, schema_version(conn, self.path, MIGRATIONS))
+                conn.execute("COMMIT")
+        except BaseException:
+            conn.close()
+            self._conn = None
+            raise
+
+    def close(self) -> None:
+        self.closed = True
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def error(self, exc: sqlite3.Error) -> StorageError:
+        """The error a caller sees for ``exc``: it names the file and says what to do."""
+        code = _code(exc)
+        if code in _BUSY_CODES:
+            return StorageError(
+                f"SQLite database {self.path} stayed locked by another connection beyond the "
+                f"busy timeout ({self.busy_timeout:g} s, retried); another process holds a long "
+                "write transaction. Raise the storage option busy_timeout or shorten that transaction."
+            )
+        if code in _DAMAGED_CODES:
+            return StorageError(
+                f"SQLite database {self.path} is damaged ({exc}); restore it from a backup.",
+                is_retryable=False,
+            )
+        if code == sqlite3.SQLITE_CANTOPEN:
+            return StorageError(
+                f"Cannot open SQLite database {self.path} ({exc}); check that its directory exists "
+                "and is writable.",
+                is_retryable=False,
+            )
+        return StorageError(f"SQLite database {self.path}: {exc}")
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, execution_ids: Sequence[str]) -> list[ExecutionRecord | None]:
+        return [self._get(execution_id) for execution_id in execution_ids]
+
+    def get_by_sleeping_unique_id(self, unique_ids: Sequence[str]) -> list[ExecutionRecord | None]:
+        return [self._one(_BY_SLEEPING_UNIQUE_ID, (unique_id,)) for unique_id in unique_ids]
+
+    def list(self, statuses: Sequence[S] | None, task_id: str | None, limit: int) -> list[ExecutionRecord]:
+        params = [*(str(status) for status in statuses or ()), *([] if task_id is None else [task_id])]
+        sql = list_query(None if statuses is None else len(statuses), task_id is not None)
+        return [from_row(row) for row in self.conn.execute(sql, (*params, max(limit, 0)))]
+
+    def find_revoked(self, leases: Sequence[Lease]) -> list[str]:
+        return [lease.execution_id for lease in leases if self._holding(lease) is None]
+
+    # ------------------------------------------------------------------ writes
+
+    def insert(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+        return [self._insert(record) for record in records]
+
+    def claim(self, executor_id: str, now: float, limit: int, expire_leeway: float) -> list[ExecutionRecord]:
+        rowids = [rowid for (rowid,) in self.conn.execute(_CLAIMABLE, (now, max(limit, 0)))]
+        if not rowids:
+            return []
+        params = {"now": now, "executor_id": executor_id, "expire_leeway": expire_leeway, "rowids": str(rowids)}
+        self.conn.execute(_CLAIM, params)
+        claimed = {row[0]: from_row(row[1:]) for row in self.conn.execute(_CLAIMED, (params["rowids"],))}
+        return [claimed[rowid] for rowid in rowids]
+
+    def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
+        changes: list[StatusChange] = []
+        for commit in commits:
+            record = commit.record
+            stored = self._row(record.execution_id)
+            if stored is None or not _holds(stored, record.lease_token):
+                continue
+            self._write_row(to_row(record), stored, now)
+            changes.append(StatusChange(record.execution_id, record.task_id, STATUSES[stored[2]], record.status))
+            for new in commit.new_executions:
+                if self._insert(new) is new:
+                    changes.append(StatusChange(new.execution_id, new.task_id, None, new.status))
+            changes += self._after_finish(record, now)
+        return changes
+
+    def release(self, leases: Sequence[Lease], now: float) -> list[StatusChange]:
+        changes: list[StatusChange] = []
+        for lease in leases:
+            if self._holding(lease) is not None:
+                changes.append(self._hand_back(self._get(lease.execution_id), now))
+        return changes
+
+    def expire(self, now: float, max_lease_expirations: int, limit: int) -> list[StatusChange]:
+        changes: list[StatusChange] = []
+        for (execution_id,) in self.conn.execute(_EXPIRED, (now, max(limit, 0))).fetchall():
+            record = self._get(execution_id)
+            if record is None or record.lease_expires_at is None:
+                continue  # finished by a cascade earlier in this call
+            expirations = record.lease_expirations + 1
+            if record.is_sleeping:
+                changes += self._finish(record, now, status=S.TIMED_OUT, error=SLEEPING_TIMED_OUT_ERROR)
+            elif expirations > max_lease_expirations:
+                changes += self._finish(
+                    record, now, status=S.FAILED, error=EXPIRED_TOO_OFTEN_ERROR, lease_expirations=expirations
+                )
+            elif record.status is S.RUNNING:
+                changes.append(self._hand_back(record, now, lease_expirations=expirations, error=EXPIRED_ERROR))
+            else:
+                changes.append(self._hand_back(record, now, lease_expirations=expirations))
+        return changes
+
+    def cancel(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
+        changes: list[StatusChange] = []
+        for execution_id in execution_ids:
+            record = self._get(execution_id)
+            if record is not None and not record.status.is_finished:
+                changes += self._finish(record, now, status=S.CANCELLED, error=CANCELLED_ERROR)
+        return changes
+
+    def wake(self, wakeups: Sequence[SleepingWakeup], now: float) -> list[StatusChange]:
+        changes: list[StatusChange] = []
+        for wakeup in wakeups:
+            record = self._get(wakeup.execution_id)
+            if record is not None and record.is_sleeping and record.status is S.RUNNING:
+                changes += self._finish(
+                    record, now, status=S(wakeup.status), output=wakeup.output, error=wakeup.error
+                )
+        return changes
+
+    def delete_finished(self, finished_before: float, limit: int) -> int:
+        roots = self.conn.execute(_FINISHED_ROOTS, (finished_before, max(limit, 0))).fetchall()
+        return sum(self.conn.execute(_DELETE_TREE, root).rowcount for root in roots)
+
+    # ------------------------------------------------------------------ building blocks
+
+    def _one(self, sql: str, params: tuple[object, ...]) -> ExecutionRecord | None:
+        row = self.conn.execute(sql, params).fetchone()
+        return None if row is None else from_row(row)
+
+    def _row(self, execution_id: str) -> tuple[Any, ...] | None:
+        return self.conn.execute(_SELECT, (execution_id,)).fetchone()  # type: ignore[no-any-return]
+
+    def _get(self, execution_id: str) -> ExecutionRecord | None:
+        return self._one(_SELECT, (execution_id,))
+
+    def _holding(self, lease: Lease) -> S | None:
+        """The stored status while ``lease`` holds; None once it ended (or for an unknown id)."""
+        row = self.conn.execute(_HOLDING, (lease.execution_id, lease.token)).fetchone()
+        return None if row is None else STATUSES[row[0]]
+
+    def _insert(self, record: ExecutionRecord) -> ExecutionRecord:
+        """Insert ``record`` and return it, or return the stored record with its idempotency key."""
+        if record.idempotency_key is not None:
+            stored = self._one(_BY_IDEMPOTENCY_KEY, (record.task_id, record.idempotency_key))
+            if stored is not None:
+                return stored
+        if record.sleeping_unique_id is not None and self.conn.execute(
+            _SLEEPING_UNIQUE_ID_TAKEN, (record.sleeping_unique_id,)
+        ).fetchone():
+            raise DuplicateSleepingTaskUniqueIdError(record.sleeping_unique_id)
+        try:
+            self.conn.execute(_INSERT, to_row(record))
+        except sqlite3.IntegrityError as exc:
+            raise StorageError(
+                f"Cannot insert execution {record.execution_id!r} into {self.path}: {exc}", is_retryable=False
+            ) from exc
+        return record
+
+    def _write(self, new: ExecutionRecord, old: ExecutionRecord, now: float) -> None:
+        self._write_row(to_row(new), to_row(old), now)
+
+    def _write_row(self, new: tuple[Any, ...], old: tuple[Any, ...], now: float) -> None:
+        """Store row ``new`` over the stored ``old`` as of ``now``, ending its lease (every write but
+        a claim does). Only changed columns are written: each indexed one costs an index update."""
+        changed = [i for i in range(1, _WRITTEN_END) if new[i] != old[i]]
+        sql = _write_query(tuple(COLUMNS[i] for i in changed))
+        self.conn.execute(sql, (*(new[i] for i in changed), now, new[0]))
+
+    def _hand_back(self, record: ExecutionRecord, now: float, **changes: object) -> StatusChange:
+        """End the lease of a claimed ``record`` so that it is claimed again at once."""
+        if record.status is S.RUNNING:
+            changes.update(status=S.READY, start_at=now)
+        new = record.copy(ready_at=now, executor_id=None, **changes)
+        self._write(new, record, now)
+        return StatusChange(record.execution_id, record.task_id, record.status, new.status)
+
+    def _finish(self, record: ExecutionRecord, now: float, **changes: object) -> list[StatusChange]:
+        """Finish ``record`` with ``changes`` (status, error, output), with closure and cascade."""
+        new = record.copy(finished_at=now, ready_at=None, **changes)
+        self._write(new, record, now)
+        change = StatusChange(record.execution_id, record.task_id, record.status, new.status)
+        return [change, *self._after_finish(new, now)]
+
+    def _after_finish(self, record: ExecutionRecord, now: float) -> list[StatusChange]:
+        """Closure and cascading cancellation, if ``record`` (just written) is finished."""
+        if not record.status.is_finished:
+            return []
+        changes = []
+        if record.parent is not None:
+            params = {"now": now, "execution_id": record.parent.execution_id}
+            row = self.conn.execute(_CLOSE, params).fetchone()
+            if row is not None:
+                status = STATUSES[row[1]]
+                changes.append(StatusChange(record.parent.execution_id, row[0], status, status))
+        if record.status is not S.COMPLETED:
+            changes += self._cascade(record, now)
+        return changes
+
+    def _cascade(self, ancestor: ExecutionRecord, now: float) -> list[StatusChange]:
+        """Cancel every unfinished descendant of ``ancestor``, ending their leases."""
+        descendants = self.conn.execute(_ACTIVE_DESCENDANTS, (ancestor.execution_id,)).fetchall()
+        if not descendants:
+            return []
+        error = cascade_error(ancestor)
+        common = {
+            "error_type": error.error_type,
+            "message": error.message,
+            "is_retryable": error.is_retryable,
+            "is_internal": error.is_internal,
+            "now": now,
+        }
+        self.conn.executemany(
+            _CANCEL_DESCENDANT, [{**common, "execution_id": execution_id} for execution_id, _, _ in descendants]
+        )
+        return [
+            StatusChange(execution_id, task_id, STATUSES[status], S.CANCELLED)
+            for execution_id, task_id, status in descendants
+        ]

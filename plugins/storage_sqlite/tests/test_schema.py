@@ -1,0 +1,175 @@
+"""The schema: migrations, files that are not ours, and the query plans of the hot queries."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+import trio
+
+from durable_core.storage.contract import StorageError
+from durable_storage_sqlite import SqliteStorage
+from durable_storage_sqlite import _database as q
+from durable_storage_sqlite._schema import MIGRATIONS, Migration, migrate, schema_version
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None)
+
+
+def create(conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRATIONS, **options: object) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    migrate(conn, schema_version(conn, Path("test.db"), migrations), migrations, **options)  # type: ignore[arg-type]
+    conn.execute("COMMIT")
+
+
+def normalized(sql: str) -> str:
+    """SQL without comments and layout: ALTER TABLE rewrites the stored text."""
+    sql = " ".join(re.sub(r"--[^\n]*", "", sql).split())
+    return re.sub(r" ?([(),]) ?", r"\1", sql)
+
+
+def schema(conn: sqlite3.Connection) -> object:
+    objects = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+    return (
+        [(kind, name, table, sql and normalized(sql)) for kind, name, table, sql in objects],
+        conn.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall(),
+        conn.execute("PRAGMA application_id").fetchone(),
+    )
+
+
+def test_schema_sql_equals_all_migrations_applied_in_order(tmp_path: Path) -> None:
+    from_schema, from_migrations = connect(tmp_path / "a.db"), connect(tmp_path / "b.db")
+    create(from_schema)
+    create(from_migrations, schema=None)
+    assert schema(from_schema) == schema(from_migrations)
+    assert schema_version(from_schema, tmp_path / "a.db", MIGRATIONS) == len(MIGRATIONS)
+
+
+def test_an_older_database_gets_the_migrations_it_lacks(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "old.db")
+    create(conn)
+    conn.execute("INSERT INTO executions (execution_id, task_id, status, lease_token, active_children_count, "
+                 "retry_attempts, lease_expirations, created_at, updated_at, start_at, timeout, sleep_before_run, "
+                 "retry_max_attempts, retry_base_delay, retry_delay_multiplier, is_sleeping, input_serializer, input) "
+                 "VALUES ('te_1', 't', 'ready', 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 1, 0, 'json', x'')")  # fmt: skip
+    newer = (*MIGRATIONS, Migration(len(MIGRATIONS) + 1, "add_note", "ALTER TABLE executions ADD COLUMN note TEXT;"))
+    create(conn, newer)
+    assert conn.execute("SELECT execution_id, note FROM executions").fetchall() == [("te_1", None)]
+    assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone() == (len(newer),)
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {file.name: file.read_bytes() for file in sorted(directory.iterdir())}
+
+
+def written_by_a_newer_version(path: Path) -> None:
+    conn = connect(path)
+    create(conn)
+    conn.execute("INSERT INTO schema_migrations VALUES (99, 'from_the_future')")
+    conn.close()
+
+
+def foreign(path: Path) -> None:
+    conn = connect(path)
+    conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.execute("INSERT INTO notes VALUES ('mine')")
+    conn.close()
+
+
+def damaged(path: Path) -> None:
+    """A durable database whose first page (the schema) is overwritten."""
+    conn = connect(path)
+    create(conn)
+    conn.close()
+    data = bytearray(path.read_bytes())
+    data[100:4096] = b"\xff" * 3996
+    path.write_bytes(bytes(data))
+
+
+def bad_page_size(path: Path) -> None:
+    path.write_bytes(b"SQLite format 3\x00\x00\x03" + b"\x00" * 1000)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (written_by_a_newer_version, "schema version 99, written by a newer durable-storage-sqlite.*pip install -U"),
+        (foreign, "durable did not create"),
+        (lambda path: path.write_bytes(b"just some text\n" * 100), "is not a SQLite database"),
+        (damaged, "is damaged.*restore it from a backup"),
+        (bad_page_size, "is damaged.*restore it from a backup"),
+    ],
+    ids=["newer", "foreign", "text", "damaged", "bad_page_size"],
+)
+async def test_a_file_that_is_not_ours_is_refused_untouched(path: Path, make: object, message: str) -> None:
+    make(path)  # type: ignore[operator]
+    before = snapshot(path.parent)
+    with pytest.raises(StorageError, match=f"{re.escape(str(path))}.*{message}") as caught:
+        await SqliteStorage.open(path)
+    assert not caught.value.is_retryable
+    assert snapshot(path.parent) == before
+
+
+async def test_a_missing_directory_or_a_directory_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="directory exists"):
+        await SqliteStorage.open(tmp_path / "missing" / "durable.db")
+    with pytest.raises(StorageError, match=f"Cannot open SQLite database {re.escape(str(tmp_path))}: Is a directory"):
+        await SqliteStorage.open(tmp_path)
+
+
+async def test_processes_opening_a_new_file_at_once_create_it_once(path: Path) -> None:
+    storages: list[SqliteStorage] = []
+
+    async def open_one() -> None:
+        storages.append(await SqliteStorage.open(path))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(open_one)
+    for storage in storages:
+        await storage.aclose()
+    versions = connect(path).execute("SELECT version FROM schema_migrations").fetchall()
+    assert versions == [(m.version,) for m in MIGRATIONS]
+
+
+# The hot queries with parameters of the right shape; none may scan the executions table.
+HOT_QUERIES: dict[str, tuple[str, object]] = {
+    "get": (q._SELECT, ("te",)),
+    "by sleeping unique id": (q._BY_SLEEPING_UNIQUE_ID, ("u",)),
+    "sleeping unique id taken": (q._SLEEPING_UNIQUE_ID_TAKEN, ("u",)),
+    "by idempotency key": (q._BY_IDEMPOTENCY_KEY, ("t", "k")),
+    "lease holds": (q._HOLDING, ("te", 1)),
+    "write": (q._write_query(("status", "ready_at")), ("completed", None, 1.0, "te")),
+    "claimable": (q._CLAIMABLE, (1.0, 10)),
+    "claim": (q._CLAIM, {"now": 1.0, "executor_id": "ex", "expire_leeway": 1.0, "rowids": "[1]"}),
+    "claimed": (q._CLAIMED, ("[1]",)),
+    "expired": (q._EXPIRED, (1.0, 10)),
+    "closure": (q._CLOSE, {"now": 1.0, "execution_id": "te"}),
+    "cascade": (q._ACTIVE_DESCENDANTS, ("te",)),
+    "cancel descendant": (
+        q._CANCEL_DESCENDANT,
+        {"error_type": "t", "message": "m", "is_retryable": 0, "is_internal": 0, "now": 1.0, "execution_id": "te"},
+    ),
+    "finished roots": (q._FINISHED_ROOTS, (1.0, 10)),
+    "delete tree": (q._DELETE_TREE, ("te",)),
+    "list": (q.list_query(None, False), (10,)),
+    "list by status": (q.list_query(2, False), ("ready", "running", 10)),
+    "list by task": (q.list_query(None, True), ("t", 10)),
+    "list by status and task": (q.list_query(1, True), ("ready", "t", 10)),
+}
+
+FULL_SCAN = re.compile(r"\bSCAN (executions|e)\b(?! USING (COVERING )?INDEX)")
+INDEX_FOR = {"finished roots": "executions_finished_roots", "claimable": "executions_ready_at"}
+
+
+@pytest.mark.parametrize("name", HOT_QUERIES)
+def test_hot_query_uses_an_index(tmp_path: Path, name: str) -> None:
+    conn = connect(tmp_path / "plan.db")
+    create(conn)
+    sql, params = HOT_QUERIES[name]
+    plan = [detail for *_, detail in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]  # type: ignore[arg-type]
+    assert plan and not any(FULL_SCAN.search(detail) for detail in plan), plan
+    assert INDEX_FOR.get(name, "") in plan[0], plan

@@ -1,0 +1,669 @@
+"""Every operation of the storage contract on SQLite, called directly."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from durable_core import open_storage
+from durable_core.errors import ErrorInfo
+from durable_core.models import ExecutionRef, ParentRef, RetryOptions
+from durable_core.status import TaskExecutionStatus as S
+from durable_core.storage.contract import (
+    CANCELLED_ERROR,
+    EXPIRED_ERROR,
+    EXPIRED_TOO_OFTEN_ERROR,
+    SLEEPING_TIMED_OUT_ERROR,
+    STORAGE_API,
+    DuplicateSleepingTaskUniqueIdError,
+    ExecutionRecord,
+    Lease,
+    Payload,
+    RunCommit,
+    SleepingWakeup,
+    StatusChange,
+    Storage,
+    StorageError,
+    cascade_error,
+)
+from durable_storage_sqlite import SqliteStorage
+from durable_storage_sqlite._thread import Kind
+
+NOW = 1_000.0
+LEEWAY = 60.0
+
+
+def record(execution_id: str, **fields: Any) -> ExecutionRecord:
+    """A ready top-level execution due at ``NOW``, with ``fields`` changed."""
+    defaults: dict[str, Any] = dict(
+        task_id="task", status=S.READY, input=Payload("json", b"null"), retry=RetryOptions(),
+        timeout=10.0, sleep_before_run=0.0, created_at=NOW, updated_at=NOW, start_at=NOW, ready_at=NOW,
+    )  # fmt: skip
+    return ExecutionRecord(execution_id=execution_id, **{**defaults, **fields})
+
+
+def child(execution_id: str, parent: str, index: int = 0, **fields: Any) -> ExecutionRecord:
+    return record(execution_id, **{"parent": ParentRef("task", parent, index), "root": ExecutionRef("task", parent), **fields})
+
+
+def sleeping_fields(unique_id: str) -> dict[str, Any]:
+    return dict(
+        status=S.RUNNING, is_sleeping=True, sleeping_unique_id=unique_id, ready_at=None, started_at=NOW,
+        lease_expires_at=NOW + 10,
+    )  # fmt: skip
+
+
+def sleeping(execution_id: str, unique_id: str) -> ExecutionRecord:
+    return record(execution_id, **sleeping_fields(unique_id))
+
+
+def waiting(execution_id: str, children: int, **fields: Any) -> ExecutionRecord:
+    defaults = dict(status=S.WAITING_FOR_CHILDREN, active_children_count=children, ready_at=None, started_at=NOW)
+    return record(execution_id, **{**defaults, **fields})
+
+
+def change(r: ExecutionRecord, previous: S | None, status: S) -> StatusChange:
+    return StatusChange(r.execution_id, r.task_id, previous, status)
+
+
+async def one(storage: SqliteStorage, execution_id: str) -> ExecutionRecord:
+    (stored,) = await storage.get_executions([execution_id])
+    assert stored is not None
+    return stored
+
+
+async def claim(storage: SqliteStorage, now: float = NOW, limit: int = 1000) -> dict[str, ExecutionRecord]:
+    return {r.execution_id: r for r in await storage.claim_executions("ex", now, limit, LEEWAY)}
+
+
+# ---------------------------------------------------------------------------------- records
+
+
+def full_record() -> ExecutionRecord:
+    """Every field set to something other than its default."""
+    return ExecutionRecord(
+        execution_id="te_full", task_id="upload", status=S.WAITING_FOR_FINALIZE,
+        input=Payload("cbor", bytes(range(256))), retry=RetryOptions(3, 1.5, 2.0, 30.0), timeout=12.5,
+        sleep_before_run=2.25, created_at=NOW - 10, updated_at=NOW - 5, start_at=NOW - 8,
+        root=ExecutionRef("root_task", "te_root"), parent=ParentRef("parent_task", "te_parent", 7, True),
+        is_sleeping=True, sleeping_unique_id="unique-1", idempotency_key="key-1",
+        output=Payload("json", b'{"a": 1}'), run_output=Payload("json", b""),
+        error=ErrorInfo("timed_out", "too slow \u2713", is_retryable=False, is_internal=True),
+        retry_attempts=2, lease_expirations=3,
+        children=tuple(ExecutionRef(("a", "b", "b")[i % 3], f"te_child_{i}") for i in range(1000)),
+        finalize=ExecutionRef("finish", "te_finalize"), active_children_count=4, started_at=NOW - 7,
+        finished_at=NOW - 1, waiting_for_children_started_at=NOW - 6, waiting_for_finalize_started_at=NOW - 4,
+        ready_at=NOW + 1, executor_id="de_1", lease_token=9, lease_expires_at=NOW + 100,
+    )  # fmt: skip
+
+
+async def test_every_field_round_trips_and_survives_reopening(sqlite: Any) -> None:
+    full, bare = full_record(), record("te_bare", ready_at=None)
+    async with sqlite() as storage:
+        assert await storage.insert_executions([full, bare]) == [full, bare]
+        assert await storage.get_executions(["te_full", "te_bare"]) == [full, bare]
+        assert await storage.get_executions_by_sleeping_unique_id(["unique-1"]) == [full]
+        assert await storage.list_executions() == [bare, full]
+    async with sqlite() as storage:
+        assert await storage.get_executions(["te_full", "te_bare"]) == [full, bare]
+        (stored,) = await storage.get_executions(["te_full"])
+        assert stored is not None and all(isinstance(t, float) for t in (stored.timeout, stored.created_at))
+
+
+async def test_close_and_reopen_keeps_every_state(sqlite: Any) -> None:
+    async with sqlite() as storage:
+        await storage.insert_executions([record(f"te_{i}", created_at=NOW + i) for i in range(5)])
+        claimed = await claim(storage, limit=2)
+        await storage.commit_runs([RunCommit(claimed["te_0"].copy(status=S.COMPLETED, finished_at=NOW))], NOW)
+        before = await storage.list_executions()
+    async with sqlite() as storage:
+        assert await storage.list_executions() == before
+        assert await storage.find_revoked_leases([claimed["te_1"].lease]) == []
+
+
+async def test_idempotency_key_returns_the_stored_execution(sqlite: Any) -> None:
+    first = record("te_1", idempotency_key="k")
+    async with sqlite() as storage:
+        assert await storage.insert_executions([first]) == [first]
+        stored = await storage.insert_executions([
+            record("te_2", idempotency_key="k"),
+            record("te_3", task_id="other", idempotency_key="k"),
+            record("te_4", idempotency_key="k2"),
+            record("te_5", idempotency_key="k2"),
+        ])  # fmt: skip
+        assert [r.execution_id for r in stored] == ["te_1", "te_3", "te_4", "te_4"]
+        assert await storage.get_executions(["te_2", "te_5"]) == [None, None]
+
+
+async def test_taken_sleeping_unique_id_inserts_nothing(sqlite: Any) -> None:
+    async with sqlite() as storage:
+        await storage.insert_executions([sleeping("te_1", "u")])
+        with pytest.raises(DuplicateSleepingTaskUniqueIdError, match="'u'"):
+            await storage.insert_executions([record("te_2"), sleeping("te_3", "u")])
+        with pytest.raises(DuplicateSleepingTaskUniqueIdError):
+            await storage.insert_executions([sleeping("te_4", "v"), sleeping("te_5", "v")])
+        assert await storage.get_executions(["te_2", "te_3", "te_4", "te_5"]) == [None] * 4
+
+
+async def test_existing_execution_id_inserts_nothing(sqlite: Any) -> None:
+    async with sqlite() as storage:
+        await storage.insert_executions([record("te_1")])
+        with pytest.raises(StorageError, match="te_1"):
+            await storage.insert_executions([record("te_2"), record("te_1", task_id="other")])
+        assert await storage.get_executions(["te_2"]) == [None]
+        assert (await one(storage, "te_1")).task_id == "task"
+
+
+async def test_lookups_keep_input_order_with_none_for_unknown(sqlite: Any) -> None:
+    async with sqlite() as storage:
+        a, b = record("te_a"), sleeping("te_b", "ub")
+        await storage.insert_executions([a, b])
+        assert await storage.get_executions(["te_b", "nope", "te_a"]) == [b, None, a]
+        assert await storage.get_executions_by_sleeping_unique_id(["nope", "ub"]) == [None, b]
+
+
+async def test_list_filters_newest_first(sqlite: Any) -> None:
+    records = [
+        record("te_1", created_at=1.0),
+        record("te_2", created_at=2.0, status=S.COMPLETED, ready_at=None),
+        record("te_3", created_at=3.0, task_id="other"),
+        record("te_4", created_at=3.0),
+        record("te_5", created_at=5.0, status=S.FAILED, task_id="other", ready_at=None),
+    ]
+    async with sqlite() as storage:
+        await storage.insert_executions(records)
+
+        async def ids(**filters: Any) -> list[str]:
+            return [r.execution_id for r in await storage.list_executions(**filters)]
+
+        assert await ids() == ["te_5", "te_4", "te_3", "te_2", "te_1"]  # equal times: newest insert first
+        assert await ids(limit=2) == ["te_5", "te_4"]
+        assert await ids(statuses=[S.COMPLETED, S.FAILED]) == ["te_5", "te_2"]
+        assert await ids(task_id="other") == ["te_5", "te_3"]
+        assert await ids(task_id="other", statuses=[S.READY]) == ["te_3"]
+        assert await ids(statuses=[]) == []
+
+
+# ---------------------------------------------------------------------------------- claims
+
+
+async def test_claim_takes_due_records_earliest_first(sqlite: Any) -> None:
+    async with sqlite() as storage:
+        await storage.insert_executions([
+            record("te_a", ready_at=NOW - 1, timeout=5.0),
+            record("te_b", ready_at=NOW - 2),
+            record("te_later", ready_at=NOW + 1),
+            record("te_idle", ready_at=None),
+            waiting("te_parent", 0, ready_at=NOW - 3, started_at=NOW - 50, timeout=20.0),
+        ])  # fmt: skip
+        claimed = await storage.claim_executions("ex", NOW, 2, LEEWAY)
+        assert [r.execution_id for r in claimed] == ["te_parent", "te_b"]
+        parent, b = claimed
+        assert parent == waiting(
+            "te_parent", 0, started_at=NOW - 50, timeout=20.0, updated_at=NOW, ready_at=None,
+            executor_id="ex", lease_token=1, lease_expires_at=NOW + 20.0 + LEEWAY,
+        )  # fmt: skip
+        assert b == record(
+            "te_b", status=S.RUNNING, started_at=NOW, updated_at=NOW, ready_at=None, executor_id="ex",
+            lease_token=1, lease_expires_at=NOW + 10.0 + LEEWAY,
+        )  # fmt: skip
+        assert await storage.get_executions(["te_parent", "te_b"]) == claimed
+        assert list(await claim(storage)) == ["te_a"]
+        assert await claim(storage) == {}
+        assert list(await claim(storage, now=NOW + 1)) == ["te_later"]
+
+
+async def test_two_connections_to_one_file_never_claim_the_same_record(sqlite: Any) -> None:
+    ids = [f"te_{i}" for i in range(2000)]
+    async with sqlite() as first, sqlite() as second:
+        await first.insert_executions([record(i) for i in ids])
+        claimed: list[str] = []
+
+        async def claimer(storage: SqliteStorage) -> None:
+            while batch := await storage.claim_executions("ex", NOW, 7, LEEWAY):
+                claimed.extend(r.execution_id for r in batch)
+
+        async with trio.open_nursery() as nursery:
+            for storage in (first, second) * 5:
+                nursery.start_soon(claimer, storage)
+        assert sorted(claimed) == sorted(ids)
+        assert {r.lease_token for r in await second.get_executions(ids) if r} == {1}
+
+
+# ---------------------------------------------------------------------------------- commits
+
+
+async def test_commit_is_fenced_by_the_claims_token(sqlite: Any) -> None:
+    async with sqlite() as storage:
+        await storage.insert_executions([record("te_1")])
+        claimed = (await claim(storage))["te_1"]
+        done = claimed.copy(status=S.COMPLETED, output=Payload("json", b"1"), finished_at=NOW + 1)
+        assert await storage.commit_runs([RunCommit(done.copy(lease_token=0))], NOW + 1) == []
+        assert await one(storage, "te_1") == claimed
+
+        assert await storage.commit_runs([RunCommit(done)], NOW + 2) == [change(done, S.RUNNING, S.COMPLETED)]
+        assert await one(storage, "te_1") == done.copy(updated_at=NOW + 2, lease_expires_at=None)
+        assert await storage.commit_runs([RunCommit(done)], NOW + 3) == []  # committing ended the lease
+
+
+async def test_a_run_whose_lease_expired_and_was_reclaimed_cannot_write(sqlite: Any) -> None:
+    async with sqlite() as storage:
+        await storage.insert_executions([record("te_1")])
+        first = (await claim(storage))["te_1"]
+        await storage.expire_leases(NOW + 100, 10, 10)
+        second = (await claim(storage, now=NOW + 100))["te_1"]
+        assert second.lease_token == first.lease_token + 1
+        assert await storage.find_revoked_leases([first.lease, second.lease]) == ["te_1"]
+        late = first.copy(status=S.COMPLETED, finished_at=NOW + 101)
+        assert await storage.commit_runs([RunCommit(late)], NOW + 101) == []
+        assert (await one(storage, "te_1")).status is S.RUNNING
+
+
+async def test_commit_inserts_children_and_the_last_finished_child_moves_the_parent_along(sqlite: Any) -> None:
+    async with sqlite() as storage:
+        await storage.insert_executions([record("te_p")])
+        parent = (await claim(storage))["te_p"]
+        kids = [child(f"te_k{i}", "te_p", i) for i in range(3)]
+        spawned = parent.copy(
+            status=S.WAITING_FOR_CHILDREN, children=tuple(ExecutionRef(k.task_id, k.execution_id) for k in kids),
+            active_children_count=3, waiting_for_children_started_at=NOW, ready_at=None,
+        )  # fmt: skip
+        assert await storage.commit_runs([RunCommit(spawned, kids)], NOW) == [
+            change(parent, S.RUNNING, S.WAITING_FOR_CHILDREN),
+            *(change(k, None, S.READY) for k in kids),
+        ]
+        claimed = await claim(storage)
+        assert sorted(claimed) == ["te_k0", "te_k1", "te_k2"]
+        outcomes = [S.COMPLETED, S.FAILED, S.COMPLETED]  # a failed child does not cancel its siblings
+        for i, status in enumerate(outcomes):
+            kid = claimed[f"te_k{i}"].copy(status=status, finished_at=NOW + i, ready_at=None)
+            assert await storage.commit_runs([RunCommit(kid)], NOW + i) == [
+                change(kid, S.RUNNING, status),
+                change(parent, S.WAITING_FOR_CHILDREN, S.WAITING_FOR_CHILDREN),
+            ]
+            stored = await one(storage, "te_p")
+            assert stored.active_children_count == 2 - i
+            assert stored.ready_at == (NOW + 2 if i == 2 else None)
+        (again,) = await storage.claim_executions("ex", NOW + 2, 10, LEEWAY)
+        assert (again.execution_id, again.status, again.lease_token) == ("te_p", S.WAITING_FOR_CHILDREN, 2)
+        assert [(await one(storage, k.execution_id)).status for k in kids] == outcomes
+
+
+async def tree(storage: SqliteStorage) -> ExecutionRecord:
+    """Root ``te_r`` (claimed) with children ``te_a`` (waiting; its children: ``te_a1`` claimed,
+    ``te_a2`` completed) and ``te_b`` (ready), and an unrelated ``te_u``. Returns the claimed root."""
+    await storage.insert_executions([
+        record("te_r", ready_at=NOW - 10),
+        child("te_a", "te_r", 0, status=S.WAITING_FOR_CHILDREN, active_children_count=1, ready_at=None),
+        child("te_b", "te_r", 1, ready_at=NOW + 100),
+        child("te_a1", "te_a", 0, ready_at=NOW - 5),
+        child("te_a2", "te_a", 1, status=S.COMPLETED, finished_at=NOW - 1, ready_at=None),
+        record("te_u", ready_at=NOW + 100),
+    ])  # fmt: skip
+    claimed = await claim(storage)
+    assert sorted(claimed) == ["te_a1", "te_r"]
+    return claimed["te_r"]
+
+
+async def test_ending_without_completing_cancels_every_unfinished_descendant(sqlite: Any) -> None:
+    async with sqlite() as storage:
+        root = await tree(storage)
+        a1 = await one(storage, "te_a1")
+        failed = root.copy(status=S.FAILED, error=ErrorInfo("generic", "boom", False), finished_at=NOW + 1)
+        changes = await storage.commit_runs([RunCommit(failed)], NOW + 1)
+        assert changes[0] == change(root, S.RUNNING, S.FAILED)
+        assert sorted(changes[1:], key=lambda c: c.execution_id) == [
+            StatusChange("te_a", "task", S.WAITING_FOR_CHILDREN, S.CANCELLED),
+            StatusChange("te_a1", "task", S.RUNNING, S.CANCELLED),
+            StatusChange("te_b", "task", S.READY, S.CANCELLED),
+        ]
+        assert await one(storage, "te_a1") == a1.copy(
+            status=S.CANCELLED, error=cascade_error(failed), finished_at=NOW + 1, updated_at=NOW + 1,
+            lease_expires_at=None,
+        )  # fmt: skip
+        assert await storage.find_revoked_leases([a1.lease]) == ["te_a1"]
+        assert (await one(storage, "te_a2")).status is S.COMPLETED
+        assert (await one(storage, "te_u")).status is S.READY
+        assert list(await claim(storage, now=NOW + 100)) == ["te_u"]
+
+
+async def test_commit_inserting_a_taken_sleeping_unique_id_applies_nothing(sqlite: Any) -> None:
+    async with sqlite() as storage:
+        await storage.insert_executions([sleeping("te_s1", "u"), record("te_p")])
+        parent = (await claim(storage))["te_p"]
+        spawned = parent.copy(status=S.WAITING_FOR_CHILDREN, active_children_count=1, ready_at=None)
+        with pytest.raises(DuplicateSleepingTaskUniqueIdError):
+            await storage.commit_runs([RunCommit(spawned, [sleeping("te_s2", "u")])], NOW)
+        assert await one(storage, "te_p") == parent
+        assert await storage.get_executions(["te_s2"]) == [None]
+        stale = RunCommit(spawned.copy(lease_token=0), [sleeping("te_s2", "u")])
+        assert await storage.commit_runs([stale], NOW) == []  # a lease that does not hold inserts nothing
+
+
+async def test_a_failing_call_does_not_disturb_the_calls_committed_with_it(sqlite: Any) -> None:
+    async with sqlite() as storage:
+        await storage.insert_executions([sleeping("te_s", "u")])
+        failures: list[Exception] = []
+
+        async def insert(r: ExecutionRecord) -> None:
+            try:
+                await storage.insert_executions([r])
+            except DuplicateSleepingTaskUniqueIdError as exc:
+                failures.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(insert, record(f"te_{i}"))
+                if i == 25:
+                    nursery.start_soon(insert, sleeping("te_dup", "u"))
+        assert len(failures) == 1
+        assert None not in await storage.get_executions([f"te_{i}" for i in range(50)])
+        assert await storage.get_executions(["te_dup"]) == [None]
+
+
+# ---------------------------------------------------------------------------------- leases
+
+
+async def test_release_hands_claimed_records_back_at_once(sqlite: Any) -> None:
+    async with sqlite() as storage:
+        await storage.insert_executions([
+            record("te_a", retry_attempts=1, lease_expirations=2), waiting("te_p", 0, ready_at=NOW),
+        ])  # fmt: skip
+        claimed = await claim(storage)
+        a, p = claimed["te_a"], claimed["te_p"]
+        changes = await storage.release_leases(
+            [a.lease, p.lease, Lease("te_a", 99), Lease("nope", 1)], NOW + 5
+        )
+        assert changes == [change(a, S.RUNNING, S.READY), change(p, S.WAITING_FOR_CHILDREN, S.WAITING_FOR_CHILDREN)]
+        assert await one(storage, "te_a") == a.copy(
+            status=S.READY, ready_at=NOW + 5, start_at=NOW + 5, executor_id=None, lease_expires_at=None,
+            updated_at=NOW + 5,
+        )  # fmt: skip
+        assert await one(storage, "te_p") == p.copy(
+            ready_at=NOW + 5, executor_id=None, lease_expires_at=None, updated_at=NOW + 5
+        )
+        assert await storage.release_leases([a.lease], NOW + 6) == []
+        again = await claim(storage, now=NOW + 5)
+        assert {r.lease_token for r in again.values()} == {2}
+
+
+async def test_find_revoked_leases_in_input_order(sqlite: Any) -> None:
+    async with sqlite() as storage:
+        await storage.insert_executions([record("te_a"), record("te_b"), record("te_c")])
+        claimed = await claim(storage)
+        await storage.cancel_executions(["te_c"], NOW)
+        leases = [claimed["te_c"].lease, Lease("te_b", 7), claimed["te_a"].lease, Lease("nope", 1)]
+        assert await storage.find_revoked_leases(leases) == ["te_c", "te_b", "nope"]
+
+
+async def test_expire_leases(sqlite: Any) -> None:
+    async with sqlite() as storage:
+        await storage.insert_executions([
+            record("te_a", ready_at=NOW - 4, timeout=10.0),
+            waiting("te_p", 0, ready_at=NOW - 3, timeout=20.0, error=EXPIRED_ERROR),
+            record("te_b", ready_at=NOW - 2, timeout=30.0, lease_expirations=2),
+            child("te_bc", "te_b"),
+            waiting("te_q", 1),
+            child("te_s", "te_q", **sleeping_fields("u")),
+        ])  # fmt: skip
+        claimed = await claim(storage, limit=3)
+        a, p, b = claimed["te_a"], claimed["te_p"], claimed["te_b"]
+        s, q = await storage.get_executions(["te_s", "te_q"])
+        assert s is not None and q is not None
+
+        assert await storage.expire_leases(NOW + 69, 2, 10) == [
+            change(s, S.RUNNING, S.TIMED_OUT), change(q, S.WAITING_FOR_CHILDREN, S.WAITING_FOR_CHILDREN),
+        ]
+        assert await one(storage, "te_s") == s.copy(
+            status=S.TIMED_OUT, error=SLEEPING_TIMED_OUT_ERROR, finished_at=NOW + 69, lease_expires_at=None,
+            updated_at=NOW + 69,
+        )  # fmt: skip
+        assert (await one(storage, "te_q")).ready_at == NOW + 69
+
+        assert await storage.expire_leases(NOW + 100, 2, 1) == [change(a, S.RUNNING, S.READY)]
+        assert await one(storage, "te_a") == a.copy(
+            status=S.READY, error=EXPIRED_ERROR, lease_expirations=1, ready_at=NOW + 100, start_at=NOW + 100,
+            executor_id=None, lease_expires_at=None, updated_at=NOW + 100,
+        )  # fmt: skip
+
+        bc = await one(storage, "te_bc")
+        assert await storage.expire_leases(NOW + 100, 2, 10) == [
+            change(p, S.WAITING_FOR_CHILDREN, S.WAITING_FOR_CHILDREN),
+            change(b, S.RUNNING, S.FAILED),
+            change(bc, S.READY, S.CANCELLED),
+        ]
+        assert await one(storage, "te_p") == p.copy(
+            lease_expirations=1, ready_at=NOW + 100, executor_id=None, lease_expires_at=None, updated_at=NOW + 100
+        )
+        failed = await one(storage, "te_b")
+        assert failed == b.copy(
+            status=S.FAILED, error=EXPIRED_TOO_OFTEN_ERROR, lease_expirations=3, finished_at=NOW + 100,
+            lease_expires_at=None, updated_at=NOW + 100,
+        )  # fmt: skip
+        assert (await one(storage, "te_bc")).error == cascade_error(failed)
+        assert await storage.expire_leases(NOW + 1000, 2, 10) == []
+
+
+# ---------------------------------------------------------------------------------- from outside
+
+
+async def test_cancel_with_closure_and_cascade(sqlite: Any) -> None:
+    async with sqlite() as storage:
+        root = await tree(storage)
+        a1 = await one(storage, "te_a1")
+        a = await one(storage, "te_a")
+        assert await storage.cancel_executions(["te_a1", "te_a2", "nope"], NOW + 1) == [
+            change(a1, S.RUNNING, S.CANCELLED), change(a, S.WAITING_FOR_CHILDREN, S.WAITING_FOR_CHILDREN),
+        ]
+        assert await one(storage, "te_a1") == a1.copy(
+            status=S.CANCELLED, error=CANCELLED_ERROR, finished_at=NOW + 1, lease_expires_at=None, updated_at=NOW + 1
+        )
+        assert await one(storage, "te_a") == a.copy(active_children_count=0, ready_at=NOW + 1, updated_at=NOW + 1)
+
+        b = await one(storage, "te_b")
+        changes = await storage.cancel_executions(["te_r", "te_a"], NOW + 2)
+        cancelled_root = await one(storage, "te_r")
+        assert changes == [
+            change(root, S.RUNNING, S.CANCELLED), change(a, S.WAITING_FOR_CHILDREN, S.CANCELLED),
+            change(b, S.READY, S.CANCELLED),
+        ]  # fmt: skip
+        assert (await one(storage, "te_a")).error == cascade_error(cancelled_root)
+        assert await storage.cancel_executions(["te_r"], NOW + 3) == []
+
+
+async def test_wake_sleeping_executions(sqlite: Any) -> None:
+    async with sqlite() as storage:
+        await storage.insert_executions([
+            waiting("te_q", 2), child("te_s1", "te_q", 0, **sleeping_fields("u1")),
+            child("te_s2", "te_q", 1, **sleeping_fields("u2")), record("te_r", status=S.RUNNING, ready_at=None),
+        ])  # fmt: skip
+        s1, s2, q, r = await storage.get_executions(["te_s1", "te_s2", "te_q", "te_r"])
+        assert s1 and s2 and q and r
+        error = ErrorInfo("generic", "no", is_retryable=False)
+        wakeups = [
+            SleepingWakeup("te_s1", S.COMPLETED, output=Payload("json", b'"ok"')),
+            SleepingWakeup("te_s2", S.FAILED, error=error),
+            SleepingWakeup("te_r", S.COMPLETED),
+            SleepingWakeup("nope", S.COMPLETED),
+        ]
+        assert await storage.wake_sleeping_executions(wakeups, NOW + 1) == [
+            change(s1, S.RUNNING, S.COMPLETED), change(q, S.WAITING_FOR_CHILDREN, S.WAITING_FOR_CHILDREN),
+            change(s2, S.RUNNING, S.FAILED), change(q, S.WAITING_FOR_CHILDREN, S.WAITING_FOR_CHILDREN),
+        ]  # fmt: skip
+        assert await one(storage, "te_s1") == s1.copy(
+            status=S.COMPLETED, output=Payload("json", b'"ok"'), finished_at=NOW + 1, lease_expires_at=None,
+            updated_at=NOW + 1,
+        )  # fmt: skip
+        assert (await one(storage, "te_s2")).error == error
+        assert (await one(storage, "te_q")).ready_at == NOW + 1
+        assert await one(storage, "te_r") == r
+        assert await storage.wake_sleeping_executions(wakeups, NOW + 2) == []
+
+
+async def test_delete_finished_executions_deletes_whole_old_trees(sqlite: Any) -> None:
+    done: dict[str, Any] = dict(status=S.COMPLETED, ready_at=None)
+    async with sqlite() as storage:
+        await storage.insert_executions([
+            record("te_t1", finished_at=NOW - 30, **done),
+            child("te_t1a", "te_t1", finished_at=NOW - 31, **done),
+            child("te_t1b", "te_t1", 1, finished_at=NOW - 31, **done),
+            child("te_t1a1", "te_t1a", finished_at=NOW - 32, **done),
+            record("te_t2", finished_at=NOW - 20, status=S.FAILED, ready_at=None),
+            child("te_t2a", "te_t2", status=S.CANCELLED, finished_at=NOW - 20, ready_at=None),
+            record("te_t3", finished_at=NOW - 10, **done),
+            waiting("te_t4", 1),
+            child("te_t4a", "te_t4", finished_at=NOW - 40, **done),
+            record("te_t5", finished_at=NOW - 5, **done),
+        ])  # fmt: skip
+        assert await storage.delete_finished_executions(NOW - 5, 2) == 6
+        assert await storage.get_executions(["te_t1", "te_t1a", "te_t1a1", "te_t2a"]) == [None] * 4
+        assert await storage.delete_finished_executions(NOW - 5, 10) == 1
+        assert await storage.delete_finished_executions(NOW - 5, 10) == 0
+        remaining = await storage.list_executions()
+        assert sorted(r.execution_id for r in remaining) == ["te_t4", "te_t4a", "te_t5"]
+
+
+# ---------------------------------------------------------------------------------- trio
+
+
+async def test_every_operation_is_a_checkpoint(sqlite: Any) -> None:
+    async with sqlite() as storage:
+        calls = [
+            lambda: storage.insert_executions([record("te_1"), record("te_2")]),
+            lambda: storage.get_executions(["te_1"]),
+            lambda: storage.get_executions_by_sleeping_unique_id(["u"]),
+            lambda: storage.list_executions(),
+            lambda: storage.claim_executions("ex", NOW, 1, LEEWAY),
+            lambda: storage.commit_runs([], NOW),
+            lambda: storage.release_leases([Lease("te_1", 1)], NOW),
+            lambda: storage.find_revoked_leases([Lease("te_1", 1)]),
+            lambda: storage.expire_leases(NOW, 10, 10),
+            lambda: storage.cancel_executions(["te_2"], NOW),
+            lambda: storage.wake_sleeping_executions([], NOW),
+            lambda: storage.delete_finished_executions(NOW + 1, 10),
+        ]
+        for call in calls:
+            with trio.testing.assert_checkpoints():
+                await call()
+
+
+async def test_a_call_cancelled_before_it_runs_applies_nothing(sqlite: Any) -> None:
+    async with sqlite() as storage:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await storage.insert_executions([record("te_1")])
+        assert scope.cancelled_caught
+        assert await storage.get_executions(["te_1"]) == [None]
+
+
+async def test_a_call_cancelled_once_running_is_applied_and_its_result_delivered(sqlite: Any) -> None:
+    async with sqlite() as storage:
+        running, release = trio.Event(), threading.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        def slow_insert() -> str:
+            storage._db.insert([record("te_1")])
+            trio.from_thread.run_sync(running.set, trio_token=token)
+            release.wait()
+            return "inserted"
+
+        received: list[str] = []
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+
+                async def call() -> None:
+                    received.append(await storage._thread.call(Kind.WRITE, slow_insert))
+                    await trio.lowlevel.checkpoint()  # where the cancellation arrives
+
+                nursery.start_soon(call)
+                await running.wait()
+                scope.cancel()
+                release.set()
+        assert received == ["inserted"]
+        assert (await one(storage, "te_1")).execution_id == "te_1"
+
+
+# ---------------------------------------------------------------------------------- the file
+
+
+async def test_a_lock_held_beyond_busy_timeout_is_retried(sqlite: Any, path: Path) -> None:
+    async with sqlite(busy_timeout=0.01, busy_retries=50) as storage:
+        retried = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+        begins = 0
+
+        def trace(statement: str) -> None:
+            nonlocal begins
+            begins += statement == "BEGIN IMMEDIATE"
+            if begins == 2:  # the first attempt found the database locked
+                trio.from_thread.run_sync(retried.set, trio_token=token)
+
+        await storage._thread.call(Kind.ALONE, storage._db.conn.set_trace_callback, trace)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(storage.insert_executions, [record("te_1")])
+            await retried.wait()
+            blocker.execute("COMMIT")
+            blocker.close()
+        assert (await one(storage, "te_1")).execution_id == "te_1"
+
+
+async def test_a_lock_held_too_long_is_one_clear_error(sqlite: Any, path: Path) -> None:
+    async with sqlite(busy_timeout=0.05, busy_retries=2) as storage:
+        await storage.insert_executions([record("te_1")])
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            assert (await one(storage, "te_1")).execution_id == "te_1"  # WAL: reads go on
+            with pytest.raises(StorageError, match=f"{path}.*locked.*busy_timeout") as caught:
+                await storage.insert_executions([record("te_2")])
+            assert caught.value.is_retryable
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        await storage.insert_executions([record("te_2")])
+
+
+async def test_a_closed_storage_refuses_calls(sqlite: Any) -> None:
+    async with sqlite() as storage:
+        pass
+    await storage.aclose()
+    with pytest.raises(StorageError, match="closed"):
+        await storage.get_executions(["te_1"])
+
+
+async def test_opened_by_name_with_tuning(path: Path) -> None:
+    async with open_storage("sqlite", path=path, synchronous="full") as storage:
+        assert isinstance(storage, SqliteStorage) and isinstance(storage, Storage)
+        assert storage.storage_api == STORAGE_API
+        assert (storage.capabilities.persistent, storage.capabilities.multi_process) == (True, True)
+
+        def pragmas() -> list[object]:
+            conn = storage._db.conn
+            return [conn.execute(f"PRAGMA {name}").fetchone()[0] for name in ("journal_mode", "synchronous", "secure_delete")]
+
+        assert await storage._thread.call(Kind.READ, pragmas) == ["wal", 2, 0]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"synchronous": "sometimes"}, "synchronous='sometimes'"),
+        ({"busy_timeout": -1}, "busy_timeout=-1"),
+        ({"busy_retries": 1.5}, "busy_retries=1.5"),
+        ({"max_batch_size": 0}, "max_batch_size=0"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+async def test_invalid_options_are_one_clear_error(path: Path, options: dict[str, Any], message: str) -> None:
+    with pytest.raises(StorageError, match=message):
+        async with open_storage("sqlite", path=path, **options):
+            pass
+    assert not path.exists()
