@@ -567,6 +567,18 @@ class DurableExecutor:
         self._observe("woken", await self.storage.wake_sleeping_executions([wakeup], self.now()))
         return self._to_task_execution(await self._get_record(record.execution_id))
 
+    async def delete_finished_executions(self, older_than: float, *, batch_size: int = 1000) -> int:
+        """Delete every execution tree whose top-level execution finished more than
+        ``older_than`` seconds ago; returns how many executions were deleted. Executions of a
+        tree that is still active are never deleted."""
+        self._check_running()
+        _positive("older_than", older_than, allow_zero=True)
+        finished_before = self.now() - older_than
+        deleted = 0
+        while count := await self.storage.delete_finished_executions(finished_before, batch_size):
+            deleted += count
+        return deleted
+
     async def _cancel(self, execution_ids: Sequence[str]) -> None:
         self._check_running()
         self._observe("cancelled", await self.storage.cancel_executions(execution_ids, self.now()))

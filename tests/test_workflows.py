@@ -407,3 +407,32 @@ async def test_parent_retries_run_again_before_spawning_children():
         finished = await (await ex.enqueue_task(flaky_parent)).wait_and_get_finished_execution()
     assert finished.status is S.COMPLETED and finished.retry_attempts == 1
     assert finished.output["children"][0].output == "Hello from task r, world!"
+
+
+async def test_retention_deletes_old_finished_trees_but_never_part_of_an_active_one():
+    ex = DurableExecutor(MemoryStorage())
+    hello, _ = define_greeters(ex)
+    gate = ex.sleeping_task(id="gate", timeout=10_000)
+
+    @ex.parent_task(id="tree", timeout=5)
+    async def tree(ctx, input):
+        children = [child_task(hello, 1)] + ([child_task(gate, "open-later")] if input else [])
+        return ParentTaskResult(None, children)
+
+    async with ex:
+        done = await (await ex.enqueue_task(tree, False)).wait_and_get_finished_execution()
+        active = await ex.enqueue_task(tree, True)
+        await trio.sleep(3600)
+        assert (await active.get_execution()).status is S.WAITING_FOR_CHILDREN
+        assert await ex.delete_finished_executions(older_than=60) == 2  # `done` and its child
+        with pytest.raises(DurableExecutionNotFoundError):
+            await ex.get_task_execution_handle(tree, done.execution_id)
+        remaining = await ex.storage.list_executions()
+        assert {r.task_id for r in remaining} == {"tree", "hello", "gate"}
+        await ex.wakeup_sleeping_task_execution(gate, "open-later")
+        await active.wait_and_get_finished_execution()
+        assert await ex.delete_finished_executions(older_than=0) == 0  # finished just now
+        await trio.sleep(1)
+        assert await ex.delete_finished_executions(older_than=0.5) == 3
+        with pytest.raises(ValueError, match="older_than"):
+            await ex.delete_finished_executions(older_than=-1)
