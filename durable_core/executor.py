@@ -180,6 +180,19 @@ class DurableExecutor:
         self._clock: _Clock | None = None
         self.shutdown_event = trio.Event()
 
+    @classmethod
+    def from_config(cls, path: str | None = None, **overrides: Any) -> DurableExecutor:
+        """An executor configured by ``durable.toml`` (or ``[tool.durable]`` in pyproject.toml,
+        ``DURABLE_CONFIG``, or ``path``); keyword ``overrides`` win over the file."""
+        from .config import executor_from_config
+
+        return executor_from_config(path, **overrides)
+
+    @property
+    def tasks(self) -> dict[str, Task]:
+        """The tasks defined on this executor, by id."""
+        return dict(self._tasks)
+
     # ----------------------------------------------------------------------------- definitions
 
     def _register(self, task: Task) -> Task:

@@ -1,0 +1,200 @@
+"""What the commands share: user errors, loading the user's module, tables, trio with signals."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import click
+import trio
+
+from ..config import ConfigError, DurableConfig, load_config
+from ..errors import DurableExecutionError
+from ..executor import DurableExecutor
+from ..storage.contract import Storage
+from ..storage.opening import open_storage
+from ..tasks import Task
+
+T = TypeVar("T")
+
+
+class UserError(Exception):
+    """A mistake of the user's: ``durable`` prints its one-line message and exits with code 2."""
+
+
+USER_ERRORS = (UserError, ConfigError, DurableExecutionError)
+"""Reported as one line without a traceback; anything else is a bug and keeps its traceback."""
+
+
+def run(async_fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``trio.run``, with a user error or Ctrl-C raised inside a nursery unwrapped from its exception
+    group, so that ``main`` reports it as such."""
+    try:
+        return trio.run(async_fn, *args)
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) == 1 and isinstance(leaves[0], (*USER_ERRORS, KeyboardInterrupt)):
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    return [leaf for exc in group.exceptions
+            for leaf in (_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])]
+
+
+async def run_until_signal(body: Callable[[], Awaitable[object]]) -> bool:
+    """Run ``body`` until it returns or SIGINT/SIGTERM arrives; True if a signal stopped it.
+
+    The caller then shuts down gracefully, outside the cancelled scope. A second signal during
+    that shutdown gets the default handling: Ctrl-C raises KeyboardInterrupt, which ends the wait.
+    """
+    interrupted = False
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                nonlocal interrupted
+                async for signum in signals:
+                    interrupted = True
+                    click.echo(f"\n{signal.Signals(signum).name} received: stopping", err=True)
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            await body()
+            nursery.cancel_scope.cancel()
+    return interrupted
+
+
+# ----------------------------------------------------------------------------- the user's module
+
+
+def import_target(target: str, what: str) -> tuple[Any, str]:
+    """Import the module of ``MODULE:NAME`` (the working directory first on ``sys.path``, as with
+    ``python -m``); returns the module and NAME. A module that does not exist is a user error; an
+    import error inside the module keeps its traceback, as it is a bug there."""
+    module_name, _, name = target.partition(":")
+    if not module_name or not name:
+        raise UserError(f"{target!r} is not MODULE:{what.upper()}; write e.g. app:{what} for the {what} in app.py")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (module_name + ".").startswith(exc.name + "."):
+            raise
+        raise UserError(
+            f"module {module_name!r} not found in the working directory or on sys.path; "
+            f"check the part before ':' in {target!r}"
+        ) from None
+    return module, name
+
+
+def _attribute(module: Any, name: str, kind: type[T], what: str) -> T:
+    candidates = sorted(key for key, value in vars(module).items() if isinstance(value, kind))
+    value = getattr(module, name, None)
+    if isinstance(value, kind):
+        return value
+    if value is None:
+        close = difflib.get_close_matches(name, candidates, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UserError(f"module {module.__name__!r} has no {what} {name!r}; {hint}"
+                        f"its {what}s: {', '.join(candidates) or 'none'}")
+    article = "an" if what[0] in "aeiou" else "a"
+    raise UserError(f"{module.__name__}:{name} is a {type(value).__name__}, not {article} {what}; "
+                    f"its {what}s: {', '.join(candidates) or 'none'}")
+
+
+def load_executor(target: str) -> DurableExecutor:
+    """The ``DurableExecutor`` named by ``MODULE:EXECUTOR``."""
+    module, name = import_target(target, "executor")
+    return _attribute(module, name, DurableExecutor, "executor")
+
+
+def load_task(target: str) -> tuple[DurableExecutor, Task]:
+    """The task named by ``MODULE:TASK`` and the module-level executor that defines it."""
+    module, name = import_target(target, "task")
+    task = _attribute(module, name, Task, "task")
+    for executor in vars(module).values():
+        if isinstance(executor, DurableExecutor) and executor.tasks.get(task.id) is task:
+            return executor, task
+    raise UserError(f"{target} is task {task.id!r}, but no DurableExecutor at the top level of "
+                    f"module {module.__name__!r} defines it; define the executor in that module")
+
+
+def warn_unless_shared(storage: Storage) -> None:
+    """A storage confined to one process (``memory``) shows this command nothing of any other."""
+    if not storage.capabilities.multi_process:
+        click.echo("warning: this storage keeps executions inside one process, so this command and your "
+                   "workers do not see each other's; select a shared one, e.g.: durable config set storage.name sqlite",
+                   err=True)
+
+
+@asynccontextmanager
+async def client(executor: DurableExecutor) -> AsyncIterator[DurableExecutor]:
+    """The executor started as a client: it enqueues, waits and wakes up, but claims nothing, so
+    no task runs in this process (running them is the worker's job)."""
+    executor.max_concurrent_task_executions = 0
+    async with executor:
+        warn_unless_shared(executor.storage)
+        yield executor
+
+
+@asynccontextmanager
+async def configured_storage() -> AsyncIterator[tuple[Storage, DurableConfig]]:
+    """The storage the configuration selects (and the configuration), for commands that need
+    no user module."""
+    config = load_config()
+    async with open_storage(config.storage.name, **config.storage.options) as storage:
+        warn_unless_shared(storage)
+        yield storage, config
+
+
+# ----------------------------------------------------------------------------- input and output
+
+
+def json_value(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """Click callback: the option's JSON value, None when it is not given."""
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc}); quote it for the shell, e.g. "
+                                 f"'{{\"file\": \"report.pdf\"}}'") from None
+
+
+def to_json(value: Any) -> str:
+    """JSON for output; values JSON cannot represent are shown as their ``str``."""
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+STATUS_COLORS = {"completed": "green", "ready": "cyan", "running": "yellow",
+                 "waiting_for_children": "yellow", "waiting_for_finalize": "yellow"}
+
+
+def styled(status: str) -> str:
+    """A status coloured for a terminal (``click.echo`` drops the colour elsewhere): errors red."""
+    return click.style(status, fg=STATUS_COLORS.get(status, "red"))
+
+
+def timestamp(seconds: float | None) -> str:
+    return "-" if seconds is None else datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Rows as left-aligned columns under upper-case headers."""
+    cells = [[str(header).upper() for header in headers], *[[str(cell) for cell in row] for row in rows]]
+    widths = [max(len(click.unstyle(row[column])) for row in cells) for column in range(len(headers))]
+    return "\n".join(
+        "  ".join(cell + " " * (width - len(click.unstyle(cell))) for cell, width in zip(row, widths)).rstrip()
+        for row in cells
+    )

@@ -1,0 +1,229 @@
+"""``durable executions list|show|tree|cancel|wakeup|gc``: operate executions from any process.
+
+All but ``wakeup`` need only the storage the configuration selects, not the user's modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from typing import Any
+
+import click
+
+from ..config import DurableConfig
+from ..events import TaskExecutionEvent
+from ..handles import to_task_execution
+from ..plugins.manager import default_registry
+from ..status import (
+    ACTIVE_TASK_EXECUTION_STATUSES,
+    ERRORED_TASK_EXECUTION_STATUSES,
+    FINISHED_TASK_EXECUTION_STATUSES,
+    TaskExecutionStatus,
+)
+from ..storage.contract import ExecutionRecord, Payload, Storage
+from .common import (
+    UserError,
+    client,
+    configured_storage,
+    json_value,
+    load_task,
+    run,
+    styled,
+    table,
+    timestamp,
+    to_json,
+)
+
+STATUS_GROUPS = {
+    "active": ACTIVE_TASK_EXECUTION_STATUSES,
+    "finished": FINISHED_TASK_EXECUTION_STATUSES,
+    "errored": ERRORED_TASK_EXECUTION_STATUSES,
+}
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@click.group("executions")
+def executions() -> None:
+    """List, inspect, cancel, wake up and delete executions in the configured storage."""
+
+
+async def _get(storage: Storage, execution_id: str, config: DurableConfig) -> ExecutionRecord:
+    (record,) = await storage.get_executions([execution_id])
+    if record is None:
+        options = ", ".join(f"{key}={value!r}" for key, value in config.storage.options.items())
+        raise UserError(f"execution {execution_id!r} not found in storage {config.storage.name!r} "
+                        f"({options or 'no options'}; from {config.source}); list them with: durable executions list")
+    return record
+
+
+def _decode(payload: Payload) -> Any:
+    return default_registry().serializer(payload.serializer).deserialize(payload.data)
+
+
+def _summary(record: ExecutionRecord) -> dict[str, Any]:
+    return {
+        "execution_id": record.execution_id,
+        "task_id": record.task_id,
+        "status": str(record.status),
+        "retry_attempts": record.retry_attempts,
+        "created_at": timestamp(record.created_at),
+        "finished_at": timestamp(record.finished_at),
+        "parent_execution_id": record.parent.execution_id if record.parent else None,
+        "error": record.error.message if record.error else None,
+    }
+
+
+@executions.command("list")
+@click.option("--status", "statuses", multiple=True,
+              type=click.Choice([*map(str, TaskExecutionStatus), *STATUS_GROUPS]),
+              help="Only these statuses (repeatable); active, finished and errored name groups.")
+@click.option("--task", "task_id", help="Only executions of this task id.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines, one object per execution.")
+def list_(statuses: tuple[str, ...], task_id: str | None, limit: int, as_json: bool) -> None:
+    """List executions, newest first."""
+    wanted = {status for name in statuses for status in STATUS_GROUPS.get(name) or {TaskExecutionStatus(name)}}
+
+    async def main() -> list[ExecutionRecord]:
+        async with configured_storage() as (storage, _):
+            return await storage.list_executions(statuses=sorted(wanted) or None, task_id=task_id, limit=limit)
+
+    records = run(main)
+    if as_json:
+        for record in records:
+            click.echo(to_json(_summary(record)))
+    elif records:
+        click.echo(table(
+            ["execution", "task", "status", "retries", "created (UTC)", "finished (UTC)", "parent"],
+            [[r.execution_id, r.task_id, styled(r.status), r.retry_attempts, timestamp(r.created_at),
+              timestamp(r.finished_at), r.parent.execution_id if r.parent else "-"] for r in records],
+        ))
+    else:
+        click.echo("no executions found")
+
+
+@executions.command("show")
+@click.argument("execution_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the execution as JSON.")
+def show(execution_id: str, as_json: bool) -> None:
+    """One execution: status, input, output, error, relatives and times."""
+
+    async def main() -> ExecutionRecord:
+        async with configured_storage() as (storage, config):
+            return await _get(storage, execution_id, config)
+
+    execution = to_task_execution(run(main), _decode)
+    if as_json:
+        click.echo(to_json(dataclasses.asdict(execution)))
+        return
+    fields = {name: value for name, value in dataclasses.asdict(execution).items() if value is not None and value != ()}
+    fields["status"] = styled(execution.status)
+    width = max(map(len, fields)) + 2
+    for name, value in fields.items():
+        shown = to_json(value) if isinstance(value, dict | list | tuple) or name in ("input", "output") else value
+        click.echo(f"{name + ':':<{width}}{shown}")
+
+
+@executions.command("tree")
+@click.argument("execution_id")
+def tree(execution_id: str) -> None:
+    """The whole tree the execution belongs to (children, finalize) with statuses; it is marked <."""
+
+    async def main() -> list[str]:
+        async with configured_storage() as (storage, config):
+            record = await _get(storage, execution_id, config)
+            if record.root is not None:
+                record = await _get(storage, record.root.execution_id, config)
+            lines: list[str] = []
+            await _walk(storage, record, execution_id, lines, "", "")
+            return lines
+
+    click.echo("\n".join(run(main)))
+
+
+async def _walk(storage: Storage, record: ExecutionRecord, marked: str, lines: list[str],
+                indent: str, branch: str, label: str = "") -> None:
+    """Append ``record`` and, below it, its children and finalize, each level in one read."""
+    mark = "  <" if record.execution_id == marked else ""
+    lines.append(f"{indent}{branch}{label}{record.task_id} {record.execution_id} {styled(record.status)}{mark}")
+    below = [(ref, "") for ref in record.children] + ([(record.finalize, "finalize: ")] if record.finalize else [])
+    found = await storage.get_executions([ref.execution_id for ref, _ in below])
+    indent += "" if not branch else "    " if branch == "└── " else "│   "
+    for index, ((ref, child_label), child) in enumerate(zip(below, found)):
+        child_branch = "└── " if index == len(below) - 1 else "├── "
+        if child is None:
+            lines.append(f"{indent}{child_branch}{child_label}{ref.task_id} {ref.execution_id} (deleted)")
+        else:
+            await _walk(storage, child, marked, lines, indent, child_branch, child_label)
+
+
+@executions.command("cancel")
+@click.argument("execution_id")
+def cancel(execution_id: str) -> None:
+    """Cancel an execution and every unfinished descendant; a worker running one stops it."""
+
+    async def main() -> str:
+        async with configured_storage() as (storage, config):
+            record = await _get(storage, execution_id, config)
+            if record.status.is_finished:
+                return f"{record.task_id} {execution_id} already finished ({record.status}); nothing to cancel"
+            now = time.time()
+            changes = await storage.cancel_executions([execution_id], now)
+        registry = default_registry()
+        for change in changes:  # observers see every change, also those made without an executor
+            registry.emit(TaskExecutionEvent("cancelled", change.execution_id, change.task_id,
+                                             change.previous_status, change.status, now, "cli"))
+        cancelled = sum(c.status is TaskExecutionStatus.CANCELLED and c.previous_status != c.status for c in changes)
+        more = f" and {cancelled - 1} unfinished descendants" if cancelled > 1 else ""
+        return f"cancelled {record.task_id} {execution_id}{more}"
+
+    click.echo(run(main))
+
+
+@executions.command("wakeup")
+@click.argument("target", metavar="MODULE:TASK")
+@click.argument("unique_id")
+@click.option("--output", callback=json_value, metavar="JSON", help="Complete it with this output (JSON).")
+@click.option("--error", help="Fail it with this error message instead.")
+def wakeup(target: str, unique_id: str, output: Any, error: str | None) -> None:
+    """Finish the sleeping execution of MODULE:TASK whose unique id is UNIQUE_ID."""
+    if output is not None and error is not None:
+        raise UserError("give --output or --error, not both")
+    executor, task = load_task(target)
+
+    async def main() -> str:
+        async with client(executor):
+            execution = await executor.wakeup_sleeping_task_execution(
+                task, unique_id, status="failed" if error is not None else "completed", output=output, error=error
+            )
+        return f"{task.id} {execution.execution_id}: {styled(execution.status)}"
+
+    click.echo(run(main))
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", value.strip())
+    if match is None:
+        raise click.BadParameter(f"{value!r} is not a duration; write e.g. 7d, 12h, 30m, 90s or 2w")
+    return float(match[1]) * DURATION_UNITS[match[2]]
+
+
+@executions.command("gc")
+@click.option("--older-than", required=True, callback=_duration, metavar="DURATION",
+              help="Age of the finished trees to delete: 7d, 12h, 30m, 90s, 2w.")
+def gc(older_than: float) -> None:
+    """Delete the trees of executions that finished longer ago than DURATION."""
+    before = time.time() - older_than
+
+    async def main() -> int:
+        total = 0
+        async with configured_storage() as (storage, _):
+            while deleted := await storage.delete_finished_executions(before, 1000):
+                total += deleted
+                if total > deleted:  # a long run: show that it progresses
+                    click.echo(f"deleted {total} executions so far", err=True)
+        return total
+
+    click.echo(f"deleted {run(main)} executions of trees finished before {timestamp(before)} UTC")

@@ -1,0 +1,187 @@
+"""``durable install`` / ``uninstall``: plugins by short name, distribution name or local path.
+
+pip runs as a subprocess of this very Python (``sys.executable -m pip``; ``uv pip`` when pip is
+missing), and afterwards a fresh process checks that the plugins load: this process has already
+imported the old state of the environment.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import load_config, location_to_edit, select_plugin
+from ..plugin_index import PLUGIN_DISTRIBUTIONS
+from .common import UserError
+from .plugins_cmd import load_plugins
+
+SELECTING_KEY = {"storage": "storage.name", "serializer": "serializer"}
+"""The configuration key that selects a plugin of each kind."""
+_SHORT_NAME = re.compile(r"[a-z0-9_]+")
+_DISTRIBUTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def canonical(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One NAME of the command line, resolved."""
+
+    argument: str
+    """What pip receives: a distribution name or requirement, or an absolute path."""
+    distribution: str | None
+    """The distribution it installs, to check afterwards; None if unknown (e.g. a URL)."""
+    short_name: str | None = None
+
+
+def resolve(name: str) -> Requirement:
+    """A short name (``sqlite``), a local path (a project folder or a wheel) or a requirement."""
+    if name in PLUGIN_DISTRIBUTIONS:
+        return Requirement(PLUGIN_DISTRIBUTIONS[name], PLUGIN_DISTRIBUTIONS[name], name)
+    path = Path(name)
+    if path.exists():
+        return Requirement(str(path.resolve()), _distribution_at(path))
+    if _SHORT_NAME.fullmatch(name):
+        close = difflib.get_close_matches(name, PLUGIN_DISTRIBUTIONS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UserError(
+            f"unknown plugin {name!r}; {hint}short names: {', '.join(PLUGIN_DISTRIBUTIONS)}; "
+            f"for another distribution give its full name (e.g. durable-storage-{name}) or a path"
+        )
+    match = _DISTRIBUTION_NAME.match(name)
+    return Requirement(name, match.group() if match else None)
+
+
+def _distribution_at(path: Path) -> str | None:
+    """The distribution a wheel or a project folder holds."""
+    if path.suffix == ".whl":
+        with zipfile.ZipFile(path) as wheel:
+            metadata = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+            return next(line.split(":", 1)[1].strip() for line in wheel.read(metadata).decode().splitlines()
+                        if line.startswith("Name:"))
+    pyproject = path / "pyproject.toml"
+    if pyproject.is_file():
+        return tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {}).get("name")
+    return None
+
+
+def pip(subcommand: str, *args: str) -> list[str]:
+    """The command running ``pip SUBCOMMAND ARGS`` for this Python: pip, or uv when pip is missing."""
+    if importlib.util.find_spec("pip") is not None:
+        confirm = ["-y"] if subcommand == "uninstall" else []
+        return [sys.executable, "-m", "pip", subcommand, *confirm, *args]
+    uv = shutil.which("uv")
+    if uv is None:
+        raise UserError("neither pip nor uv is available for this Python; add pip with: "
+                        f"{sys.executable} -m ensurepip")
+    return [uv, "pip", subcommand, "--python", sys.executable, *args]
+
+
+def _run(command: list[str], dry_run: bool) -> None:
+    click.echo(f"{'would run' if dry_run else 'running'}: {shlex.join(command)}", err=True)
+    if not dry_run and (code := subprocess.run(command, stdout=sys.stderr, check=False).returncode) != 0:  # stdout: results only
+        raise click.ClickException(f"that command failed (exit code {code}); see its output above")
+
+
+def plugins_in_fresh_process() -> list[dict[str, Any]]:
+    """``durable plugins --all --json`` as a new process of this Python sees them."""
+    result = subprocess.run([sys.executable, "-m", "durable_core.cli", "plugins", "--all", "--json"],
+                            capture_output=True, text=True, check=False)
+    try:
+        return json.loads(result.stdout)
+    except json.JSONDecodeError:
+        raise click.ClickException(f"could not list the plugins after installing: {result.stderr.strip()}") from None
+
+
+def _check(requirement: Requirement, plugins: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Report the plugins of the installed distribution; raise if one of them is broken."""
+    if requirement.distribution is None:
+        return []
+    mine = [p for p in plugins if p["distribution"] and canonical(p["distribution"]) == canonical(requirement.distribution)]
+    if not mine:
+        click.echo(f"warning: {requirement.distribution} is installed but registers no durable plugin "
+                   "(no entry point in the group 'durable')", err=True)
+    for plugin in mine:
+        if plugin["status"] == "error":
+            raise click.ClickException(f"{requirement.distribution} is installed, but its plugin "
+                                       f"{plugin['name']!r} fails to load: {plugin['error']}")
+        click.echo(f"installed {plugin['distribution']} {plugin['version']}: plugin {plugin['name']!r} "
+                   f"provides {', '.join(plugin['provides']) or 'nothing'}")
+    return mine
+
+
+def _selectable(requirement: Requirement, plugins: list[dict[str, Any]]) -> tuple[str, str]:
+    """What ``--use`` selects: (``storage`` or ``serializer``, name)."""
+    offered = [tuple(item.split(":", 1)) for plugin in plugins for item in plugin["provides"]
+               if item.startswith(("storage:", "serializer:"))]
+    preferred = [offer for offer in offered if offer[1] == requirement.short_name]
+    if len(preferred or offered) != 1:
+        found = ", ".join(":".join(offer) for offer in offered) or "no storage or serializer"
+        raise UserError(f"--use: {requirement.distribution} provides {found}; select one with: "
+                        "durable config set storage.name NAME (or: serializer NAME)")
+    kind, name = (preferred or offered)[0]
+    return kind, name
+
+
+@click.command("install")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--find-links", "-f", "find_links", multiple=True, metavar="DIR",
+              help="Also look for distributions (e.g. wheels) in DIR.")
+@click.option("--upgrade", "-U", is_flag=True, help="Upgrade to the newest version.")
+@click.option("--use", is_flag=True, help="Select the installed storage or serializer in the configuration.")
+@click.option("--dry-run", is_flag=True, help="Print what would be installed and run nothing.")
+def install(names: tuple[str, ...], find_links: tuple[str, ...], upgrade: bool, use: bool, dry_run: bool) -> None:
+    """Install plugins: short names (memory, sqlite, cbor, ...), distribution names or local paths."""
+    requirements = [resolve(name) for name in names]
+    for name, requirement in zip(names, requirements):
+        if requirement.argument != name:
+            click.echo(f"{name} -> {requirement.argument}", err=True)
+    links = [arg for directory in find_links for arg in ("--find-links", str(Path(directory).resolve()))]
+    _run(pip("install", *(["--upgrade"] if upgrade else []), *links, *(r.argument for r in requirements)), dry_run)
+    if dry_run:
+        return
+    plugins = plugins_in_fresh_process()
+    for requirement in requirements:
+        mine = _check(requirement, plugins)
+        if use:
+            kind, name = _selectable(requirement, mine)
+            location = location_to_edit()
+            note = select_plugin(location, kind, name)
+            click.echo(f'{location}: {SELECTING_KEY[kind]} = "{name}"' + (f" ({note})" if note else ""))
+
+
+@click.command("uninstall")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--dry-run", is_flag=True, help="Print what would be removed and run nothing.")
+def uninstall(names: tuple[str, ...], dry_run: bool) -> None:
+    """Remove plugins given by short name or distribution name."""
+    distributions = [resolve(name).distribution or name for name in names]
+    removed = {canonical(d) for d in distributions}
+    provided = {item for plugin in load_plugins()[0]
+                if plugin.distribution and canonical(plugin.distribution) in removed for item in plugin.provides}
+    _run(pip("uninstall", *distributions), dry_run)
+    if dry_run:
+        return
+    config = load_config()
+    for item in (f"storage:{config.storage.name}", f"serializer:{config.serializer}"):
+        if item in provided:
+            kind, name = item.split(":")
+            click.echo(f"warning: {config.source} still selects {kind} {name!r}, which was just removed; "
+                       f"select another with: durable config set {SELECTING_KEY[kind]} NAME",
+                       err=True)

@@ -1,0 +1,80 @@
+"""``durable worker`` and ``durable enqueue``: commands that load the user's executor and tasks."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import click
+import trio
+
+from ..executor import DurableExecutor
+from ..tasks import Task
+from .common import (
+    client,
+    json_value,
+    load_executor,
+    load_task,
+    run,
+    run_until_signal,
+)
+from .progress import follow, report
+
+
+def _print_events() -> None:
+    """Show every state change: the built-in ``logging`` plugin logs each on ``durable.events``."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    events = logging.getLogger("durable.events")
+    events.addHandler(handler)
+    events.setLevel(logging.DEBUG)
+
+
+@click.command("worker")
+@click.argument("target", metavar="MODULE:EXECUTOR")
+@click.option("--quiet", "-q", is_flag=True, help="Do not print every state change.")
+def worker(target: str, quiet: bool) -> None:
+    """Run the tasks of MODULE:EXECUTOR until SIGINT or SIGTERM, then shut down gracefully:
+    running tasks get the executor's shutdown_timeout to finish, the rest are handed back."""
+    executor = load_executor(target)
+    if not quiet:
+        _print_events()
+    run(_work, executor, target)
+
+
+async def _work(executor: DurableExecutor, target: str) -> None:
+    async with executor:
+        tasks = ", ".join(f"{task.id} ({task.kind})" for task in executor.tasks.values())
+        click.echo(f"worker {executor.executor_id} for {target}: up to {executor.max_concurrent_task_executions} "
+                   f"executions at once; tasks: {tasks or 'none'}", err=True)
+        click.echo("stop it with Ctrl-C or SIGTERM", err=True)
+        await run_until_signal(trio.sleep_forever)
+        if executor.running_task_executions_count:
+            click.echo(f"waiting up to {executor.shutdown_timeout:g}s for {executor.running_task_executions_count} "
+                       "running executions, then handing them back (Ctrl-C again: at once)", err=True)
+    click.echo("stopped", err=True)
+
+
+@click.command("enqueue")
+@click.argument("target", metavar="MODULE:TASK")
+@click.option("--input", "input_", callback=json_value, metavar="JSON", help="The input, as JSON (default: null).")
+@click.option("--idempotency-key", help="Enqueue at most once per task and key; again, return the first one.")
+@click.option("--wait", is_flag=True, help="Follow it until it finishes and print its output; exit 1 unless completed.")
+@click.pass_context
+def enqueue(ctx: click.Context, target: str, input_: Any, idempotency_key: str | None, wait: bool) -> None:
+    """Enqueue an execution of MODULE:TASK and print its id; a worker runs it."""
+    executor, task = load_task(target)
+    ctx.exit(run(_enqueue, executor, task, input_, idempotency_key, wait))
+
+
+async def _enqueue(executor: DurableExecutor, task: Task, input: Any, key: str | None, wait: bool) -> int:
+    async with client(executor):
+        handle = await executor.enqueue_task(task, input, idempotency_key=key)
+        click.echo(handle.execution_id)
+        if not wait:
+            return 0
+        finished = await follow(executor, handle)
+    if finished is None:
+        click.echo(f"stopped waiting; it goes on: durable executions show {handle.execution_id}", err=True)
+        return 130
+    return report(finished)

@@ -1,0 +1,3 @@
+"""The ``cbor`` serializer for durable (distribution ``durable-serializer-cbor``)."""
+
+from .serializer import CborSerializer as CborSerializer

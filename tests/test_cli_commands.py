@@ -1,0 +1,303 @@
+"""The real ``durable`` command, in subprocesses: user mistakes, a worker with enqueue and every
+``executions`` command, the demo resuming after Ctrl-C and kill, and plugins (broken ones,
+commands they add)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+APP = '''
+import trio
+from durable_core import ParentTaskResult, child_task
+from durable_core.config import executor_from_config
+
+executor = executor_from_config()
+
+@executor.task(id="hello", timeout=5)
+async def hello(ctx, input):
+    return {"hello": input}
+
+@executor.task(id="boom", timeout=5)
+async def boom(ctx, input):
+    raise RuntimeError("boom")
+
+@executor.task(id="slow", timeout=60)
+async def slow(ctx, input):
+    await trio.sleep(60)
+
+@executor.parent_task(id="family", timeout=5)
+async def family(ctx, input):
+    return ParentTaskResult(output=input, children=[child_task(hello, i) for i in range(input)])
+
+wait = executor.sleeping_task(id="wait", timeout=60)
+'''
+SQLITE_CONFIG = '[storage]\nname = "sqlite"\n[storage.options]\npath = "test.db"\n[executor]\nshutdown_timeout = 0.5\npoll_interval = 0.1\n'
+
+
+def durable(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``durable ARGS`` as a user would (``python -m durable_core.cli``)."""
+    return subprocess.run([sys.executable, "-m", "durable_core.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=60, env=environment(env), check=False)
+
+
+def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "DURABLE_CONFIG"}
+    return env | (extra or {})
+
+
+def start(*args: str, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    """Start ``durable ARGS`` in the background, its stderr going to ``log``."""
+    with log.open("wb") as stderr:
+        return subprocess.Popen([sys.executable, "-m", "durable_core.cli", *args], cwd=cwd,
+                                stdout=subprocess.PIPE, stderr=stderr, env=environment())
+
+
+def wait_for(log: Path, text: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert time.monotonic() < deadline, f"{text!r} never appeared in:\n{log.read_text()}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "durable.toml").write_text(SQLITE_CONFIG)
+    return tmp_path
+
+
+# ----------------------------------------------------------------------------- user mistakes
+
+
+@pytest.mark.parametrize(("args", "config", "message"), [
+    (["enqueue", "app:hello", "--input", "{bad"], None,
+     "error: Invalid value for '--input': not valid JSON (Expecting property name enclosed in double quotes"),
+    (["enqueue", "nope:hello"], None, "error: module 'nope' not found in the working directory or on sys.path"),
+    (["enqueue", "app:helo"], None, "error: module 'app' has no task 'helo'; did you mean 'hello'? its tasks: boom, family, hello, slow, wait"),
+    (["enqueue", "app"], None, "error: 'app' is not MODULE:TASK; write e.g. app:task"),
+    (["worker", "app:exec"], None, "error: module 'app' has no executor 'exec'; did you mean 'executor'?"),
+    (["worker", "app:hello"], None, "error: app:hello is a Task, not an executor; its executors: executor"),
+    (["executions", "show", "te_nope"], None, ("error: execution 'te_nope' not found in storage 'sqlite' "
+                                               "(path='test.db'; from durable.toml); list them with: durable executions list")),
+    (["executions", "cancel", "te_nope"], None, "error: execution 'te_nope' not found in storage 'sqlite'"),
+    (["executions", "wakeup", "app:wait", "nope", "--output", "1"], None,
+     "error: Sleeping task execution not found [sleepingTaskUniqueId=nope]"),
+    (["executions", "gc", "--older-than", "7x"], None, "error: Invalid value for '--older-than': '7x' is not a duration; write e.g. 7d"),
+    (["install", "sqlit"], None, "error: unknown plugin 'sqlit'; did you mean 'sqlite'?"),
+    (["enqueue"], None, "error: Missing argument 'MODULE:TASK'. (see: durable enqueue --help)"),
+    (["executions", "list"], '[storage]\nname = "postgresql"\n', "error: storage 'postgresql' is not installed; run: durable install postgresql"),
+    (["executions", "list"], "[storage\n", "error: durable.toml: not valid TOML: "),
+    (["enqueue", "app:hello"], "[executor]\npoll_interval = 'x'\n", "error: durable.toml: executor.poll_interval: expected a number >= 0"),
+    (["--config", "missing.toml", "executions", "list"], None, "error: config file "),
+    (["config", "set", "storage.name", "5"], None, "error: durable.toml: storage.name: expected the name of an installed storage plugin"),
+])
+def test_a_user_mistake_is_one_line_on_stderr_and_exit_code_2(project: Path, args: list[str], config: str | None,
+                                                               message: str) -> None:
+    if config is not None:
+        (project / "durable.toml").write_text(config)
+    result = durable(*args, cwd=project)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr.startswith(message)
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_module_that_fails_to_import_keeps_its_traceback(project: Path) -> None:
+    (project / "broken.py").write_text("import not_installed_anywhere\n")
+    result = durable("worker", "broken:executor", cwd=project)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "No module named 'not_installed_anywhere'" in result.stderr
+
+
+def test_a_storage_confined_to_one_process_is_warned_about(project: Path) -> None:
+    (project / "durable.toml").write_text('[storage]\nname = "memory"\n')
+    for result in (durable("executions", "list", cwd=project), durable("enqueue", "app:hello", cwd=project)):
+        assert result.returncode == 0
+        assert result.stderr.startswith("warning: this storage keeps executions inside one process")
+
+
+def test_no_arguments_prints_the_help(project: Path) -> None:
+    result = durable(cwd=project)
+    assert result.returncode == 0 and "Commands:" in result.stdout and "demo" in result.stdout
+
+
+# ----------------------------------------------------------------------------- operating executions
+
+
+def test_worker_enqueue_and_every_executions_command(project: Path) -> None:
+    log = project / "worker.log"
+    worker = start("worker", "app:executor", cwd=project, log=log)
+    try:
+        wait_for(log, "stop it with Ctrl-C or SIGTERM")
+        assert "tasks: hello (task), boom (task), slow (task), family (parent), wait (sleeping)" in log.read_text()
+
+        done = durable("enqueue", "app:hello", "--input", '{"a": 1}', "--wait", cwd=project)
+        assert done.returncode == 0, done.stderr
+        hello_id, outcome = done.stdout.splitlines()
+        assert outcome == 'completed: {"hello": {"a": 1}}'
+        assert "hello: completed" in done.stderr  # progress
+
+        failed = durable("enqueue", "app:boom", "--wait", cwd=project)
+        assert failed.returncode == 1 and failed.stdout.splitlines()[1] == "failed: boom"
+
+        first = durable("enqueue", "app:hello", "--input", "1", "--idempotency-key", "k", cwd=project).stdout
+        assert durable("enqueue", "app:hello", "--input", "2", "--idempotency-key", "k", cwd=project).stdout == first
+
+        family = durable("enqueue", "app:family", "--input", "5", "--wait", cwd=project)
+        family_id = family.stdout.splitlines()[0]
+        assert family.stdout.splitlines()[1].startswith('completed: {"output": 5, "children": [')
+        assert "family: completed, 5 children: 5 completed" in family.stderr  # many children: counted
+        tree = durable("executions", "tree", family_id, cwd=project).stdout.splitlines()
+        assert tree[0] == f"family {family_id} completed  <"
+        assert all(line.startswith("├── hello te_") and line.endswith(" completed") for line in tree[1:5])
+        assert tree[5].startswith("└── hello te_") and len(tree) == 6
+        child_id = tree[5].split()[2]
+        assert durable("executions", "tree", child_id, cwd=project).stdout.splitlines()[5].endswith("completed  <")
+
+        listed = durable("executions", "list", "--task", "hello", "--status", "completed", cwd=project).stdout.splitlines()
+        assert listed[0].split() == ["EXECUTION", "TASK", "STATUS", "RETRIES", "CREATED", "(UTC)", "FINISHED", "(UTC)", "PARENT"]
+        assert len(listed) == 1 + 7 and all(" hello " in line for line in listed[1:])
+        rows = [json.loads(line) for line in durable("executions", "list", "--status", "errored", "--json", cwd=project).stdout.splitlines()]
+        assert [(row["task_id"], row["error"]) for row in rows] == [("boom", "boom")]
+
+        shown = json.loads(durable("executions", "show", hello_id, "--json", cwd=project).stdout)
+        assert (shown["status"], shown["input"], shown["output"]) == ("completed", {"a": 1}, {"hello": {"a": 1}})
+        lines = [line.split(None, 1) for line in durable("executions", "show", hello_id, cwd=project).stdout.splitlines()]
+        assert ["output:", '{"hello": {"a": 1}}'] in lines and ["status:", "completed"] in lines
+
+        sleeping_id = durable("enqueue", "app:wait", "--input", '"u1"', cwd=project).stdout.strip()
+        woken = durable("executions", "wakeup", "app:wait", "u1", "--output", '{"ok": true}', cwd=project)
+        assert woken.stdout == f"wait {sleeping_id}: completed\n"
+
+        slow_id = durable("enqueue", "app:slow", cwd=project).stdout.strip()
+        wait_for(log, f"claimed slow [{slow_id}]")
+        assert durable("executions", "cancel", slow_id, cwd=project).stdout == f"cancelled slow {slow_id}\n"
+        again = durable("executions", "cancel", slow_id, cwd=project).stdout
+        assert again == f"slow {slow_id} already finished (cancelled); nothing to cancel\n"
+
+        deleted = durable("executions", "gc", "--older-than", "0s", cwd=project)
+        assert deleted.stdout.startswith("deleted 11 executions of trees finished before ")
+        assert durable("executions", "list", cwd=project).stdout == "no executions found\n"
+    finally:
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(timeout=20) == 0
+    text = log.read_text()
+    assert f"committed hello [{hello_id}] running -> completed" in text
+    assert "SIGINT received: stopping" in text and text.endswith("stopped\n")
+
+
+def test_sigterm_hands_running_executions_back_at_once(project: Path) -> None:
+    log = project / "worker.log"
+    worker = start("worker", "app:executor", "--quiet", cwd=project, log=log)
+    wait_for(log, "stop it with")
+    slow_id = durable("enqueue", "app:slow", cwd=project).stdout.strip()
+    deadline = time.monotonic() + 20
+    while json.loads(durable("executions", "show", slow_id, "--json", cwd=project).stdout)["status"] != "running":
+        assert time.monotonic() < deadline
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    assert "waiting up to 0.5s for 1 running executions, then handing them back" in log.read_text()
+    assert "claimed" not in log.read_text()  # --quiet
+    assert json.loads(durable("executions", "show", slow_id, "--json", cwd=project).stdout)["status"] == "ready"
+
+
+# ----------------------------------------------------------------------------- the main job
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
+def test_demo_resumes_after_an_interruption(tmp_path: Path, stop: signal.Signals) -> None:
+    log = tmp_path / "demo.log"
+    demo = start("demo", cwd=tmp_path, log=log)
+    wait_for(log, "extract_title: running")
+    demo.send_signal(stop)
+    assert demo.wait(timeout=20) == (130 if stop == signal.SIGINT else -signal.SIGKILL)
+    if stop == signal.SIGINT:
+        assert log.read_text().endswith("handing the running tasks back; run again to resume\n")
+    first_line = demo.stdout.read().decode().splitlines()[0] if demo.stdout else ""
+    resumed = durable("demo", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.splitlines() == [
+        first_line,  # the same workflow, found by its idempotency key
+        'completed: {"file": "report.pdf", "title": "Title of report.pdf", "summary": "Summary of report.pdf"}',
+    ]
+    assert (tmp_path / "durable.db").is_file()
+
+
+# ----------------------------------------------------------------------------- plugins
+
+
+def fake_distribution(site: Path, name: str, entry_points: dict[str, str], modules: dict[str, str]) -> None:
+    """An installed distribution (a dist-info folder) with ``durable`` entry points, on ``site``."""
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[durable]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
+    for module, source in modules.items():
+        (site / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+def test_plugins_lists_installed_and_builtin_plugins(project: Path) -> None:
+    rows = {row["name"]: row for row in json.loads(durable("plugins", "--all", "--json", cwd=project).stdout)}
+    assert rows["memory"] | {"version": None} == {"name": "memory", "distribution": "durable-storage-memory", "version": None,
+                                                  "provides": ["storage:memory"], "status": "ok", "error": None}
+    assert rows["json"]["distribution"] is None and rows["json"]["provides"] == ["serializer:json"]
+    table = durable("plugins", cwd=project).stdout.splitlines()
+    assert table[0].split() == ["NAME", "DISTRIBUTION", "VERSION", "PROVIDES", "STATUS"]
+    assert any(line.split()[:2] == ["memory", "durable-storage-memory"] and line.endswith("ok") for line in table)
+    assert not any(line.startswith("json ") for line in table)  # built-ins only with --all
+
+
+def test_a_broken_plugin_is_an_error_row_and_breaks_no_command(project: Path) -> None:
+    site = project / "site"
+    fake_distribution(site, "fakeplug", {"broken": "fakeplug_broken", "hello": "fakeplug_hello"}, {
+        "fakeplug_broken": "raise ImportError('its backend library is missing')\n",
+        "fakeplug_hello": """
+            import click
+            from durable_core import hookimpl
+
+            @hookimpl
+            def durable_register_commands(cli):
+                @cli.command()
+                def hello():
+                    click.echo("hello from a plugin")
+
+                @cli.command()
+                def worker():
+                    click.echo("hijacked")
+        """,
+    })
+    env = {"PYTHONPATH": str(site)}
+    listed = durable("plugins", cwd=project, env=env)
+    assert listed.returncode == 0
+    broken = next(line for line in listed.stdout.splitlines() if line.startswith("broken "))
+    assert broken.split()[1:3] == ["fakeplug", "1.0"]
+    assert broken.endswith("error: ImportError: its backend library is missing")
+    assert durable("hello", cwd=project, env=env).stdout == "hello from a plugin\n"  # durable_register_commands
+    assert "Run the tasks of MODULE:EXECUTOR" in durable("worker", "--help", cwd=project, env=env).stdout
+    assert durable("config", "get", "storage.name", cwd=project, env=env).stdout == "sqlite\n"
+
+
+def test_two_plugins_registering_one_storage_name_are_listed_and_reported(project: Path) -> None:
+    site = project / "site"
+    fake_distribution(site, "fastmem", {"fastmem": "fastmem_plugin"}, {"fastmem_plugin": """
+        from durable_core import hookimpl
+
+        @hookimpl
+        def durable_register_storages(register):
+            register("memory", dict)
+    """})
+    env = {"PYTHONPATH": str(site)}
+    listed = durable("plugins", cwd=project, env=env)
+    assert listed.returncode == 1 and any(line.startswith("fastmem ") for line in listed.stdout.splitlines())
+    assert listed.stderr.startswith("error: storage 'memory' is registered by two plugins: ")
+    assert "'fastmem' (fastmem 1.0)" in listed.stderr and "'memory' (durable-storage-memory " in listed.stderr
+    failed = durable("executions", "list", cwd=project, env=env)
+    assert (failed.returncode, failed.stderr) == (2, listed.stderr)
