@@ -614,7 +614,7 @@ class DurableExecutor:
                 if event is not None:
                     event.set()
                 run = self._runs.get(change.execution_id)
-                if run is not None and kind != "committed":
+                if run is not None:  # e.g. cancelled by a cascade: stop it now, not at next poll
                     run.revoked = True
                     run.scope.cancel()
             elif change.status == change.previous_status or change.status is S.READY:
