@@ -1,14 +1,17 @@
 """Payload size and serialize / deserialize time, json vs cbor, on a few representative values.
 
-    python bench/serializers.py
+    python bench/serializers.py [SECONDS]
 
-Each time is the best of 9 repeats of a loop of about 0.2 s, per call; prints a Markdown table.
+Each time is the best of 9 repeats of a loop of about SECONDS (default 0.2; 0.001 for a smoke
+run), per call; prints a Markdown table.
 Needs durable-serializer-cbor installed (pip install -e plugins/serializer_cbor).
 """
 
+import sys
 import timeit
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -22,7 +25,8 @@ VALUES: dict[str, Any] = {
     "flat dict of 5 scalars": {"id": 12345, "name": "thumbnail", "ok": True, "ratio": 0.75, "owner": None},
     "dict with a float and a list": {"url": "https://example.com/a.png", "scale": 0.5, "sizes": [64, 128, 256, 512]},
     "20 nested records": [
-        {"id": i, "name": f"user {i}", "active": i % 2 == 0, "tags": ["a", "b"], "address": {"city": "Paris", "zip": "75001"}}
+        {"id": i, "name": f"user {i}", "active": i % 2 == 0, "tags": ["a", "b"],
+         "address": {"city": "Paris", "zip": "75001"}}
         for i in range(20)
     ],
     "datetime, UUID, tuple, bytes, set": {
@@ -45,11 +49,11 @@ VALUES: dict[str, Any] = {
 }
 
 
-def best_time(call: Callable[[], Any]) -> float:
-    """Seconds per call: the best of 9 repeats of a loop long enough to be measured well."""
+def best_time(call: Callable[[], Any], seconds: float) -> float:
+    """Seconds per call: the best of 9 repeats of a loop of about ``seconds``."""
     timer = timeit.Timer(call)
-    number, _ = timer.autorange()
-    return min(timer.repeat(repeat=9, number=max(1, number))) / max(1, number)
+    number = max(1, round(seconds / max(timer.timeit(1), 1e-7)))
+    return min(timer.repeat(repeat=9, number=number)) / number
 
 
 def size(n: int) -> str:
@@ -61,7 +65,7 @@ def duration(seconds: float) -> str:
     return f"{us:.2f} µs" if us < 10 else f"{us:.0f} µs"
 
 
-def main() -> None:
+def main(seconds: float) -> None:
     serializers: list[Serializer] = [JsonSerializer(), CborSerializer()]
     print("| value | size json / cbor | serialize json / cbor | deserialize json / cbor |")
     print("|---|---|---|---|")
@@ -70,10 +74,10 @@ def main() -> None:
         for serializer in serializers:
             data = serializer.serialize(value)
             sizes.append(size(len(data)))
-            dumps.append(duration(best_time(lambda: serializer.serialize(value))))
-            loads.append(duration(best_time(lambda: serializer.deserialize(data))))
+            dumps.append(duration(best_time(partial(serializer.serialize, value), seconds)))
+            loads.append(duration(best_time(partial(serializer.deserialize, data), seconds)))
         print(f"| {name} | {' / '.join(sizes)} | {' / '.join(dumps)} | {' / '.join(loads)} |")
 
 
 if __name__ == "__main__":
-    main()
+    main(float(sys.argv[1]) if len(sys.argv) > 1 else 0.2)
