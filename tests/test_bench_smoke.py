@@ -15,6 +15,7 @@ BENCH = Path(__file__).parent.parent / "bench"
     ["latency.py", "sqlite", "--samples", "5"],
     ["reference_workload.py", "memory", "--iterations", "0"],
     ["sqlite_storage_ops.py", "--records", "300"],
+    ["serializers.py", "0.001"],
 ], ids=lambda args: " ".join(args))
 def test_benchmark_runs_and_prints_figures(args, tmp_path):
     result = subprocess.run([sys.executable, str(BENCH / args[0]), *args[1:]], cwd=tmp_path,
