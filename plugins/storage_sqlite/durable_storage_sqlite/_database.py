@@ -46,7 +46,7 @@ _BY_SLEEPING_UNIQUE_ID = f"SELECT {SELECT_COLUMNS} FROM executions WHERE sleepin
 _BY_IDEMPOTENCY_KEY = f"SELECT {SELECT_COLUMNS} FROM executions WHERE task_id = ? AND idempotency_key = ?"
 _SLEEPING_UNIQUE_ID_TAKEN = "SELECT 1 FROM executions WHERE sleeping_unique_id = ?"
 _HOLDING = (
-    "SELECT status FROM executions "
+    "SELECT 1 FROM executions "
     "WHERE execution_id = ? AND lease_token = ? AND lease_expires_at IS NOT NULL"
 )
 _CLAIMABLE = "SELECT rowid FROM executions WHERE ready_at <= ? ORDER BY ready_at LIMIT ?"
@@ -113,6 +113,7 @@ _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 _DAMAGED_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
+_STATUS = COLUMNS.index("status")
 _WRITTEN_END = COLUMNS.index("updated_at")
 """Columns before it are written from the record (the id aside); updated_at and the lease follow."""
 
@@ -154,7 +155,9 @@ class Database:
         check_header(self.path)
         conn = self._conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         try:
+            conn.execute("BEGIN")  # one snapshot: another process may be creating the schema
             version = schema_version(conn, self.path, MIGRATIONS)  # before anything is written
+            conn.execute("COMMIT")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA secure_delete = OFF")
@@ -209,7 +212,12 @@ class Database:
         return [from_row(row) for row in self.conn.execute(sql, (*params, max(limit, 0)))]
 
     def find_revoked(self, leases: Sequence[Lease]) -> list[str]:
-        return [lease.execution_id for lease in leases if self._holding(lease) is None]
+        """Asks only whether each lease holds: no payload is read."""
+        return [
+            lease.execution_id
+            for lease in leases
+            if self.conn.execute(_HOLDING, (lease.execution_id, lease.token)).fetchone() is None
+        ]
 
     # ------------------------------------------------------------------ writes
 
@@ -233,7 +241,8 @@ class Database:
             if stored is None or not _holds(stored, record.lease_token):
                 continue
             self._write_row(to_row(record), stored, now)
-            changes.append(StatusChange(record.execution_id, record.task_id, STATUSES[stored[2]], record.status))
+            previous = STATUSES[stored[_STATUS]]
+            changes.append(StatusChange(record.execution_id, record.task_id, previous, record.status))
             for new in commit.new_executions:
                 if self._insert(new) is new:
                     changes.append(StatusChange(new.execution_id, new.task_id, None, new.status))
@@ -243,8 +252,9 @@ class Database:
     def release(self, leases: Sequence[Lease], now: float) -> list[StatusChange]:
         changes: list[StatusChange] = []
         for lease in leases:
-            if self._holding(lease) is not None:
-                changes.append(self._hand_back(self._get(lease.execution_id), now))
+            stored = self._row(lease.execution_id)
+            if stored is not None and _holds(stored, lease.token):
+                changes.append(self._hand_back(from_row(stored), now))
         return changes
 
     def expire(self, now: float, max_lease_expirations: int, limit: int) -> list[StatusChange]:
@@ -298,12 +308,8 @@ class Database:
         return self.conn.execute(_SELECT, (execution_id,)).fetchone()  # type: ignore[no-any-return]
 
     def _get(self, execution_id: str) -> ExecutionRecord | None:
-        return self._one(_SELECT, (execution_id,))
-
-    def _holding(self, lease: Lease) -> S | None:
-        """The stored status while ``lease`` holds; None once it ended (or for an unknown id)."""
-        row = self.conn.execute(_HOLDING, (lease.execution_id, lease.token)).fetchone()
-        return None if row is None else STATUSES[row[0]]
+        row = self._row(execution_id)
+        return None if row is None else from_row(row)
 
     def _insert(self, record: ExecutionRecord) -> ExecutionRecord:
         """Insert ``record`` and return it, or return the stored record with its idempotency key."""

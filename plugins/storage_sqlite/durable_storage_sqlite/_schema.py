@@ -83,7 +83,7 @@ def schema_version(conn: sqlite3.Connection, path: Path, migrations: tuple[Migra
             "Give the sqlite storage a file of its own.",
             is_retryable=False,
         )
-    (version,) = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    (version,) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
     if version > len(migrations):
         raise StorageError(
             f"{path} has schema version {version}, written by a newer durable-storage-sqlite "

@@ -163,16 +163,39 @@ class ConnectionThread:
 
     def _run_alone(self, call: _Call) -> None:
         try:
-            call.result = outcome.Value(call.fn(*call.args))
+            call.result = outcome.Value(self._busy_retried(call.fn, *call.args))
         except Exception as exc:
             call.result = self._failure(exc)
+
+    def _run_transaction(self, calls: list[_Call]) -> None:
+        try:
+            self._busy_retried(self._transaction, calls)
+        except sqlite3.Error as exc:
+            for call in calls:
+                call.result = self._failure(exc)
 
     def _failure(self, exc: Exception) -> outcome.Error:
         """What the caller receives: SQLite errors become a ``StorageError`` naming the file."""
         return outcome.Error(self._database.error(exc) if isinstance(exc, sqlite3.Error) else exc)
 
-    def _run_transaction(self, calls: list[_Call]) -> None:
-        """Run ``calls`` in one transaction, retrying it while the database is busy.
+    def _busy_retried(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``, run again while the database is busy, at most ``busy_retries`` times.
+
+        SQLite waits up to ``busy_timeout`` for a lock, but in some cases (changing the journal
+        mode, avoiding a deadlock) it reports busy at once.
+        """
+        retries = 0
+        while True:
+            try:
+                return fn(*args)
+            except sqlite3.Error as exc:
+                if not is_busy(exc) or retries == self._busy_retries:
+                    raise
+                retries += 1
+                time.sleep(min(0.001 * 2**retries, 0.1))
+
+    def _transaction(self, calls: list[_Call]) -> None:
+        """Run ``calls`` in one transaction.
 
         Writes run without savepoints, which cost a tenth of the throughput. If one fails, the
         transaction is rolled back and run again with a savepoint around each write, so that the
@@ -181,7 +204,6 @@ class ConnectionThread:
         conn = self._database.conn
         begin = "BEGIN IMMEDIATE" if any(call.kind is Kind.WRITE for call in calls) else "BEGIN"
         isolated = False
-        busy = 0
         while True:
             try:
                 conn.execute(begin)
@@ -192,15 +214,9 @@ class ConnectionThread:
             except _Unisolated:
                 _rollback(conn)
                 isolated = True
-            except sqlite3.Error as exc:
+            except BaseException:
                 _rollback(conn)
-                if not is_busy(exc) or busy == self._busy_retries:
-                    failure = exc
-                    break
-                busy += 1
-                time.sleep(min(0.001 * 2**busy, 0.1))  # SQLite itself waited busy_timeout already
-        for call in calls:
-            call.result = self._failure(failure)
+                raise
 
     def _apply(self, conn: sqlite3.Connection, call: _Call, isolated: bool) -> None:
         """Run one call. A failing write rolls back to its savepoint if ``isolated``, else raises
