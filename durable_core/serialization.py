@@ -13,7 +13,7 @@ import dataclasses
 import enum
 import json
 from collections.abc import Callable
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar, overload, runtime_checkable
 from uuid import UUID
@@ -130,9 +130,16 @@ TAG = "__durable__"
 """The reserved key of a tagged value ``{"__durable__": tag, "v": encoded}``. A user dict that
 has this key, or a key that is not a str, is itself tagged (``"dict"``, as a list of pairs)."""
 
+MAX_DEPTH = 200
+"""How deeply the JSON serializer lets containers (lists, tuples, sets, dicts, registered
+dataclasses) nest. A level takes at most three levels of JSON (the pairs form of a dict), and
+writing or reading a JSON level takes one level of Python's recursion limit (1000 by default), so
+this leaves callers plenty of stack: whatever ``serialize`` accepts, ``deserialize`` reads back."""
+
 _TAG_BYTES = json.dumps(TAG).encode()
 _SCALARS = frozenset({str, int, bool, type(None)})
 _STR = frozenset({str})
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class _Unsupported(Exception):
@@ -144,8 +151,15 @@ class _Unsupported(Exception):
         self.path: list[str] = []
 
 
-def _encode(value: Any) -> Any:
-    """``value`` as JSON-native data, type-preserving: everything else becomes a tagged dict."""
+class _TooDeep(Exception):
+    """Raised at a container nested deeper than ``MAX_DEPTH`` (or in a reference cycle)."""
+
+
+def _encode(value: Any, depth: int) -> Any:
+    """``value`` as JSON-native data, type-preserving: everything else becomes a tagged dict.
+
+    ``depth`` counts the containers ``value`` sits in, itself included if it is one.
+    """
     kind = type(value)
     if kind in _SCALARS:
         return value
@@ -153,62 +167,89 @@ def _encode(value: Any) -> Any:
         return value if value - value == 0 else {TAG: "float", "v": repr(value)}
     encode = _ENCODERS.get(kind)
     if encode is not None:
-        return encode(value)
+        return encode(value, depth)
     registration = _by_type.get(kind)
     if registration is None:
         raise _Unsupported(value)
-    state = registration.state(value)
-    encoded = _encode(state) if registration.fields is None else _encode_dict(state, segment=".{}")
+    state = registration.state(value)  # an enum's value is not a level of its own
+    encoded = _encode(state, depth) if registration.fields is None else _encode_dict(state, depth, ".{}")
     return {TAG: registration.name, "v": encoded}
 
 
-def _encode_dict(value: dict[Any, Any], segment: str = "[{!r}]") -> dict[str, Any]:
+def _encode_dict(value: dict[Any, Any], depth: int, segment: str = "[{!r}]") -> dict[str, Any]:
+    if depth > MAX_DEPTH:
+        raise _TooDeep
     if TAG in value or not _STR.issuperset(map(type, value)):
-        return _encode_pairs(value, segment)
+        return _encode_pairs(value, depth + 1, segment)
     if _SCALARS.issuperset(map(type, value.values())):
         return value
+    depth += 1
     out = {}
     try:
         for key, item in value.items():
-            out[key] = item if type(item) in _SCALARS else _encode(item)
+            out[key] = item if type(item) in _SCALARS else _encode(item, depth)
     except _Unsupported as exc:
         exc.path.append(segment.format(key))
         raise
     return out
 
 
-def _encode_pairs(value: dict[Any, Any], segment: str) -> dict[str, Any]:
+def _encode_pairs(value: dict[Any, Any], depth: int, segment: str) -> dict[str, Any]:
+    """``value``'s items as ``[key, item]`` pairs, encoded at ``depth`` (the level below the dict)."""
     pairs = []
     try:
         for key, item in value.items():
-            pairs.append([_encode(key), _encode(item)])
+            pairs.append([_encode(key, depth), _encode(item, depth)])
     except _Unsupported as exc:
         exc.path.append(segment.format(key))
         raise
     return {TAG: "dict", "v": pairs}
 
 
-def _encode_list(value: Any) -> list[Any]:
+def _encode_list(value: Any, depth: int) -> list[Any]:
+    if depth > MAX_DEPTH:
+        raise _TooDeep
     if _SCALARS.issuperset(map(type, value)):
         return list(value)
+    depth += 1
     out: list[Any] = []
     try:
         for item in value:
-            out.append(item if type(item) in _SCALARS else _encode(item))
+            out.append(item if type(item) in _SCALARS else _encode(item, depth))
     except _Unsupported as exc:
         exc.path.append(f"[{len(out)}]")
         raise
     return out
 
 
-# type, tag, encode (to JSON-native data), decode (from decoded data)
-_TAGGED: tuple[tuple[type, str, Callable[[Any], Any], Callable[[Any], Any]], ...] = (
+def _encode_local(value: datetime | time) -> Any:
+    """ISO 8601 text; if the UTC offset is not whole seconds, ``[local ISO text, offset in
+    microseconds]``, as Python 3.11's ``fromisoformat`` drops an offset's microseconds."""
+    offset = value.utcoffset()
+    if offset is None or not offset.microseconds:
+        return value.isoformat()
+    return [value.replace(tzinfo=None).isoformat(), offset // _MICROSECOND]
+
+
+def _decode_local(cls: type[datetime | time]) -> Callable[[Any], Any]:
+    def decode(value: Any) -> Any:
+        if type(value) is str:
+            return cls.fromisoformat(value)
+        text, offset = value
+        return cls.fromisoformat(text).replace(tzinfo=timezone(offset * _MICROSECOND))
+
+    return decode
+
+
+# type, tag, encode (to JSON-native data), decode (from decoded data); the containers' encode
+# (``_encode_list``) also takes the depth
+_TAGGED: tuple[tuple[type, str, Callable[..., Any], Callable[[Any], Any]], ...] = (
     (tuple, "tuple", _encode_list, tuple),
     (set, "set", _encode_list, set),
     (frozenset, "frozenset", _encode_list, frozenset),
-    (datetime, "datetime", datetime.isoformat, datetime.fromisoformat),
+    (datetime, "datetime", _encode_local, _decode_local(datetime)),
     (date, "date", date.isoformat, date.fromisoformat),
-    (time, "time", time.isoformat, time.fromisoformat),
+    (time, "time", _encode_local, _decode_local(time)),
     (timedelta, "timedelta", lambda v: [v.days, v.seconds, v.microseconds], lambda v: timedelta(*v)),
     (bytes, "bytes", lambda v: base64.b64encode(v).decode("ascii"), base64.b64decode),
     (Decimal, "decimal", str, Decimal),
@@ -216,14 +257,16 @@ _TAGGED: tuple[tuple[type, str, Callable[[Any], Any], Callable[[Any], Any]], ...
 )
 
 
-def _tagger(tag: str, encode: Callable[[Any], Any]) -> Callable[[Any], dict[str, Any]]:
-    return lambda value: {TAG: tag, "v": encode(value)}
+def _tagger(tag: str, encode: Callable[..., Any], container: bool) -> Callable[[Any, int], dict[str, Any]]:
+    if container:
+        return lambda value, depth: {TAG: tag, "v": encode(value, depth)}
+    return lambda value, depth: {TAG: tag, "v": encode(value)}
 
 
-_ENCODERS: dict[type, Callable[[Any], Any]] = {
+_ENCODERS: dict[type, Callable[[Any, int], Any]] = {
     dict: _encode_dict,
     list: _encode_list,
-    **{kind: _tagger(tag, encode) for kind, tag, encode, _ in _TAGGED},
+    **{kind: _tagger(tag, encode, encode is _encode_list) for kind, tag, encode, _ in _TAGGED},
 }
 _DECODERS: dict[str, Callable[[Any], Any]] = {
     "float": float,
@@ -269,15 +312,23 @@ class JsonSerializer:
 
     def serialize(self, value: Any) -> bytes:
         try:
-            data = _encode(value)
+            data = _encode(value, 1)
         except _Unsupported as exc:
             raise SerializationError(_describe_unsupported(exc, self.name)) from None
-        except RecursionError:
+        except _TooDeep:
+            raise SerializationError(
+                "value is nested too deeply or contains a reference cycle: the 'json' serializer "
+                f"stores at most {MAX_DEPTH} levels of nested containers"
+            ) from None
+        except RecursionError:  # the caller's stack was already deep
             raise SerializationError("value is nested too deeply or contains a reference cycle") from None
         try:
-            return _dumps(data).encode()
-        except UnicodeEncodeError:  # a lone surrogate: ASCII escapes keep it exactly
-            return _dumps_ascii(data).encode()
+            try:
+                return _dumps(data).encode()
+            except UnicodeEncodeError:  # a lone surrogate: ASCII escapes keep it exactly
+                return _dumps_ascii(data).encode()
+        except RecursionError:
+            raise SerializationError("value is nested too deeply or contains a reference cycle") from None
 
     def deserialize(self, data: bytes) -> Any:
         try:

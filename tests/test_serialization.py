@@ -3,6 +3,7 @@
 import dataclasses
 import enum
 import json
+import sys
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -21,6 +22,7 @@ from durable_core.models import (
     RetryOptions,
 )
 from durable_core.serialization import (
+    MAX_DEPTH,
     TAG,
     JsonSerializer,
     SerializationError,
@@ -54,6 +56,12 @@ class Color(enum.Enum):
     BLUE = (0, 0, 255)
 
 
+@register_serializable(name="tests:Cell")
+@dataclasses.dataclass
+class Cell:
+    content: Any
+
+
 def same(a: Any, b: Any) -> bool:
     """Equal and of the same types all the way down (nan equals nan, -0.0 differs from 0.0)."""
     if type(a) is not type(b):
@@ -79,6 +87,7 @@ def round_trip(value: Any) -> Any:
     return json_serializer.deserialize(json_serializer.serialize(value))
 
 
+# Offsets with microseconds too: Python 3.11's fromisoformat alone would lose them.
 offsets = st.builds(
     timezone, st.timedeltas(min_value=timedelta(hours=-23, minutes=-59), max_value=timedelta(hours=23, minutes=59))
 )
@@ -157,11 +166,126 @@ def test_types_json_would_change_are_tagged() -> None:
         timedelta(days=-1, microseconds=1), b"\x00\xff", Decimal("1.10"), Decimal("-Infinity"),
         UUID(int=7), {1, "1"}, frozenset({(1, 2)}), (), [()], "\ud800 lone surrogate",
         10**100,
+        datetime(2024, 1, 1, tzinfo=timezone(timedelta(microseconds=-1))),
+        datetime(2024, 1, 1, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=23, microseconds=999999))),
+        datetime(2024, 1, 1, tzinfo=timezone(timedelta(seconds=61))),
+        time(12, tzinfo=timezone(timedelta(microseconds=1))),
+        time(0, 0, 0, 1, tzinfo=timezone(timedelta(hours=-5, microseconds=-250))),
     ],
     ids=repr,
 )
 def test_edge_values_round_trip(value: Any) -> None:
     assert same(round_trip(value), value)
+
+
+def test_offsets_in_whole_seconds_stay_iso_text_and_others_are_stored_apart() -> None:
+    """Python 3.11's ``fromisoformat`` drops an offset's microseconds, so such an offset is
+    stored apart, in microseconds, beside the local time."""
+    seconds = timezone(timedelta(hours=-9, minutes=-30, seconds=-5))
+    fraction = timezone(timedelta(hours=5, microseconds=250))
+    value = [
+        datetime(2024, 5, 1, 12, 30, tzinfo=seconds), time(12, 30, tzinfo=seconds),
+        datetime(2024, 5, 1, 12, 30, 0, 7, tzinfo=fraction), time(12, 30, tzinfo=fraction),
+        datetime(2024, 5, 1, tzinfo=timezone(timedelta(microseconds=-1))),
+    ]
+    assert json.loads(json_serializer.serialize(value)) == [
+        {TAG: "datetime", "v": "2024-05-01T12:30:00-09:30:05"},
+        {TAG: "time", "v": "12:30:00-09:30:05"},
+        {TAG: "datetime", "v": ["2024-05-01T12:30:00.000007", 18_000_000_250]},
+        {TAG: "time", "v": ["12:30:00", 18_000_000_250]},
+        {TAG: "datetime", "v": ["2024-05-01T00:00:00", -1]},
+    ]
+    assert same(round_trip(value), value)
+
+
+NESTINGS: dict[str, Any] = {
+    "list": lambda inner: [inner],
+    "tuple": lambda inner: (inner,),
+    "frozenset": lambda inner: frozenset({inner}),
+    "str-keyed dict": lambda inner: {"k": inner},
+    "int-keyed dict": lambda inner: {1: inner},
+    "dataclass": Cell,
+}
+
+
+def nested(kind: str, depth: int) -> Any:
+    """``depth`` containers of ``kind`` around an ``int``."""
+    value: Any = 0
+    for _ in range(depth):
+        value = NESTINGS[kind](value)
+    return value
+
+
+@pytest.mark.parametrize("kind", NESTINGS)
+def test_values_nested_max_depth_deep_round_trip_and_deeper_ones_are_refused(kind: str) -> None:
+    value = nested(kind, MAX_DEPTH)
+    assert round_trip(value) == value
+    with pytest.raises(SerializationError) as caught:
+        json_serializer.serialize(nested(kind, MAX_DEPTH + 1))
+    assert caught.value.message == (
+        "value is nested too deeply or contains a reference cycle: the 'json' serializer stores at "
+        f"most {MAX_DEPTH} levels of nested containers"
+    )
+    assert caught.value.is_retryable is False
+
+
+def test_the_depth_limit_counts_containers_not_scalars_or_tagged_leaves() -> None:
+    leaves = [
+        1, 0.5, float("nan"), "s", b"b", datetime(2024, 1, 1, tzinfo=timezone(timedelta(microseconds=1))),
+        Decimal("1.5"), Color.RED, TaskExecutionStatus.COMPLETED,
+    ]
+    for leaf in leaves:  # inside MAX_DEPTH lists
+        value = within_lists(MAX_DEPTH, leaf)
+        assert same(round_trip(value), value)
+    for container in [(), {}, set(), Point(1, 2.0), Color.BLUE]:  # BLUE's value is a tuple
+        with pytest.raises(SerializationError, match=f"at most {MAX_DEPTH} levels"):
+            json_serializer.serialize(within_lists(MAX_DEPTH, container))
+        assert same(round_trip(within_lists(MAX_DEPTH - 1, container)), within_lists(MAX_DEPTH - 1, container))
+
+
+def within_lists(depth: int, value: Any) -> Any:
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def at_stack_depth(frames: int, call: Any) -> Any:
+    return call() if frames == 0 else at_stack_depth(frames - 1, call)
+
+
+def stack_depth() -> int:
+    frame: Any = sys._getframe()
+    depth = 0
+    while frame is not None:
+        frame, depth = frame.f_back, depth + 1
+    return depth
+
+
+@pytest.mark.parametrize("kind", ["list", "int-keyed dict", "dataclass"])
+def test_serialize_raises_no_raw_recursion_error_when_the_stack_is_already_deep(kind: str) -> None:
+    """Wherever the stack runs out, in encoding or in the C encoder, ``serialize`` raises
+    ``SerializationError``, unless too little stack is left even to raise that (a few frames)."""
+    value = nested(kind, MAX_DEPTH)
+    outcomes = []
+
+    def attempt() -> None:
+        headroom = sys.getrecursionlimit() - stack_depth()
+        try:
+            json_serializer.serialize(value)
+            outcomes.append("written")
+        except SerializationError as exc:
+            assert "nested too deeply" in exc.message
+            outcomes.append("refused")
+        except RecursionError:
+            assert headroom < 10, f"raw RecursionError with {headroom} frames of headroom"
+            outcomes.append("no stack left")
+
+    for frames in range(sys.getrecursionlimit()):
+        try:
+            at_stack_depth(frames, attempt)
+        except RecursionError:  # raised before attempt() was reached
+            break
+    assert outcomes[0] == "written" and "refused" in outcomes
 
 
 def test_user_dicts_that_use_the_reserved_key_are_escaped() -> None:
@@ -244,6 +368,8 @@ def test_reference_cycle_is_a_serialization_error() -> None:
         (b'{"__durable__": "nowhere:Gone", "v": {}}', r"type 'nowhere:Gone' is not registered in this process"),
         (b'{"__durable__": "tests:Box", "v": {"nope": 1}}', r"cannot rebuild 'tests:Box' from its stored state"),
         (b'{"__durable__": "datetime", "v": "yesterday"}', r"invalid 'json' payload: Invalid isoformat"),
+        (b'{"__durable__": "time", "v": ["12:00:00", 86400000000]}', r"invalid 'json' payload: offset must be"),
+        (b'{"__durable__": "datetime", "v": ["2024-01-01T00:00:00"]}', r"invalid 'json' payload: not enough values"),
     ],
 )
 def test_bad_payloads_raise_serialization_error(data: bytes, message: str) -> None:
