@@ -686,9 +686,10 @@ class DurableExecutor:
         await self._wake_finished_waiters()
         runs = list(self._runs.values())
         if runs:
-            for execution_id in await self.storage.find_revoked_leases([r.record.lease for r in runs]):
-                run = self._runs.get(execution_id)
-                if run is not None and not run.hand_back:
+            revoked = set(await self.storage.find_revoked_leases([r.record.lease for r in runs]))
+            # the runs checked, not whatever runs now: an execution may have been re-claimed since
+            for run in runs:
+                if run.record.execution_id in revoked and not run.hand_back:
                     run.revoked = True
                     run.scope.cancel()
 

@@ -1,0 +1,46 @@
+"""durable-conformance: the conformance suite for durable storage backends.
+
+Two ways to run it against a storage (see docs/conformance.md):
+
+* pytest: ``pytest_plugins = ["durable_conformance.plugin"]`` and a ``Test...`` subclass of
+  ``StorageConformance`` with a ``storage_factory`` fixture;
+* by name, for an installed storage plugin: ``python -m durable_conformance NAME`` (or
+  ``durable conformance NAME``).
+
+Names are imported on first use, so that pytest rewrites the asserts of the checks (their
+failures then show both sides) also when the suite is started by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+pytest.register_assert_rewrite(
+    *(f"durable_conformance.{module}" for module in (
+        "checks_operations", "checks_robustness", "records", "scenarios", "stateful"))
+)
+
+if TYPE_CHECKING:
+    from .by_name import main as main
+    from .by_name import run as run
+    from .by_name import storage_by_name as storage_by_name
+    from .marks import requires as requires
+    from .opening import StorageOpener as StorageOpener
+    from .suite import BEHAVIOURS as BEHAVIOURS
+    from .suite import StorageConformance as StorageConformance
+
+__version__ = "0.1.0"
+_LAZY = {
+    "BEHAVIOURS": "suite", "StorageConformance": "suite", "StorageOpener": "opening", "main": "by_name",
+    "requires": "marks", "run": "by_name", "storage_by_name": "by_name",
+}
+__all__ = ["BEHAVIOURS", "StorageConformance", "StorageOpener", "main", "requires", "run", "storage_by_name"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'durable_conformance' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"durable_conformance.{_LAZY[name]}"), name)

@@ -1,0 +1,172 @@
+"""The suite against an installed storage plugin, by name, with no code.
+
+``python -m durable_conformance NAME [--option key=value]... [--known-failure ID[=REASON]]...
+[--write FILE] [-- pytest args]`` (``durable conformance NAME ...`` once the CLI has it) writes a
+test module that subclasses ``StorageConformance`` with a factory opening ``NAME`` through
+``durable_core.open_storage``, and runs pytest on it. ``--write`` saves that module instead, as
+the starting point of the pytest route.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import re
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from durable_core import open_storage
+
+from .opening import StorageFactory
+
+TMP_PATH = "{tmp_path}"
+"""In an option value, replaced by the check's own temporary directory."""
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``key=value``; the value is JSON if it parses (``2.5``, ``true``, ``"x"``), else the text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--option expects key=value, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
+
+
+def _takes_path(name: str) -> bool:
+    from durable_core.plugins.manager import default_registry
+
+    try:
+        return "path" in inspect.signature(default_registry().storage_factory(name)).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def resolve_options(name: str, options: Mapping[str, Any] | None, tmp_path: Path | None) -> dict[str, Any]:
+    """``options`` with ``{tmp_path}`` filled in; a storage whose factory takes ``path`` and was given
+    none gets a fresh file in ``tmp_path``, so that no check ever touches a real database."""
+    resolved = {
+        key: value.replace(TMP_PATH, str(tmp_path)) if isinstance(value, str) and tmp_path is not None else value
+        for key, value in (options or {}).items()
+    }
+    if tmp_path is not None and "path" not in resolved and _takes_path(name):
+        resolved["path"] = str(tmp_path / "durable.db")
+    return resolved
+
+
+def storage_by_name(name: str, options: Mapping[str, Any] | None = None, tmp_path: Path | None = None) -> StorageFactory:
+    """A storage factory for the installed storage ``name``, opened by ``durable_core.open_storage``."""
+    resolved = resolve_options(name, options, tmp_path)
+    return lambda: open_storage(name, **resolved)
+
+
+async def _probe(name: str, options: dict[str, Any]) -> None:
+    """Open and close the storage once, so that a wrong option is one clear line, not 100 errors."""
+    async with open_storage(name, **options):
+        pass
+
+
+def module_source(name: str, options: Mapping[str, Any], known_failures: Mapping[str, str]) -> str:
+    """A test module running the whole suite against the installed storage ``name``."""
+    class_name = "TestStorage" + "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", name))
+    failures = "".join(f"        {k!r}: {v!r},\n" for k, v in known_failures.items())
+    return f'''"""The durable conformance suite against the installed storage {name!r}.
+
+Written by `python -m durable_conformance {name} --write`; edit freely (docs/conformance.md).
+"""
+
+import pytest
+
+from durable_conformance import StorageConformance, storage_by_name
+
+pytest_plugins = ["durable_conformance.plugin"]
+
+
+class {class_name}(StorageConformance):
+    known_failures = {{
+{failures}    }}
+
+    @pytest.fixture
+    def storage_factory(self, tmp_path):
+        return storage_by_name({name!r}, {dict(options)!r}, tmp_path)
+'''
+
+
+def run(name: str, options: Mapping[str, Any] | None = None, pytest_args: Sequence[str] = (),
+        known_failures: Mapping[str, str] | None = None) -> int:
+    """Run the suite against the installed storage ``name``; pytest's exit code."""
+    import pytest
+
+    from durable_core.errors import DurableExecutionError
+    from durable_core.plugins.manager import default_registry
+
+    with tempfile.TemporaryDirectory(prefix="durable-conformance-") as directory:
+        root = Path(directory)
+        try:
+            default_registry().storage_factory(name)
+            (root / "probe").mkdir()
+            trio.run(_probe, name, resolve_options(name, options, root / "probe"))
+        except DurableExecutionError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 4
+        module = root / f"test_conformance_{re.sub(r'[^A-Za-z0-9]+', '_', name)}.py"
+        module.write_text(module_source(name, options or {}, known_failures or {}), encoding="utf-8")
+        ini = root / "pytest.ini"
+        ini.write_text("[pytest]\naddopts = -p no:cacheprovider\n", encoding="utf-8")
+        args = [str(module), "-c", str(ini), "--rootdir", str(root), *pytest_args]
+        return int(pytest.main(args, plugins=[_HypothesisHome(root / ".hypothesis")]))
+
+
+class _HypothesisHome:
+    """Keeps Hypothesis's directory out of the working directory (a plugin: Hypothesis is imported
+    by pytest first, so that pytest can rewrite its asserts)."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def pytest_configure(self) -> None:
+        from hypothesis.configuration import set_hypothesis_home_dir
+
+        set_hypothesis_home_dir(self.directory)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pytest_args: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, pytest_args = argv[:at], argv[at + 1:]
+    parser = argparse.ArgumentParser(
+        prog="python -m durable_conformance",
+        description="Run the durable storage conformance suite against an installed storage plugin.",
+        epilog="Arguments after -- go to pytest, e.g. -- -x -k claim.",
+    )
+    parser.add_argument("name", help="the storage's plugin name, as in open_storage(NAME)")
+    parser.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option for open_storage (JSON values parsed; {tmp_path} is each check's "
+                             "own directory); repeatable")
+    parser.add_argument("--known-failure", action="append", default=[], metavar="TEST_ID[=REASON]",
+                        help="declare a check as known to fail (a strict xfail); repeatable")
+    parser.add_argument("--write", metavar="FILE", type=Path,
+                        help="write the generated test module to FILE instead of running it")
+    args = parser.parse_args(argv)
+    try:
+        options = dict(parse_option(text) for text in args.option)
+    except ValueError as exc:
+        parser.error(str(exc))
+    known = {}
+    for text in args.known_failure:
+        test_id, _, reason = text.partition("=")
+        known[test_id] = reason or "declared on the command line"
+    if args.write is not None:
+        args.write.write_text(module_source(args.name, options, known), encoding="utf-8")
+        print(f"wrote {args.write}; run: pytest {args.write}")
+        return 0
+    return run(args.name, options, pytest_args, known)

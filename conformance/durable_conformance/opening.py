@@ -1,0 +1,205 @@
+"""Opening the storage under test from the backend author's factory, and closing it again.
+
+A *storage factory* is a callable taking no arguments that returns one of:
+
+* a storage object;
+* an awaitable resolving to one (``lambda: MyStorage.open(path)``);
+* an async context manager yielding one (``lambda: open_storage("mine", path=path)``).
+
+Called again, a factory must open the same data again: for a ``persistent`` storage that is how
+durability is checked (close, reopen, compare). Storages are opened inside the trio run of the
+check, so backends that bind to the running trio loop work.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import weakref
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import trio
+import trio.testing
+
+from durable_core.storage.contract import (
+    STORAGE_API,
+    STORAGE_METHODS,
+    Capabilities,
+    Storage,
+)
+
+StorageFactory = Callable[[], Any]
+
+
+class ConformanceSetupError(Exception):
+    """The storage factory or the storage it made cannot be tested; the message says why."""
+
+
+def _describe(factory: object) -> str:
+    return getattr(factory, "__qualname__", None) or repr(factory)
+
+
+def check_storage(storage: object, origin: str) -> Storage:
+    """Refuse, with the reason, an object that does not implement ``STORAGE_API``."""
+    missing = [name for name in (*STORAGE_METHODS, "aclose") if not callable(getattr(storage, name, None))]
+    if missing:
+        raise ConformanceSetupError(
+            f"{origin} returned {storage!r}, which lacks the storage operations {', '.join(missing)}; "
+            "it must implement durable_core.storage.Storage"
+        )
+    api = getattr(storage, "storage_api", None)
+    if api != STORAGE_API:
+        raise ConformanceSetupError(
+            f"{origin} returned a storage implementing storage API {api!r}; this suite checks "
+            f"STORAGE_API {STORAGE_API}"
+        )
+    if not isinstance(getattr(storage, "capabilities", None), Capabilities):
+        raise ConformanceSetupError(
+            f"{origin} returned a storage whose `capabilities` is not a durable_core.storage.Capabilities"
+        )
+    return storage  # type: ignore[return-value]
+
+
+class StorageOpener:
+    """Opens storages with the factory of the class under test; closes what is left open."""
+
+    def __init__(self, factory: StorageFactory):
+        if not callable(factory):
+            raise ConformanceSetupError(
+                f"the storage_factory fixture must return a callable, got {factory!r}"
+            )
+        self.factory = factory
+        self._open: dict[int, tuple[Storage, AsyncExitStack | None]] = {}
+        self._capabilities: Capabilities | None = None
+
+    async def open(self) -> Storage:
+        """A storage made by the factory: new, or the same data reopened."""
+        origin = f"storage_factory {_describe(self.factory)}"
+        made = self.factory()
+        stack: AsyncExitStack | None = None
+        if inspect.isawaitable(made):
+            made = await made
+        elif not hasattr(made, "insert_executions") and hasattr(made, "__aenter__"):
+            stack = AsyncExitStack()
+            made = await stack.enter_async_context(made)
+        try:
+            storage = check_storage(made, origin)
+        except BaseException:
+            if stack is not None:
+                await stack.aclose()
+            raise
+        self._open[id(storage)] = (storage, stack)
+        if self._capabilities is None:
+            self._capabilities = storage.capabilities
+            if await storage.list_executions(limit=1):
+                await self.close(storage)
+                raise ConformanceSetupError(
+                    f"{origin} opened a storage that already holds executions: every check needs an empty "
+                    "storage of its own (e.g. a file under the tmp_path fixture)"
+                )
+        return storage
+
+    async def close(self, storage: Storage) -> None:
+        """Close ``storage`` (as its factory says: ``aclose`` or leaving its context)."""
+        _, stack = self._open.pop(id(storage), (storage, None))
+        with trio.CancelScope(shield=True):
+            if stack is not None:
+                await stack.aclose()
+            else:
+                await storage.aclose()
+
+    async def reopen(self, storage: Storage) -> Storage:
+        """Close ``storage`` and open its data again."""
+        await self.close(storage)
+        return await self.open()
+
+    async def capabilities(self) -> Capabilities:
+        """The capabilities of the storage under test (opening one if none was opened yet)."""
+        if self._capabilities is None:
+            await self.close(await self.open())
+        assert self._capabilities is not None
+        return self._capabilities
+
+    async def aclose(self) -> None:
+        """Close every storage still open, newest first."""
+        for storage, _ in reversed(list(self._open.values())):
+            await self.close(storage)
+
+
+class DeferredStorage:
+    """What the ``storage`` fixture holds until the trio run of the check opens it."""
+
+    def __init__(self, opener: StorageOpener):
+        self.opener = opener
+
+
+class _Hold:
+    """Storage operations in flight under one clock, and its threshold while none is."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self.in_flight = 0
+
+
+_holds: weakref.WeakKeyDictionary[trio.testing.MockClock, _Hold] = weakref.WeakKeyDictionary()
+
+
+class VirtualTimeHolder:
+    """Wraps a storage so that trio's virtual clock stands still while one of its operations runs.
+
+    Under ``MockClock(autojump_threshold=0)`` the clock jumps to the next deadline as soon as every
+    task is blocked, also while a backend waits for its own thread or server, which would make a
+    storage call take minutes of virtual time. The executor scenarios hand their executors this
+    wrapper; it changes nothing else (checkpoints and cancellation are the storage's own).
+    """
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
+        self.storage_api = storage.storage_api
+        self.capabilities = storage.capabilities
+
+    @staticmethod
+    def _hold() -> trio.testing.MockClock | None:
+        clock = trio.lowlevel.current_clock()
+        if not isinstance(clock, trio.testing.MockClock):
+            return None
+        hold = _holds.get(clock)
+        if hold is None:
+            hold = _holds[clock] = _Hold(clock.autojump_threshold)
+        if hold.in_flight == 0:
+            hold.threshold = clock.autojump_threshold
+            clock.autojump_threshold = float("inf")
+        hold.in_flight += 1
+        return clock
+
+    @staticmethod
+    def _release(clock: trio.testing.MockClock | None) -> None:
+        if clock is None:
+            return
+        hold = _holds[clock]
+        hold.in_flight -= 1
+        if hold.in_flight == 0:
+            clock.autojump_threshold = hold.threshold
+
+    async def aclose(self) -> None:
+        await self.storage.aclose()
+
+
+def _held(name: str) -> Callable[..., Any]:
+    @functools.wraps(getattr(Storage, name))
+    async def operation(self: VirtualTimeHolder, *args: Any, **kwargs: Any) -> Any:
+        clock = self._hold()
+        try:
+            return await getattr(self.storage, name)(*args, **kwargs)
+        finally:
+            self._release(clock)
+
+    operation.__qualname__ = f"VirtualTimeHolder.{name}"
+    return operation
+
+
+for _name in STORAGE_METHODS:
+    setattr(VirtualTimeHolder, _name, _held(_name))
+del _name

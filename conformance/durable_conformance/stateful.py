@@ -1,0 +1,630 @@
+"""A Hypothesis state machine that drives the storage and a plain model with the same random
+operations and checks, after every step, that they agree (the zarr pattern).
+
+``ContractModel`` is the contract written as plainly as possible: a dict of records and a loop per
+operation, no indexes. Where the contract leaves a choice to the backend (which of several
+records with the same ``ready_at`` a limited claim takes, which trees a limited delete takes) the
+machine checks that the backend's choice is allowed and lets the model follow it.
+
+The operations the machine sends are the ones the engine sends: commits made from claimed
+records by the engine's own rules (run, retry, spawn children or a finalize, finish), stale
+commits from lost leases, hand-backs, expiry, cancellation, wake-ups, retention.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
+
+import trio
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from durable_core.errors import ErrorInfo
+from durable_core.models import ExecutionRef, ParentRef, RetryOptions
+from durable_core.status import ALL_TASK_EXECUTION_STATUSES
+from durable_core.status import TaskExecutionStatus as S
+from durable_core.storage.contract import (
+    CANCELLED_ERROR,
+    EXPIRED_ERROR,
+    EXPIRED_TOO_OFTEN_ERROR,
+    SLEEPING_TIMED_OUT_ERROR,
+    DuplicateSleepingTaskUniqueIdError,
+    ExecutionRecord,
+    Lease,
+    Payload,
+    RunCommit,
+    SleepingWakeup,
+    StatusChange,
+    Storage,
+    StorageError,
+    cascade_error,
+)
+
+from .opening import StorageOpener
+from .records import summarize
+
+_WAITING = frozenset({S.WAITING_FOR_CHILDREN, S.WAITING_FOR_FINALIZE})
+_FAR = 1e15
+
+
+class ContractModel:
+    """The storage contract over a plain dict (insertion-ordered), for comparison."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, ExecutionRecord] = {}
+
+    # -------------------------------------------------------------------------------- reads
+
+    def get(self, execution_ids: Sequence[str]) -> list[ExecutionRecord | None]:
+        return [self.records.get(i) for i in execution_ids]
+
+    def by_unique_id(self, unique_ids: Sequence[str]) -> list[ExecutionRecord | None]:
+        return [next((r for r in self.records.values() if r.sleeping_unique_id == u), None) for u in unique_ids]
+
+    def holds(self, lease: Lease) -> bool:
+        record = self.records.get(lease.execution_id)
+        return record is not None and record.lease_token == lease.token and record.lease_expires_at is not None
+
+    def due(self, now: float) -> list[ExecutionRecord]:
+        due = [r for r in self.records.values() if r.ready_at is not None and r.ready_at <= now]
+        return sorted(due, key=lambda r: r.ready_at)  # type: ignore[arg-type,return-value]
+
+    def listed(self, statuses: Sequence[S] | None, task_id: str | None) -> list[ExecutionRecord]:
+        matches = [r for r in self.records.values()
+                   if (statuses is None or r.status in statuses) and (task_id is None or r.task_id == task_id)]
+        return sorted(matches, key=lambda r: -r.created_at)
+
+    def children_of(self, execution_id: str) -> list[ExecutionRecord]:
+        return [r for r in self.records.values() if r.parent is not None and r.parent.execution_id == execution_id]
+
+    def subtree(self, execution_id: str) -> list[str]:
+        ids = [execution_id]
+        for parent_id in ids:
+            ids.extend(r.execution_id for r in self.children_of(parent_id))
+        return ids
+
+    def deletable_roots(self, finished_before: float) -> list[ExecutionRecord]:
+        return [r for r in self.records.values() if r.parent is None and r.status.is_finished
+                and r.finished_at is not None and r.finished_at < finished_before]
+
+    # -------------------------------------------------------------------------------- writes
+
+    def atomically(self, operation: Callable[..., Any], *args: Any) -> Any:
+        before = dict(self.records)
+        try:
+            return operation(*args)
+        except BaseException:
+            self.records = before
+            raise
+
+    def _write(self, old: ExecutionRecord, new: ExecutionRecord, changes: list[StatusChange]) -> None:
+        self.records[new.execution_id] = new
+        changes.append(StatusChange(new.execution_id, new.task_id, old.status, new.status))
+
+    def _add(self, record: ExecutionRecord, changes: list[StatusChange] | None) -> ExecutionRecord:
+        """Insert ``record`` unless its idempotency key is taken; the stored record either way."""
+        if record.idempotency_key is not None:
+            twin = next((r for r in self.records.values()
+                         if (r.task_id, r.idempotency_key) == (record.task_id, record.idempotency_key)), None)
+            if twin is not None:
+                return twin
+        unique_id = record.sleeping_unique_id
+        if unique_id is not None and any(r.sleeping_unique_id == unique_id for r in self.records.values()):
+            raise DuplicateSleepingTaskUniqueIdError(unique_id)
+        if record.execution_id in self.records:
+            raise StorageError(f"Task execution {record.execution_id} already exists", is_retryable=False)
+        self.records[record.execution_id] = record.copy()
+        if changes is not None:
+            changes.append(StatusChange(record.execution_id, record.task_id, None, record.status))
+        return record
+
+    def insert(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+        return self.atomically(lambda: [self._add(r, None) for r in records])
+
+    def claim(self, execution_ids: Sequence[str], executor_id: str, now: float, leeway: float) -> list[ExecutionRecord]:
+        claimed = []
+        for execution_id in execution_ids:
+            record = self.records[execution_id]
+            new = record.copy(ready_at=None, executor_id=executor_id, lease_token=record.lease_token + 1,
+                              lease_expires_at=now + record.timeout + leeway, updated_at=now)
+            if record.status is S.READY:
+                new.status, new.started_at = S.RUNNING, now
+            self.records[execution_id] = new
+            claimed.append(new)
+        return claimed
+
+    def commit(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
+        def apply() -> list[StatusChange]:
+            changes: list[StatusChange] = []
+            for commit in commits:
+                if not self.holds(commit.record.lease):
+                    continue
+                stored = self.records[commit.record.execution_id]
+                new = commit.record.copy(lease_token=stored.lease_token, lease_expires_at=None, updated_at=now)
+                self._write(stored, new, changes)
+                for record in commit.new_executions:
+                    self._add(record, changes)
+                self._after_finish(new, now, changes)
+            return changes
+
+        return self.atomically(apply)
+
+    def release(self, leases: Sequence[Lease], now: float) -> list[StatusChange]:
+        changes: list[StatusChange] = []
+        for lease in leases:
+            if self.holds(lease):
+                self._hand_back(self.records[lease.execution_id], now, changes)
+        return changes
+
+    def find_revoked(self, leases: Sequence[Lease]) -> list[str]:
+        return [lease.execution_id for lease in leases if not self.holds(lease)]
+
+    def expire(self, now: float, max_lease_expirations: int) -> list[StatusChange]:
+        """Every lease due at ``now``, earliest first (the machine passes a limit above them all)."""
+        changes: list[StatusChange] = []
+        due = sorted((r for r in self.records.values() if r.lease_expires_at is not None and r.lease_expires_at <= now),
+                     key=lambda r: r.lease_expires_at)  # type: ignore[arg-type,return-value]
+        for execution_id in [r.execution_id for r in due]:
+            record = self.records[execution_id]
+            if record.lease_expires_at is None:
+                continue  # ended by a cascade earlier in this call
+            expirations = record.lease_expirations + 1
+            if record.is_sleeping:
+                self._finish(record, now, changes, status=S.TIMED_OUT, error=SLEEPING_TIMED_OUT_ERROR)
+            elif expirations > max_lease_expirations:
+                self._finish(record, now, changes, status=S.FAILED, error=EXPIRED_TOO_OFTEN_ERROR,
+                             lease_expirations=expirations)
+            else:
+                error = EXPIRED_ERROR if record.status is S.RUNNING else record.error
+                self._hand_back(record, now, changes, lease_expirations=expirations, error=error)
+        return changes
+
+    def cancel(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
+        changes: list[StatusChange] = []
+        for execution_id in execution_ids:
+            record = self.records.get(execution_id)
+            if record is not None and not record.status.is_finished:
+                self._finish(record, now, changes, status=S.CANCELLED, error=CANCELLED_ERROR)
+        return changes
+
+    def wake(self, wakeups: Sequence[SleepingWakeup], now: float) -> list[StatusChange]:
+        changes: list[StatusChange] = []
+        for wakeup in wakeups:
+            record = self.records.get(wakeup.execution_id)
+            if record is not None and record.is_sleeping and record.status is S.RUNNING:
+                self._finish(record, now, changes, status=S(wakeup.status), output=wakeup.output, error=wakeup.error)
+        return changes
+
+    def delete_trees(self, root_ids: Sequence[str]) -> int:
+        deleted = 0
+        for root_id in root_ids:
+            for execution_id in self.subtree(root_id):
+                del self.records[execution_id]
+                deleted += 1
+        return deleted
+
+    def _hand_back(self, record: ExecutionRecord, now: float, changes: list[StatusChange], **fields: Any) -> None:
+        if record.status is S.RUNNING:
+            fields.update(status=S.READY, start_at=now)
+        new = record.copy(ready_at=now, executor_id=None, lease_expires_at=None, updated_at=now, **fields)
+        self._write(record, new, changes)
+
+    def _finish(self, record: ExecutionRecord, now: float, changes: list[StatusChange], **fields: Any) -> None:
+        new = record.copy(finished_at=now, ready_at=None, lease_expires_at=None, updated_at=now, **fields)
+        self._write(record, new, changes)
+        self._after_finish(new, now, changes)
+
+    def _after_finish(self, record: ExecutionRecord, now: float, changes: list[StatusChange]) -> None:
+        if not record.status.is_finished:
+            return
+        parent = None if record.parent is None else self.records.get(record.parent.execution_id)
+        if parent is not None:
+            moved_along = parent.active_children_count == 1 and parent.status in _WAITING
+            new = parent.copy(active_children_count=max(parent.active_children_count - 1, 0),
+                              ready_at=now if moved_along else parent.ready_at, updated_at=now)
+            self._write(parent, new, changes)
+        if record.status is not S.COMPLETED:
+            error = cascade_error(record)
+            for execution_id in self.subtree(record.execution_id)[1:]:
+                descendant = self.records[execution_id]
+                if not descendant.status.is_finished:
+                    cancelled = descendant.copy(status=S.CANCELLED, error=error, finished_at=now, ready_at=None,
+                                                lease_expires_at=None, updated_at=now)
+                    self._write(descendant, cancelled, changes)
+
+
+# ------------------------------------------------------------------------------------ the machine
+
+
+def _difference(expected: ExecutionRecord | None, actual: ExecutionRecord | None) -> str:
+    if expected is None or actual is None:
+        return f"expected {expected!r}, storage has {actual!r}"
+    fields = [name for name in ExecutionRecord.__dataclass_fields__
+              if getattr(expected, name) != getattr(actual, name)]
+    return "; ".join(f"{name}: expected {getattr(expected, name)!r}, storage has {getattr(actual, name)!r}"
+                     for name in fields)
+
+
+_TIMES = st.sampled_from([0.0, 0.5, 1.0, 3.0, 7.0, 20.0])
+_UNIQUE_IDS = st.sampled_from([f"u{n}" for n in range(10)])
+_ERRORS = st.sampled_from([
+    ErrorInfo("generic", "boom", is_retryable=True),
+    ErrorInfo("generic", "fatal ✗", is_retryable=False, is_internal=True),
+    ErrorInfo("timed_out", "Task execution timed out", is_retryable=True),
+    ErrorInfo("cancelled", "Task execution cancelled", is_retryable=False),
+])
+_OUTPUTS = st.sampled_from([Payload("json", b'"ok"'), Payload("cbor", bytes(range(8))), Payload("json", b"")])
+
+
+class StorageMachine(RuleBasedStateMachine):
+    """Drives ``storage`` (set on a subclass) from a worker thread through ``trio.from_thread``."""
+
+    storage: ClassVar[Storage]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = ContractModel()
+        self.now = 1000.0
+        self.counter = itertools.count()
+        self.leases: list[Lease] = []
+        self.known_ids: list[str] = []
+        self._reset()
+
+    # -------------------------------------------------------------------------------- plumbing
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return trio.from_thread.run(functools.partial(getattr(self.storage, name), *args, **kwargs))
+
+    def _reset(self) -> None:
+        """Empty the storage for this example, through the contract (every check starts empty)."""
+        leftovers = [r.execution_id for r in self.call("list_executions", limit=1_000_000)]
+        if leftovers:
+            self.call("cancel_executions", leftovers, _FAR / 10)
+            self.call("delete_finished_executions", _FAR, 1_000_000)
+        assert self.call("list_executions", limit=1) == [], "could not empty the storage with cancel and delete"
+
+    def _new_id(self) -> str:
+        execution_id = f"te_{next(self.counter):03}"
+        self.known_ids.append(execution_id)
+        return execution_id
+
+    def _timeout(self, execution_id: str) -> float:
+        # distinct per record, so that no two leases end at the same time: expiry order is then
+        # determined, and so is which cascade happens first
+        return 5.0 + int(execution_id[3:]) / 1024
+
+    def _record(self, *, parent: ExecutionRecord | None = None, index: int = 0, is_finalize: bool = False,
+                sleeping_id: str | None = None, delay: float = 0.0, task_id: str = "a",
+                idempotency_key: str | None = None, execution_id: str | None = None) -> ExecutionRecord:
+        execution_id = execution_id or self._new_id()
+        now, timeout = self.now, self._timeout(execution_id)
+        root = parent_ref = None
+        if parent is not None:
+            root = parent.root or ExecutionRef(parent.task_id, parent.execution_id)
+            parent_ref = ParentRef(parent.task_id, parent.execution_id, index, is_finalize)
+        common: dict[str, Any] = dict(
+            execution_id=execution_id, task_id=task_id, input=Payload("json", execution_id.encode()),
+            retry=RetryOptions(max_attempts=2), timeout=timeout, sleep_before_run=delay, created_at=now,
+            updated_at=now, root=root, parent=parent_ref, idempotency_key=idempotency_key,
+        )
+        if sleeping_id is not None:
+            return ExecutionRecord(status=S.RUNNING, start_at=now, is_sleeping=True, sleeping_unique_id=sleeping_id,
+                                   started_at=now, lease_expires_at=now + timeout, **common)
+        return ExecutionRecord(status=S.READY, start_at=now + delay, ready_at=now + delay, **common)
+
+    def _expect_same_error(self, operation: str, expected: BaseException | None, actual: BaseException | None) -> None:
+        if expected is None and actual is None:
+            return
+        assert expected is not None and actual is not None and isinstance(actual, type(expected)), (
+            f"{operation}: the contract says {expected!r}, the storage {'returned normally' if actual is None else 'raised ' + repr(actual)}"
+        )
+
+    def _compare_changes(self, operation: str, expected: list[StatusChange], actual: list[StatusChange]) -> None:
+        assert summarize(actual) == summarize(expected), (
+            f"{operation} reported changes {summarize(actual)}, the contract says {summarize(expected)}"
+        )
+
+    def _compare_records(self, operation: str, expected: Sequence[ExecutionRecord | None],
+                         actual: Sequence[ExecutionRecord | None]) -> None:
+        assert len(actual) == len(expected), f"{operation} returned {len(actual)} records, expected {len(expected)}"
+        for want, got in zip(expected, actual):
+            assert want == got, f"{operation}: {_difference(want, got)}"
+
+    # -------------------------------------------------------------------------------- rules
+
+    @rule(dt=_TIMES)
+    def advance_time(self, dt: float) -> None:
+        self.now += dt
+
+    @initialize(data=st.data(), count=st.integers(2, 4))
+    def start_with_some(self, data: st.DataObject, count: int) -> None:
+        self.insert(data, count)
+
+    @rule(data=st.data(), count=st.integers(1, 3))
+    def insert(self, data: st.DataObject, count: int) -> None:
+        records = []
+        for _ in range(count):
+            kind = data.draw(st.sampled_from(["ready"] * 16 + ["sleeping"] * 5 + ["keyed"] * 4 + ["existing_id"]))
+            if kind == "existing_id" and self.model.records:
+                existing = data.draw(st.sampled_from(sorted(self.model.records)))
+                records.append(self._record(execution_id=existing))
+            elif kind == "sleeping":
+                records.append(self._record(sleeping_id=data.draw(_UNIQUE_IDS), task_id="w"))
+            else:
+                key = data.draw(st.sampled_from(["k1", "k2"])) if kind == "keyed" else None
+                records.append(self._record(delay=data.draw(st.sampled_from([0.0, 0.5, 2.0])), idempotency_key=key,
+                                            task_id=data.draw(st.sampled_from(["a", "b"]))))
+        expected_error = actual_error = None
+        expected = actual = None
+        try:
+            expected = self.model.insert(records)
+        except (DuplicateSleepingTaskUniqueIdError, StorageError) as exc:
+            expected_error = exc
+        try:
+            actual = self.call("insert_executions", records)
+        except (DuplicateSleepingTaskUniqueIdError, StorageError) as exc:
+            actual_error = exc
+        self._expect_same_error("insert_executions", expected_error, actual_error)
+        if expected is not None:
+            self._compare_records("insert_executions", expected, actual)  # type: ignore[arg-type]
+
+    @precondition(lambda self: self.model.records)
+    @rule(limit=st.sampled_from([1, 2, 5, 1000]), leeway=st.sampled_from([0.0, 2.5]),
+          executor=st.sampled_from(["de_1", "de_2"]))
+    def claim(self, limit: int, leeway: float, executor: str) -> None:
+        due = self.model.due(self.now)
+        claimed = self.call("claim_executions", executor, self.now, limit, leeway)
+        ids = [r.execution_id for r in claimed]
+        wanted = min(limit, len(due))
+        assert len(ids) == wanted == len(set(ids)), f"claimed {ids} with limit {limit}; {wanted} were due"
+        ready_at = {r.execution_id: r.ready_at for r in due}
+        assert set(ids) <= set(ready_at), f"claimed {sorted(set(ids) - set(ready_at))}, which were not due"
+        times = [ready_at[i] for i in ids]
+        assert times == sorted(times), f"claimed {ids} not earliest ready_at first: {times}"
+        assert times == [r.ready_at for r in due[:wanted]], f"claimed {ids}, not the earliest due ({due[:wanted]})"
+        expected = self.model.claim(ids, executor, self.now, leeway)
+        self._compare_records("claim_executions", expected, claimed)
+        self.leases += [r.lease for r in claimed]
+
+    # the engine claims and commits far more often than anything else happens: so does the machine
+    @rule(data=st.data(), count=st.integers(1, 3))
+    def insert_more(self, data: st.DataObject, count: int) -> None:
+        self.insert(data, count)
+
+    @precondition(lambda self: self.model.due(self.now))
+    @rule(limit=st.sampled_from([2, 1000]))
+    def claim_more(self, limit: int) -> None:
+        self.claim(limit, 0.0, "de_3")
+
+    @precondition(lambda self: self._claimed())
+    @rule(data=st.data())
+    def commit_more(self, data: st.DataObject) -> None:
+        self.commit(data)
+
+    @precondition(lambda self: self._claimed())
+    @rule(data=st.data())
+    def commit_even_more(self, data: st.DataObject) -> None:
+        self.commit(data)
+
+    @precondition(lambda self: self.model.due(self.now))
+    @rule(data=st.data())
+    def engine_round(self, data: st.DataObject) -> None:
+        """What an executor does in one poll: claim what is due, then commit each run's outcome."""
+        before = set(self.leases)
+        self.claim(1000, 2.5, "de_engine")
+        for lease in [lease for lease in self.leases if lease not in before]:
+            if self.model.holds(lease):
+                self._send_commits([self._commit_for(data, self.model.records[lease.execution_id])])
+
+    def _claimed(self) -> list[ExecutionRecord]:
+        return [r for r in self.model.records.values() if r.lease_expires_at is not None and not r.is_sleeping]
+
+    def _commit_for(self, data: st.DataObject, record: ExecutionRecord) -> RunCommit:
+        """A commit the engine could send for the claimed ``record``."""
+        now = self.now
+        done = dict(finished_at=now, ready_at=None)
+        if record.status is S.RUNNING:
+            choice = data.draw(st.sampled_from(["complete", "fail", "retry", "children", "children"]))
+        elif record.status is S.WAITING_FOR_CHILDREN:
+            choice = data.draw(st.sampled_from(["complete", "finalize_failed", "finalize", "children"]))
+        else:
+            choice = data.draw(st.sampled_from(["complete", "finalize_failed"]))
+        if choice == "complete":
+            return RunCommit(record.copy(status=S.COMPLETED, output=data.draw(_OUTPUTS), error=None, **done))
+        if choice in ("fail", "finalize_failed"):
+            status = S.FINALIZE_FAILED if choice == "finalize_failed" else data.draw(
+                st.sampled_from([S.FAILED, S.TIMED_OUT, S.CANCELLED]))
+            return RunCommit(record.copy(status=status, error=data.draw(_ERRORS), **done))
+        if choice == "retry":
+            delay = data.draw(st.sampled_from([0.0, 1.0, 4.0]))
+            return RunCommit(record.copy(status=S.READY, error=data.draw(_ERRORS), executor_id=None,
+                                         retry_attempts=record.retry_attempts + 1, start_at=now + delay,
+                                         ready_at=now + delay))
+        if choice == "finalize":
+            finalize = self._record(parent=record, is_finalize=True, task_id="f")
+            return RunCommit(record.copy(status=S.WAITING_FOR_FINALIZE, ready_at=None, active_children_count=1,
+                                         finalize=ExecutionRef(finalize.task_id, finalize.execution_id),
+                                         waiting_for_finalize_started_at=now, error=None), (finalize,))
+        kids = []
+        for index in range(len(record.children), len(record.children) + data.draw(st.integers(1, 3))):
+            if data.draw(st.booleans()):
+                kids.append(self._record(parent=record, index=index, sleeping_id=data.draw(_UNIQUE_IDS), task_id="w"))
+            else:
+                kids.append(self._record(parent=record, index=index, delay=data.draw(st.sampled_from([0.0, 1.0]))))
+        refs = tuple(ExecutionRef(k.task_id, k.execution_id) for k in kids)
+        return RunCommit(record.copy(
+            status=S.WAITING_FOR_CHILDREN, ready_at=None, active_children_count=len(kids), error=None,
+            children=record.children + refs, run_output=record.run_output or data.draw(_OUTPUTS),
+            waiting_for_children_started_at=record.waiting_for_children_started_at or now,
+        ), tuple(kids))
+
+    @precondition(lambda self: self.leases)
+    @rule(data=st.data())
+    def commit(self, data: st.DataObject) -> None:
+        commits = []
+        for _ in range(data.draw(st.integers(1, 2))):
+            claimed = self._claimed()
+            stale = [lease for lease in self.leases if not self.model.holds(lease)
+                     and lease.execution_id in self.model.records]
+            if claimed and (not stale or data.draw(st.integers(0, 3)) > 0):
+                record = data.draw(st.sampled_from(claimed))
+            elif stale:
+                lease = data.draw(st.sampled_from(stale))
+                record = self.model.records[lease.execution_id].copy(lease_token=lease.token)
+                if record.status.is_finished:
+                    record.status = S.RUNNING
+            else:
+                return
+            commits.append(self._commit_for(data, record))
+        self._send_commits(commits)
+
+    def _send_commits(self, commits: list[RunCommit]) -> None:
+        expected_error = actual_error = None
+        expected: list[StatusChange] = []
+        actual: list[StatusChange] = []
+        try:
+            expected = self.model.commit(commits, self.now)
+        except DuplicateSleepingTaskUniqueIdError as exc:
+            expected_error = exc
+        try:
+            actual = self.call("commit_runs", commits, self.now)
+        except DuplicateSleepingTaskUniqueIdError as exc:
+            actual_error = exc
+        self._expect_same_error("commit_runs", expected_error, actual_error)
+        self._compare_changes("commit_runs", expected, actual)
+
+    @precondition(lambda self: self.leases)
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        if not self.leases:
+            return
+        leases = data.draw(st.lists(st.sampled_from(self.leases), max_size=3))
+        expected = self.model.release(leases, self.now)
+        self._compare_changes("release_leases", expected, self.call("release_leases", leases, self.now))
+
+    @rule(data=st.data())
+    def find_revoked(self, data: st.DataObject) -> None:
+        choices = [*self.leases, Lease("te_unknown", 1)]
+        leases = data.draw(st.lists(st.sampled_from(choices), max_size=4))
+        assert self.call("find_revoked_leases", leases) == self.model.find_revoked(leases), "find_revoked_leases"
+
+    @rule(max_lease_expirations=st.sampled_from([0, 1, 3]))
+    def expire(self, max_lease_expirations: int) -> None:
+        expected = self.model.expire(self.now, max_lease_expirations)
+        actual = self.call("expire_leases", self.now, max_lease_expirations, 1000)
+        self._compare_changes("expire_leases", expected, actual)
+
+    @precondition(lambda self: self.model.records)
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        ids = [data.draw(st.sampled_from([*self.known_ids, "te_unknown"]))]
+        expected = self.model.cancel(ids, self.now)
+        self._compare_changes("cancel_executions", expected, self.call("cancel_executions", ids, self.now))
+
+    @precondition(lambda self: any(r.is_sleeping for r in self.model.records.values()))
+    @rule(data=st.data())
+    def wake(self, data: st.DataObject) -> None:
+        sleepers = [i for i, r in self.model.records.items() if r.is_sleeping]
+        ids = data.draw(st.lists(st.sampled_from([*sleepers, *self.known_ids[-2:], "te_unknown"]), min_size=1,
+                                 max_size=2))
+        wakeups = []
+        for execution_id in ids:
+            if data.draw(st.booleans()):
+                wakeups.append(SleepingWakeup(execution_id, S.COMPLETED, output=data.draw(_OUTPUTS)))
+            else:
+                wakeups.append(SleepingWakeup(execution_id, S.FAILED, error=data.draw(_ERRORS)))
+        expected = self.model.wake(wakeups, self.now)
+        self._compare_changes("wake_sleeping_executions", expected,
+                              self.call("wake_sleeping_executions", wakeups, self.now))
+
+    @rule(ago=_TIMES, limit=st.sampled_from([1, 1000]))
+    def delete(self, ago: float, limit: int) -> None:
+        before = self.now - ago
+        eligible = {r.execution_id for r in self.model.deletable_roots(before)}
+        deleted = self.call("delete_finished_executions", before, limit)
+        ids = list(self.model.records)
+        gone = {i for i, record in zip(ids, self.call("get_executions", ids)) if record is None}
+        roots = {i for i in gone if self.model.records[i].parent is None}
+        assert roots <= eligible, f"deleted {sorted(roots - eligible)}, which are not finished roots before {before}"
+        assert len(roots) == min(limit, len(eligible)), f"deleted {len(roots)} trees of {len(eligible)}, limit {limit}"
+        trees = {i for root in roots for i in self.model.subtree(root)}
+        assert gone == trees, f"deleted {sorted(gone)}, not whole trees {sorted(trees)}"
+        assert deleted == self.model.delete_trees(sorted(roots)), "delete_finished_executions count"
+
+    @rule(unique_ids=st.lists(_UNIQUE_IDS, max_size=3))
+    def get_by_unique_id(self, unique_ids: list[str]) -> None:
+        self._compare_records("get_executions_by_sleeping_unique_id", self.model.by_unique_id(unique_ids),
+                              self.call("get_executions_by_sleeping_unique_id", unique_ids))
+
+    @rule(statuses=st.none() | st.lists(st.sampled_from(ALL_TASK_EXECUTION_STATUSES), min_size=1, max_size=3),
+          task_id=st.sampled_from([None, "a", "w"]), limit=st.sampled_from([1, 3, 1000]))
+    def list_executions(self, statuses: list[S] | None, task_id: str | None, limit: int) -> None:
+        matches = self.model.listed(statuses, task_id)
+        listed = self.call("list_executions", statuses=statuses, task_id=task_id, limit=limit)
+        created = [r.created_at for r in listed]
+        assert created == sorted(created, reverse=True), "list_executions is not newest first"
+        assert created == [r.created_at for r in matches[:limit]], "list_executions did not list the newest"
+        for record in listed:
+            assert statuses is None or record.status in statuses, f"list_executions listed a {record.status} one"
+            assert task_id is None or record.task_id == task_id, f"list_executions listed one of {record.task_id}"
+            assert record == self.model.records.get(record.execution_id), (
+                f"list_executions: {_difference(self.model.records.get(record.execution_id), record)}")
+
+    @invariant()
+    def every_record_agrees(self) -> None:
+        ids = self.known_ids
+        if ids:
+            self._compare_records("get_executions", self.model.get(ids), self.call("get_executions", ids))
+
+
+class StateMachineChecks:
+    """The backend and the model, driven by the same random operations, always agree."""
+
+
+    async def test_storage_agrees_with_the_model(self, storages: StorageOpener) -> None:
+        storage = await storages.open()
+        machine = type("StorageMachineRun", (StorageMachine,), {"storage": storage})
+        options: dict[str, Any] = dict(
+            max_examples=50, stateful_step_count=50, deadline=None, database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        options.update(getattr(self, "hypothesis_settings", {}) or {})
+        with _shrinking_for_at_most(SHRINK_SECONDS):
+            await trio.to_thread.run_sync(
+                functools.partial(run_state_machine_as_test, machine, settings=settings(**options)))
+
+    # generating, then shrinking a disagreement to a short sequence of operations, take longer
+    # than any other check: the watchdog waits for them
+    test_storage_agrees_with_the_model.minimum_timeout = 300.0  # type: ignore[attr-defined]
+
+
+SHRINK_SECONDS = 60.0
+"""How long Hypothesis may shrink a disagreement (its default is 300 s)."""
+
+
+@contextlib.contextmanager
+def _shrinking_for_at_most(seconds: float) -> Iterator[None]:
+    """Bound Hypothesis's shrinking time, where its (internal) limit is where we expect it."""
+    from hypothesis.internal.conjecture import engine
+
+    default = getattr(engine, "MAX_SHRINKING_SECONDS", None)
+    if not isinstance(default, int | float):
+        yield
+        return
+    engine.MAX_SHRINKING_SECONDS = min(default, seconds)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        engine.MAX_SHRINKING_SECONDS = default

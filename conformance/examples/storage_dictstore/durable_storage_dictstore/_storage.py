@@ -1,0 +1,254 @@
+"""``DictStore``: the storage contract on a dict, one awaited call per record.
+
+It stands for a backend whose every read or write is a call to a server: each helper below awaits
+(``_io``) before touching the dict. Written on ``SingleOperationStorage`` (single-record
+operations; the batch ones are derived) and opened inside ``LockedStorage``, which runs one
+operation at a time, shielded once it started: so every operation is atomic, also when the caller
+is cancelled, with no transaction support in the "server".
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Sequence
+from operator import attrgetter
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from durable_core.status import TaskExecutionStatus as S
+from durable_core.storage import (
+    CANCELLED_ERROR,
+    EXPIRED_ERROR,
+    EXPIRED_TOO_OFTEN_ERROR,
+    SLEEPING_TIMED_OUT_ERROR,
+    Capabilities,
+    ExecutionRecord,
+    Lease,
+    LockedStorage,
+    RunCommit,
+    SingleOperationStorage,
+    SleepingWakeup,
+    StatusChange,
+    Storage,
+    cascade_error,
+)
+
+_WAITING = frozenset({S.WAITING_FOR_CHILDREN, S.WAITING_FOR_FINALIZE})
+
+
+def _holds(record: ExecutionRecord | None, lease: Lease) -> bool:
+    return record is not None and record.lease_token == lease.token and record.lease_expires_at is not None
+
+
+class DictStore(SingleOperationStorage):
+    """Records in a dict; with ``path``, saved to a snapshot file on close and loaded on open."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None):
+        self.path = None if path is None else Path(path)
+        self.capabilities = Capabilities(persistent=self.path is not None)
+        self._records: dict[str, ExecutionRecord] = {}
+        if self.path is not None and self.path.exists():
+            self._records = pickle.loads(self.path.read_bytes())
+
+    # ------------------------------------------------------------------ the "server"
+
+    async def _io(self) -> None:
+        await trio.lowlevel.checkpoint()  # where a real backend awaits its server
+
+    async def _load(self, execution_id: str) -> ExecutionRecord | None:
+        await self._io()
+        record = self._records.get(execution_id)
+        return None if record is None else record.copy()
+
+    async def _scan(self) -> list[ExecutionRecord]:
+        await self._io()
+        return [record.copy() for record in self._records.values()]
+
+    async def _store(self, record: ExecutionRecord) -> None:
+        await self._io()
+        self._records[record.execution_id] = record.copy()
+
+    async def _write(self, old: ExecutionRecord, new: ExecutionRecord) -> StatusChange:
+        await self._store(new)
+        return StatusChange(new.execution_id, new.task_id, old.status, new.status)
+
+    # ------------------------------------------------------------------ single-record operations
+
+    async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
+        return await self._load(execution_id)
+
+    async def get_execution_by_sleeping_unique_id(self, unique_id: str) -> ExecutionRecord | None:
+        return next((r for r in await self._scan() if r.sleeping_unique_id == unique_id), None)
+
+    async def get_execution_by_idempotency_key(self, task_id: str, idempotency_key: str) -> ExecutionRecord | None:
+        return next((r for r in await self._scan() if (r.task_id, r.idempotency_key) == (task_id, idempotency_key)),
+                    None)
+
+    async def insert_execution(self, record: ExecutionRecord) -> None:
+        await self._store(record)
+
+    async def commit_run(self, commit: RunCommit, now: float) -> list[StatusChange]:
+        stored = await self._load(commit.record.execution_id)
+        if stored is None or not _holds(stored, commit.record.lease):
+            return []
+        new = commit.record.copy(lease_token=stored.lease_token, lease_expires_at=None, updated_at=now)
+        changes = [await self._write(stored, new)]
+        for record in commit.new_executions:
+            key = record.idempotency_key
+            if key is not None and await self.get_execution_by_idempotency_key(record.task_id, key) is not None:
+                continue
+            await self._store(record)
+            changes.append(StatusChange(record.execution_id, record.task_id, None, record.status))
+        return changes + await self._after_finish(new, now)
+
+    async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
+        """Each commit in turn, checked just before it is applied; a conflict undoes the call.
+
+        ``SingleOperationStorage.commit_runs`` checks every commit's inserts before applying any,
+        so a commit whose lease an earlier commit of the same call ends would still be checked,
+        and could make the call refuse what the contract accepts (the conformance suite's state
+        machine finds this). A dict can simply be restored.
+        """
+        before = dict(self._records)
+        try:
+            changes: list[StatusChange] = []
+            for commit in commits:
+                if not await self.is_lease_revoked(commit.record.lease):
+                    await self._check_insertable(commit.new_executions)
+                changes += await self.commit_run(commit, now)
+            return changes
+        except BaseException:
+            self._records = before
+            raise
+
+    async def release_lease(self, lease: Lease, now: float) -> list[StatusChange]:
+        stored = await self._load(lease.execution_id)
+        return [await self._hand_back(stored, now)] if _holds(stored, lease) else []  # type: ignore[arg-type]
+
+    async def is_lease_revoked(self, lease: Lease) -> bool:
+        return not _holds(await self._load(lease.execution_id), lease)
+
+    async def cancel_execution(self, execution_id: str, now: float) -> list[StatusChange]:
+        stored = await self._load(execution_id)
+        if stored is None or stored.status.is_finished:
+            return []
+        return await self._finish(stored, now, status=S.CANCELLED, error=CANCELLED_ERROR)
+
+    async def wake_sleeping_execution(self, wakeup: SleepingWakeup, now: float) -> list[StatusChange]:
+        stored = await self._load(wakeup.execution_id)
+        if stored is None or not stored.is_sleeping or stored.status is not S.RUNNING:
+            return []
+        return await self._finish(stored, now, status=S(wakeup.status), output=wakeup.output, error=wakeup.error)
+
+    # ------------------------------------------------------------------ operations that choose records
+
+    async def list_executions(self, *, statuses: Sequence[S] | None = None, task_id: str | None = None,
+                              limit: int = 100) -> list[ExecutionRecord]:
+        matches = [r for r in reversed(await self._scan())
+                   if (statuses is None or r.status in statuses) and task_id in (None, r.task_id)]
+        return sorted(matches, key=attrgetter("created_at"), reverse=True)[:max(limit, 0)]
+
+    async def claim_executions(self, executor_id: str, now: float, limit: int,
+                               expire_leeway: float) -> list[ExecutionRecord]:
+        due = sorted((r for r in await self._scan() if r.ready_at is not None and r.ready_at <= now),
+                     key=attrgetter("ready_at"))[:max(limit, 0)]
+        claimed = []
+        for record in due:
+            new = record.copy(ready_at=None, executor_id=executor_id, lease_token=record.lease_token + 1,
+                              lease_expires_at=now + record.timeout + expire_leeway, updated_at=now)
+            if record.status is S.READY:
+                new.status, new.started_at = S.RUNNING, now
+            await self._store(new)
+            claimed.append(new)
+        return claimed
+
+    async def expire_leases(self, now: float, max_lease_expirations: int, limit: int) -> list[StatusChange]:
+        due = sorted((r for r in await self._scan() if r.lease_expires_at is not None and r.lease_expires_at <= now),
+                     key=attrgetter("lease_expires_at"))
+        changes: list[StatusChange] = []
+        ended = 0
+        for candidate in due:
+            record = await self._load(candidate.execution_id)
+            if ended == limit:
+                break
+            if record is None or record.lease_expires_at is None:
+                continue  # ended by a cascade earlier in this call
+            ended += 1
+            expirations = record.lease_expirations + 1
+            if record.is_sleeping:
+                changes += await self._finish(record, now, status=S.TIMED_OUT, error=SLEEPING_TIMED_OUT_ERROR)
+            elif expirations > max_lease_expirations:
+                changes += await self._finish(record, now, status=S.FAILED, error=EXPIRED_TOO_OFTEN_ERROR,
+                                              lease_expirations=expirations)
+            else:
+                error = EXPIRED_ERROR if record.status is S.RUNNING else record.error
+                changes.append(await self._hand_back(record, now, lease_expirations=expirations, error=error))
+        return changes
+
+    async def delete_finished_executions(self, finished_before: float, limit: int) -> int:
+        records = await self._scan()
+        roots = sorted((r for r in records if r.parent is None and r.status.is_finished
+                        and r.finished_at is not None and r.finished_at < finished_before),
+                       key=attrgetter("finished_at"))[:max(limit, 0)]
+        deleted = 0
+        for root in roots:
+            for execution_id in await self._subtree(root.execution_id):
+                await self._io()
+                del self._records[execution_id]
+                deleted += 1
+        return deleted
+
+    async def aclose(self) -> None:
+        await self._io()
+        if self.path is not None:
+            partial = self.path.with_suffix(".partial")
+            partial.write_bytes(pickle.dumps(self._records))
+            os.replace(partial, self.path)
+
+    # ------------------------------------------------------------------ closure and cascade
+
+    async def _subtree(self, execution_id: str) -> list[str]:
+        records = await self._scan()
+        ids = [execution_id]
+        for parent_id in ids:
+            ids += [r.execution_id for r in records if r.parent is not None and r.parent.execution_id == parent_id]
+        return ids
+
+    async def _hand_back(self, record: ExecutionRecord, now: float, **fields: Any) -> StatusChange:
+        if record.status is S.RUNNING:
+            fields.update(status=S.READY, start_at=now)
+        return await self._write(record, record.copy(ready_at=now, executor_id=None, lease_expires_at=None,
+                                                     updated_at=now, **fields))
+
+    async def _finish(self, record: ExecutionRecord, now: float, **fields: Any) -> list[StatusChange]:
+        new = record.copy(finished_at=now, ready_at=None, lease_expires_at=None, updated_at=now, **fields)
+        return [await self._write(record, new), *await self._after_finish(new, now)]
+
+    async def _after_finish(self, record: ExecutionRecord, now: float) -> list[StatusChange]:
+        """A finished record moves its parent along, and cancels its descendants unless completed."""
+        if not record.status.is_finished:
+            return []
+        changes = []
+        parent = None if record.parent is None else await self._load(record.parent.execution_id)
+        if parent is not None:
+            moved_along = parent.active_children_count == 1 and parent.status in _WAITING
+            changes.append(await self._write(parent, parent.copy(
+                active_children_count=max(parent.active_children_count - 1, 0),
+                ready_at=now if moved_along else parent.ready_at, updated_at=now)))
+        if record.status is not S.COMPLETED:
+            error = cascade_error(record)
+            for execution_id in (await self._subtree(record.execution_id))[1:]:
+                descendant = await self._load(execution_id)
+                if descendant is not None and not descendant.status.is_finished:
+                    changes.append(await self._write(descendant, descendant.copy(
+                        status=S.CANCELLED, error=error, finished_at=now, ready_at=None, lease_expires_at=None,
+                        updated_at=now)))
+        return changes
+
+
+def open_dictstore(path: str | os.PathLike[str] | None = None) -> Storage:
+    """The ``dictstore`` storage: ``DictStore`` made atomic by ``LockedStorage``."""
+    return LockedStorage(DictStore(path))

@@ -1,0 +1,90 @@
+"""Deliberately broken storages: the memory storage with one classic bug each.
+
+``test_broken_storages.py`` runs the suite against each (with pytester) and checks that it fails,
+and on which checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from operator import attrgetter
+
+import trio
+from durable_storage_memory import MemoryStorage
+from durable_storage_memory.storage import _State
+
+from durable_core.status import TaskExecutionStatus as S
+from durable_core.storage.contract import (
+    ExecutionRecord,
+    Lease,
+    RunCommit,
+    StatusChange,
+)
+
+
+class DoubleClaimStorage(MemoryStorage):
+    """Claims check-then-act: picks the due records, yields, then claims them whatever happened
+    meanwhile. Alone it looks right; two concurrent claimers take the same execution."""
+
+    async def claim_executions(self, executor_id: str, now: float, limit: int,
+                               expire_leeway: float) -> list[ExecutionRecord]:
+        await trio.lowlevel.checkpoint()
+        with self._lock:
+            due = sorted((r for r in self._state.records.values() if r.ready_at is not None and r.ready_at <= now),
+                         key=attrgetter("ready_at"))[:max(limit, 0)]
+        await trio.lowlevel.checkpoint()  # e.g. a round trip to a server: another claimer runs here
+        claimed = []
+        with self._lock:
+            for seen in due:
+                record = self._state.records[seen.execution_id]
+                new = record.copy(ready_at=None, executor_id=executor_id, lease_token=record.lease_token + 1,
+                                  lease_expires_at=now + record.timeout + expire_leeway, updated_at=now)
+                if record.status is S.READY:
+                    new.status, new.started_at = S.RUNNING, now
+                self._state._replace(record, new)
+                claimed.append(new.copy())
+        return claimed
+
+
+class LostWriteStorage(MemoryStorage):
+    """Acknowledges a completing commit but never stores its output (a column missing from an
+    UPDATE)."""
+
+    async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
+        lossy = [RunCommit(c.record.copy(output=None), c.new_executions) if c.record.status is S.COMPLETED else c
+                 for c in commits]
+        return await super().commit_runs(lossy, now)
+
+
+class _FencelessState(_State):
+    def _held(self, lease: Lease) -> ExecutionRecord | None:
+        return self.records.get(lease.execution_id)  # the token is never compared
+
+
+class IgnoredFencingStorage(MemoryStorage):
+    """Applies a commit (or a release) whatever its fencing token: a run that lost its lease
+    overwrites newer state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._state = _FencelessState()
+
+
+class MissingCheckpointStorage(MemoryStorage):
+    """Reads without a checkpoint: a loop of reads starves every other task and cannot be
+    cancelled."""
+
+    async def get_executions(self, execution_ids: Sequence[str]) -> list[ExecutionRecord | None]:
+        with self._lock:
+            return self._state.get(execution_ids)
+
+
+class NonAtomicBatchStorage(MemoryStorage):
+    """Inserts a batch one record at a time: a conflict half-way, or a cancellation between two
+    records, leaves the first ones stored."""
+
+    async def insert_executions(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+        stored: list[ExecutionRecord] = []
+        for record in records:
+            stored += await super().insert_executions([record])
+        return stored

@@ -1,0 +1,216 @@
+"""The suite fails on deliberately broken storages, on the checks that catch each bug.
+
+Each broken storage (``broken_storages.py``) runs the whole suite in a pytester session. The
+state machine runs derandomized and without shrinking, so that each outcome is the same every
+time and the self-tests stay fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+HERE = Path(__file__).parent
+SETTINGS = ('{"derandomize": True, "max_examples": 30, '
+            '"phases": [Phase.explicit, Phase.reuse, Phase.generate]}')
+
+
+def write_suite(pytester: pytest.Pytester, storage: str, extra: str = "") -> None:
+    """A test module running the suite on ``broken_storages.<storage>``, its class body + ``extra``."""
+    pytester.syspathinsert(HERE)
+    pytester.makepyfile(test_broken=f'''
+import pytest
+from hypothesis import Phase
+from durable_conformance import StorageConformance
+from broken_storages import {storage}
+
+pytest_plugins = ["durable_conformance.plugin"]
+
+
+class TestBroken(StorageConformance):
+    hypothesis_settings = {SETTINGS}
+{extra}
+    @pytest.fixture
+    def storage_factory(self):
+        return {storage}
+''')
+
+
+def run_suite(pytester: pytest.Pytester, storage: str, *args: str, extra: str = "") -> dict[str, set[str]]:
+    """Run the suite on ``broken_storages.<storage>``; the names of the checks by outcome."""
+    write_suite(pytester, storage, extra)
+    reprec = pytester.inline_run("-p", "no:cacheprovider", *args)
+    passed, skipped, failed = reprec.listoutcomes()
+    names = {"passed": passed, "skipped": skipped, "failed": failed}
+    return {outcome: {r.nodeid.rpartition("::")[2] for r in reports} for outcome, reports in names.items()}
+
+
+def checkpoint(operation: str, work: str) -> str:
+    return f"test_every_operation_is_a_checkpoint[{operation}-{work}]"
+
+
+def test_a_double_claim_fails_the_concurrent_claimers(pytester: pytest.Pytester) -> None:
+    outcomes = run_suite(pytester, "DoubleClaimStorage")
+    assert {"test_concurrent_claimers_claim_each_execution_once",
+            "test_scenario_two_executors_run_each_execution_exactly_once"} <= outcomes["failed"]
+
+
+def test_a_lost_write_fails_the_commit_checks_the_model_and_the_engine(pytester: pytest.Pytester) -> None:
+    outcomes = run_suite(pytester, "LostWriteStorage")
+    assert {"test_commit_stores_every_field_but_the_lease", "test_storage_agrees_with_the_model",
+            "test_scenario_parent_children_and_finalize", "test_scenario_a_task_retries_with_backoff_in_virtual_time",
+            } <= outcomes["failed"]
+
+
+def test_an_ignored_fencing_token_fails_the_fencing_checks(pytester: pytest.Pytester) -> None:
+    outcomes = run_suite(pytester, "IgnoredFencingStorage")
+    assert {"test_a_commit_whose_token_is_not_the_stored_one_changes_nothing",
+            "test_a_lease_ended_by_anything_can_never_commit_again",
+            "test_scenario_a_late_result_after_a_lost_lease_is_discarded",
+            "test_storage_agrees_with_the_model"} <= outcomes["failed"]
+
+
+def test_a_missing_checkpoint_fails_exactly_the_checkpoint_checks(pytester: pytest.Pytester) -> None:
+    outcomes = run_suite(pytester, "MissingCheckpointStorage")
+    # the engine may stumble too: tasks scheduled in another order meet other races
+    direct = {name for name in outcomes["failed"] if not name.startswith("test_scenario_")}
+    assert direct == {checkpoint("get_executions", "work"), checkpoint("get_executions", "empty")}
+
+
+def test_a_non_atomic_batch_fails_the_all_or_none_checks(pytester: pytest.Pytester) -> None:
+    outcomes = run_suite(pytester, "NonAtomicBatchStorage")
+    assert {"test_duplicate_sleeping_unique_id_raises_and_inserts_nothing",
+            "test_existing_execution_id_raises_and_inserts_nothing",
+            "test_an_operation_cancelled_mid_call_is_applied_wholly_or_not_at_all[insert_executions]",
+            "test_storage_agrees_with_the_model"} <= outcomes["failed"]
+
+
+# ---------------------------------------------------------------------------------------- declaring failures
+
+
+def test_known_failures_become_strict_xfails(pytester: pytest.Pytester) -> None:
+    """A declared known failure is reported xfailed; one that passes fails the run (strict)."""
+    extra = '''    known_failures = {
+        "test_every_operation_is_a_checkpoint[get_executions-work]": "reads skip the checkpoint (issue 12)",
+        "test_every_operation_is_a_checkpoint[get_executions-empty]": "reads skip the checkpoint (issue 12)",
+        "test_claim_takes_the_earliest_ready_first_up_to_the_limit": "declared by mistake: it passes",
+    }
+'''
+    outcomes = run_suite(pytester, "MissingCheckpointStorage", "-k", "checkpoint or earliest_ready", extra=extra)
+    assert outcomes["failed"] == {"test_claim_takes_the_earliest_ready_first_up_to_the_limit"}  # XPASS(strict)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-k", "checkpoint or earliest_ready", "-rxX")
+    result.stdout.fnmatch_lines(["*XPASS(strict)*known failure: declared by mistake: it passes*",
+                                 "*XFAIL*get_executions-work*known failure: reads skip the checkpoint (issue 12)*"])
+    result.assert_outcomes(failed=1, xfailed=2, passed=22)
+
+
+def test_a_known_failure_naming_no_check_is_refused(pytester: pytest.Pytester) -> None:
+    extra = '    known_failures = {"test_that_does_not_exist": "typo"}\n'
+    write_suite(pytester, "MissingCheckpointStorage", extra=extra)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*known_failures names no conformance check: test_that_does_not_exist*"])
+
+
+def test_required_checks_cannot_be_skipped_or_overridden(pytester: pytest.Pytester) -> None:
+    extra = '''    @pytest.mark.skip(reason="too strict for us")
+    async def test_claim_takes_the_earliest_ready_first_up_to_the_limit(self, storage):
+        pass
+
+    def test_get_returns_records_in_the_order_asked_with_none_for_unknown_ids(self):
+        pytest.skip("we do not do that")
+'''
+    write_suite(pytester, "MissingCheckpointStorage", extra=extra)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-k", "earliest_ready or records_in_the_order_asked")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines([("*test_claim_takes_the_earliest_ready_first_up_to_the_limit is a required "
+                                  "conformance check: it cannot be skipped*"),
+                                 "*overrides the conformance check of the same name from InsertChecks*"])
+    pytester.makepyfile(test_broken='''
+import pytest
+from durable_conformance import StorageConformance
+from durable_storage_memory import MemoryStorage
+
+pytest_plugins = ["durable_conformance.plugin"]
+
+
+@pytest.mark.skip(reason="not today")
+class TestSkipped(StorageConformance):
+    @pytest.fixture
+    def storage_factory(self):
+        return MemoryStorage
+''')
+    result = pytester.runpytest("-p", "no:cacheprovider", "-k", "earliest_ready or durability or reopening")
+    result.assert_outcomes(errors=1, skipped=3)  # skipping an optional check is allowed
+    result.stdout.fnmatch_lines(["*is a required conformance check: it cannot be skipped*"])
+
+
+def test_a_storage_factory_is_required_and_checked(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_broken='''
+import pytest
+from durable_conformance import StorageConformance
+
+pytest_plugins = ["durable_conformance.plugin"]
+
+
+class TestNoFactory(StorageConformance):
+    pass
+
+
+class TestNotAStorage(StorageConformance):
+    @pytest.fixture
+    def storage_factory(self):
+        return dict
+''')
+    result = pytester.runpytest("-p", "no:cacheprovider", "-k", "earliest_ready")
+    result.assert_outcomes(errors=1, failed=1)
+    result.stdout.fnmatch_lines(["*must define a `storage_factory` fixture*",
+                                 "*lacks the storage operations insert_executions*"])
+
+
+def test_without_the_plugin_the_suite_says_how_to_enable_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_broken='''
+import pytest
+from durable_conformance import StorageConformance
+from durable_storage_memory import MemoryStorage
+
+
+class TestForgotThePlugin(StorageConformance):
+    @pytest.fixture
+    def storage_factory(self):
+        return MemoryStorage
+''')
+    result = pytester.runpytest("-p", "no:cacheprovider", "-k", "earliest_ready")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*the conformance suite needs its pytest plugin: add pytest_plugins = *"])
+
+
+def test_a_backend_authors_own_tests_run_in_the_class_and_may_skip(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_mine='''
+import pytest
+import trio
+from durable_conformance import StorageConformance
+from durable_conformance.records import new
+from durable_storage_memory import MemoryStorage
+
+pytest_plugins = ["durable_conformance.plugin"]
+
+
+class TestMine(StorageConformance):
+    @pytest.fixture
+    def storage_factory(self):
+        return MemoryStorage
+
+    async def test_my_own_check(self, storage):
+        await storage.insert_executions([new("te_1")])
+        await trio.sleep(3600)  # virtual time
+        assert len(await storage.list_executions()) == 1
+
+    async def test_my_own_skip(self, storage):
+        pytest.skip("mine to skip")
+''')
+    result = pytester.runpytest("-p", "no:cacheprovider", "-k", "my_own")
+    result.assert_outcomes(passed=1, skipped=1)
