@@ -8,6 +8,7 @@ folder, knows it.
 
 PLUGIN_DISTRIBUTIONS: dict[str, str] = {
     "cbor": "durable-serializer-cbor",
+    "conformance": "durable-conformance",
     "memory": "durable-storage-memory",
     "sqlite": "durable-storage-sqlite",
 }
