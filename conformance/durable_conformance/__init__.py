@@ -1,5 +1,8 @@
 """durable-conformance: the conformance suite for durable storage backends.
 
+Serializers have their own checks: a ``Test...`` subclass of ``SerializerConformance`` with a
+``serializer`` fixture.
+
 Two ways to run it against a storage (see docs/conformance.md):
 
 * pytest: ``pytest_plugins = ["durable_conformance.plugin"]`` and a ``Test...`` subclass of
@@ -20,7 +23,7 @@ import pytest
 
 pytest.register_assert_rewrite(
     *(f"durable_conformance.{module}" for module in (
-        "checks_operations", "checks_robustness", "records", "scenarios", "stateful"))
+        "checks_operations", "checks_robustness", "records", "scenarios", "serializers", "stateful"))
 )
 
 if TYPE_CHECKING:
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
     from .by_name import storage_by_name as storage_by_name
     from .marks import requires as requires
     from .opening import StorageOpener as StorageOpener
+    from .serializers import SerializerConformance as SerializerConformance
     from .suite import BEHAVIOURS as BEHAVIOURS
     from .suite import StorageConformance as StorageConformance
 
@@ -36,8 +40,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "BEHAVIOURS": "suite", "StorageConformance": "suite", "StorageOpener": "opening", "main": "by_name",
     "requires": "marks", "run": "by_name", "storage_by_name": "by_name",
+    "SerializerConformance": "serializers",
 }
-__all__ = ["BEHAVIOURS", "StorageConformance", "StorageOpener", "main", "requires", "run", "storage_by_name"]
+__all__ = ["BEHAVIOURS", "SerializerConformance", "StorageConformance", "StorageOpener", "main", "requires",
+           "run", "storage_by_name"]
 
 
 def __getattr__(name: str) -> Any:

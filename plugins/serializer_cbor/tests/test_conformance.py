@@ -5,7 +5,7 @@ import pytest
 from durable_core.serialization import JsonSerializer, Serializer
 from durable_serializer_cbor import CborSerializer
 
-from .serializer_conformance import SerializerConformance
+from durable_conformance import SerializerConformance
 
 
 class TestJsonConformance(SerializerConformance):

@@ -13,7 +13,7 @@ from durable_core.config import executor_from_config
 from durable_core.storage.contract import Payload
 from durable_storage_memory import MemoryStorage
 
-from .serializer_conformance import same
+from durable_conformance.serializers import same
 
 INPUT = {"when": datetime(2024, 5, 1, 12, 30, tzinfo=timezone(timedelta(hours=2))), "pair": (1, 2), "raw": b"\x00"}
 
