@@ -209,9 +209,14 @@ class CborSerializer:
         except RecursionError:
             raise SerializationError("value is nested too deeply or contains a reference cycle") from None
         try:
-            return cbor2.dumps(data)
-        except UnicodeEncodeError:  # a lone surrogate somewhere: the slower, per-str path
-            return cbor2.dumps(data, encoders={str: _encode_str})
+            try:
+                return cbor2.dumps(data)
+            except UnicodeEncodeError:  # a lone surrogate somewhere: the slower, per-str path
+                return cbor2.dumps(data, encoders={str: _encode_str})
+        except cbor2.CBOREncodeValueError as exc:  # cbor2 6.3+ caps nesting at a fixed depth
+            if "depth" not in str(exc):
+                raise
+            raise SerializationError("value is nested too deeply or contains a reference cycle") from None
 
     def deserialize(self, data: bytes) -> Any:
         try:
