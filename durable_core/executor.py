@@ -363,6 +363,8 @@ class DurableExecutor:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._claim_loop)
                 nursery.start_soon(self._maintenance_loop)
+                if self.storage.capabilities.change_notifications:
+                    nursery.start_soon(self._change_loop)
                 task_status.started()
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -665,6 +667,24 @@ class DurableExecutor:
             wake_at = min(trio.current_time() + self.poll_interval, self._clock.to_trio(self._next_ready_at))
             with trio.move_on_at(wake_at):
                 await self._wake_claimer.wait()
+
+    async def _change_loop(self) -> None:
+        """Wake the claimer as soon as another process makes work claimable (the storage's
+        change feed); handles waiting on executions finished elsewhere still learn it at the
+        maintenance poll."""
+        wait_for_changes = self.storage.wait_for_changes  # type: ignore[attr-defined]
+        seen = None
+        while True:
+            try:
+                changed = await wait_for_changes(seen)
+            except DurableExecutionError as exc:  # polling goes on meanwhile
+                log.warning("change feed failed, retrying in %ss: %s", self.poll_interval, exc.message)
+                seen = None
+                await trio.sleep(self.poll_interval)
+                continue
+            if seen is not None:
+                self._wake_claimer.set()
+            seen = changed
 
     async def _maintenance_loop(self) -> None:
         while True:

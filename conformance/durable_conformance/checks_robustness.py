@@ -335,6 +335,33 @@ class MultiInstanceChecks:
             await second.insert_executions([sleeping("te_s2", "u")])
 
 
+class ChangeNotificationChecks:
+    """The change feed (``change_notifications``) tells one storage object of another's writes."""
+
+    @requires("change_notifications", "multi_process", why="a change feed across storage objects")
+    async def test_a_write_through_another_storage_object_moves_the_change_counter(
+        self, storages: StorageOpener
+    ) -> None:
+        first = await storages.open()
+        second = await storages.open()
+        seen = await first.wait_for_changes(None)  # type: ignore[attr-defined]
+        assert isinstance(seen, int)
+        assert await first.wait_for_changes(None) == seen, "nothing changed, yet the counter moved"  # type: ignore[attr-defined]
+        await second.insert_executions([new("te_1")])
+        moved = await first.wait_for_changes(seen)  # type: ignore[attr-defined]
+        assert moved != seen
+        claimed = await claim_one(second, 0.0, "te_1")
+        await second.commit_runs([finish(claimed, S.COMPLETED, 1.0)], 1.0)
+        moved_again = await first.wait_for_changes(moved)  # type: ignore[attr-defined]
+        assert moved_again != moved
+
+        with trio.move_on_after(1) as scope:  # waiting is cancellable, and harms nothing
+            await first.wait_for_changes(moved_again)  # type: ignore[attr-defined]
+        assert scope.cancelled_caught
+        await first.insert_executions([new("te_2")])
+        assert await get(second, "te_2") is not None
+
+
 # ---------------------------------------------------------------------------------------- durability
 
 
@@ -399,5 +426,6 @@ class DurabilityChecks:
 
 
 ROBUSTNESS_CHECKS: tuple[type, ...] = (
-    CheckpointChecks, CancellationChecks, ConcurrencyChecks, MultiInstanceChecks, DurabilityChecks,
+    CheckpointChecks, CancellationChecks, ConcurrencyChecks, MultiInstanceChecks, ChangeNotificationChecks,
+    DurabilityChecks,
 )

@@ -183,6 +183,10 @@ class VirtualTimeHolder:
         if hold.in_flight == 0:
             clock.autojump_threshold = hold.threshold
 
+    async def wait_for_changes(self, seen: int | None) -> int:
+        """The wrapped storage's change feed, as it is (a long wait, never held or locked)."""
+        return await self.storage.wait_for_changes(seen)  # type: ignore[attr-defined,no-any-return]
+
     async def aclose(self) -> None:
         await self.storage.aclose()
 

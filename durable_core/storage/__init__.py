@@ -7,6 +7,7 @@ from .contract import SLEEPING_TIMED_OUT_ERROR as SLEEPING_TIMED_OUT_ERROR
 from .contract import STORAGE_API as STORAGE_API
 from .contract import STORAGE_METHODS as STORAGE_METHODS
 from .contract import Capabilities as Capabilities
+from .contract import ChangeNotifications as ChangeNotifications
 from .contract import DuplicateSleepingTaskUniqueIdError as DuplicateSleepingTaskUniqueIdError
 from .contract import ExecutionRecord as ExecutionRecord
 from .contract import Lease as Lease

@@ -45,6 +45,9 @@ class Capabilities:
     """Records survive closing and reopening the storage."""
     multi_process: bool = False
     """Executors in several processes may share the storage."""
+    change_notifications: bool = False
+    """The storage has ``wait_for_changes`` (see ``ChangeNotifications``): executors are woken as
+    soon as another process makes work claimable, instead of at their next poll."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +306,23 @@ class Storage(Protocol):
 
     async def aclose(self) -> None:
         """Release connections and threads; the storage is not used afterwards."""
+        ...
+
+
+@runtime_checkable
+class ChangeNotifications(Protocol):
+    """The optional change feed of a storage whose ``Capabilities.change_notifications`` is True."""
+
+    async def wait_for_changes(self, seen: int | None) -> int:
+        """Return a change counter once it differs from ``seen`` (at once when ``seen`` is None).
+
+        The counter moves when *another* storage object — another process, another machine, or
+        another object on the same database — commits a write that may make an execution
+        claimable (an insert, a finished child, an expired or released lease). A moved counter
+        is a hint, never a promise: spurious moves are fine, the engine then claims nothing.
+        Passing back the last value returned loses no change made after it was returned.
+        Cancellable at any time; the engine never relies on it for correctness, only latency.
+        """
         ...
 
 

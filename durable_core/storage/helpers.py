@@ -49,6 +49,10 @@ class LockedStorage(Storage):
         self.capabilities = storage.capabilities
         self._lock = trio.Lock()
 
+    async def wait_for_changes(self, seen: int | None) -> int:
+        """The wrapped storage's change feed, as it is (a long wait, never held or locked)."""
+        return await self.storage.wait_for_changes(seen)  # type: ignore[attr-defined,no-any-return]
+
     async def aclose(self) -> None:
         """Close the wrapped storage once the operation in progress, if any, has finished."""
         async with self._lock:

@@ -39,7 +39,7 @@ class SqliteStorage:
     ``open_storage("sqlite", path=...)``; use it within the trio run that opened it."""
 
     storage_api = STORAGE_API
-    capabilities = Capabilities(persistent=True, multi_process=True)
+    capabilities = Capabilities(persistent=True, multi_process=True, change_notifications=True)
 
     def __init__(self, database: Database, thread: ConnectionThread):
         self._db = database
@@ -54,6 +54,7 @@ class SqliteStorage:
         busy_timeout: float = 5.0,
         busy_retries: int = 5,
         max_batch_size: int = 1000,
+        watch_interval: float = 0.005,
     ) -> SqliteStorage:
         """Open (creating or migrating) the database at ``path``; see the README for the options."""
         if not isinstance(synchronous, str) or synchronous.upper() not in _SYNCHRONOUS:
@@ -65,8 +66,10 @@ class SqliteStorage:
         _option("busy_timeout", busy_timeout, integer=False, low=0)
         _option("busy_retries", busy_retries, integer=True, low=0)
         _option("max_batch_size", max_batch_size, integer=True, low=1)
+        _option("watch_interval", watch_interval, integer=False, low=0.0001)
         database = Database(Path(path).absolute(), synchronous=synchronous.upper(), busy_timeout=busy_timeout)
-        thread = ConnectionThread(database, busy_retries=busy_retries, max_batch_size=max_batch_size)
+        thread = ConnectionThread(database, busy_retries=busy_retries, max_batch_size=max_batch_size,
+                                  watch_interval=watch_interval)
         try:
             await thread.call(Kind.ALONE, database.open)
         except BaseException:
@@ -117,6 +120,9 @@ class SqliteStorage:
 
     async def delete_finished_executions(self, finished_before: float, limit: int) -> int:
         return await self._thread.call(Kind.WRITE, self._db.delete_finished, finished_before, limit)
+
+    async def wait_for_changes(self, seen: int | None) -> int:
+        return await self._thread.wait_for_changes(seen)
 
     async def aclose(self) -> None:
         await self._thread.close()

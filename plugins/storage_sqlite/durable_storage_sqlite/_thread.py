@@ -9,6 +9,11 @@ Cancellation: an operation whose caller is cancelled before the thread takes it 
 raises ``trio.Cancelled``; once taken it is applied wholly (or not at all, if the transaction
 fails) and its caller receives the result, trio delivering the cancellation at the caller's next
 checkpoint. So ``Cancelled`` always means "nothing was applied", and a claim is never lost.
+
+Change feed: once someone waits for changes, the thread reads ``PRAGMA data_version`` after each
+transaction and, when idle, every ``watch_interval`` seconds. It moves only when *another*
+connection committed, so the trio side learns of other processes' writes within milliseconds at
+the cost of one in-memory pragma, with no thread hop unless something changed.
 """
 
 from __future__ import annotations
@@ -92,10 +97,15 @@ def _reschedule(calls: list[_Call]) -> None:
 class ConnectionThread:
     """Runs calls on ``database`` in a dedicated thread, committing all pending calls together."""
 
-    def __init__(self, database: Database, *, busy_retries: int, max_batch_size: int):
+    def __init__(self, database: Database, *, busy_retries: int, max_batch_size: int, watch_interval: float):
         self._database = database
         self._busy_retries = busy_retries
         self._max_batch_size = max_batch_size
+        self._watch_interval = watch_interval
+        self._watching = False
+        self._data_version: int | None = None  # in the thread: the last one read
+        self._changes = 0  # in trio: how often another connection's commits were seen
+        self._changed = trio.Event()
         self._queue: queue.SimpleQueue[_Call] = queue.SimpleQueue()
         self._lock = threading.Lock()  # guards _Call.state: taking versus dropping
         self._token = trio.lowlevel.current_trio_token()
@@ -109,6 +119,24 @@ class ConnectionThread:
             raise StorageError(f"The sqlite storage of {self._database.path} is closed", is_retryable=False)
         return await self._submit(kind, fn, *args)
 
+    async def wait_for_changes(self, seen: int | None) -> int:
+        """The change counter, once it differs from ``seen`` (see the module doc)."""
+        if seen is None:
+            if not self._watching:
+                self._watching = True
+                await self.call(Kind.READ, self._read_data_version)  # the baseline; wakes the thread
+            return self._changes
+        while self._changes == seen:
+            if self._closed:
+                raise StorageError(f"The sqlite storage of {self._database.path} is closed", is_retryable=False)
+            await self._changed.wait()
+        return self._changes
+
+    def _note_change(self) -> None:
+        self._changes += 1
+        self._changed.set()
+        self._changed = trio.Event()
+
     async def close(self) -> None:
         """Run what is queued, close the connection and end the thread. Idempotent."""
         if self._closed:
@@ -117,6 +145,7 @@ class ConnectionThread:
         with trio.CancelScope(shield=True):
             await self._submit(Kind.ALONE, self._database.close)
         self._thread.join()
+        self._changed.set()  # waiters see the storage closed
 
     async def _submit(self, kind: Kind, fn: Callable[..., T], *args: Any) -> T:
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -142,14 +171,33 @@ class ConnectionThread:
                     self._run_alone(batch[0])
                 else:
                     self._run_transaction(batch)
+            changed = self._watching and not self._database.closed and self._data_version_moved()
             try:
-                self._token.run_sync_soon(_reschedule, calls)
+                if calls:
+                    self._token.run_sync_soon(_reschedule, calls)
+                if changed:
+                    self._token.run_sync_soon(self._note_change)
             except trio.RunFinishedError:  # the trio run ended without closing the storage
                 return
 
+    def _read_data_version(self) -> int:
+        self._data_version = self._database.conn.execute("PRAGMA data_version").fetchone()[0]
+        return self._data_version
+
+    def _data_version_moved(self) -> bool:
+        before = self._data_version
+        try:
+            return self._read_data_version() != before
+        except sqlite3.Error:  # e.g. busy: look again next time
+            return False
+
     def _take(self) -> list[_Call]:
-        """Block for the next call, then take every call pending (up to the batch size)."""
-        calls = [self._queue.get()]
+        """Block for the next call (while watching, at most ``watch_interval``), then take
+        every call pending (up to the batch size)."""
+        try:
+            calls = [self._queue.get(timeout=self._watch_interval if self._watching else None)]
+        except queue.Empty:
+            return []
         while len(calls) < self._max_batch_size:
             try:
                 calls.append(self._queue.get_nowait())

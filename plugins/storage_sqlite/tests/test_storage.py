@@ -11,12 +11,13 @@ import pytest
 import trio
 import trio.testing
 
-from durable_core import open_storage
+from durable_core import DurableExecutor, open_storage
 from durable_core.errors import ErrorInfo
 from durable_core.models import ExecutionRef, ParentRef, RetryOptions
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage.contract import (
     CANCELLED_ERROR,
+    Capabilities,
     EXPIRED_ERROR,
     EXPIRED_TOO_OFTEN_ERROR,
     SLEEPING_TIMED_OUT_ERROR,
@@ -643,7 +644,7 @@ async def test_opened_by_name_with_tuning(path: Path) -> None:
     async with open_storage("sqlite", path=path, synchronous="full") as storage:
         assert isinstance(storage, SqliteStorage) and isinstance(storage, Storage)
         assert storage.storage_api == STORAGE_API
-        assert (storage.capabilities.persistent, storage.capabilities.multi_process) == (True, True)
+        assert storage.capabilities == Capabilities(persistent=True, multi_process=True, change_notifications=True)
 
         def pragmas() -> list[object]:
             conn = storage._db.conn
@@ -659,6 +660,7 @@ async def test_opened_by_name_with_tuning(path: Path) -> None:
         ({"busy_timeout": -1}, "busy_timeout=-1"),
         ({"busy_retries": 1.5}, "busy_retries=1.5"),
         ({"max_batch_size": 0}, "max_batch_size=0"),
+        ({"watch_interval": 0}, "watch_interval=0"),
         ({"colour": "blue"}, "colour"),
     ],
 )
@@ -667,3 +669,22 @@ async def test_invalid_options_are_one_clear_error(path: Path, options: dict[str
         async with open_storage("sqlite", path=path, **options):
             pass
     assert not path.exists()
+
+
+async def test_an_idle_executor_starts_work_enqueued_through_another_connection_at_once(path: Path) -> None:
+    """The change feed: no waiting for the next poll (an hour here) when another process enqueues."""
+    worker = DurableExecutor("sqlite", storage_options={"path": path}, poll_interval=3600)
+    client = DurableExecutor("sqlite", storage_options={"path": path}, poll_interval=3600,
+                             max_concurrent_task_executions=0)
+    started = trio.Event()
+
+    @worker.task(id="noop", timeout=10)
+    async def noop(ctx: Any, input: Any) -> None:
+        started.set()
+
+    client.task(id="noop", timeout=10, run=noop.run)
+    async with worker, client:
+        await trio.testing.wait_all_tasks_blocked()  # the worker's claimer is idle
+        await client.enqueue_task("noop")
+        with trio.fail_after(5):
+            await started.wait()
