@@ -54,6 +54,7 @@ log = logging.getLogger("durable.executor")
 _MiB = 1024 * 1024
 DEFAULT_STORAGE = "sqlite"
 DEFAULT_STORAGE_OPTIONS = {"path": "durable.db"}
+_WAITER_REFRESH_GAP = 0.01
 
 
 def new_id(prefix: str, length: int) -> str:
@@ -175,6 +176,7 @@ class DurableExecutor:
         self._background: trio.CancelScope | None = None
         self._run_nursery: trio.Nursery | None = None
         self._wake_claimer = trio.Event()
+        self._waiters_stale = trio.Event()
         self._capacity_freed = trio.Event()
         self._next_ready_at = float("inf")
         self._clock: _Clock | None = None
@@ -365,6 +367,7 @@ class DurableExecutor:
                 nursery.start_soon(self._maintenance_loop)
                 if self.storage.capabilities.change_notifications:
                     nursery.start_soon(self._change_loop)
+                    nursery.start_soon(self._waiter_refresh_loop)
                 task_status.started()
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -669,9 +672,8 @@ class DurableExecutor:
                 await self._wake_claimer.wait()
 
     async def _change_loop(self) -> None:
-        """Wake the claimer as soon as another process makes work claimable (the storage's
-        change feed); handles waiting on executions finished elsewhere still learn it at the
-        maintenance poll."""
+        """Wake the claimer, and handles waiting for executions that may have finished
+        elsewhere, as soon as another process changed the storage (its change feed)."""
         wait_for_changes = self.storage.wait_for_changes  # type: ignore[attr-defined]
         seen = None
         while True:
@@ -684,7 +686,20 @@ class DurableExecutor:
                 continue
             if seen is not None:
                 self._wake_claimer.set()
+                self._waiters_stale.set()
             seen = changed
+
+    async def _waiter_refresh_loop(self) -> None:
+        """One batched read of the waited executions not running here, per burst of changes
+        (at most every ``_WAITER_REFRESH_GAP`` seconds, so a busy neighbour costs little)."""
+        while True:
+            await self._waiters_stale.wait()
+            self._waiters_stale = trio.Event()
+            try:
+                await self._wake_finished_waiters(skip_running=True)
+            except DurableExecutionError as exc:
+                log.warning("refreshing waiting handles failed: %s", exc.message)
+            await trio.sleep(_WAITER_REFRESH_GAP)
 
     async def _maintenance_loop(self) -> None:
         while True:
@@ -713,10 +728,11 @@ class DurableExecutor:
                     run.revoked = True
                     run.scope.cancel()
 
-    async def _wake_finished_waiters(self) -> None:
+    async def _wake_finished_waiters(self, *, skip_running: bool = False) -> None:
         """Wake handles waiting for executions that finished (or vanished) elsewhere: one
-        batched read per ``poll_interval`` however many handles wait."""
-        waited = list(self._finish_events)
+        batched read however many handles wait; ``skip_running`` leaves out the executions this
+        executor runs, whose end it sees itself."""
+        waited = [i for i in self._finish_events if not (skip_running and i in self._runs)]
         for start in range(0, len(waited), 500):
             batch = waited[start:start + 500]
             for execution_id, record in zip(batch, await self.storage.get_executions(batch)):

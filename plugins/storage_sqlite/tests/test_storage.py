@@ -671,8 +671,9 @@ async def test_invalid_options_are_one_clear_error(path: Path, options: dict[str
     assert not path.exists()
 
 
-async def test_an_idle_executor_starts_work_enqueued_through_another_connection_at_once(path: Path) -> None:
-    """The change feed: no waiting for the next poll (an hour here) when another process enqueues."""
+async def test_executors_on_two_connections_learn_of_each_others_work_at_once(path: Path) -> None:
+    """The change feed: an idle worker starts what a client enqueued, and the client's handle
+    sees it finished, without waiting for the next poll (an hour here)."""
     worker = DurableExecutor("sqlite", storage_options={"path": path}, poll_interval=3600)
     client = DurableExecutor("sqlite", storage_options={"path": path}, poll_interval=3600,
                              max_concurrent_task_executions=0)
@@ -685,6 +686,7 @@ async def test_an_idle_executor_starts_work_enqueued_through_another_connection_
     client.task(id="noop", timeout=10, run=noop.run)
     async with worker, client:
         await trio.testing.wait_all_tasks_blocked()  # the worker's claimer is idle
-        await client.enqueue_task("noop")
+        handle = await client.enqueue_task("noop")
         with trio.fail_after(5):
             await started.wait()
+            assert (await handle.wait_and_get_finished_execution()).status == "completed"
