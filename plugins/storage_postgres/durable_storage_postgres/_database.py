@@ -1,0 +1,364 @@
+"""The contract's domain operations as set-based PostgreSQL statements.
+
+Used only by the storage's connection threads, which run every operation inside a transaction
+(see ``_thread``); the operations never begin or commit. Every write locks the rows it changes
+(``FOR UPDATE``, or ``FOR UPDATE SKIP LOCKED`` when claiming and expiring), and every fenced
+write checks the lease in the same statement that writes, so one round trip does both.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from durable_core.errors import ErrorInfo
+from durable_core.status import FINISHED_TASK_EXECUTION_STATUSES
+from durable_core.status import TaskExecutionStatus as S
+from durable_core.storage.contract import (
+    CANCELLED_ERROR,
+    EXPIRED_ERROR,
+    EXPIRED_TOO_OFTEN_ERROR,
+    SLEEPING_TIMED_OUT_ERROR,
+    DuplicateSleepingTaskUniqueIdError,
+    ExecutionRecord,
+    Lease,
+    Payload,
+    RunCommit,
+    SleepingWakeup,
+    StatusChange,
+    StorageError,
+    cascade_error,
+)
+
+from ._rows import COLUMNS, KEPT, STATUSES, from_row, to_row
+
+_FINISHED = ", ".join(f"'{s}'" for s in sorted(FINISHED_TASK_EXECUTION_STATUSES))
+_WRITTEN = tuple(i for i, column in enumerate(COLUMNS) if column not in KEPT)
+"""Positions in a row of the columns a commit writes."""
+_INSERT_CHUNK = 500
+"""Rows per INSERT statement (46 parameters each; PostgreSQL takes at most 65,535)."""
+
+
+def _error_params(error: ErrorInfo | None) -> dict[str, Any]:
+    return {
+        "error_type": error and error.error_type,
+        "error_message": error and error.message,
+        "error_is_retryable": error and error.is_retryable,
+        "error_is_internal": error and error.is_internal,
+    }
+
+
+def _payload_params(payload: Payload | None) -> dict[str, Any]:
+    return {"output_serializer": payload and payload.serializer, "output": payload and payload.data}
+
+
+class Queries:
+    """The statements of one schema (a validated identifier, so it is safe to interpolate)."""
+
+    def __init__(self, schema: str):
+        t = f'"{schema}".executions'
+        cols = ", ".join(COLUMNS)
+        self.cols = cols
+        self.table = t
+        self.get = f"SELECT {cols} FROM {t} WHERE execution_id = ANY(%s)"
+        self.by_sleeping_unique_id = f"SELECT {cols} FROM {t} WHERE sleeping_unique_id = ANY(%s)"
+        self.by_idempotency_key = f"SELECT {cols} FROM {t} WHERE task_id = %s AND idempotency_key = %s"
+        self.sleeping_unique_id_taken = f"SELECT 1 FROM {t} WHERE sleeping_unique_id = %s"
+        self.revoked = f"""
+SELECT l.execution_id FROM unnest(%s::text[], %s::bigint[]) WITH ORDINALITY AS l (execution_id, token, n)
+LEFT JOIN {t} AS e ON e.execution_id = l.execution_id AND e.lease_token = l.token
+    AND e.lease_expires_at IS NOT NULL
+WHERE e.execution_id IS NULL ORDER BY l.n"""
+        self.claim = f"""
+UPDATE {t} AS e SET
+    status = CASE e.status WHEN 'ready' THEN 'running' ELSE e.status END,
+    started_at = CASE e.status WHEN 'ready' THEN %(now)s ELSE e.started_at END,
+    ready_at = NULL,
+    executor_id = %(executor_id)s,
+    lease_token = e.lease_token + 1,
+    lease_expires_at = %(now)s + e.timeout + %(expire_leeway)s,
+    updated_at = %(now)s
+FROM (SELECT execution_id, ready_at FROM {t} WHERE ready_at <= %(now)s ORDER BY ready_at LIMIT %(limit)s
+      FOR UPDATE SKIP LOCKED) AS c
+WHERE e.execution_id = c.execution_id
+RETURNING c.ready_at, {", ".join(f"e.{c}" for c in COLUMNS)}"""
+        written = [COLUMNS[i] for i in _WRITTEN]
+        self.commit = f"""
+UPDATE {t} AS e SET ({", ".join(written)}) = ({", ".join(["%s"] * len(written))}),
+    updated_at = %s, lease_expires_at = NULL
+FROM (SELECT execution_id, status FROM {t}
+      WHERE execution_id = %s AND lease_token = %s AND lease_expires_at IS NOT NULL FOR UPDATE) AS o
+WHERE e.execution_id = o.execution_id
+RETURNING o.status"""
+        self.close = f"""
+UPDATE {t} SET
+    ready_at = CASE WHEN active_children_count = 1
+        AND status IN ('waiting_for_children', 'waiting_for_finalize') THEN %(now)s ELSE ready_at END,
+    active_children_count = greatest(active_children_count - 1, 0),
+    updated_at = %(now)s
+WHERE execution_id = %(execution_id)s
+RETURNING task_id, status"""
+        self.cascade = f"""
+WITH RECURSIVE subtree (execution_id) AS (
+    SELECT execution_id FROM {t} WHERE parent_execution_id = %(execution_id)s
+    UNION ALL
+    SELECT e.execution_id FROM {t} AS e JOIN subtree AS s ON e.parent_execution_id = s.execution_id
+), old AS (
+    SELECT e.execution_id, e.status FROM {t} AS e JOIN subtree USING (execution_id)
+    WHERE e.status NOT IN ({_FINISHED}) FOR UPDATE OF e
+)
+UPDATE {t} AS e SET status = 'cancelled', error_type = %(error_type)s, error_message = %(error_message)s,
+    error_is_retryable = %(error_is_retryable)s, error_is_internal = %(error_is_internal)s,
+    finished_at = %(now)s, ready_at = NULL, lease_expires_at = NULL, updated_at = %(now)s
+FROM old WHERE e.execution_id = old.execution_id AND e.status NOT IN ({_FINISHED})
+RETURNING e.execution_id, e.task_id, old.status"""
+        self.expired = f"""
+SELECT execution_id, is_sleeping, lease_expirations FROM {t}
+WHERE lease_expires_at <= %s ORDER BY lease_expires_at LIMIT %s FOR UPDATE SKIP LOCKED"""
+        self.finished_roots = f"""
+SELECT execution_id FROM {t}
+WHERE parent_execution_id IS NULL AND finished_at < %s AND status IN ({_FINISHED})
+ORDER BY finished_at LIMIT %s"""
+        self.delete_trees = f"""
+WITH RECURSIVE tree (execution_id) AS (
+    SELECT unnest(%s::text[])
+    UNION ALL
+    SELECT e.execution_id FROM {t} AS e JOIN tree AS s ON e.parent_execution_id = s.execution_id
+)
+DELETE FROM {t} WHERE execution_id IN (SELECT execution_id FROM tree)"""
+        # one execution: cancelling, waking, expiring and failing finish it with closure and cascade
+        self._finish_sets = """status = %(status)s, error_type = %(error_type)s, error_message = %(error_message)s,
+    error_is_retryable = %(error_is_retryable)s, error_is_internal = %(error_is_internal)s,
+    lease_expirations = e.lease_expirations + %(expired)s,
+    finished_at = %(now)s, ready_at = NULL, lease_expires_at = NULL, updated_at = %(now)s"""
+
+    @functools.lru_cache(maxsize=8)  # one Queries per storage, a handful of shapes
+    def finish(self, condition: str, with_output: bool) -> str:
+        """Finish the execution ``%(execution_id)s`` if ``condition`` holds on it."""
+        output = ", output_serializer = %(output_serializer)s, output = %(output)s" if with_output else ""
+        return f"""
+UPDATE {self.table} AS e SET {self._finish_sets}{output}
+FROM (SELECT execution_id, status FROM {self.table}
+      WHERE execution_id = %(execution_id)s AND {condition} FOR UPDATE) AS o
+WHERE e.execution_id = o.execution_id
+RETURNING e.task_id, o.status, e.parent_execution_id"""
+
+    @functools.lru_cache(maxsize=8)
+    def hand_back(self, holding: str) -> str:
+        """Hand claimed executions back: ``holding`` selects those whose lease ends (as ``h``)."""
+        return f"""
+UPDATE {self.table} AS e SET
+    status = CASE e.status WHEN 'running' THEN 'ready' ELSE e.status END,
+    start_at = CASE e.status WHEN 'running' THEN %(now)s ELSE e.start_at END,
+    error_type = CASE WHEN %(expired)s = 1 AND e.status = 'running' THEN %(error_type)s ELSE e.error_type END,
+    error_message = CASE WHEN %(expired)s = 1 AND e.status = 'running' THEN %(error_message)s
+        ELSE e.error_message END,
+    error_is_retryable = CASE WHEN %(expired)s = 1 AND e.status = 'running' THEN %(error_is_retryable)s
+        ELSE e.error_is_retryable END,
+    error_is_internal = CASE WHEN %(expired)s = 1 AND e.status = 'running' THEN %(error_is_internal)s
+        ELSE e.error_is_internal END,
+    lease_expirations = e.lease_expirations + %(expired)s,
+    ready_at = %(now)s, executor_id = NULL, lease_expires_at = NULL, updated_at = %(now)s
+FROM (SELECT e.execution_id, e.status FROM {self.table} AS e {holding} FOR UPDATE OF e) AS o
+WHERE e.execution_id = o.execution_id
+RETURNING e.execution_id, e.task_id, o.status, e.status"""
+
+    @functools.lru_cache(maxsize=16)
+    def insert(self, rows: int) -> str:
+        values = ", ".join([f"({', '.join(['%s'] * len(COLUMNS))})"] * rows)
+        return f"INSERT INTO {self.table} ({self.cols}) VALUES {values} ON CONFLICT DO NOTHING RETURNING execution_id"
+
+    @functools.lru_cache(maxsize=8)
+    def list(self, by_status: bool, by_task: bool) -> str:
+        conditions = (["status = ANY(%(statuses)s)"] if by_status else []) + (["task_id = %(task_id)s"] if by_task else [])
+        where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+        return f"SELECT {self.cols} FROM {self.table} {where}ORDER BY created_at DESC, seq DESC LIMIT %(limit)s"
+
+
+_HOLDING_LEASE = (
+    "JOIN unnest(%(ids)s::text[], %(tokens)s::bigint[]) AS l (execution_id, token) "
+    "ON e.execution_id = l.execution_id AND e.lease_token = l.token WHERE e.lease_expires_at IS NOT NULL"
+)
+_LEASE_SET = "WHERE e.execution_id = ANY(%(ids)s) AND e.lease_expires_at IS NOT NULL"
+_UNFINISHED = f"status NOT IN ({_FINISHED})"
+_SLEEPING = "is_sleeping AND status = 'running'"
+_LEASED = "lease_expires_at IS NOT NULL"
+
+
+def _in_order(changes: list[StatusChange], ids: Sequence[str]) -> list[StatusChange]:
+    """``changes`` (one per id at most, as RETURNING gave them) in the order of ``ids``."""
+    by_id = {change.execution_id: change for change in changes}
+    return [by_id[execution_id] for execution_id in dict.fromkeys(ids) if execution_id in by_id]
+
+
+class Database:
+    """The domain operations of one schema, on the cursor each call is given."""
+
+    def __init__(self, schema: str, where: str):
+        self.schema = schema
+        self.where = where
+        self.q = Queries(schema)
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, cur: psycopg.Cursor, execution_ids: Sequence[str]) -> list[ExecutionRecord | None]:
+        return self._by(cur, self.q.get, execution_ids, lambda r: r.execution_id)
+
+    def get_by_sleeping_unique_id(self, cur: psycopg.Cursor, unique_ids: Sequence[str]) -> list[ExecutionRecord | None]:
+        return self._by(cur, self.q.by_sleeping_unique_id, unique_ids, lambda r: r.sleeping_unique_id)
+
+    def list(self, cur: psycopg.Cursor, statuses: Sequence[S] | None, task_id: str | None,
+             limit: int) -> list[ExecutionRecord]:
+        params = {"statuses": [str(s) for s in statuses or ()], "task_id": task_id, "limit": max(limit, 0)}
+        cur.execute(self.q.list(statuses is not None, task_id is not None), params)
+        return [from_row(row) for row in cur.fetchall()]
+
+    def find_revoked(self, cur: psycopg.Cursor, leases: Sequence[Lease]) -> list[str]:
+        """Asks only whether each lease holds: no payload is read."""
+        if not leases:
+            return []
+        cur.execute(self.q.revoked, ([lease.execution_id for lease in leases], [lease.token for lease in leases]))
+        return [execution_id for (execution_id,) in cur.fetchall()]
+
+    # ------------------------------------------------------------------ writes
+
+    def insert(self, cur: psycopg.Cursor, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+        """Insert what is new; idempotency-key twins return the stored record (see ``_twin``)."""
+        inserted: set[str] = set()
+        for start in range(0, len(records), _INSERT_CHUNK):
+            chunk = records[start:start + _INSERT_CHUNK]
+            cur.execute(self.q.insert(len(chunk)), [value for record in chunk for value in to_row(record)])
+            inserted.update(execution_id for (execution_id,) in cur.fetchall())
+        return [record if record.execution_id in inserted else self._twin(cur, record) for record in records]
+
+    def claim(self, cur: psycopg.Cursor, executor_id: str, now: float, limit: int,
+              expire_leeway: float) -> list[ExecutionRecord]:
+        if limit <= 0:
+            return []
+        params = {"now": now, "executor_id": executor_id, "expire_leeway": expire_leeway, "limit": limit}
+        cur.execute(self.q.claim, params)
+        rows = sorted(cur.fetchall(), key=lambda row: row[0])
+        return [from_row(row[1:]) for row in rows]
+
+    def commit_runs(self, cur: psycopg.Cursor, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
+        changes: list[StatusChange] = []
+        for commit in commits:
+            record = commit.record
+            row = to_row(record)
+            cur.execute(self.q.commit, (*(row[i] for i in _WRITTEN), now, record.execution_id, record.lease_token))
+            previous = cur.fetchone()
+            if previous is None:
+                continue  # the lease does not hold
+            changes.append(StatusChange(record.execution_id, record.task_id, STATUSES[previous[0]], record.status))
+            if commit.new_executions:
+                stored = self.insert(cur, commit.new_executions)
+                changes += [StatusChange(new.execution_id, new.task_id, None, new.status)
+                            for new, kept in zip(commit.new_executions, stored) if kept is new]
+            parent = record.parent and record.parent.execution_id
+            changes += self._after_finish(cur, record.execution_id, record.task_id, record.status, parent, now)
+        return changes
+
+    def release(self, cur: psycopg.Cursor, leases: Sequence[Lease], now: float) -> list[StatusChange]:
+        if not leases:
+            return []
+        params = {"ids": [lease.execution_id for lease in leases], "tokens": [lease.token for lease in leases],
+                  "now": now, "expired": 0, **_error_params(None)}
+        return _in_order(self._hand_back(cur, _HOLDING_LEASE, params), params["ids"])
+
+    def expire(self, cur: psycopg.Cursor, now: float, max_lease_expirations: int, limit: int) -> list[StatusChange]:
+        cur.execute(self.q.expired, (now, max(limit, 0)))
+        changes: list[StatusChange] = []
+        for execution_id, is_sleeping, lease_expirations in cur.fetchall():
+            if is_sleeping:
+                changes += self._finish(cur, execution_id, _LEASED, now, S.TIMED_OUT, SLEEPING_TIMED_OUT_ERROR)
+            elif lease_expirations + 1 > max_lease_expirations:
+                changes += self._finish(cur, execution_id, _LEASED, now, S.FAILED, EXPIRED_TOO_OFTEN_ERROR, expired=1)
+            else:  # nothing if a cascade earlier in this call finished it
+                params = {"ids": [execution_id], "now": now, "expired": 1, **_error_params(EXPIRED_ERROR)}
+                changes += self._hand_back(cur, _LEASE_SET, params)
+        return changes
+
+    def cancel(self, cur: psycopg.Cursor, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
+        changes: list[StatusChange] = []
+        for execution_id in execution_ids:
+            changes += self._finish(cur, execution_id, _UNFINISHED, now, S.CANCELLED, CANCELLED_ERROR)
+        return changes
+
+    def wake(self, cur: psycopg.Cursor, wakeups: Sequence[SleepingWakeup], now: float) -> list[StatusChange]:
+        changes: list[StatusChange] = []
+        for w in wakeups:
+            changes += self._finish(cur, w.execution_id, _SLEEPING, now, S(w.status), w.error, output=(w.output,))
+        return changes
+
+    def delete_finished(self, cur: psycopg.Cursor, finished_before: float, limit: int) -> int:
+        cur.execute(self.q.finished_roots, (finished_before, max(limit, 0)))
+        roots = [execution_id for (execution_id,) in cur.fetchall()]
+        if not roots:
+            return 0
+        cur.execute(self.q.delete_trees, (roots,))
+        return cur.rowcount
+
+    # ------------------------------------------------------------------ building blocks
+
+    def _by(self, cur: psycopg.Cursor, query: str, keys: Sequence[str], key: Any) -> list[ExecutionRecord | None]:
+        if not keys:
+            return []
+        cur.execute(query, (list(keys),))
+        found = {key(record): record for record in map(from_row, cur.fetchall())}
+        return [found.get(k) for k in keys]
+
+    def _twin(self, cur: psycopg.Cursor, record: ExecutionRecord) -> ExecutionRecord:
+        """Why ``record`` was not inserted: the stored record with its idempotency key, or an error."""
+        if record.idempotency_key is not None:
+            cur.execute(self.q.by_idempotency_key, (record.task_id, record.idempotency_key))
+            row = cur.fetchone()
+            if row is not None:
+                return from_row(row)
+        if record.sleeping_unique_id is not None:
+            cur.execute(self.q.sleeping_unique_id_taken, (record.sleeping_unique_id,))
+            if cur.fetchone() is not None:
+                raise DuplicateSleepingTaskUniqueIdError(record.sleeping_unique_id)
+        raise StorageError(f"Task execution {record.execution_id} already exists", is_retryable=False)
+
+    def _hand_back(self, cur: psycopg.Cursor, holding: str, params: dict[str, Any]) -> list[StatusChange]:
+        cur.execute(self.q.hand_back(holding), params)
+        return [StatusChange(i, task_id, STATUSES[old], STATUSES[new]) for i, task_id, old, new in cur.fetchall()]
+
+    def _finish(self, cur: psycopg.Cursor, execution_id: str, condition: str, now: float, status: S,
+                error: ErrorInfo | None, *, expired: int = 0, output: tuple[Payload | None] | None = None,
+                ) -> list[StatusChange]:
+        """Finish one execution if ``condition`` holds, with closure and cascade."""
+        params = {"execution_id": execution_id, "status": status.value, "now": now, "expired": expired,
+                  **_error_params(error), **_payload_params(output[0] if output else None)}
+        cur.execute(self.q.finish(condition, output is not None), params)
+        row = cur.fetchone()
+        if row is None:
+            return []
+        task_id, previous, parent = row
+        change = StatusChange(execution_id, task_id, STATUSES[previous], status)
+        return [change, *self._after_finish(cur, execution_id, task_id, status, parent, now)]
+
+    def _after_finish(self, cur: psycopg.Cursor, execution_id: str, task_id: str, status: S,
+                      parent: str | None, now: float) -> list[StatusChange]:
+        """Closure and cascading cancellation, if the execution (just written) is finished."""
+        if not status.is_finished:
+            return []
+        changes = []
+        if parent is not None:
+            cur.execute(self.q.close, {"now": now, "execution_id": parent})
+            row = cur.fetchone()
+            if row is not None:
+                parent_status = STATUSES[row[1]]
+                changes.append(StatusChange(parent, row[0], parent_status, parent_status))
+        if status is not S.COMPLETED:
+            changes += self._cascade(cur, StatusChange(execution_id, task_id, None, status), now)
+        return changes
+
+    def _cascade(self, cur: psycopg.Cursor, ancestor: StatusChange, now: float) -> list[StatusChange]:
+        """Cancel every unfinished descendant of ``ancestor``, ending their leases, in one statement."""
+        error = cascade_error(ancestor)  # type: ignore[arg-type]  # it reads the id, task id and status
+        cur.execute(self.q.cascade, {"execution_id": ancestor.execution_id, "now": now, **_error_params(error)})
+        return [StatusChange(i, t, STATUSES[old], S.CANCELLED) for i, t, old in cur.fetchall()]

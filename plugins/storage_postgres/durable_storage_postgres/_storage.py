@@ -1,0 +1,241 @@
+"""``PostgresStorage``: the storage contract on one PostgreSQL schema, shared by any number of
+executors on any number of machines."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+import trio
+from psycopg.conninfo import conninfo_to_dict
+
+from durable_core.status import TaskExecutionStatus
+from durable_core.storage.contract import (
+    STORAGE_API,
+    Capabilities,
+    ExecutionRecord,
+    Lease,
+    RunCommit,
+    SleepingWakeup,
+    StatusChange,
+    StorageError,
+)
+
+from ._database import Database
+from ._listener import Listener
+from ._schema import open_schema
+from ._thread import Connections
+
+_SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_TRANSIENT_CLASSES = ("08", "40", "53", "57")
+"""SQLSTATE classes worth retrying: connection, rollback, resources, operator intervention."""
+
+
+def _invalid(name: str, value: object, expected: str) -> StorageError:
+    return StorageError(f"Invalid postgres storage option {name}={value!r}: expected {expected}", is_retryable=False)
+
+
+def _number(name: str, value: object, *, integer: bool, low: float) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value < low:
+        raise _invalid(name, value, f"{'an integer' if integer else 'a number'} >= {low:g}")
+
+
+def describe(dsn: str) -> str:
+    """Where ``dsn`` points, for messages: never the password. Raises on a malformed DSN."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise StorageError(
+            f"Invalid postgres storage option dsn: {exc}; expected a libpq connection string "
+            "('host=db.example dbname=app user=durable') or URI ('postgresql://durable@db.example/app')",
+            is_retryable=False,
+        ) from exc
+    host = params.get("host") or params.get("hostaddr") or "localhost"
+    port = f":{params['port']}" if params.get("port") else ""
+    return f"PostgreSQL at {host}{port}/{params.get('dbname') or params.get('user') or '(default database)'}"
+
+
+class PostgresStorage:
+    """Executions in one schema of a PostgreSQL database. Open with ``await
+    PostgresStorage.open(dsn)`` or ``open_storage("postgres", dsn=...)``; use it within the trio
+    run that opened it."""
+
+    storage_api = STORAGE_API
+
+    def __init__(self, database: Database, connections: Connections, listener: Listener | None):
+        self.capabilities = Capabilities(persistent=True, multi_process=True,
+                                         change_notifications=listener is not None)
+        self._db = database
+        self._connections = connections
+        self._listener = listener
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str | None = None,
+        *,
+        schema: str = "durable",
+        pool_size: int = 1,
+        max_batch_size: int = 1000,
+        connect_timeout: float = 10.0,
+        notify: bool = True,
+        max_retries: int = 5,
+        application_name: str = "durable",
+    ) -> PostgresStorage:
+        """Connect, create or migrate ``schema``, and start the connection threads (and the
+        listener); see the README for the options."""
+        if not isinstance(dsn, str):
+            raise StorageError(
+                "The postgres storage needs the option dsn: a libpq connection string or URI, e.g. "
+                "dsn='postgresql://durable@db.example/app'" + ("" if dsn is None else f" (got {dsn!r})"),
+                is_retryable=False,
+            )
+        if not isinstance(schema, str) or not _SCHEMA.fullmatch(schema):
+            raise _invalid("schema", schema, "a lowercase identifier: letters, digits and _, at most 63")
+        _number("pool_size", pool_size, integer=True, low=1)
+        _number("max_batch_size", max_batch_size, integer=True, low=1)
+        _number("connect_timeout", connect_timeout, integer=False, low=1)
+        _number("max_retries", max_retries, integer=True, low=0)
+        if not isinstance(notify, bool):
+            raise _invalid("notify", notify, "true or false")
+        if not isinstance(application_name, str):
+            raise _invalid("application_name", application_name, "a string")
+        where = describe(dsn)
+        errors = functools.partial(_storage_error, where)
+        connect = functools.partial(_connect, dsn, where, int(connect_timeout), application_name)
+        channel = f"durable:{schema}"
+
+        def first() -> psycopg.Connection:
+            conn = connect()
+            try:
+                open_schema(conn, schema, where)
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        opened: list[psycopg.Connection] = []
+        try:
+            opened.append(await _in_thread(first, errors))
+            for _ in range(pool_size - 1):
+                opened.append(await _in_thread(connect, errors))
+        except BaseException:
+            for conn in opened:
+                conn.close()
+            raise
+        connections = Connections(opened, connect=connect, errors=errors, channel=channel if notify else None,
+                                  max_batch_size=max_batch_size, max_retries=max_retries, name=where)
+        listener = None
+        if notify:
+            listener = Listener(_autocommit(connect), channel, connections.backend_pids)
+            try:
+                await _in_thread_async(listener.start, errors)
+            except BaseException:
+                await connections.close()
+                raise
+        return cls(Database(schema, where), connections, listener)
+
+    async def wait_for_changes(self, seen: int | None) -> int:
+        """The change feed (LISTEN/NOTIFY); only with the option ``notify`` (the default)."""
+        if self._listener is None:
+            raise StorageError("This postgres storage was opened with notify=False: it has no change feed",
+                               is_retryable=False)
+        return await self._listener.wait_for_changes(seen)
+
+    async def insert_executions(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+        return await self._connections.call(self._db.insert, records, notify=True)
+
+    async def get_executions(self, execution_ids: Sequence[str]) -> list[ExecutionRecord | None]:
+        return await self._connections.call(self._db.get, execution_ids)
+
+    async def get_executions_by_sleeping_unique_id(self, unique_ids: Sequence[str]) -> list[ExecutionRecord | None]:
+        return await self._connections.call(self._db.get_by_sleeping_unique_id, unique_ids)
+
+    async def list_executions(
+        self,
+        *,
+        statuses: Sequence[TaskExecutionStatus] | None = None,
+        task_id: str | None = None,
+        limit: int = 100,
+    ) -> list[ExecutionRecord]:
+        return await self._connections.call(self._db.list, statuses, task_id, limit)
+
+    async def claim_executions(
+        self, executor_id: str, now: float, limit: int, expire_leeway: float
+    ) -> list[ExecutionRecord]:
+        return await self._connections.call(self._db.claim, executor_id, now, limit, expire_leeway)
+
+    async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
+        return await self._connections.call(self._db.commit_runs, commits, now, notify=True)
+
+    async def release_leases(self, leases: Sequence[Lease], now: float) -> list[StatusChange]:
+        return await self._connections.call(self._db.release, leases, now, notify=True)
+
+    async def find_revoked_leases(self, leases: Sequence[Lease]) -> list[str]:
+        return await self._connections.call(self._db.find_revoked, leases)
+
+    async def expire_leases(self, now: float, max_lease_expirations: int, limit: int) -> list[StatusChange]:
+        return await self._connections.call(self._db.expire, now, max_lease_expirations, limit, notify=True)
+
+    async def cancel_executions(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
+        return await self._connections.call(self._db.cancel, execution_ids, now, notify=True)
+
+    async def wake_sleeping_executions(self, wakeups: Sequence[SleepingWakeup], now: float) -> list[StatusChange]:
+        return await self._connections.call(self._db.wake, wakeups, now, notify=True)
+
+    async def delete_finished_executions(self, finished_before: float, limit: int) -> int:
+        return await self._connections.call(self._db.delete_finished, finished_before, limit)
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            await self._listener.aclose()
+        await self._connections.close()
+
+
+def _connect(dsn: str, where: str, connect_timeout: int, application_name: str) -> psycopg.Connection:
+    try:
+        return psycopg.connect(dsn, connect_timeout=connect_timeout, application_name=application_name)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise StorageError(
+            f"Cannot connect to {where}: {reason}. Check the storage option dsn and that the server "
+            "is running and reachable."
+        ) from exc
+
+
+def _autocommit(connect: Callable[[], psycopg.Connection]) -> Callable[[], psycopg.Connection]:
+    def connected() -> psycopg.Connection:
+        conn = connect()
+        conn.autocommit = True
+        return conn
+
+    return connected
+
+
+def _storage_error(where: str, exc: psycopg.Error) -> StorageError:
+    """The error a caller sees for ``exc``: it names the server and says whether to retry."""
+    state = exc.sqlstate or ""
+    transient = isinstance(exc, psycopg.OperationalError) or state[:2] in _TRANSIENT_CLASSES
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return StorageError(f"{where}: {message}" + (f" (SQLSTATE {state})" if state else ""),
+                        is_retryable=transient)
+
+
+async def _in_thread(fn: Callable[[], psycopg.Connection], errors: Callable[[psycopg.Error], StorageError]) -> Any:
+    """``fn()`` in a thread, waited for also if cancelled (so no connection is leaked)."""
+    with trio.CancelScope(shield=True):
+        try:
+            return await trio.to_thread.run_sync(fn)
+        except psycopg.Error as exc:
+            raise errors(exc) from exc
+
+
+async def _in_thread_async(fn: Callable[[], Any], errors: Callable[[psycopg.Error], StorageError]) -> None:
+    try:
+        await fn()
+    except psycopg.Error as exc:
+        raise errors(exc) from exc

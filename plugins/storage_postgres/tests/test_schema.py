@@ -1,0 +1,129 @@
+"""The schema: creation, migrations, schemas that are not ours, and the plans of the hot queries."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+import trio
+from psycopg import sql
+
+from durable_conformance.records import new
+from durable_core.storage.contract import StorageError
+from durable_storage_postgres import PostgresStorage
+from durable_storage_postgres import _schema
+from durable_storage_postgres._database import Queries
+from durable_storage_postgres._schema import MIGRATIONS, Migration, migrate, schema_version
+
+
+def tables(dsn: str, schema: str) -> list[tuple[str, str]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s ORDER BY 1", (schema,)).fetchall()
+
+
+async def test_opening_creates_the_schema_once_even_when_many_open_at_once(dsn, schema, postgres):
+    async def open_and_close() -> None:
+        async with postgres():
+            pass
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(open_and_close)
+    with psycopg.connect(dsn) as conn:
+        versions = conn.execute(sql.SQL("SELECT version, name FROM {}.schema_migrations").format(
+            sql.Identifier(schema))).fetchall()
+    assert versions == [(m.version, m.name) for m in MIGRATIONS]
+    assert ("executions", "r") in tables(dsn, schema)
+
+
+async def test_an_older_schema_gets_the_migrations_it_lacks(dsn, schema, postgres):
+    async with postgres() as storage:
+        await storage.insert_executions([new("te_1")])
+    newer = (*MIGRATIONS, Migration(len(MIGRATIONS) + 1, "add_note", "ALTER TABLE executions ADD COLUMN note text;"))
+    with psycopg.connect(dsn) as conn:
+        assert schema_version(conn, schema, "test", newer) == len(MIGRATIONS)
+        migrate(conn, schema, len(MIGRATIONS), newer)
+        conn.commit()
+        assert schema_version(conn, schema, "test", newer) == len(newer)
+        rows = conn.execute(sql.SQL("SELECT execution_id, note FROM {}.executions").format(
+            sql.Identifier(schema))).fetchall()
+    assert rows == [("te_1", None)]
+
+
+async def test_a_newer_schema_is_refused_and_left_untouched(dsn, schema, postgres):
+    async with postgres():
+        pass
+    with psycopg.connect(dsn) as conn:
+        conn.execute(sql.SQL("INSERT INTO {}.schema_migrations VALUES (999, 'future')").format(sql.Identifier(schema)))
+    before = tables(dsn, schema)
+    with pytest.raises(StorageError, match=r"schema version 999, written by a newer durable-storage-postgres.*"
+                                           r"pip install -U durable-storage-postgres"):
+        async with postgres():
+            pass
+    assert tables(dsn, schema) == before
+
+
+async def test_a_schema_of_someone_else_is_refused_and_left_untouched(dsn, schema, postgres):
+    with psycopg.connect(dsn) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {0}; CREATE TABLE {0}.executions (x int)").format(sql.Identifier(schema)))
+    with pytest.raises(StorageError, match=f"Schema '{schema}' .* holds tables that durable did not create"):
+        async with postgres():
+            pass
+    assert tables(dsn, schema) == [("executions", "r")]
+
+
+async def test_a_damaged_schema_is_one_clear_error(dsn, schema, postgres):
+    async with postgres():
+        pass
+    with psycopg.connect(dsn) as conn:
+        conn.execute(sql.SQL("DROP TABLE {}.executions").format(sql.Identifier(schema)))
+    with pytest.raises(StorageError, match="is damaged: it records schema version 1 but has no executions table"):
+        async with postgres():
+            pass
+
+
+async def test_an_empty_schema_of_our_own_name_is_used(dsn, schema, postgres):
+    with psycopg.connect(dsn) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    async with postgres() as storage:
+        assert await storage.insert_executions([new("te_1")])
+
+
+HOT = {
+    "claim": ("claim", {"now": 1.0, "executor_id": "de_x", "expire_leeway": 1.0, "limit": 100}, "executions_ready_at"),
+    "expire": ("expired", (1.0, 100), "executions_lease_expires_at"),
+    "cascade": ("cascade", {"execution_id": "te_1", "now": 1.0, "error_type": "cancelled", "error_message": "m",
+                            "error_is_retryable": False, "error_is_internal": False}, "executions_parent"),
+    "retention": ("finished_roots", (1.0, 100), "executions_finished_roots"),
+    "sleeping": ("sleeping_unique_id_taken", ("u",), "executions_sleeping_unique_id"),
+    "idempotency": ("by_idempotency_key", ("t", "k"), "executions_idempotency"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOT))
+async def test_every_hot_query_uses_its_index(dsn, schema, postgres, name):
+    async with postgres() as storage:
+        await storage.insert_executions([new(f"te_{i}", now=float(i)) for i in range(2000)])
+    attribute, params, index = HOT[name]
+    with psycopg.connect(dsn) as conn:
+        conn.execute("ANALYZE " + sql.Identifier(schema, "executions").as_string(conn))
+        conn.execute("SET enable_seqscan = off")  # on a small table a scan would win; we want to see the index
+        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + getattr(Queries(schema), attribute), params))
+        conn.rollback()
+    assert index in plan, plan
+
+
+def test_the_marker_names_this_distribution():
+    assert "durable-storage-postgres" in _schema.MARKER
+
+
+async def test_the_storage_opens_by_name_and_says_what_it_can(dsn, schema):
+    from durable_core import open_storage
+
+    async with open_storage("postgres", dsn=dsn, schema=schema) as storage:
+        assert isinstance(storage, PostgresStorage)
+        assert storage.capabilities.persistent and storage.capabilities.multi_process
+        assert storage.capabilities.change_notifications
+    async with open_storage("postgres", dsn=dsn, schema=schema, notify=False) as storage:
+        assert not storage.capabilities.change_notifications
