@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from .batching import Coalescer
 from .errors import (
     DurableExecutionError,
     DurableExecutionNotFoundError,
@@ -172,6 +173,10 @@ class DurableExecutor:
         self._finish_events: dict[str, trio.Event] = {}
         self._state = "new"
         self._storage: MeteredStorage | None = None
+        self._reads: Coalescer[str, ExecutionRecord | None] = Coalescer(
+            lambda ids: self.storage.get_executions(ids)
+        )
+        self._commits: Coalescer[RunCommit, None] = Coalescer(self._commit_batch)
         self._exit_stack: AsyncExitStack | None = None
         self._background: trio.CancelScope | None = None
         self._run_nursery: trio.Nursery | None = None
@@ -487,7 +492,7 @@ class DurableExecutor:
         )
 
     async def _get_record(self, execution_id: str) -> ExecutionRecord:
-        (record,) = await self.storage.get_executions([execution_id])
+        record = await self._reads.submit(execution_id)
         if record is None:
             raise execution_not_found(execution_id)
         return record
@@ -763,16 +768,22 @@ class DurableExecutor:
             self._capacity_freed.set()
             self._wake_claimer.set()
 
+    async def _commit_batch(self, commits: Sequence[RunCommit]) -> list[None]:
+        self._observe("committed", await self.storage.commit_runs(commits, self.now()))
+        return [None] * len(commits)
+
     async def _commit(self, commit: RunCommit) -> None:
-        try:
-            changes = await self.storage.commit_runs([commit], self.now())
-        except DurableExecutionError as exc:
-            if not commit.new_executions:
-                raise
-            # e.g. a child's sleeping unique id is taken: the parent fails instead
-            failed = commit.record.copy(status=S.FAILED, error=exc.to_info(), finished_at=self.now(), ready_at=None)
-            changes = await self.storage.commit_runs([RunCommit(failed)], self.now())
-        self._observe("committed", changes)
+        """Commit with the other runs finishing in this tick; one inserting sleeping executions
+        goes alone, as the contract asks (a taken unique id fails the whole call)."""
+        if not any(record.is_sleeping for record in commit.new_executions):
+            await self._commits.submit(commit)
+        else:
+            try:
+                await self._commit_batch([commit])
+            except DurableExecutionError as exc:  # a child's unique id is taken: the parent fails instead
+                failed = commit.record.copy(status=S.FAILED, error=exc.to_info(), finished_at=self.now(),
+                                            ready_at=None)
+                await self._commit_batch([RunCommit(failed)])
         for record in commit.new_executions:
             self._note_ready_at(record.ready_at)
         if commit.record.ready_at is not None:

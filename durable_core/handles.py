@@ -69,14 +69,15 @@ class TaskExecutionHandle:
 
         Wakes at once when this executor finishes it; executions finished elsewhere are noticed
         by the executor's watcher, which reads every awaited execution in one batch per
-        ``poll_interval``. Bound the wait with a trio cancel scope.
+        ``poll_interval`` (or at once, with a storage that has a change feed). Bound the wait
+        with a trio cancel scope.
         """
         while True:
             finished = self._executor._finish_event(self.execution_id)
-            execution = await self.get_execution()
-            if execution.status.is_finished:
+            record = await self._executor._get_record(self.execution_id)
+            if record.status.is_finished:
                 self._executor._forget_finish_event(self.execution_id, finished)
-                return execution
+                return self._executor._to_task_execution(record)
             await finished.wait()
 
     async def cancel(self) -> None:
