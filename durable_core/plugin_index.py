@@ -10,5 +10,6 @@ PLUGIN_DISTRIBUTIONS: dict[str, str] = {
     "cbor": "durable-serializer-cbor",
     "conformance": "durable-conformance",
     "memory": "durable-storage-memory",
+    "postgres": "durable-storage-postgres",
     "sqlite": "durable-storage-sqlite",
 }

@@ -15,6 +15,7 @@ import json
 import re
 import sys
 import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,24 +41,27 @@ def parse_option(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
-def _takes_path(name: str) -> bool:
+def _takes(name: str, option: str) -> bool:
     from durable_core.plugins.manager import default_registry
 
     try:
-        return "path" in inspect.signature(default_registry().storage_factory(name)).parameters
+        return option in inspect.signature(default_registry().storage_factory(name)).parameters
     except (TypeError, ValueError):
         return False
 
 
 def resolve_options(name: str, options: Mapping[str, Any] | None, tmp_path: Path | None) -> dict[str, Any]:
     """``options`` with ``{tmp_path}`` filled in; a storage whose factory takes ``path`` and was given
-    none gets a fresh file in ``tmp_path``, so that no check ever touches a real database."""
+    none gets a fresh file in ``tmp_path``, so that no check ever touches a real database; one whose
+    factory takes ``schema`` (a database server's) and was given none gets a new schema name."""
     resolved = {
         key: value.replace(TMP_PATH, str(tmp_path)) if isinstance(value, str) and tmp_path is not None else value
         for key, value in (options or {}).items()
     }
-    if tmp_path is not None and "path" not in resolved and _takes_path(name):
+    if tmp_path is not None and "path" not in resolved and _takes(name, "path"):
         resolved["path"] = str(tmp_path / "durable.db")
+    if tmp_path is not None and "schema" not in resolved and _takes(name, "schema"):
+        resolved["schema"] = f"conformance_{uuid.uuid4().hex[:16]}"
     return resolved
 
 

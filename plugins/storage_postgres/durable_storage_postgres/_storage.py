@@ -50,7 +50,7 @@ def describe(dsn: str) -> str:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
         raise StorageError(
-            f"Invalid postgres storage option dsn: {exc}; expected a libpq connection string "
+            f"Invalid postgres storage option dsn: {str(exc).strip()}; expected a libpq connection string "
             "('host=db.example dbname=app user=durable') or URI ('postgresql://durable@db.example/app')",
             is_retryable=False,
         ) from exc

@@ -1,0 +1,47 @@
+"""The whole conformance suite through the command line, ``durable conformance postgres``, against
+a scratch database that is dropped afterwards (every check gets a schema of its own in it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+
+@pytest.fixture
+def scratch_database(dsn: str) -> Iterator[str]:
+    name = f"conformance_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield psycopg.conninfo.make_conninfo(dsn, dbname=name)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_the_whole_suite_passes_through_durable_conformance(scratch_database: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "durable_core.cli", "conformance", "postgres", "--option",
+         f"dsn={scratch_database}", "--option", "pool_size=2", "--", "-q"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout and "skipped" not in result.stdout
+
+
+def test_a_wrong_dsn_is_one_line_before_any_check_runs(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "durable_core.cli", "conformance", "postgres", "--option", "dsn=nonsense"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 4
+    assert result.stderr.startswith("error: Invalid postgres storage option dsn:") and result.stderr.count("\n") == 1
