@@ -1,11 +1,12 @@
-"""A worker process for the multi-process tests: runs the shared tasks on a SQLite file until
-SIGTERM (graceful) or SIGKILL. Every run appends ``start``/``end`` lines to its own log.
+"""A worker process for the multi-process tests: runs the shared tasks on a storage until SIGTERM
+(graceful) or SIGKILL. Every run appends ``start``/``end`` lines to its own log.
 
-    python tests/processes/worker.py DB_PATH LOG_DIR [EXPIRE_LEEWAY]
+    python tests/processes/worker.py STORAGE OPTIONS_JSON LOG_DIR [EXPIRE_LEEWAY]
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -48,9 +49,9 @@ def define(executor: DurableExecutor, log) -> dict:
     return {"work": work, "fan": fan, "slow": slow}
 
 
-async def main(db: str, log_dir: str, expire_leeway: float) -> None:
+async def main(storage: str, options: str, log_dir: str, expire_leeway: float) -> None:
     with open(os.path.join(log_dir, f"{os.getpid()}.log"), "a") as log:
-        executor = DurableExecutor("sqlite", storage_options={"path": db}, poll_interval=0.1,
+        executor = DurableExecutor(storage, storage_options=json.loads(options), poll_interval=0.1,
                                    expire_leeway=expire_leeway, max_concurrent_task_executions=50)
         define(executor, log)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -61,4 +62,4 @@ async def main(db: str, log_dir: str, expire_leeway: float) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 300.0)
+    trio.run(main, sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]) if len(sys.argv) > 4 else 300.0)

@@ -1,15 +1,20 @@
-"""Several processes on one SQLite file, and a worker killed with SIGKILL mid-run.
+"""Several processes on one storage (a SQLite file, a PostgreSQL schema), and a worker killed with
+SIGKILL mid-run.
 
 These tests start real worker processes (``tests/processes/worker.py``) and use the real clock.
+Each runs for every multi-process storage installed; PostgreSQL needs a test server (see
+``durable_storage_postgres.testing``).
 """
 
 from __future__ import annotations
 
-import os
+import importlib.util
+import json
 import signal
 import subprocess
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,15 +22,19 @@ import trio
 
 from durable_core import DurableExecutor, TaskExecutionStatus
 
-pytest.importorskip("durable_storage_sqlite")
 pytestmark = pytest.mark.real_clock
 
 WORKER = Path(__file__).parent / "processes" / "worker.py"
 S = TaskExecutionStatus
 
 
-def start_worker(db: Path, logs: Path, *, expire_leeway: float = 300.0) -> subprocess.Popen:
-    worker = subprocess.Popen([sys.executable, str(WORKER), str(db), str(logs), str(expire_leeway)],
+Storage = tuple[str, dict]
+"""A storage plugin's name and its options, as the workers open it."""
+
+
+def start_worker(storage: Storage, logs: Path, *, expire_leeway: float = 300.0) -> subprocess.Popen:
+    name, options = storage
+    worker = subprocess.Popen([sys.executable, str(WORKER), name, json.dumps(options), str(logs), str(expire_leeway)],
                               stdout=subprocess.PIPE, text=True)
     assert worker.stdout.readline().strip() == "ready"
     return worker
@@ -36,12 +45,12 @@ def stop(worker: subprocess.Popen) -> None:
     assert worker.wait(timeout=30) == 0
 
 
-def client(db: Path) -> tuple[DurableExecutor, dict]:
+def client(storage: Storage) -> tuple[DurableExecutor, dict]:
     """An executor in the test process that only enqueues and waits (it runs nothing)."""
     from processes.worker import define
 
-    executor = DurableExecutor("sqlite", storage_options={"path": str(db)}, poll_interval=0.1,
-                               max_concurrent_task_executions=0)
+    name, options = storage
+    executor = DurableExecutor(name, storage_options=options, poll_interval=0.1, max_concurrent_task_executions=0)
     return executor, define(executor, log=None)
 
 
@@ -54,22 +63,39 @@ def read_logs(logs: Path) -> list[tuple[str, str, int, int, float]]:
     return lines
 
 
+def _installed(name: str) -> list:
+    return [] if importlib.util.find_spec(name) else [pytest.mark.skip(reason=f"{name} is not installed")]
+
+
+@pytest.fixture(params=[pytest.param("sqlite", marks=_installed("durable_storage_sqlite")),
+                        pytest.param("postgres", marks=_installed("durable_storage_postgres"))])
+def storage(request, tmp_path) -> Iterator[Storage]:
+    if request.param == "sqlite":
+        yield "sqlite", {"path": str(tmp_path / "shared.db")}
+        return
+    from durable_storage_postgres.testing import scratch_schema, test_dsn
+
+    dsn = test_dsn()
+    with scratch_schema(dsn, "processes") as schema:
+        yield "postgres", {"dsn": dsn, "schema": schema}
+
+
 @pytest.fixture
-def workspace(tmp_path, monkeypatch):
+def workspace(storage, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     logs = tmp_path / "logs"
     logs.mkdir()
-    return tmp_path / "shared.db", logs
+    return storage, logs
 
 
-async def test_three_processes_share_one_file_and_never_run_an_execution_twice(workspace):
-    db, logs = workspace
-    executor, tasks = client(db)
+async def test_three_processes_share_one_storage_and_never_run_an_execution_twice(workspace):
+    storage, logs = workspace
+    executor, tasks = client(storage)
     async with executor:  # creates the schema before the workers start
         pass
-    workers = [start_worker(db, logs) for _ in range(3)]
+    workers = [start_worker(storage, logs) for _ in range(3)]
     try:
-        executor, tasks = client(db)
+        executor, tasks = client(storage)
         async with executor:
             handles = await executor.enqueue_tasks(tasks["work"], range(1670))
             handles += await executor.enqueue_tasks(tasks["fan"], range(1, 31))
@@ -109,9 +135,9 @@ async def test_three_processes_share_one_file_and_never_run_an_execution_twice(w
 
 
 async def test_a_killed_worker_loses_nothing(workspace):
-    db, logs = workspace
-    victim = start_worker(db, logs, expire_leeway=1.0)
-    executor, tasks = client(db)
+    storage, logs = workspace
+    victim = start_worker(storage, logs, expire_leeway=1.0)
+    executor, tasks = client(storage)
     async with executor:
         handles = await executor.enqueue_tasks(tasks["slow"], range(20))
         with trio.fail_after(30):
@@ -119,7 +145,7 @@ async def test_a_killed_worker_loses_nothing(workspace):
                 await trio.sleep(0.05)
         victim.send_signal(signal.SIGKILL)
         victim.wait()
-        survivor = start_worker(db, logs, expire_leeway=1.0)
+        survivor = start_worker(storage, logs, expire_leeway=1.0)
         try:
             with trio.fail_after(60):
                 finished = [await h.wait_and_get_finished_execution() for h in handles]
