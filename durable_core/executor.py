@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -61,6 +62,21 @@ _WAITER_REFRESH_GAP = 0.01
 def new_id(prefix: str, length: int) -> str:
     """A random id: ``prefix`` and ``length`` URL-safe characters (6 random bits each)."""
     return prefix + secrets.token_urlsafe(length * 3 // 4)
+
+
+_SORTABLE = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"  # URL-safe, in ASCII order
+
+
+def new_execution_id() -> str:
+    """``te_``, 8 characters of the time in milliseconds, 16 random characters (96 bits).
+
+    Ids made close in time share a prefix and sort by it, so a storage's index on them grows at
+    its end instead of everywhere: with a million executions stored, random ids made every
+    insert touch a different index page.
+    """
+    ms = time.time_ns() // 1_000_000
+    stamp = "".join(_SORTABLE[(ms >> shift) & 63] for shift in range(42, -1, -6))
+    return "te_" + stamp + secrets.token_urlsafe(12)
 
 
 class _Clock:
@@ -477,7 +493,7 @@ class DurableExecutor:
             _check_unique_id(task.id, unique_id)
             payload = payload or self.encode(unique_id, task.id, "input")
             return ExecutionRecord(
-                execution_id=new_id("te_", 24), task_id=task.id, status=S.RUNNING, input=payload,
+                execution_id=new_execution_id(), task_id=task.id, status=S.RUNNING, input=payload,
                 retry=retry, timeout=timeout, sleep_before_run=sleep, created_at=now,
                 updated_at=now, start_at=now, root=root, parent=parent, is_sleeping=True,
                 sleeping_unique_id=unique_id, idempotency_key=idempotency_key, started_at=now,
@@ -485,7 +501,7 @@ class DurableExecutor:
             )
         start_at = now + sleep
         return ExecutionRecord(
-            execution_id=new_id("te_", 24), task_id=task.id, status=S.READY,
+            execution_id=new_execution_id(), task_id=task.id, status=S.READY,
             input=payload or self.encode(input, task.id, "input"), retry=retry, timeout=timeout,
             sleep_before_run=sleep, created_at=now, updated_at=now, start_at=start_at, root=root,
             parent=parent, idempotency_key=idempotency_key, ready_at=start_at,
@@ -754,6 +770,10 @@ class DurableExecutor:
         try:
             with run.scope:
                 commit = await self._perform(run)
+            if run.scope.cancelled_caught and not run.revoked and not run.hand_back:  # its deadline
+                commit = StepContext(self, record, self._tasks.get(record.task_id)).fail(
+                    DurableExecutionTimedOutError().to_info()
+                )
             if commit is not None and not run.revoked and not run.hand_back:
                 await self._commit(commit)
         except Exception:
@@ -790,7 +810,12 @@ class DurableExecutor:
             self._note_ready_at(commit.record.ready_at)
 
     async def _perform(self, run: _Run) -> RunCommit | None:
-        """Do the claimed work and return the commit that records it (None if it was cut off)."""
+        """Do the claimed work and return the commit that records it (None if it was cut off).
+
+        A run's timeout is the deadline of ``run.scope`` while the user's function runs (one
+        cancel scope per run, not two); each commit is built after the work, so that its
+        ``finished_at`` is when the work finished.
+        """
         record = run.record
         task = self._tasks.get(record.task_id)
         step = StepContext(self, record, task)
@@ -814,14 +839,14 @@ class DurableExecutor:
             prev_error=record.error, root=record.root, parent=record.parent,
             shutdown_event=self.shutdown_event,
         )
-        with trio.move_on_after(record.timeout) as deadline:
-            try:
-                result = await self.call(task.run, ctx, value)
-            except Exception as exc:
-                return step.fail(error_info_from_exception(exc))
-        if deadline.cancelled_caught:
-            return step.fail(DurableExecutionTimedOutError().to_info())
-        return await run_step(step, value, Outcome(result))
+        run.scope.deadline = trio.current_time() + record.timeout  # see _execute: a timeout
+        try:
+            result = await self.call(task.run, ctx, value)
+        except Exception as exc:
+            return StepContext(self, record, task).fail(error_info_from_exception(exc))
+        finally:
+            run.scope.deadline = math.inf
+        return await run_step(StepContext(self, record, task), value, Outcome(result))
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Call user code: coroutine functions directly, plain functions in a worker thread."""

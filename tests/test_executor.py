@@ -136,7 +136,26 @@ async def test_timeout_cancels_the_run_and_ends_timed_out_after_retries():
         finished = await (await ex.enqueue_task(slow)).wait_and_get_finished_execution()
     assert finished.status is S.TIMED_OUT
     assert finished.error == ErrorInfo("timed_out", "Task execution timed out", is_retryable=True)
-    assert len(attempts) == 2 and finished.finished_at is not None
+    assert len(attempts) == 2 and attempts[1] - attempts[0] == 5  # the retry's backoff is 0
+    assert (finished.finished_at - finished.started_at).total_seconds() == 5  # cut off at the deadline
+
+
+async def test_finished_at_is_when_the_run_ended():
+    ex = executor()
+
+    @ex.task(id="slow", timeout=60)
+    async def slow(ctx, input):
+        await trio.sleep(input)
+        if input > 10:
+            raise ValueError("too slow")
+        return input
+
+    async with ex:
+        handles = await ex.enqueue_tasks(slow, [7, 11])
+        done, failed = [await h.wait_and_get_finished_execution() for h in handles]
+    assert (done.status, failed.status) == (S.COMPLETED, S.FAILED)
+    assert (done.finished_at - done.started_at).total_seconds() == 7
+    assert (failed.finished_at - failed.started_at).total_seconds() == 11
 
 
 async def test_raising_cancelled_error_cancels_without_retry():
