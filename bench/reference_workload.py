@@ -3,25 +3,29 @@
 One iteration enqueues at once: 100 parent tasks of 50 children each (a child sleeps 1 ms and
 returns a string) with a finalize task checking every child completed; 100 sequences of 4 tasks
 (each sleeps 1 ms); 100 loops whose iteration sleeps 1 ms and is done once a flag is up (max 1000
-attempts, 100 ms apart; the flag goes up 1 s after the executor starts). About 6,000 executions.
+attempts, 100 ms apart; the flag goes up 1 s after the executor starts). About 6,100 executions.
 One warm-up and two timed iterations.
 
-    python bench/reference_workload.py [memory|sqlite] [--iterations 2]
+    python bench/reference_workload.py [memory|sqlite|...] [--iterations 2] [--executors 2] [--option KEY=VALUE ...]
+
+With ``--executors 2`` a second executor shares the work: on the same storage object in this
+process for a storage that lives in one process (memory), else in a worker process of its own.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import resource
+import json
 import statistics
-import tempfile
+import subprocess
+import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from contextlib import AsyncExitStack
 
 import trio
 
-from durable_core import DurableExecutor, FinalizeInput, ParentTaskResult, child_task
+from _harness import parser, peak_rss_mb, print_storage_metrics, storage_options
+from durable_core import DurableExecutor, FinalizeInput, ParentTaskResult, child_task, open_storage
 
 
 def build(executor: DurableExecutor, flag: dict) -> dict[str, object]:
@@ -75,27 +79,12 @@ async def report(executor: DurableExecutor) -> None:
     for r in records:
         if r.finished_at is not None and r.started_at is not None:
             durations[r.task_id].append(r.finished_at - r.started_at)
-    print(f"  executions stored: {len(records)}; mean queue wait {statistics.mean(waits) * 1e3:.1f} ms")
+    shares = Counter(r.executor_id for r in records)
+    print(f"  executions stored: {len(records)}; mean queue wait {statistics.mean(waits) * 1e3:.1f} ms; "
+          f"run by {len(shares)} executor(s): " + ", ".join(f"{n}" for _, n in shares.most_common()))
     for task_id, values in sorted(durations.items()):
         print(f"  mean duration {task_id:16} {statistics.mean(values) * 1e3:8.1f} ms  ({len(values)})")
-    for name, m in sorted(executor.get_storage_metrics().items()):
-        print(f"  {name:38} count {m.count:6}  p50 {m.p50 * 1e3:7.3f} ms  p95 {m.p95 * 1e3:7.3f} ms")
-
-
-async def main(storage: str, iterations: int) -> None:
-    options = {"path": os.path.join(tempfile.mkdtemp(), "bench.db")} if storage == "sqlite" else None
-    executor = DurableExecutor(storage, storage_options=options)
-    flag = {"up": False}
-    tasks = build(executor, flag)
-    async with executor:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(raise_flag_later, flag)
-            warmup = await iteration(executor, tasks)
-        times = [await iteration(executor, tasks) for _ in range(iterations)]
-        print(f"{storage}: warm-up {warmup * 1e3:.0f} ms; timed "
-              + ", ".join(f"{t * 1e3:.0f} ms" for t in times)
-              + f"; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
-        await report(executor)
+    print_storage_metrics(executor)
 
 
 async def raise_flag_later(flag: dict) -> None:
@@ -103,9 +92,54 @@ async def raise_flag_later(flag: dict) -> None:
     flag["up"] = True
 
 
+async def start_worker(storage: str, options: dict | None, stack: AsyncExitStack) -> None:
+    """A worker process running a second executor until its stdin closes."""
+    command = [sys.executable, __file__, storage, "--worker", json.dumps(options)]
+    process = await trio.lowlevel.open_process(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    stack.push_async_callback(process.wait)
+    stack.push_async_callback(process.stdin.aclose)
+    assert (await process.stdout.receive_some(100)).startswith(b"ready")
+
+
+async def worker(storage: str, options: dict | None) -> None:
+    executor = DurableExecutor(storage, storage_options=options)
+    flag = {"up": False}
+    build(executor, flag)
+    async with executor, trio.open_nursery() as nursery:
+        nursery.start_soon(raise_flag_later, flag)
+        print("ready", flush=True)
+        await trio.to_thread.run_sync(sys.stdin.read)  # until the main process closes it
+        nursery.cancel_scope.cancel()
+
+
+async def main(storage: str, options: dict | None, iterations: int, executors: int) -> None:
+    flag = {"up": False}
+    async with AsyncExitStack() as stack:
+        shared = await stack.enter_async_context(open_storage(storage, **(options or {})))
+        in_process = executors if not shared.capabilities.multi_process else 1
+        local = [DurableExecutor(shared) for _ in range(in_process)]
+        tasks = [build(executor, flag) for executor in local][0]  # each executor defines the tasks
+        for executor in local:
+            await stack.enter_async_context(executor)
+        for _ in range(executors - in_process):
+            await start_worker(storage, options, stack)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(raise_flag_later, flag)
+            warmup = await iteration(local[0], tasks)
+        times = [await iteration(local[0], tasks) for _ in range(iterations)]
+        print(f"{storage}, {executors} executor(s): warm-up {warmup * 1e3:.0f} ms; timed "
+              + ", ".join(f"{t * 1e3:.0f} ms" for t in times)
+              + f"; peak RSS {peak_rss_mb():.0f} MB (this process)")
+        await report(local[0])
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("storage", nargs="?", default="memory")
-    parser.add_argument("--iterations", type=int, default=2)
-    args = parser.parse_args()
-    trio.run(main, args.storage, args.iterations)
+    arguments = parser(__doc__)
+    arguments.add_argument("--iterations", type=int, default=2)
+    arguments.add_argument("--executors", type=int, default=1, choices=(1, 2))
+    arguments.add_argument("--worker", metavar="OPTIONS_JSON", help="(internal) be the second executor")
+    args = arguments.parse_args()
+    if args.worker is not None:
+        trio.run(worker, args.storage, json.loads(args.worker))
+    else:
+        trio.run(main, args.storage, storage_options(args), args.iterations, args.executors)

@@ -10,10 +10,14 @@ BENCH = Path(__file__).parent.parent / "bench"
 
 
 @pytest.mark.parametrize("args", [
-    ["throughput.py", "memory", "300"],
-    ["throughput.py", "sqlite", "300"],
+    ["throughput.py", "memory", "--tasks", "300"],
+    ["throughput.py", "sqlite", "--tasks", "300"],
     ["latency.py", "sqlite", "--samples", "5"],
+    ["latency.py", "sqlite", "--samples", "5", "--from-process"],
     ["reference_workload.py", "memory", "--iterations", "0"],
+    ["reference_workload.py", "sqlite", "--iterations", "0", "--executors", "2"],
+    ["scale.py", "history", "--history", "100", "300", "--tasks", "200"],
+    ["scale.py", "backlog", "memory", "--pending", "300"],
     ["sqlite_storage_ops.py", "--records", "300"],
     ["serializers.py", "0.001"],
 ], ids=lambda args: " ".join(args))

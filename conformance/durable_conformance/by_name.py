@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import re
 import sys
 import tempfile
@@ -23,22 +22,12 @@ from typing import Any
 import trio
 
 from durable_core import open_storage
+from durable_core.storage.opening import parse_option
 
 from .opening import StorageFactory
 
 TMP_PATH = "{tmp_path}"
 """In an option value, replaced by the check's own temporary directory."""
-
-
-def parse_option(text: str) -> tuple[str, Any]:
-    """``key=value``; the value is JSON if it parses (``2.5``, ``true``, ``"x"``), else the text."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"--option expects key=value, got {text!r}")
-    try:
-        return key.strip(), json.loads(value)
-    except ValueError:
-        return key.strip(), value
 
 
 def _takes(name: str, option: str) -> bool:

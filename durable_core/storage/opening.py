@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,3 +39,15 @@ async def open_storage(name: str, *, plugins: Any = None, **options: Any) -> Asy
         yield storage
     finally:
         await storage.aclose()
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """A storage option from a command line (``--option key=value``): the value is JSON if it
+    parses (``2.5``, ``true``, ``"x"``), else the text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--option expects key=value, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
