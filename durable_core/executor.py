@@ -8,7 +8,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -94,6 +94,17 @@ class _Clock:
 
     def to_trio(self, wall: float) -> float:
         return wall - self._wall_anchor + self._trio_anchor
+
+
+class _Finish:
+    """What handles waiting for one execution wait on: set once it finished, with its finished
+    record when the executor has it already (then the handles need not read it again)."""
+
+    __slots__ = ("event", "record")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.record: ExecutionRecord | None = None
 
 
 class _Run:
@@ -186,7 +197,7 @@ class DurableExecutor:
         self._serializers = {self._serializer.name: self._serializer}
         self._tasks: dict[str, Task] = {}
         self._runs: dict[str, _Run] = {}
-        self._finish_events: dict[str, trio.Event] = {}
+        self._finishes: dict[str, _Finish] = {}
         self._state = "new"
         self._storage: MeteredStorage | None = None
         self._reads: Coalescer[str, ExecutionRecord | None] = Coalescer(
@@ -630,15 +641,15 @@ class DurableExecutor:
             self.now(), self.executor_id, error,
         ))
 
-    def _observe(self, kind: str, changes: Sequence[StatusChange]) -> None:
-        """React to stored changes: events, local waiters, local runs that lost their lease, and
-        parents that became claimable."""
+    def _observe(self, kind: str, changes: Sequence[StatusChange],
+                 stored: Mapping[str, ExecutionRecord] | None = None) -> None:
+        """React to stored changes: events, local waiters (given the ``stored`` records where
+        known), local runs that lost their lease, and parents that became claimable."""
         for change in changes:
             self._emit("enqueued" if change.previous_status is None else kind, change)
             if change.status.is_finished:
-                event = self._finish_events.pop(change.execution_id, None)
-                if event is not None:
-                    event.set()
+                record = stored.get(change.execution_id) if stored else None
+                self._finished(change.execution_id, record if record and record.status is change.status else None)
                 run = self._runs.get(change.execution_id)
                 if run is not None:  # e.g. cancelled by a cascade: stop it now, not at next poll
                     run.revoked = True
@@ -646,15 +657,21 @@ class DurableExecutor:
             elif change.status == change.previous_status or change.status is S.READY:
                 self._wake_claimer.set()
 
-    def _finish_event(self, execution_id: str) -> trio.Event:
-        event = self._finish_events.get(execution_id)
-        if event is None:
-            event = self._finish_events[execution_id] = trio.Event()
-        return event
+    def _finish(self, execution_id: str) -> _Finish:
+        finish = self._finishes.get(execution_id)
+        if finish is None:
+            finish = self._finishes[execution_id] = _Finish()
+        return finish
 
-    def _forget_finish_event(self, execution_id: str, event: trio.Event) -> None:
-        if self._finish_events.get(execution_id) is event:
-            del self._finish_events[execution_id]
+    def _forget_finish(self, execution_id: str, finish: _Finish) -> None:
+        if self._finishes.get(execution_id) is finish:
+            del self._finishes[execution_id]
+
+    def _finished(self, execution_id: str, record: ExecutionRecord | None) -> None:
+        finish = self._finishes.pop(execution_id, None)
+        if finish is not None:
+            finish.record = record
+            finish.event.set()
 
     def _note_ready_at(self, ready_at: float | None) -> None:
         if ready_at is None:
@@ -753,14 +770,12 @@ class DurableExecutor:
         """Wake handles waiting for executions that finished (or vanished) elsewhere: one
         batched read however many handles wait; ``skip_running`` leaves out the executions this
         executor runs, whose end it sees itself."""
-        waited = [i for i in self._finish_events if not (skip_running and i in self._runs)]
+        waited = [i for i in self._finishes if not (skip_running and i in self._runs)]
         for start in range(0, len(waited), 500):
             batch = waited[start:start + 500]
             for execution_id, record in zip(batch, await self.storage.get_executions(batch)):
                 if record is None or record.status.is_finished:
-                    event = self._finish_events.pop(execution_id, None)
-                    if event is not None:
-                        event.set()
+                    self._finished(execution_id, record)
 
     # ----------------------------------------------------------------------------- running
 
@@ -789,7 +804,12 @@ class DurableExecutor:
             self._wake_claimer.set()
 
     async def _commit_batch(self, commits: Sequence[RunCommit]) -> list[None]:
-        self._observe("committed", await self.storage.commit_runs(commits, self.now()))
+        now = self.now()
+        changes = await self.storage.commit_runs(commits, now)
+        # what the contract says a commit stores, for the handles waiting on it
+        stored = {c.record.execution_id: c.record.copy(lease_expires_at=None, updated_at=now)
+                  for c in commits if c.record.execution_id in self._finishes}
+        self._observe("committed", changes, stored)
         return [None] * len(commits)
 
     async def _commit(self, commit: RunCommit) -> None:

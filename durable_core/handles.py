@@ -72,13 +72,16 @@ class TaskExecutionHandle:
         ``poll_interval`` (or at once, with a storage that has a change feed). Bound the wait
         with a trio cancel scope.
         """
+        executor = self._executor
         while True:
-            finished = self._executor._finish_event(self.execution_id)
-            record = await self._executor._get_record(self.execution_id)
+            finish = executor._finish(self.execution_id)
+            record = await executor._get_record(self.execution_id)
             if record.status.is_finished:
-                self._executor._forget_finish_event(self.execution_id, finished)
-                return self._executor._to_task_execution(record)
-            await finished.wait()
+                executor._forget_finish(self.execution_id, finish)
+                return executor._to_task_execution(record)
+            await finish.event.wait()
+            if finish.record is not None:
+                return executor._to_task_execution(finish.record)
 
     async def cancel(self) -> None:
         """Cancel the execution and every unfinished descendant; no-op if already finished."""

@@ -7,7 +7,7 @@ import pytest
 import trio
 import trio.testing
 
-from durable_core import DurableExecutor
+from durable_core import DurableExecutor, ParentTaskResult, RetryOptions, child_task
 from durable_core.batching import Coalescer
 from durable_core.storage.contract import StorageError
 
@@ -100,3 +100,30 @@ async def test_batches_are_capped() -> None:
         for item in range(25):
             nursery.start_soon(coalescer.submit, item)
     assert sum(sizes) == 25 and max(sizes) <= 10
+
+
+@pytest.mark.real_clock
+@pytest.mark.parametrize("storage", ["memory", "sqlite"])
+async def test_a_waited_execution_is_returned_exactly_as_stored(storage, tmp_path) -> None:
+    """Handles woken by a local commit get the record the contract says was stored, unread:
+    it must be the very record a read returns."""
+    options = {"path": tmp_path / "durable.db"} if storage == "sqlite" else None
+    executor = DurableExecutor(storage, storage_options=options)
+
+    @executor.task(id="child", timeout=10)
+    async def child(ctx, input):
+        if input == "bad":
+            raise ValueError("bad input")
+        return {"got": input}
+
+    @executor.parent_task(id="parent", timeout=10)
+    async def parent(ctx, input):
+        return ParentTaskResult(output=[1.5, "x"], children=[child_task(child, "ok"), child_task(child, "bad")])
+
+    async with executor:
+        handles = [await executor.enqueue_task(parent, {"n": 1}), await executor.enqueue_task(child, "ok"),
+                   await executor.enqueue_task(child, "bad", retry=RetryOptions(max_attempts=1))]
+        for handle in handles:
+            finished = await handle.wait_and_get_finished_execution()
+            assert finished == await handle.get_execution()
+            assert finished.status.is_finished and finished.updated_at >= finished.started_at
