@@ -17,6 +17,10 @@ import trio
 from durable_core import DurableExecutor, ParentTaskResult, RetryOptions, child_task
 
 
+FLAG_AT = time.time() + 1.0
+"""The looping tasks' flag goes up 1 s after the worker starts, as in the reference workload."""
+
+
 def define(executor: DurableExecutor, log) -> dict:
     def record(event: str, ctx) -> None:
         log.write(f"{event} {ctx.execution_id} {ctx.attempt} {os.getpid()} {time.time():.6f}\n")
@@ -32,12 +36,6 @@ def define(executor: DurableExecutor, log) -> dict:
         record("end", ctx)
         return input * 2
 
-    @executor.parent_task(id="fan", timeout=30)
-    async def fan(ctx, input):
-        record("start", ctx)
-        record("end", ctx)
-        return ParentTaskResult(input, [child_task(work, input * 100 + i) for i in range(10)])
-
     @executor.task(id="slow", timeout=3)
     async def slow(ctx, input):
         record("start", ctx)
@@ -46,7 +44,45 @@ def define(executor: DurableExecutor, log) -> dict:
         record("end", ctx)
         return ctx.prev_error.message
 
-    return {"work": work, "fan": fan, "slow": slow}
+    # the reference workload (bench/reference_workload.py), each run logged
+    @executor.task(id="child", timeout=30)
+    async def child(ctx, input):
+        record("start", ctx)
+        await trio.sleep(0.001)
+        record("end", ctx)
+        return f"child {input}"
+
+    @executor.task(id="check_children", timeout=30)
+    async def check_children(ctx, input):
+        record("start", ctx)
+        record("end", ctx)
+        if len(input.children) != 50 or any(c.status != "completed" for c in input.children):
+            raise ValueError("a child did not complete")
+        return len(input.children)
+
+    @executor.parent_task(id="parent", timeout=30, finalize=check_children)
+    async def parent(ctx, input):
+        record("start", ctx)
+        record("end", ctx)
+        return ParentTaskResult(input, [child_task(child, i) for i in range(50)])
+
+    @executor.task(id="step", timeout=30)
+    async def step(ctx, input):
+        record("start", ctx)
+        await trio.sleep(0.001)
+        record("end", ctx)
+        return input + 1
+
+    @executor.task(id="poll_flag", timeout=30)
+    async def poll_flag(ctx, input):
+        record("start", ctx)
+        await trio.sleep(0.001)
+        record("end", ctx)
+        return {"is_done": True, "output": input} if time.time() >= FLAG_AT else {"is_done": False}
+
+    return {"work": work, "slow": slow, "parent": parent,
+            "sequence": executor.sequential_tasks("sequence", [step, step, step, step]),
+            "loop": executor.looping_task("loop", poll_flag, max_attempts=1000, sleep_before_run=0.1)}
 
 
 async def main(storage: str, options: str, log_dir: str, expire_leeway: float) -> None:
