@@ -1,5 +1,6 @@
-"""Seconds-long runs of the benchmarks, so they keep working (their figures are not checked)."""
+"""Seconds-long runs of every benchmark, so they keep working (their figures are not checked)."""
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -9,18 +10,15 @@ import pytest
 BENCH = Path(__file__).parent.parent / "bench"
 
 
-@pytest.mark.parametrize("args", [
-    ["throughput.py", "memory", "--tasks", "300"],
-    ["throughput.py", "sqlite", "--tasks", "300"],
-    ["latency.py", "sqlite", "--samples", "5"],
-    ["latency.py", "sqlite", "--samples", "5", "--from-process"],
-    ["reference_workload.py", "memory", "--iterations", "0"],
-    ["reference_workload.py", "sqlite", "--iterations", "0", "--executors", "2"],
-    ["scale.py", "history", "--history", "100", "300", "--tasks", "200"],
-    ["scale.py", "backlog", "memory", "--pending", "300"],
-    ["sqlite_storage_ops.py", "--records", "300"],
-    ["serializers.py", "0.001"],
-], ids=lambda args: " ".join(args))
+def quick_runs() -> list[list[str]]:
+    """The seconds-long runs ``bench/run_all.py --quick`` makes (bench/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("bench_run_all", BENCH / "run_all.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return [quick for _, quick in module.runs(postgres=None)]
+
+
+@pytest.mark.parametrize("args", quick_runs(), ids=lambda args: " ".join(args))
 def test_benchmark_runs_and_prints_figures(args, tmp_path):
     result = subprocess.run([sys.executable, str(BENCH / args[0]), *args[1:]], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
