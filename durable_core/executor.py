@@ -636,6 +636,8 @@ class DurableExecutor:
     # ----------------------------------------------------------------------------- observation
 
     def _emit(self, kind: str, change: StatusChange, error: ErrorInfo | None = None) -> None:
+        if not self._plugins.observing():  # an event costs ~3 µs: a tenth of a no-op task
+            return
         self._plugins.emit(TaskExecutionEvent(
             kind, change.execution_id, change.task_id, change.previous_status, change.status,
             self.now(), self.executor_id, error,

@@ -240,6 +240,7 @@ def test_emit_reaches_every_observer_and_isolates_failures(site, caplog) -> None
     for plugin in (Recording(), Failing(), Counting()):
         pm.register(plugin, name=type(plugin).__name__.lower())
     registry = PluginRegistry.load(pm)
+    assert registry.observing()  # observers that do not say when they listen always do
     with caplog.at_level(logging.ERROR, logger="durable.plugins"):
         registry.emit(event())
     assert sorted(name for name, _ in seen) == ["counting", "recording"]
@@ -251,9 +252,11 @@ def test_emit_reaches_every_observer_and_isolates_failures(site, caplog) -> None
 def test_builtin_logging_observer_logs_structured_debug_records(site, caplog) -> None:
     registry = PluginRegistry.load()
     with caplog.at_level(logging.INFO, logger="durable.events"):
+        assert not registry.observing()  # so the engine builds no event at all
         registry.emit(event())
     assert caplog.records == []
     with caplog.at_level(logging.DEBUG, logger="durable.events"):
+        assert registry.observing()
         registry.emit(event("committed"))
     [record] = caplog.records
     assert record.getMessage() == "committed task [te_1] ready -> running"

@@ -1,8 +1,8 @@
 """Built-in plugin ``logging``: every state change as a DEBUG record on ``durable.events``.
 
 Each record carries the event's fields as attributes (``execution_id``, ``task_id``, ``kind``,
-``status``, ...) for structured handlers. The level check comes first: the engine emits an event
-for every change, and with DEBUG off this observer costs one cached check.
+``status``, ...) for structured handlers. The engine makes an event for every change, unless no
+observer listens: this one says (``durable_listening``) that it listens only while DEBUG is on.
 """
 
 import dataclasses
@@ -14,9 +14,13 @@ from . import hookimpl
 logger = logging.getLogger("durable.events")
 
 
+def _listening() -> bool:
+    return logger.isEnabledFor(logging.DEBUG)
+
+
 @hookimpl
 def durable_task_execution_event(event: TaskExecutionEvent) -> None:
-    if not logger.isEnabledFor(logging.DEBUG):
+    if not _listening():
         return
     previous = event.previous_status or "new"
     logger.debug(
@@ -25,3 +29,6 @@ def durable_task_execution_event(event: TaskExecutionEvent) -> None:
         f": {event.error.message}" if event.error else "",
         extra={field.name: getattr(event, field.name) for field in dataclasses.fields(event)},
     )
+
+
+durable_task_execution_event.durable_listening = _listening  # type: ignore[attr-defined]

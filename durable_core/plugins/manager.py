@@ -176,6 +176,9 @@ class PluginRegistry:
             for impl in reversed(pm.hook.durable_task_execution_event.get_hookimpls())
             if not (impl.wrapper or impl.hookwrapper)
         ]
+        self._listening = [getattr(impl.function, LISTENING, None)
+                           for impl in pm.hook.durable_task_execution_event.get_hookimpls()
+                           if not (impl.wrapper or impl.hookwrapper)]
         self.plugins += pm.failures
 
     @classmethod
@@ -265,6 +268,14 @@ class PluginRegistry:
         """The validation function for ``input_schema=schema`` (``durable_input_validator``)."""
         return self._pm.hook.durable_input_validator(schema=schema, task_id=task_id)
 
+    def observing(self) -> bool:
+        """Whether any observer wants events now, so that the engine builds none for nobody.
+
+        An observer whose function has a ``durable_listening`` attribute (a callable) is asked;
+        the built-in logging plugin listens only while DEBUG is on for ``durable.events``.
+        """
+        return any(listening is None or listening() for listening in self._listening)
+
     def emit(self, event: TaskExecutionEvent) -> None:
         """Tell every observer (``durable_task_execution_event``); one that raises is logged."""
         for name, observe in self._observers:
@@ -282,6 +293,11 @@ class PluginRegistry:
                 _call(impl, cli=cli)
             except Exception as exc:
                 logger.warning("plugin %r failed to add commands: %s", impl.plugin_name, _describe(exc))
+
+
+LISTENING = "durable_listening"
+"""The attribute of a ``durable_task_execution_event`` implementation that says whether it
+listens now (see ``PluginRegistry.observing``)."""
 
 
 def _no_event(observe: Callable[[], object], event: TaskExecutionEvent) -> None:
