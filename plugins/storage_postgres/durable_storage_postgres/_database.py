@@ -3,7 +3,9 @@
 Used only by the storage's connection threads, which run every operation inside a transaction
 (see ``_thread``); the operations never begin or commit. Every write locks the rows it changes
 (``FOR UPDATE``, or ``FOR UPDATE SKIP LOCKED`` when claiming and expiring), and every fenced
-write checks the lease in the same statement that writes, so one round trip does both.
+write checks the lease in the same statement that writes, so one round trip does both. Batches
+are pipelined (psycopg's pipeline mode): the statements of a batch go to the server together, run
+in order there, and cost one round trip, not one per element.
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ from ._rows import COLUMNS, KEPT, STATUSES, from_row, to_row
 _FINISHED = ", ".join(f"'{s}'" for s in sorted(FINISHED_TASK_EXECUTION_STATUSES))
 _WRITTEN = tuple(i for i, column in enumerate(COLUMNS) if column not in KEPT)
 """Positions in a row of the columns a commit writes."""
-_INSERT_CHUNK = 500
-"""Rows per INSERT statement (46 parameters each; PostgreSQL takes at most 65,535)."""
+_CLOSE_SET = """ready_at = CASE WHEN active_children_count = 1
+        AND status IN ('waiting_for_children', 'waiting_for_finalize') THEN %(now)s ELSE ready_at END,
+    active_children_count = greatest(active_children_count - 1, 0),
+    updated_at = %(now)s"""
+"""Closure: one child of the parent finished (the contract's rule for ``ready_at``)."""
 
 
 def _error_params(error: ErrorInfo | None) -> dict[str, Any]:
@@ -85,36 +90,8 @@ FROM (SELECT execution_id, ready_at FROM {t} WHERE ready_at <= %(now)s ORDER BY 
       FOR UPDATE SKIP LOCKED) AS c
 WHERE e.execution_id = c.execution_id
 RETURNING c.ready_at, {", ".join(f"e.{c}" for c in COLUMNS)}"""
-        written = [COLUMNS[i] for i in _WRITTEN]
-        self.commit = f"""
-UPDATE {t} AS e SET ({", ".join(written)}) = ({", ".join(["%s"] * len(written))}),
-    updated_at = %s, lease_expires_at = NULL
-FROM (SELECT execution_id, status FROM {t}
-      WHERE execution_id = %s AND lease_token = %s AND lease_expires_at IS NOT NULL FOR UPDATE) AS o
-WHERE e.execution_id = o.execution_id
-RETURNING o.status"""
-        self.close = f"""
-UPDATE {t} SET
-    ready_at = CASE WHEN active_children_count = 1
-        AND status IN ('waiting_for_children', 'waiting_for_finalize') THEN %(now)s ELSE ready_at END,
-    active_children_count = greatest(active_children_count - 1, 0),
-    updated_at = %(now)s
-WHERE execution_id = %(execution_id)s
-RETURNING task_id, status"""
-        self.cascade = f"""
-WITH RECURSIVE subtree (execution_id) AS (
-    SELECT execution_id FROM {t} WHERE parent_execution_id = %(execution_id)s
-    UNION ALL
-    SELECT e.execution_id FROM {t} AS e JOIN subtree AS s ON e.parent_execution_id = s.execution_id
-), old AS (
-    SELECT e.execution_id, e.status FROM {t} AS e JOIN subtree USING (execution_id)
-    WHERE e.status NOT IN ({_FINISHED}) FOR UPDATE OF e
-)
-UPDATE {t} AS e SET status = 'cancelled', error_type = %(error_type)s, error_message = %(error_message)s,
-    error_is_retryable = %(error_is_retryable)s, error_is_internal = %(error_is_internal)s,
-    finished_at = %(now)s, ready_at = NULL, lease_expires_at = NULL, updated_at = %(now)s
-FROM old WHERE e.execution_id = old.execution_id AND e.status NOT IN ({_FINISHED})
-RETURNING e.execution_id, e.task_id, old.status"""
+        self.close = f"UPDATE {t} SET {_CLOSE_SET} WHERE execution_id = %(execution_id)s RETURNING task_id, status"
+        self.cascade = "WITH RECURSIVE {}\n{}\nRETURNING e.execution_id, e.task_id, old.status".format(*self._cascading(""))
         self.expired = f"""
 SELECT execution_id, is_sleeping, lease_expirations FROM {t}
 WHERE lease_expires_at <= %s ORDER BY lease_expires_at LIMIT %s FOR UPDATE SKIP LOCKED"""
@@ -134,6 +111,54 @@ DELETE FROM {t} WHERE execution_id IN (SELECT execution_id FROM tree)"""
     error_is_retryable = %(error_is_retryable)s, error_is_internal = %(error_is_internal)s,
     lease_expirations = e.lease_expirations + %(expired)s,
     finished_at = %(now)s, ready_at = NULL, lease_expires_at = NULL, updated_at = %(now)s"""
+
+    def _cascading(self, guard: str) -> tuple[str, str]:
+        """The CTEs and the UPDATE that cancel the unfinished descendants of ``%(execution_id)s``
+        (``guard``: a further condition on starting the walk)."""
+        t = self.table
+        return f"""subtree (execution_id) AS (
+    SELECT execution_id FROM {t} WHERE parent_execution_id = %(execution_id)s{guard}
+    UNION ALL
+    SELECT e.execution_id FROM {t} AS e JOIN subtree AS s ON e.parent_execution_id = s.execution_id
+), old AS (
+    SELECT e.execution_id, e.status FROM {t} AS e JOIN subtree USING (execution_id)
+    WHERE e.status NOT IN ({_FINISHED}) FOR UPDATE OF e
+)""", f"""UPDATE {t} AS e SET status = 'cancelled', error_type = %(error_type)s, error_message = %(error_message)s,
+    error_is_retryable = %(error_is_retryable)s, error_is_internal = %(error_is_internal)s,
+    finished_at = %(now)s, ready_at = NULL, lease_expires_at = NULL, updated_at = %(now)s
+FROM old WHERE e.execution_id = old.execution_id AND e.status NOT IN ({_FINISHED})"""
+
+    @functools.lru_cache(maxsize=8)
+    def commit_run(self, close: bool, cascade: bool) -> str:
+        """One commit as one statement: the fenced write of ``%(execution_id)s`` and, only if its
+        lease held, the closure of ``%(parent)s`` and the cascade, as rows ``(step, a, b, c)``:
+        ``(0, previous status)``, ``(1, parent task id, parent status)``, ``(2, id, task id,
+        previous status)`` for each cancelled descendant. One statement, so pipelining commits
+        keeps them in order: each sees what the commits before it did."""
+        t = self.table
+        written = [COLUMNS[i] for i in _WRITTEN]
+        steps = [f"""WITH RECURSIVE o AS (
+    SELECT execution_id, status FROM {t}
+    WHERE execution_id = %(execution_id)s AND lease_token = %(lease_token)s AND lease_expires_at IS NOT NULL
+    FOR UPDATE
+), c AS (
+    UPDATE {t} AS e SET ({", ".join(written)}) = ({", ".join(f"%(r_{c})s" for c in written)}),
+        updated_at = %(now)s, lease_expires_at = NULL
+    FROM o WHERE e.execution_id = o.execution_id
+    RETURNING o.status
+)"""]
+        rows = ["SELECT 0, status, NULL, NULL FROM c"]
+        if close:
+            steps.append(f"""p AS (
+    UPDATE {t} SET {_CLOSE_SET} WHERE execution_id = %(parent)s AND EXISTS (SELECT FROM c)
+    RETURNING task_id, status
+)""")
+            rows.append("SELECT 1, task_id, status, NULL FROM p")
+        if cascade:
+            ctes, update = self._cascading(" AND EXISTS (SELECT FROM c)")
+            steps += [ctes, f"d AS (\n{update}\nRETURNING e.execution_id, e.task_id, old.status\n)"]
+            rows.append("SELECT 2, execution_id, task_id, status FROM d")
+        return ", ".join(steps) + "\n" + "\nUNION ALL ".join(rows)
 
     @functools.lru_cache(maxsize=8)  # one Queries per storage, a handful of shapes
     def finish(self, condition: str, with_output: bool) -> str:
@@ -166,10 +191,12 @@ FROM (SELECT e.execution_id, e.status FROM {self.table} AS e {holding} FOR UPDAT
 WHERE e.execution_id = o.execution_id
 RETURNING e.execution_id, e.task_id, o.status, e.status"""
 
-    @functools.lru_cache(maxsize=16)
-    def insert(self, rows: int) -> str:
-        values = ", ".join([f"({', '.join(['%s'] * len(COLUMNS))})"] * rows)
-        return f"INSERT INTO {self.table} ({self.cols}) VALUES {values} ON CONFLICT DO NOTHING RETURNING execution_id"
+    @functools.cached_property
+    def insert(self) -> str:
+        """One row: batches are pipelined (a statement of hundreds of rows takes the server longer
+        to parse and plan than running one prepared statement per row)."""
+        values = ", ".join(["%s"] * len(COLUMNS))
+        return f"INSERT INTO {self.table} ({self.cols}) VALUES ({values}) ON CONFLICT DO NOTHING RETURNING execution_id"
 
     @functools.lru_cache(maxsize=8)
     def list(self, by_status: bool, by_task: bool) -> str:
@@ -227,11 +254,14 @@ class Database:
 
     def insert(self, cur: psycopg.Cursor, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
         """Insert what is new; idempotency-key twins return the stored record (see ``_twin``)."""
+        if not records:
+            return []
+        cur.executemany(self.q.insert, [to_row(record) for record in records], returning=True)
         inserted: set[str] = set()
-        for start in range(0, len(records), _INSERT_CHUNK):
-            chunk = records[start:start + _INSERT_CHUNK]
-            cur.execute(self.q.insert(len(chunk)), [value for record in chunk for value in to_row(record)])
+        while True:
             inserted.update(execution_id for (execution_id,) in cur.fetchall())
+            if not cur.nextset():
+                break
         return [record if record.execution_id in inserted else self._twin(cur, record) for record in records]
 
     def claim(self, cur: psycopg.Cursor, executor_id: str, now: float, limit: int,
@@ -244,21 +274,26 @@ class Database:
         return [from_row(row[1:]) for row in rows]
 
     def commit_runs(self, cur: psycopg.Cursor, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
+        """Pipelined: each commit without new executions is one statement (with its closure and
+        cascade), all sent at once; one that inserts is sent alone, with its inserts after it, in
+        its place in the order, so every commit still sees what the ones before it did."""
+        conn = cur.connection
         changes: list[StatusChange] = []
-        for commit in commits:
-            record = commit.record
-            row = to_row(record)
-            cur.execute(self.q.commit, (*(row[i] for i in _WRITTEN), now, record.execution_id, record.lease_token))
-            previous = cur.fetchone()
-            if previous is None:
-                continue  # the lease does not hold
-            changes.append(StatusChange(record.execution_id, record.task_id, STATUSES[previous[0]], record.status))
-            if commit.new_executions:
-                stored = self.insert(cur, commit.new_executions)
-                changes += [StatusChange(new.execution_id, new.task_id, None, new.status)
-                            for new, kept in zip(commit.new_executions, stored) if kept is new]
-            parent = record.parent and record.parent.execution_id
-            changes += self._after_finish(cur, record.execution_id, record.task_id, record.status, parent, now)
+        pending: list[tuple[RunCommit, psycopg.Cursor]] = []
+        with conn.pipeline():
+            for commit in commits:
+                if not commit.new_executions:
+                    pending.append((commit, self._send_commit(conn, commit, now, after=True)))
+                    continue
+                changes += self._commit_results(pending)
+                pending = []
+                applied = self._commit_results([(commit, self._send_commit(conn, commit, now, after=False))])
+                if applied:
+                    changes += applied + self._inserted(cur, commit.new_executions)
+                    record = commit.record
+                    parent = record.parent and record.parent.execution_id
+                    changes += self._after_finish(cur, record.execution_id, record.task_id, record.status, parent, now)
+            changes += self._commit_results(pending)
         return changes
 
     def release(self, cur: psycopg.Cursor, leases: Sequence[Lease], now: float) -> list[StatusChange]:
@@ -309,6 +344,44 @@ class Database:
         cur.execute(query, (list(keys),))
         found = {key(record): record for record in map(from_row, cur.fetchall())}
         return [found.get(k) for k in keys]
+
+    def _send_commit(self, conn: psycopg.Connection, commit: RunCommit, now: float, *, after: bool) -> psycopg.Cursor:
+        """Send the statement of ``commit`` (with its closure and cascade if ``after``); its rows
+        are read by ``_commit_results``."""
+        record = commit.record
+        row = to_row(record)
+        params = {f"r_{COLUMNS[i]}": row[i] for i in _WRITTEN}
+        params.update(execution_id=record.execution_id, lease_token=record.lease_token, now=now,
+                      parent=record.parent and record.parent.execution_id)
+        finished = after and record.status.is_finished
+        cascade = finished and record.status is not S.COMPLETED
+        if cascade:
+            params.update(_error_params(cascade_error(record)))
+        cur = conn.cursor()
+        cur.execute(self.q.commit_run(finished and record.parent is not None, cascade), params)
+        return cur
+
+    @staticmethod
+    def _commit_results(sent: list[tuple[RunCommit, psycopg.Cursor]]) -> list[StatusChange]:
+        """The changes of commits sent by ``_send_commit``, in order (nothing where a lease did not hold)."""
+        changes: list[StatusChange] = []
+        for commit, cur in sent:
+            record = commit.record
+            for step, a, b, c in sorted(cur.fetchall(), key=lambda row: row[0]):  # UNION ALL keeps no order
+                if step == 0:
+                    changes.append(StatusChange(record.execution_id, record.task_id, STATUSES[a], record.status))
+                elif step == 1:
+                    changes.append(StatusChange(record.parent.execution_id, a, STATUSES[b], STATUSES[b]))  # type: ignore[union-attr]
+                else:
+                    changes.append(StatusChange(a, b, STATUSES[c], S.CANCELLED))
+            cur.close()
+        return changes
+
+    def _inserted(self, cur: psycopg.Cursor, records: Sequence[ExecutionRecord]) -> list[StatusChange]:
+        """Insert ``records``: the changes of those stored (not of idempotency-key twins)."""
+        stored = self.insert(cur, records)
+        return [StatusChange(new.execution_id, new.task_id, None, new.status)
+                for new, kept in zip(records, stored) if kept is new]
 
     def _twin(self, cur: psycopg.Cursor, record: ExecutionRecord) -> ExecutionRecord:
         """Why ``record`` was not inserted: the stored record with its idempotency key, or an error."""
