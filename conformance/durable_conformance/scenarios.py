@@ -47,8 +47,13 @@ def executor(storage: Storage, **options: Any) -> DurableExecutor:
 
 
 async def finished(handle: TaskExecutionHandle, limit: float = WAIT_LIMIT) -> TaskExecution:
+    """The finished execution as the handle returns it, which must be what the storage holds
+    (a handle woken by its executor's commit takes the record the contract says was stored)."""
     with trio.fail_after(limit):
-        return await handle.wait_and_get_finished_execution()
+        execution = await handle.wait_and_get_finished_execution()
+        stored = await handle.get_execution()
+    assert stored == execution, f"the storage holds {stored}, not what it acknowledged: {execution}"
+    return stored
 
 
 async def run(ex: DurableExecutor, task: Any, input: Any = None, **options: Any) -> TaskExecution:
