@@ -128,7 +128,8 @@ class PostgresStorage:
                 conn.close()
             raise
         connections = Connections(opened, connect=connect, errors=errors, channel=channel if notify else None,
-                                  max_batch_size=max_batch_size, max_retries=max_retries, name=where)
+                                  max_batch_size=max_batch_size, max_retries=max_retries,
+                                  cancel_timeout=connect_timeout, name=where)
         listener = None
         if notify:
             listener = Listener(_autocommit(connect), channel, connections.backend_pids)

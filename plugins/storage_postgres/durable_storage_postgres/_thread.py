@@ -8,11 +8,16 @@ back to trio in one callback. ``pool_size`` threads serve the queue side by side
 Cancellation: a call whose caller is cancelled before a thread takes it is dropped and raises
 ``trio.Cancelled``; once taken it is applied wholly (or not at all, if its transaction fails) and
 its caller receives the result, trio delivering the cancellation at the caller's next checkpoint.
-So ``Cancelled`` always means "nothing was applied", and a claim is never lost.
+So ``Cancelled`` always means "nothing was applied", and a claim is never lost. One exception
+keeps that promise: if *every* caller of a transaction in flight is cancelled (an executor
+shutting down while the server waits on a lock another process holds, say), the server is asked
+to abandon it (``cancel_safe``); if it does, nothing was applied and the callers see
+``Cancelled`` at once instead of waiting for the lock.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -33,7 +38,7 @@ class _Call:
     """One storage call: ``fn(cursor, *args)``; ``notify``: on success with a non-empty result,
     other storage objects are told (NOTIFY) when the transaction commits."""
 
-    __slots__ = ("fn", "args", "notify", "task", "taken", "dropped", "result")
+    __slots__ = ("fn", "args", "notify", "task", "taken", "dropped", "cancelled", "flight", "result")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], notify: bool, task: trio.lowlevel.Task):
         self.fn = fn
@@ -42,7 +47,27 @@ class _Call:
         self.task = task
         self.taken = False
         self.dropped = False
+        self.cancelled = False  # its caller was cancelled after a thread took it
+        self.flight: _Flight | None = None
         self.result: outcome.Outcome[Any] | None = None
+
+
+class _Flight:
+    """The calls a thread runs in one transaction, and whether the server was asked to abandon
+    it. ``lock`` keeps that request from reaching the connection once the transaction is done."""
+
+    __slots__ = ("calls", "conn", "lock", "done", "abandoned")
+
+    def __init__(self, calls: list[_Call]):
+        self.calls = calls
+        self.conn: psycopg.Connection | None = None
+        self.lock = threading.Lock()
+        self.done = False
+        self.abandoned = False
+
+
+class _Abandoned(Exception):
+    """The server abandoned a transaction every caller of which was cancelled: nothing applied."""
 
 
 _STOP = object()
@@ -57,21 +82,23 @@ class Connections:
     """Runs calls on ``pool_size`` dedicated connection threads, committing pending calls together.
 
     ``connections`` are open and the threads own them from now on; ``connect`` opens another when
-    one was lost; ``errors`` turns a psycopg error into the ``StorageError`` a caller sees;
+    one was lost (``cancel_timeout``: how long asking the server to abandon a transaction may take);
+    ``errors`` turns a psycopg error into the ``StorageError`` a caller sees;
     ``channel`` is NOTIFY'd after transactions whose calls asked for it (None: never).
     """
 
     def __init__(self, connections: list[psycopg.Connection], *, connect: Callable[[], psycopg.Connection],
                  errors: Callable[[psycopg.Error], StorageError], channel: str | None, max_batch_size: int,
-                 max_retries: int, name: str):
+                 max_retries: int, cancel_timeout: float, name: str):
         self._connect = connect
+        self._cancel_timeout = cancel_timeout
         self._errors = errors
         self._channel = channel
         self._max_batch_size = max_batch_size
         self._max_retries = max_retries
         self._name = name
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._lock = threading.Lock()  # guards _Call.taken / dropped
+        self._lock = threading.Lock()  # guards _Call.taken / dropped / cancelled, _Flight.abandoned
         self._token = trio.lowlevel.current_trio_token()
         self._closed = False
         self.backend_pids: set[int] = {conn.info.backend_pid for conn in connections}
@@ -93,12 +120,22 @@ class Connections:
 
         def abort(_: object) -> trio.lowlevel.Abort:
             with self._lock:
-                if call.taken:
+                if not call.taken:
+                    call.dropped = True
+                    return trio.lowlevel.Abort.SUCCEEDED
+                call.cancelled = True
+                flight = call.flight
+                if flight is None or flight.abandoned or not all(c.cancelled for c in flight.calls):
                     return trio.lowlevel.Abort.FAILED
-                call.dropped = True
-            return trio.lowlevel.Abort.SUCCEEDED
+                flight.abandoned = True
+            trio.lowlevel.start_thread_soon(functools.partial(self._abandon, flight), lambda _: None)
+            return trio.lowlevel.Abort.FAILED
 
-        return await trio.lowlevel.wait_task_rescheduled(abort)  # type: ignore[no-any-return]
+        try:
+            return await trio.lowlevel.wait_task_rescheduled(abort)  # type: ignore[no-any-return]
+        except _Abandoned:
+            await trio.lowlevel.checkpoint()  # raises Cancelled: this caller was cancelled
+            raise StorageError(f"The postgres storage of {self._name} abandoned a call") from None
 
     async def close(self) -> None:
         """Run what is queued, then close every connection and end the threads. Idempotent."""
@@ -113,6 +150,16 @@ class Connections:
 
     # ------------------------------------------------------------------ in a thread
 
+    def _abandon(self, flight: _Flight) -> None:
+        """Ask the server to abandon ``flight``'s transaction, if it is still running."""
+        with flight.lock:
+            if flight.done or flight.conn is None:
+                return
+            try:
+                flight.conn.cancel_safe(timeout=self._cancel_timeout)
+            except Exception as exc:  # the transaction then ends as it would have
+                log.warning("asking %s to abandon a transaction failed: %s", self._name, exc)
+
     def _serve(self, conn: psycopg.Connection | None) -> None:
         """Serve calls until told to stop; a lost connection is opened again for the next batch."""
         try:
@@ -124,7 +171,7 @@ class Connections:
                         self._fail(calls, StorageError(f"Lost the connection to {self._name}, and reconnecting "
                                                        "failed; the server may be down or restarting"))
                     else:
-                        self._run(conn, calls)
+                        self._run_in_flight(conn, calls)
                     try:
                         self._token.run_sync_soon(_reschedule, calls)
                     except trio.RunFinishedError:  # the trio run ended without closing the storage
@@ -160,9 +207,23 @@ class Connections:
         stop = items[-1] is _STOP
         with self._lock:
             calls = [item for item in items if item is not _STOP and not item.dropped]
+            flight = _Flight(calls)
             for call in calls:
                 call.taken = True
+                call.flight = flight
         return calls, stop
+
+    def _run_in_flight(self, conn: psycopg.Connection, calls: list[_Call]) -> None:
+        """``_run``, abandoned by the server if every caller is cancelled meanwhile (module doc)."""
+        flight = calls[0].flight
+        assert flight is not None
+        with flight.lock:
+            flight.conn = conn
+        self._run(conn, calls)
+        with flight.lock:
+            flight.done = True
+        if flight.abandoned and all(isinstance(call.result, outcome.Error) for call in calls):
+            self._fail(calls, _Abandoned())  # it failed (as asked): nothing was applied
 
     def _run(self, conn: psycopg.Connection, calls: list[_Call]) -> None:
         """Run ``calls`` in one transaction: without savepoints, which cost a round trip each, and if

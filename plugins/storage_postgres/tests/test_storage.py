@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import threading
 
+import psycopg
 import pytest
 import trio
 
@@ -97,6 +99,25 @@ async def test_a_cancelled_call_did_nothing_or_everything(postgres):
         # every record is either still claimable or claimed by a call that returned
         assert len(left) + len(claimed_by_cancelled) == 50
         assert len(running) == 50
+
+
+async def test_a_call_stuck_on_a_lock_is_abandoned_when_its_caller_is_cancelled(postgres, dsn, schema):
+    """Shutting down while another process holds a lock: the server is asked to abandon the
+    transaction (cancel_safe), the caller sees Cancelled at once, and nothing was applied."""
+    async with postgres() as storage:
+        with psycopg.connect(dsn) as locker:
+            locker.execute(f"LOCK TABLE {schema}.executions IN ACCESS EXCLUSIVE MODE")
+            release = threading.Timer(15, locker.rollback)  # were the call not abandoned: no hang
+            release.start()
+            started = trio.current_time()
+            with trio.move_on_after(0.5) as waiting:
+                await storage.insert_executions([new("te_1")])
+            release.cancel()
+            assert waiting.cancelled_caught and trio.current_time() - started < 5
+            locker.rollback()
+        assert await storage.get_executions(["te_1"]) == [None]
+        await storage.insert_executions([new("te_2")])  # the storage works on
+        assert [r.execution_id for r in await storage.list_executions()] == ["te_2"]
 
 
 async def test_the_change_feed_wakes_an_idle_executor_at_once(postgres):
