@@ -651,7 +651,9 @@ class DurableExecutor:
             self._emit("enqueued" if change.previous_status is None else kind, change)
             if change.status.is_finished:
                 record = stored.get(change.execution_id) if stored else None
-                self._finished(change.execution_id, record if record and record.status is change.status else None)
+                if record is not None and (record.status is not change.status or record.status is S.CANCELLED):
+                    record = None  # not its own commit's change: a cascade in the same batch cancelled it
+                self._finished(change.execution_id, record)
                 run = self._runs.get(change.execution_id)
                 if run is not None:  # e.g. cancelled by a cascade: stop it now, not at next poll
                     run.revoked = True
