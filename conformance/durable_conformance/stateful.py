@@ -385,6 +385,10 @@ class StorageMachine(RuleBasedStateMachine):
           executor=st.sampled_from(["de_1", "de_2"]))
     def claim(self, limit: int, leeway: float, executor: str) -> None:
         due = self.model.due(self.now)
+        # never split records of equal ready_at: which of them a backend claims is its own
+        # choice, and what the machine draws afterwards must not depend on it
+        while 0 < limit < len(due) and due[limit - 1].ready_at == due[limit].ready_at:
+            limit += 1
         claimed = self.call("claim_executions", executor, self.now, limit, leeway)
         ids = [r.execution_id for r in claimed]
         wanted = min(limit, len(due))
@@ -555,6 +559,8 @@ class StorageMachine(RuleBasedStateMachine):
     def delete(self, ago: float, limit: int) -> None:
         before = self.now - ago
         eligible = {r.execution_id for r in self.model.deletable_roots(before)}
+        if limit < len(eligible):  # which trees go is the backend's choice (as with claims of equal
+            limit = len(eligible)  # ready_at); the operation checks cover partial deletion
         deleted = self.call("delete_finished_executions", before, limit)
         ids = list(self.model.records)
         gone = {i for i, record in zip(ids, self.call("get_executions", ids)) if record is None}
