@@ -118,7 +118,9 @@ async def main(storage: str, options: dict | None, iterations: int, executors: i
         shared = await stack.enter_async_context(open_storage(storage, **(options or {})))
         in_process = executors if not shared.capabilities.multi_process else 1
         local = [DurableExecutor(shared) for _ in range(in_process)]
-        tasks = [build(executor, flag) for executor in local][0]  # each executor defines the tasks
+        tasks = build(local[0], flag)
+        for executor in local[1:]:  # every executor defines the same tasks
+            build(executor, flag)
         for executor in local:
             await stack.enter_async_context(executor)
         for _ in range(executors - in_process):

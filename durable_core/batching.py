@@ -29,7 +29,7 @@ class _Batch(Generic[T, R]):
 
     @property
     def settled(self) -> bool:
-        """False if its leader was cancelled before the call: nothing was done."""
+        """False if its leader was cancelled during the call: nothing was done."""
         return self.results is not None or self.error is not None
 
     def result(self, index: int) -> R:
@@ -69,13 +69,13 @@ class Coalescer(Generic[T, R]):
         batch.items.append(item)
         try:
             await trio.lowlevel.cancel_shielded_checkpoint()  # the others of this tick join
-            if self._open is batch:
+            if self._open is batch:  # later comers make a batch of their own
                 self._open = None
             batch.results = list(await self._call(batch.items))
         except Exception as exc:
             batch.error = exc
         finally:
-            if self._open is batch:
+            if self._open is batch:  # never leave a finished batch open, whatever was raised
                 self._open = None
             batch.done.set()
         return batch.result(0)

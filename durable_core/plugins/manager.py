@@ -171,14 +171,13 @@ class PluginRegistry:
                     f"hook:{caller.name}" for caller in pm.get_hookcallers(plugin) or ()
                     if caller.name not in ("durable_register_storages", "durable_register_serializers")
                 ]
+        observers = [impl for impl in reversed(pm.hook.durable_task_execution_event.get_hookimpls())
+                     if not (impl.wrapper or impl.hookwrapper)]
         self._observers = [
             (impl.plugin_name, impl.function if impl.argnames else functools.partial(_no_event, impl.function))
-            for impl in reversed(pm.hook.durable_task_execution_event.get_hookimpls())
-            if not (impl.wrapper or impl.hookwrapper)
+            for impl in observers
         ]
-        self._listening = [getattr(impl.function, LISTENING, None)
-                           for impl in pm.hook.durable_task_execution_event.get_hookimpls()
-                           if not (impl.wrapper or impl.hookwrapper)]
+        self._listening = [getattr(impl.function, LISTENING, None) for impl in observers]
         self.plugins += pm.failures
 
     @classmethod
