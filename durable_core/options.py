@@ -1,0 +1,122 @@
+"""Declared options: each with its name, type, default, bounds and a line of help.
+
+One declaration serves everything that handles an option: the executor checks its keyword
+arguments with it, the configuration file accepts ``[executor]`` keys by it, ``durable config
+set`` validates with it, and error messages quote its bounds and default. Storage and serializer
+plugins declare theirs with the same ``Option`` (see docs/plugins.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+_MiB = 1024 * 1024
+
+OptionValue = int | float | str | bool
+"""What an option may hold: the scalar types a TOML file and a command line can give."""
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One option a component accepts.
+
+    ``type`` is ``int``, ``float``, ``str`` or ``bool`` (an ``int`` is accepted where a ``float``
+    is expected). Numbers must be at least ``minimum`` (and above it when ``exclusive``) and at
+    most ``maximum``; ``None`` leaves a side open. ``default`` None means the option is optional
+    and has no default value.
+    """
+
+    name: str
+    type: type[OptionValue]
+    default: OptionValue | None
+    help: str
+    minimum: float | None = None
+    exclusive: bool = False
+    maximum: float | None = None
+
+    def expected(self) -> str:
+        """What a valid value looks like, for error messages: ``an integer >= 0 (default 1000)``."""
+        kind = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[self.type]
+        bounds = []
+        if self.minimum is not None:
+            bounds.append(f"{'>' if self.exclusive else '>='} {self.minimum:g}")
+        if self.maximum is not None:
+            bounds.append(f"<= {self.maximum:g}")
+        default = "" if self.default is None else f" (default {self.default!r})"
+        return f"{kind}{' ' + ' and '.join(bounds) if bounds else ''}{default}"
+
+    def accepts(self, value: object) -> bool:
+        """Whether ``value`` has this option's type and lies within its bounds."""
+        if self.type is bool or isinstance(value, bool):
+            return isinstance(value, bool) and self.type is bool
+        if self.type is str:
+            return isinstance(value, str)
+        number_types = (int,) if self.type is int else (int, float)
+        if not isinstance(value, number_types) or math.isnan(value) or math.isinf(value):
+            return False
+        if self.minimum is not None and (value <= self.minimum if self.exclusive else value < self.minimum):
+            return False
+        return self.maximum is None or value <= self.maximum
+
+    def check(self, value: object, owner: str) -> Any:
+        """``value`` if it is valid, else ``ValueError`` naming ``owner``, the option and the bounds."""
+        if not self.accepts(value):
+            raise ValueError(f"Invalid {owner} option {self.name}: expected {self.expected()}, got {value!r}")
+        return value
+
+
+def _option(default: OptionValue, help: str, **bounds: Any) -> Any:
+    """A field of ``ExecutorOptions`` carrying its declaration (see ``Option``)."""
+    return dataclasses.field(default=default, metadata={"help": help, **bounds})
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorOptions:
+    """The tuning options of ``DurableExecutor``, checked when it is made (see docs/config.md)."""
+
+    max_concurrent_task_executions: int = _option(
+        1000, "Executions this executor runs at once; 0 makes it a client that never runs a task.", minimum=0)
+    max_task_executions_per_batch: int = _option(
+        100, "Executions claimed (and leases expired) per storage call.", minimum=0, exclusive=True)
+    expire_leeway: float = _option(
+        300.0, "Seconds a lease outlives the task's timeout before another executor may take it over.",
+        minimum=0)
+    poll_interval: float = _option(
+        0.5, "Seconds between looks for due work and expired leases when nothing wakes the executor.",
+        minimum=0, exclusive=True)
+    shutdown_timeout: float = _option(
+        15.0, "Seconds running tasks get to finish at shutdown before they are handed back.", minimum=0)
+    max_lease_expirations: int = _option(
+        10, "Lease expiries after which an execution fails instead of running again.", minimum=0)
+    max_children_per_task_execution: int = _option(
+        1000, "Children one parent task may return.", minimum=0, exclusive=True)
+    max_serialized_input_size: int = _option(
+        _MiB, "Bytes a serialized input may take.", minimum=0, exclusive=True)
+    max_serialized_output_size: int = _option(
+        _MiB, "Bytes a serialized output may take.", minimum=0, exclusive=True)
+
+    def __post_init__(self) -> None:
+        for option in EXECUTOR_OPTIONS.values():
+            option.check(getattr(self, option.name), "executor")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, object]) -> ExecutorOptions:
+        """Options from a mapping of names to values (a config table); unknown names raise."""
+        unknown = sorted(set(values) - set(EXECUTOR_OPTIONS))
+        if unknown:
+            raise ValueError(f"Unknown executor option {unknown[0]!r}; known: {', '.join(EXECUTOR_OPTIONS)}")
+        return cls(**values)  # type: ignore[arg-type]  # each value is checked in __post_init__
+
+
+def _declared(field: dataclasses.Field[Any]) -> Option:
+    kind = {"int": int, "float": float}[str(field.type)]
+    bounds = {key: value for key, value in field.metadata.items() if key != "help"}
+    return Option(field.name, kind, field.default, field.metadata["help"], **bounds)
+
+
+EXECUTOR_OPTIONS: dict[str, Option] = {field.name: _declared(field) for field in dataclasses.fields(ExecutorOptions)}
+"""Every executor option by name, in declaration order."""
