@@ -21,6 +21,7 @@ import trio
 
 from _harness import peak_rss_mb, storage_options
 from durable_core import DurableExecutor, open_storage
+from durable_core.records import new_record
 from durable_core.status import TaskExecutionStatus as S
 from throughput import define_noop, run_tasks
 
@@ -35,7 +36,7 @@ async def seed_history(executor: DurableExecutor, count: int) -> None:
     for start in range(0, count, SEED_BATCH):
         records = []
         for i in range(start, min(count, start + SEED_BATCH)):
-            record = executor.new_record(noop, i, now)
+            record = new_record(noop, i, now, executor.codec)
             records.append(record.copy(status=S.COMPLETED, output=output, started_at=now, finished_at=now,
                                        ready_at=None, retry_attempts=0))
         await executor.storage.insert_executions(records)

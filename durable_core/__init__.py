@@ -13,16 +13,13 @@ from .events import TaskExecutionEvent as TaskExecutionEvent
 from .executor import DurableExecutor as DurableExecutor
 from .handles import TaskExecutionHandle as TaskExecutionHandle
 from .metrics import StorageOperationMetrics as StorageOperationMetrics
-from .models import ChildTask as ChildTask
 from .models import ExecutionRef as ExecutionRef
 from .models import FinalizeInput as FinalizeInput
 from .models import FinishedChildTaskExecution as FinishedChildTaskExecution
 from .models import ParentRef as ParentRef
-from .models import ParentTaskResult as ParentTaskResult
 from .models import RetryOptions as RetryOptions
 from .models import TaskExecution as TaskExecution
 from .models import TaskRunContext as TaskRunContext
-from .models import child_task as child_task
 from .plugins import hookimpl as hookimpl
 from .serialization import SerializationError as SerializationError
 from .serialization import Serializer as Serializer
@@ -36,6 +33,9 @@ from .storage.contract import STORAGE_API as STORAGE_API
 from .storage.contract import Capabilities as Capabilities
 from .storage.contract import Storage as Storage
 from .storage.opening import open_storage as open_storage
+from .tasks import ChildTask as ChildTask
+from .tasks import ParentTaskResult as ParentTaskResult
 from .tasks import Task as Task
+from .tasks import child_task as child_task
 
 __all__ = [name for name in dir() if not name.startswith("_")]

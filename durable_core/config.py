@@ -22,6 +22,7 @@ from typing import Any
 import tomlkit
 
 from .executor import DEFAULT_STORAGE, DEFAULT_STORAGE_OPTIONS, DurableExecutor
+from .options import EXECUTOR_OPTIONS as DECLARED
 
 CONFIG_ENV = "DURABLE_CONFIG"
 """Environment variable naming the configuration file; ``durable --config PATH`` sets it, so that
@@ -31,18 +32,7 @@ CONFIG_FILE = "durable.toml"
 PYPROJECT_TABLE = ("tool", "durable")
 
 
-def _executor_options() -> dict[str, tuple[type, int | float]]:
-    """The numeric keyword arguments of ``DurableExecutor`` with their type and default: what
-    ``[executor]`` may set. Read from the signature, so a new option needs no change here."""
-    hints = typing.get_type_hints(DurableExecutor.__init__)
-    return {
-        name: (hints[name], parameter.default)
-        for name, parameter in inspect.signature(DurableExecutor.__init__).parameters.items()
-        if hints.get(name) in (int, float)
-    }
-
-
-EXECUTOR_OPTIONS = _executor_options()
+EXECUTOR_OPTIONS = {name: (option.type, option.default) for name, option in DECLARED.items()}
 
 
 class ConfigError(ValueError):

@@ -81,3 +81,8 @@ def error_info_from_exception(exc: BaseException, *, prefix: str | None = None) 
     if prefix:
         info = ErrorInfo(info.error_type, f"{prefix}: {info.message}", info.is_retryable, info.is_internal)
     return info
+
+
+def execution_not_found(execution_id: str) -> DurableExecutionNotFoundError:
+    """The error for an execution id that no storage record has."""
+    return DurableExecutionNotFoundError(f"Task execution not found [executionId={execution_id}]")

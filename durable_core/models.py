@@ -1,9 +1,9 @@
-"""Value types users see: options, execution snapshots, parent/child results."""
+"""Value types users see: retry options, references, execution snapshots, finalize input."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -12,8 +12,6 @@ from .status import TaskExecutionStatus
 
 if TYPE_CHECKING:
     import trio
-
-    from .tasks import Task
 
 
 def _check_number(owner: str, name: str, value: object, low: float, high: float) -> float:
@@ -114,36 +112,6 @@ class TaskRunContext:
     root: ExecutionRef | None
     parent: ParentRef | None
     shutdown_event: trio.Event
-
-
-@dataclass(frozen=True, slots=True)
-class ChildTask:
-    """One child a parent task asks for; options left None use the child task's defaults."""
-
-    task: Task
-    input: Any = None
-    retry: RetryOptions | None = None
-    sleep_before_run: float | None = None
-    timeout: float | None = None
-
-
-def child_task(
-    task: Task,
-    input: Any = None,
-    *,
-    retry: RetryOptions | None = None,
-    sleep_before_run: float | None = None,
-    timeout: float | None = None,
-) -> ChildTask:
-    return ChildTask(task, input, retry, sleep_before_run, timeout)
-
-
-@dataclass(frozen=True, slots=True)
-class ParentTaskResult:
-    """What a parent task's run function returns: its own output and the children to run."""
-
-    output: Any = None
-    children: list[ChildTask] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 _MiB = 1024 * 1024
 
@@ -120,3 +120,33 @@ def _declared(field: dataclasses.Field[Any]) -> Option:
 
 EXECUTOR_OPTIONS: dict[str, Option] = {field.name: _declared(field) for field in dataclasses.fields(ExecutorOptions)}
 """Every executor option by name, in declaration order."""
+
+
+T = TypeVar("T")
+
+
+class HasOptions(Protocol):
+    options: ExecutorOptions
+
+
+class OptionView(Generic[T]):
+    """A read-only attribute of the executor that shows one of its options, so that
+    ``executor.poll_interval`` reads ``executor.options.poll_interval``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> OptionView[T]: ...
+
+    @overload
+    def __get__(self, instance: HasOptions, owner: type) -> T: ...
+
+    def __get__(self, instance: HasOptions | None, owner: type) -> OptionView[T] | T:
+        if instance is None:
+            return self
+        value: T = getattr(instance.options, self._name)
+        return value
+
+    def __set__(self, instance: HasOptions, value: T) -> None:
+        raise AttributeError(f"{self._name} is read-only; replace executor.options before the executor starts")

@@ -8,24 +8,18 @@ or finish the parent.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .errors import DurableExecutionError, ErrorInfo, error_info_from_exception
-from .models import (
-    ChildTask,
-    ExecutionRef,
-    FinalizeInput,
-    FinishedChildTaskExecution,
-    ParentRef,
-    ParentTaskResult,
-)
+from .models import ExecutionRef, FinalizeInput, FinishedChildTaskExecution, ParentRef
+from .options import ExecutorOptions
+from .payloads import PayloadCodec
+from .records import new_record
 from .status import TaskExecutionStatus as S
 from .storage.contract import ExecutionRecord, Payload, RunCommit
-from .tasks import Task, TaskKind
-
-if TYPE_CHECKING:
-    from .executor import DurableExecutor
+from .tasks import ChildTask, ParentTaskResult, Task, TaskKind
 
 _STATUS_OF_ERROR = {"timed_out": S.TIMED_OUT, "cancelled": S.CANCELLED}
 
@@ -37,14 +31,33 @@ class Outcome:
     value: Any
 
 
+class StepEngine(Protocol):
+    """What building a commit needs from the running executor (``Engine`` implements it)."""
+
+    options: ExecutorOptions
+    codec: PayloadCodec
+
+    def now(self) -> float: ...
+
+    def get_task(self, task: Task | str) -> Task:
+        """The defined task; ``DurableExecutionNotFoundError`` if this executor has none."""
+        ...
+
+    async def get_executions(self, execution_ids: Sequence[str]) -> list[ExecutionRecord | None]: ...
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call user code (a finalize function)."""
+        ...
+
+
 class StepContext:
     """Builds the commits for one claimed record."""
 
-    def __init__(self, executor: DurableExecutor, record: ExecutionRecord, task: Task | None):
-        self.executor = executor
+    def __init__(self, engine: StepEngine, record: ExecutionRecord, task: Task | None):
+        self.engine = engine
         self.record = record
         self.task = task
-        self.now = executor.now()
+        self.now = engine.now()
 
     def _commit(self, new_executions: tuple[ExecutionRecord, ...] = (), **changes: Any) -> RunCommit:
         return RunCommit(self.record.copy(**changes), new_executions)
@@ -71,13 +84,13 @@ class StepContext:
         return self._commit(status=S.COMPLETED, output=output, error=None, finished_at=self.now, ready_at=None)
 
     def encode_output(self, value: Any) -> Payload:
-        return self.executor.encode(value, self.record.task_id, "output")
+        return self.engine.codec.encode(value, self.record.task_id, "output")
 
     def child(self, task: Task, index: int, *, input: Any = None, payload: Payload | None = None,
               is_finalize: bool = False, **options: Any) -> ExecutionRecord:
         record = self.record
-        return self.executor.new_record(
-            task, input, self.now, payload=payload,
+        return new_record(
+            task, input, self.now, self.engine.codec, payload=payload,
             root=record.root or ExecutionRef(record.task_id, record.execution_id),
             parent=ParentRef(record.task_id, record.execution_id, index, is_finalize),
             **options,
@@ -123,12 +136,12 @@ async def _next(step: StepContext, value: Any, outcome: Outcome | None) -> RunCo
 
 
 async def _parent_ran(step: StepContext, result: Any) -> RunCommit:
-    task, executor = step.task, step.executor
+    task = step.task
     assert task is not None
     if not isinstance(result, ParentTaskResult):
         return step.fail(ErrorInfo("generic", f"Parent task {task.id} must return ParentTaskResult, "
                                    f"got {type(result).__name__}", False))
-    limit = executor.max_children_per_task_execution
+    limit = step.engine.options.max_children_per_task_execution
     if len(result.children) > limit:
         return step.fail(ErrorInfo(
             "generic", f"Parent task {task.id} returned {len(result.children)} children, more than the "
@@ -145,16 +158,17 @@ def _child_of(step: StepContext, index: int, child: ChildTask) -> ExecutionRecor
     if not isinstance(child, ChildTask):
         raise DurableExecutionError(f"Children of task {step.record.task_id} must be made with "
                                     f"child_task(...), got {type(child).__name__}", is_retryable=False)
-    task = step.executor._task(child.task)
+    task = step.engine.get_task(child.task)
     return step.child(task, index, input=child.input, retry=child.retry,
                       sleep_before_run=child.sleep_before_run, timeout=child.timeout)
 
 
 async def _children(step: StepContext, refs: tuple[ExecutionRef, ...]) -> list[ExecutionRecord]:
-    records = await step.executor.storage.get_executions([r.execution_id for r in refs])
-    if any(r is None for r in records):
+    records = await step.engine.get_executions([r.execution_id for r in refs])
+    found = [record for record in records if record is not None]
+    if len(found) < len(records):
         raise _MissingChildren()
-    return records  # type: ignore[return-value]
+    return found
 
 
 class _MissingChildren(DurableExecutionError):
@@ -164,7 +178,7 @@ class _MissingChildren(DurableExecutionError):
 
 def _finished_child(step: StepContext, child: ExecutionRecord) -> FinishedChildTaskExecution:
     if child.status is S.COMPLETED:
-        output = step.executor.decode(child.output) if child.output is not None else None
+        output = step.engine.codec.decode(child.output) if child.output is not None else None
         return FinishedChildTaskExecution(child.task_id, child.execution_id, child.status, output=output)
     error = child.error or ErrorInfo(
         "generic", f"Unknown child task execution error [childTaskId={child.task_id}]", False)
@@ -176,7 +190,7 @@ def _error_message(child: ExecutionRecord) -> str:
 
 
 async def _parent_children_done(step: StepContext, records: list[ExecutionRecord] | None = None) -> RunCommit:
-    record, task, executor = step.record, step.task, step.executor
+    record, task, codec = step.record, step.task, step.engine.codec
     assert task is not None
     if records is None:
         try:
@@ -184,18 +198,18 @@ async def _parent_children_done(step: StepContext, records: list[ExecutionRecord
         except _MissingChildren as exc:
             return step.fail(exc.to_info(), status=S.FAILED)
     children = [_finished_child(step, c) for c in records]
-    output = executor.decode(record.run_output) if record.run_output is not None else None
+    output = codec.decode(record.run_output) if record.run_output is not None else None
     finalize = task.finalize
     if finalize is None:
         return step.complete(step.encode_output({"output": output, "children": children}))
-    finalize_input = FinalizeInput(executor.decode(record.input), output, children)
+    finalize_input = FinalizeInput(codec.decode(record.input), output, children)
     if isinstance(finalize, Task):
-        child = step.child(executor._task(finalize), 0, input=finalize_input, is_finalize=True)
+        child = step.child(step.engine.get_task(finalize), 0, input=finalize_input, is_finalize=True)
         return step.spawn([child], status=S.WAITING_FOR_FINALIZE, waiting_for_finalize_started_at=step.now,
                           finalize=ExecutionRef(child.task_id, child.execution_id))
     step.record = record.copy(waiting_for_finalize_started_at=step.now)
     try:
-        result = await executor.call(finalize, finalize_input)
+        result = await step.engine.call(finalize, finalize_input)
     except Exception as exc:
         return step.fail(error_info_from_exception(exc), retryable=False, status=S.FINALIZE_FAILED)
     return step.complete(step.encode_output(result))
@@ -225,13 +239,13 @@ async def _sequence_child_done(step: StepContext) -> RunCommit:
 
 
 async def _iteration_done(step: StepContext) -> RunCommit:
-    record, task, executor = step.record, step.task, step.executor
+    record, task = step.record, step.task
     assert task is not None
     iteration = task.steps[0]
     (last,) = await _children(step, record.children[-1:])
     if last.status is not S.COMPLETED or last.output is None:
         return step.finalize_failed(f"Iteration task failed [taskId={iteration.id}]: {_error_message(last)}")
-    result = executor.decode(last.output)
+    result = step.engine.codec.decode(last.output)
     if not isinstance(result, dict) or not isinstance(result.get("is_done"), bool):
         return step.finalize_failed(
             f"Iteration task {iteration.id} must return {{'is_done': bool, 'output': ...}}, got {result!r}")

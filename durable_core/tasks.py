@@ -1,13 +1,18 @@
-"""Task definitions: what ``executor.task`` and friends register, validated at definition time."""
+"""Tasks: what ``executor.task`` and friends register (checked at definition time), the children
+a parent task asks for, and how user code is called."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+import trio
 
 from .models import RetryOptions
 
@@ -79,3 +84,55 @@ def check_retry(task_id: str, retry: object) -> RetryOptions:
     if not isinstance(retry, RetryOptions):
         raise ValueError(f"Invalid retry options for task {task_id}: expected RetryOptions, got {retry!r}")
     return retry
+
+
+@dataclass(frozen=True, slots=True)
+class ChildTask:
+    """One child a parent task asks for; options left None use the child task's defaults."""
+
+    task: Task
+    input: Any = None
+    retry: RetryOptions | None = None
+    sleep_before_run: float | None = None
+    timeout: float | None = None
+
+
+def child_task(
+    task: Task,
+    input: Any = None,
+    *,
+    retry: RetryOptions | None = None,
+    sleep_before_run: float | None = None,
+    timeout: float | None = None,
+) -> ChildTask:
+    return ChildTask(task, input, retry, sleep_before_run, timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class ParentTaskResult:
+    """What a parent task's run function returns: its own output and the children to run."""
+
+    output: Any = None
+    children: list[ChildTask] = field(default_factory=list)
+
+
+async def call_user_code(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a run or finalize function: coroutine functions directly, plain functions in a worker
+    thread (abandoned if cancelled), so that user code never blocks the engine."""
+    if _is_async(fn):
+        return await fn(*args)
+    return await trio.to_thread.run_sync(functools.partial(fn, *args), abandon_on_cancel=True)
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    try:
+        return _is_async_cached(fn)
+    except TypeError:  # unhashable callable
+        return _is_coroutine_function(fn)
+
+
+def _is_coroutine_function(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+_is_async_cached = functools.cache(_is_coroutine_function)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import json
@@ -142,7 +143,7 @@ def warn_unless_shared(storage: Storage) -> None:
 async def client(executor: DurableExecutor) -> AsyncIterator[DurableExecutor]:
     """The executor started as a client: it enqueues, waits and wakes up, but claims nothing, so
     no task runs in this process (running them is the worker's job)."""
-    executor.max_concurrent_task_executions = 0
+    executor.options = dataclasses.replace(executor.options, max_concurrent_task_executions=0)
     async with executor:
         warn_unless_shared(executor.storage)
         yield executor

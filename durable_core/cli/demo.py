@@ -16,14 +16,8 @@ import trio
 
 from ..config import executor_from_config
 from ..executor import DurableExecutor
-from ..models import (
-    FinalizeInput,
-    ParentTaskResult,
-    RetryOptions,
-    TaskRunContext,
-    child_task,
-)
-from ..tasks import Task
+from ..models import FinalizeInput, RetryOptions, TaskRunContext
+from ..tasks import ParentTaskResult, Task, child_task
 from .common import run
 from .progress import follow, report
 

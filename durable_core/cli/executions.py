@@ -14,7 +14,7 @@ import click
 
 from ..config import DurableConfig
 from ..events import TaskExecutionEvent
-from ..handles import to_task_execution
+from ..records import to_task_execution
 from ..plugins.manager import default_registry
 from ..status import (
     ACTIVE_TASK_EXECUTION_STATUSES,

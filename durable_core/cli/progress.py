@@ -8,7 +8,8 @@ import click
 import trio
 
 from ..executor import DurableExecutor
-from ..handles import TaskExecutionHandle, execution_not_found
+from ..errors import execution_not_found
+from ..handles import TaskExecutionHandle
 from ..models import TaskExecution
 from ..storage.contract import ExecutionRecord
 from .common import run_until_signal, styled, to_json

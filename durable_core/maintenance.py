@@ -1,0 +1,84 @@
+"""The engine's watchers: expired leases, revoked runs, and what other processes changed.
+
+Every executor sharing a storage recovers expired leases anywhere (not only its own), so a crashed
+executor's work is taken over by whoever is alive. A storage with a change feed wakes the claimer
+and the waiting handles at once when another process writes; without one, polling does it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from .engine import Engine
+from .errors import DurableExecutionError
+from .storage.contract import ChangeNotifications
+
+log = logging.getLogger("durable.executor")
+
+_WAITER_REFRESH_GAP = 0.01
+"""Seconds between two batched reads for waiting handles, so a busy neighbour costs little."""
+
+
+async def maintenance_loop(engine: Engine) -> None:
+    """Every ``poll_interval``: ``maintain``, logging (not raising) what the storage refused."""
+    interval = engine.options.poll_interval
+    while True:
+        await trio.sleep(interval)
+        try:
+            await maintain(engine)
+        except DurableExecutionError as exc:
+            log.warning("maintenance failed, retrying in %ss: %s", interval, exc.message)
+
+
+async def maintain(engine: Engine) -> None:
+    """Recover expired leases anywhere, wake handles whose executions finished elsewhere, and
+    stop local runs whose lease was revoked elsewhere."""
+    options = engine.options
+    while True:
+        changes = await engine.storage.expire_leases(
+            engine.now(), options.max_lease_expirations, options.max_task_executions_per_batch
+        )
+        engine.observe("expired", changes)
+        if len(changes) < options.max_task_executions_per_batch:
+            break
+    await engine.wake_finished_waiters()
+    runs = list(engine.runs.values())
+    if runs:
+        revoked = set(await engine.storage.find_revoked_leases([r.record.lease for r in runs]))
+        # the runs checked, not whatever runs now: an execution may have been re-claimed since
+        for run in runs:
+            if run.record.execution_id in revoked and not run.hand_back:
+                run.revoke()
+
+
+async def change_loop(engine: Engine, feed: ChangeNotifications) -> None:
+    """Wake the claimer, and handles waiting for executions that may have finished elsewhere,
+    as soon as another process changed the storage (its change feed)."""
+    seen = None
+    while True:
+        try:
+            changed = await feed.wait_for_changes(seen)
+        except DurableExecutionError as exc:  # polling goes on meanwhile
+            log.warning("change feed failed, retrying in %ss: %s", engine.options.poll_interval, exc.message)
+            seen = None
+            await trio.sleep(engine.options.poll_interval)
+            continue
+        if seen is not None:
+            engine.wake_claimer.set()
+            engine.waiters_stale.set()
+        seen = changed
+
+
+async def waiter_refresh_loop(engine: Engine) -> None:
+    """One batched read of the waited executions not running here, per burst of changes (at
+    most every ``_WAITER_REFRESH_GAP`` seconds)."""
+    while True:
+        await engine.waiters_stale.wait()
+        engine.waiters_stale.clear()
+        try:
+            await engine.wake_finished_waiters(skip_running=True)
+        except DurableExecutionError as exc:
+            log.warning("refreshing waiting handles failed: %s", exc.message)
+        await trio.sleep(_WAITER_REFRESH_GAP)

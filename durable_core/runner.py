@@ -1,0 +1,192 @@
+"""Claiming executions and running them: from a claimed record to its fenced commit.
+
+The claimer takes up to a batch of due records whenever it is woken (something became ready
+here or elsewhere) or its next deadline comes; each claimed record runs in a task of its own,
+under one cancel scope that carries both the task's timeout and any revocation of its lease. What
+the work produced is built by ``steps`` into a ``RunCommit``, and commits finishing in the same
+tick go to the storage together.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Sequence
+
+import trio
+
+from .batching import Coalescer
+from .engine import Engine, Run
+from .errors import (
+    DurableExecutionError,
+    DurableExecutionNotFoundError,
+    DurableExecutionTimedOutError,
+    error_info_from_exception,
+)
+from .maintenance import change_loop, maintenance_loop, waiter_refresh_loop
+from .models import TaskRunContext
+from .status import TaskExecutionStatus as S
+from .steps import Outcome, StepContext, run_step
+from .storage.contract import ChangeNotifications, ExecutionRecord, RunCommit, StatusChange
+from .tasks import TaskKind
+
+log = logging.getLogger("durable.executor")
+
+
+class Runner:
+    """Claims due executions for one engine and runs each in ``run_nursery``.
+
+    ``serve`` runs the claimer and the watchers until ``drain`` stops them; the runs themselves
+    live in ``run_nursery``, so that they can finish (or be handed back) after claiming stopped.
+    """
+
+    def __init__(self, engine: Engine, run_nursery: trio.Nursery):
+        self._engine = engine
+        self._run_nursery = run_nursery
+        self._commits: Coalescer[RunCommit, None] = Coalescer(self._commit_batch)
+        self._background = trio.CancelScope()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The claim and maintenance loops (and the change feed's, if the storage has one)."""
+        engine = self._engine
+        storage = engine.storage
+        with self._background:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.claim_loop)
+                nursery.start_soon(maintenance_loop, engine)
+                if storage.capabilities.change_notifications and isinstance(storage, ChangeNotifications):
+                    nursery.start_soon(change_loop, engine, storage)
+                    nursery.start_soon(waiter_refresh_loop, engine)
+                task_status.started()
+
+    async def drain(self, timeout: float) -> None:
+        """Stop claiming, give running tasks ``timeout`` seconds, then hand the rest back."""
+        engine = self._engine
+        self._background.cancel()
+        try:
+            with trio.move_on_after(timeout):
+                while engine.runs:
+                    engine.capacity_freed.clear()
+                    await engine.capacity_freed.wait()
+        finally:
+            for run in engine.runs.values():
+                run.hand_back = True
+                run.scope.cancel()
+
+    async def claim_loop(self) -> None:
+        engine, options = self._engine, self._engine.options
+        while True:
+            engine.wake_claimer.clear()
+            capacity = options.max_concurrent_task_executions - len(engine.runs)
+            limit = min(capacity, options.max_task_executions_per_batch)
+            claimed: list[ExecutionRecord] = []
+            if limit > 0:
+                now = engine.now()
+                if engine.next_ready_at <= now:
+                    engine.next_ready_at = math.inf
+                claimed = await engine.storage.claim_executions(engine.executor_id, now, limit, options.expire_leeway)
+                for record in claimed:
+                    engine.emit("claimed", StatusChange(record.execution_id, record.task_id,
+                                                        S.READY if record.status is S.RUNNING else record.status,
+                                                        record.status))
+                    run = engine.runs[record.execution_id] = Run(record)
+                    self._run_nursery.start_soon(self._execute, run)
+            if limit > 0 and len(claimed) == limit:
+                await trio.lowlevel.checkpoint()
+                continue
+            wake_at = min(trio.current_time() + options.poll_interval, engine.clock.to_trio(engine.next_ready_at))
+            with trio.move_on_at(wake_at):
+                await engine.wake_claimer.wait()
+
+    async def _execute(self, run: Run) -> None:
+        engine, record = self._engine, run.record
+        commit = None
+        try:
+            with run.scope:
+                commit = await self._perform(run)
+            if run.scope.cancelled_caught and not run.revoked and not run.hand_back:  # its deadline
+                commit = StepContext(engine, record, engine.get_task(record.task_id)).fail(
+                    DurableExecutionTimedOutError().to_info()
+                )
+            if commit is not None and not run.revoked and not run.hand_back:
+                await self._commit(commit)
+        except Exception:
+            log.exception("internal error while running %s %s; its lease will expire and it will be "
+                          "retried", record.task_id, record.execution_id)
+        finally:
+            if run.hand_back and not run.revoked:
+                with trio.CancelScope(shield=True):
+                    engine.observe("released", await engine.storage.release_leases([record.lease], engine.now()))
+            if engine.runs.get(record.execution_id) is run:  # a parent may be re-claimed already
+                del engine.runs[record.execution_id]
+            engine.capacity_freed.set()
+            engine.wake_claimer.set()
+
+    async def _perform(self, run: Run) -> RunCommit | None:
+        """Do the claimed work and return the commit that records it (None if it was cut off).
+
+        A run's timeout is the deadline of ``run.scope`` while the user's function runs (one
+        cancel scope per run, not two); each commit is built after the work, so that its
+        ``finished_at`` is when the work finished.
+        """
+        engine, record = self._engine, run.record
+        try:
+            task = engine.get_task(record.task_id)
+        except DurableExecutionNotFoundError as exc:
+            return StepContext(engine, record, None).fail(exc.to_info())
+        if record.status is not S.RUNNING:
+            return await run_step(StepContext(engine, record, task))
+        try:
+            value = engine.codec.decode(record.input)
+            if task.validator is not None:  # validators are quick: run inline, no thread hop
+                value = task.validator(value)
+                if inspect.isawaitable(value):
+                    value = await value
+        except Exception as exc:
+            return StepContext(engine, record, task).fail(
+                error_info_from_exception(exc, prefix=f"Invalid input to task {task.id}"), retryable=False)
+        if task.kind not in (TaskKind.TASK, TaskKind.PARENT):
+            return await run_step(StepContext(engine, record, task), value)
+        ctx = TaskRunContext(
+            task_id=task.id, execution_id=record.execution_id, attempt=record.retry_attempts,
+            prev_error=record.error, root=record.root, parent=record.parent,
+            shutdown_event=engine.shutdown_event,
+        )
+        assert task.run is not None
+        run.scope.deadline = trio.current_time() + record.timeout  # see _execute: a timeout
+        try:
+            result = await engine.call(task.run, ctx, value)
+        except Exception as exc:
+            return StepContext(engine, record, task).fail(error_info_from_exception(exc))
+        finally:
+            run.scope.deadline = math.inf
+        return await run_step(StepContext(engine, record, task), value, Outcome(result))
+
+    async def _commit_batch(self, commits: Sequence[RunCommit]) -> list[None]:
+        engine = self._engine
+        now = engine.now()
+        changes = await engine.storage.commit_runs(commits, now)
+        # what the contract says a commit stores, for the handles waiting on it
+        stored = {c.record.execution_id: c.record.copy(lease_expires_at=None, updated_at=now)
+                  for c in commits if c.record.execution_id in engine.waiters}
+        engine.observe("committed", changes, stored)
+        return [None] * len(commits)
+
+    async def _commit(self, commit: RunCommit) -> None:
+        """Commit with the other runs finishing in this tick; one inserting sleeping executions
+        goes alone, as the contract asks (a taken unique id fails the whole call)."""
+        engine = self._engine
+        if not any(record.is_sleeping for record in commit.new_executions):
+            await self._commits.submit(commit)
+        else:
+            try:
+                await self._commit_batch([commit])
+            except DurableExecutionError as exc:  # a child's unique id is taken: the parent fails instead
+                failed = commit.record.copy(status=S.FAILED, error=exc.to_info(), finished_at=engine.now(),
+                                            ready_at=None)
+                await self._commit_batch([RunCommit(failed)])
+        for record in commit.new_executions:
+            engine.note_ready_at(record.ready_at)
+        if commit.record.ready_at is not None:
+            engine.note_ready_at(commit.record.ready_at)
