@@ -113,9 +113,11 @@ class ExecutorOptions:
 
 
 def _declared(field: dataclasses.Field[Any]) -> Option:
-    kind = {"int": int, "float": float}[str(field.type)]
+    kind: type[int | float] = {"int": int, "float": float}[str(field.type)]
+    default = field.default
+    assert isinstance(default, int | float)
     bounds = {key: value for key, value in field.metadata.items() if key != "help"}
-    return Option(field.name, kind, field.default, field.metadata["help"], **bounds)
+    return Option(field.name, kind, default, field.metadata["help"], **bounds)
 
 
 EXECUTOR_OPTIONS: dict[str, Option] = {field.name: _declared(field) for field in dataclasses.fields(ExecutorOptions)}
