@@ -2,9 +2,10 @@
 
 It does four things, for subclasses of ``StorageConformance`` only (other tests are left alone):
 
-* runs each ``async def`` check under ``trio.run`` with ``MockClock(autojump_threshold=0)`` (no
-  pytest-trio needed), opening the storages the check asks for inside that run and closing them
-  after it, with a watchdog in real time (``conformance_timeout``);
+* runs each ``async def`` check with the core's trio test runner, in virtual time
+  (``MockClock(autojump_threshold=0)``, no pytest-trio needed), opening the storages the check asks
+  for inside that run and closing them after it, with a watchdog in real time
+  (``conformance_timeout``);
 * skips a check that needs an optional capability the storage lacks, naming the capability;
 * turns each entry of ``known_failures`` into a strict ``xfail``;
 * refuses to let a required check be skipped or overridden: it must pass, or be declared a known
@@ -20,7 +21,8 @@ from typing import Any
 
 import pytest
 import trio
-import trio.testing
+
+from durable_core.testing.pytest_plugin import fixture_values, run_trio_test
 
 from .marks import REQUIRES_MARK, required_capabilities
 from .opening import ConformanceSetupError, DeferredStorage, StorageOpener
@@ -122,7 +124,7 @@ def _capability_skip(item: pytest.Item, capabilities: Any) -> str | None:
 
 def run_check(item: pytest.Function) -> None:
     """Run the ``async def`` check ``item`` in virtual time, with its storages opened in the run."""
-    kwargs = {name: item.funcargs[name] for name in item._fixtureinfo.argnames}
+    kwargs = fixture_values(item)
     opener: StorageOpener = item.funcargs["storages"]
     timeout = max(float(getattr(item.cls, "conformance_timeout", 120.0)),
                   getattr(item.function, "minimum_timeout", 0.0))
@@ -157,7 +159,7 @@ def run_check(item: pytest.Function) -> None:
         if watchdog.cancelled_caught:
             outcome["timed_out"] = True
 
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    run_trio_test(item, main)
     if "skip" in outcome:
         pytest.skip(outcome["skip"])
     if outcome.get("timed_out"):
