@@ -29,7 +29,7 @@ from durable_core import (
     TaskRunContext,
     child_task,
 )
-from durable_core.storage.contract import RunCommit, Storage
+from durable_core.storage.contract import ExecutionRecord, RunCommit, Storage
 
 from .marks import requires
 from .opening import StorageOpener, VirtualTimeHolder
@@ -73,9 +73,57 @@ def greeters(ex: DurableExecutor) -> tuple[Any, Any]:
     return hello, broken
 
 
+async def cancel_a_tree_from_another_executor(
+    storage: Storage, poll: float, wait: float
+) -> tuple[float, list[ExecutionRecord]]:
+    """One executor runs root -> middle -> grandchild; a second one, which runs nothing, cancels
+    the root and waits ``wait`` seconds. Returns how long the running grandchild went on after the
+    cancel, and every record."""
+    storage = VirtualTimeHolder(storage)  # type: ignore[assignment]
+    started = trio.Event()
+    cancelled_at: list[float] = []
+
+    def define(ex: DurableExecutor, runs_grandchild: bool) -> Any:
+        @ex.task(id="grandchild", timeout=3600)
+        async def grandchild(ctx: TaskRunContext, input: Any) -> None:
+            assert runs_grandchild, "the other executor should run it"
+            started.set()
+            try:
+                await trio.sleep(3600)
+            except trio.Cancelled:
+                cancelled_at.append(trio.current_time())
+                raise
+
+        @ex.parent_task(id="middle", timeout=60)
+        async def middle(ctx: TaskRunContext, input: Any) -> ParentTaskResult:
+            return ParentTaskResult(None, [child_task(grandchild)])
+
+        @ex.parent_task(id="root", timeout=60)
+        async def root(ctx: TaskRunContext, input: Any) -> ParentTaskResult:
+            return ParentTaskResult(None, [child_task(middle)])
+
+        return root
+
+    owner = executor(storage, poll_interval=poll)
+    canceller = executor(storage, poll_interval=poll, max_concurrent_task_executions=1)
+    define(owner, runs_grandchild=True)
+    root = define(canceller, runs_grandchild=False)
+    async with owner:
+        handle = await owner.enqueue_task(root)
+        with trio.fail_after(60):
+            await started.wait()
+        async with canceller:
+            cancelled = trio.current_time()
+            await (await canceller.get_task_execution_handle(root, handle.execution_id)).cancel()
+            await trio.sleep(wait)
+        assert cancelled_at, "the grandchild still runs"
+    return cancelled_at[0] - cancelled, await storage.list_executions()
+
+
 class ExecutorScenarios:
-    """The engine on this storage: what ``tests/test_executor.py`` and ``test_workflows.py`` check
-    on the memory storage, for any storage."""
+    """The engine on this storage, end to end. On the memory storage they are also the core's own
+    tests of these behaviours, which ``tests/test_executor.py`` and ``test_workflows.py`` do not
+    repeat."""
 
     async def test_scenario_a_task_retries_with_backoff_in_virtual_time(self, storage: Storage) -> None:
         ex = executor(storage)
@@ -96,6 +144,7 @@ class ExecutorScenarios:
         assert (done.status, done.output, done.retry_attempts) == (S.COMPLETED, "ok {'n': 1}", 4)
         assert [round(b - a) for a, b in itertools.pairwise(starts)] == [60, 120, 200, 200]
         assert [c.attempt for c in contexts] == [0, 1, 2, 3, 4]
+        assert contexts[0].prev_error is None
         assert contexts[3].prev_error == ErrorInfo("generic", "boom 2", is_retryable=True)
         assert done.started_at is not None and done.finished_at is not None and done.expires_at is None
 
@@ -305,47 +354,13 @@ class ExecutorScenarios:
                 pass
 
     async def test_scenario_cancelling_a_parent_stops_a_grandchild_on_another_executor(self, storage: Storage) -> None:
-        storage = VirtualTimeHolder(storage)  # type: ignore[assignment]
         poll = 0.5
-        started = trio.Event()
-        cancelled_at: list[float] = []
-
-        def define(ex: DurableExecutor, runs_grandchild: bool) -> Any:
-            @ex.task(id="grandchild", timeout=3600)
-            async def grandchild(ctx: TaskRunContext, input: Any) -> None:
-                assert runs_grandchild, "the other executor should run it"
-                started.set()
-                try:
-                    await trio.sleep(3600)
-                except trio.Cancelled:
-                    cancelled_at.append(trio.current_time())
-                    raise
-
-            @ex.parent_task(id="middle", timeout=60)
-            async def middle(ctx: TaskRunContext, input: Any) -> ParentTaskResult:
-                return ParentTaskResult(None, [child_task(grandchild)])
-
-            @ex.parent_task(id="root", timeout=60)
-            async def root(ctx: TaskRunContext, input: Any) -> ParentTaskResult:
-                return ParentTaskResult(None, [child_task(middle)])
-
-            return root
-
-        owner = executor(storage, poll_interval=poll)
-        canceller = executor(storage, poll_interval=poll, max_concurrent_task_executions=1)
-        define(owner, runs_grandchild=True)
-        root = define(canceller, runs_grandchild=False)
-        async with owner:
-            handle = await owner.enqueue_task(root)
-            with trio.fail_after(60):
-                await started.wait()
-            async with canceller:
-                t0 = trio.current_time()
-                await (await canceller.get_task_execution_handle(root, handle.execution_id)).cancel()
-                await trio.sleep(poll * 3)
-            assert cancelled_at and cancelled_at[0] - t0 <= poll * 2
-        statuses = {r.task_id: r.status for r in await storage.list_executions()}
-        assert statuses == {"root": S.CANCELLED, "middle": S.CANCELLED, "grandchild": S.CANCELLED}
+        cancelled_after, records = await cancel_a_tree_from_another_executor(storage, poll, wait=poll * 3)
+        assert cancelled_after <= poll * 2
+        assert {r.task_id: r.status for r in records} == {
+            "root": S.CANCELLED, "middle": S.CANCELLED, "grandchild": S.CANCELLED}
+        grandchild = next(r for r in records if r.task_id == "grandchild")
+        assert grandchild.error is not None and "Parent task execution ended cancelled" in grandchild.error.message
 
     async def test_scenario_two_executors_run_each_execution_exactly_once(self, storage: Storage) -> None:
         storage = VirtualTimeHolder(storage)  # type: ignore[assignment]
@@ -414,11 +429,13 @@ class ExecutorScenarios:
         storage = VirtualTimeHolder(storage)  # type: ignore[assignment]
         first = executor(storage, shutdown_timeout=2)
         started = trio.Event()
+        saw_shutdown: list[bool] = []
 
         @first.task(id="long", timeout=3600)
         async def long(ctx: TaskRunContext, input: Any) -> None:
             started.set()
             await ctx.shutdown_event.wait()
+            saw_shutdown.append(True)
             await trio.sleep(3600)  # ignores shutdown: cut off after shutdown_timeout
 
         async with first:
@@ -427,6 +444,7 @@ class ExecutorScenarios:
         (record,) = await storage.get_executions([handle.execution_id])
         assert record is not None and record.status is S.READY and record.retry_attempts == 0
         assert record.ready_at is not None and record.ready_at <= first.now()
+        assert saw_shutdown == [True]
 
         second = executor(storage)
 
