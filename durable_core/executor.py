@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from .batching import Coalescer
+from .config import DEFAULT_STORAGE, DEFAULT_STORAGE_OPTIONS, load_config
 from .errors import (
     DurableExecutionError,
     DurableExecutionNotFoundError,
@@ -54,8 +55,6 @@ from .tasks import (
 log = logging.getLogger("durable.executor")
 
 _MiB = 1024 * 1024
-DEFAULT_STORAGE = "sqlite"
-DEFAULT_STORAGE_OPTIONS = {"path": "durable.db"}
 _WAITER_REFRESH_GAP = 0.01
 
 
@@ -218,9 +217,11 @@ class DurableExecutor:
     def from_config(cls, path: str | None = None, **overrides: Any) -> DurableExecutor:
         """An executor configured by ``durable.toml`` (or ``[tool.durable]`` in pyproject.toml,
         ``DURABLE_CONFIG``, or ``path``); keyword ``overrides`` win over the file."""
-        from .config import executor_from_config
-
-        return executor_from_config(path, **overrides)
+        config = load_config(path)
+        try:
+            return cls(**config.executor_kwargs(**overrides))
+        except ValueError as exc:
+            raise config.error(exc) from None
 
     @property
     def tasks(self) -> dict[str, Task]:
