@@ -23,11 +23,13 @@ from durable_core.storage.contract import (
     StatusChange,
     StorageError,
 )
+from durable_core.storage.opening import check_storage_options
 
 from ._database import Database
 from ._listener import Listener
 from ._schema import open_schema
 from ._thread import Connections
+from .plugin import OPTIONS
 
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _TRANSIENT_CLASSES = ("08", "40", "53", "57")
@@ -36,12 +38,6 @@ _TRANSIENT_CLASSES = ("08", "40", "53", "57")
 
 def _invalid(name: str, value: object, expected: str) -> StorageError:
     return StorageError(f"Invalid postgres storage option {name}={value!r}: expected {expected}", is_retryable=False)
-
-
-def _number(name: str, value: object, *, integer: bool, low: float) -> None:
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or value < low:
-        raise _invalid(name, value, f"{'an integer' if integer else 'a number'} >= {low:g}")
 
 
 def describe(dsn: str) -> str:
@@ -96,14 +92,10 @@ class PostgresStorage:
             )
         if not isinstance(schema, str) or not _SCHEMA.fullmatch(schema):
             raise _invalid("schema", schema, "a lowercase identifier: letters, digits and _, at most 63")
-        _number("pool_size", pool_size, integer=True, low=1)
-        _number("max_batch_size", max_batch_size, integer=True, low=1)
-        _number("connect_timeout", connect_timeout, integer=False, low=1)
-        _number("max_retries", max_retries, integer=True, low=0)
-        if not isinstance(notify, bool):
-            raise _invalid("notify", notify, "true or false")
-        if not isinstance(application_name, str):
-            raise _invalid("application_name", application_name, "a string")
+        check_storage_options("postgres", OPTIONS, {
+            "pool_size": pool_size, "max_batch_size": max_batch_size, "connect_timeout": connect_timeout,
+            "notify": notify, "max_retries": max_retries, "application_name": application_name,
+        })
         where = describe(dsn)
         errors = functools.partial(_storage_error, where)
         connect = functools.partial(_connect, dsn, where, int(connect_timeout), application_name)
