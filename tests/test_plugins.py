@@ -439,6 +439,21 @@ def test_an_observer_that_says_when_it_listens_is_asked_before_every_event(site)
     assert seen == [event()]
 
 
+def test_an_observer_whose_durable_observing_returns_none_always_listens(site) -> None:
+    class Always:
+        @hookimpl
+        def durable_observing(self):
+            return None
+
+        @hookimpl
+        def durable_task_execution_event(self, event):
+            pass
+
+    pm = get_plugin_manager()
+    pm.register(Always(), name="always")
+    assert PluginRegistry.load(pm).observing()
+
+
 def test_a_durable_observing_that_raises_drops_the_whole_plugin(site) -> None:
     class Broken:
         @hookimpl

@@ -7,7 +7,7 @@ expose plugins through the ``durable`` entry-point group.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 hookspec = pluggy.HookspecMarker("durable")
 
-StorageFactory = Callable[..., "Storage"]
+StorageFactory = Callable[..., "Storage | Awaitable[Storage]"]
 """Called with the storage's options as keyword arguments; returns a storage, or an awaitable
 of one when opening needs I/O."""
 
@@ -85,7 +85,7 @@ def durable_task_execution_event(event: TaskExecutionEvent) -> None:
 
 
 @hookspec
-def durable_observing() -> Callable[[], bool]:
+def durable_observing() -> Callable[[], bool] | None:
     """Say when this plugin wants ``durable_task_execution_event`` calls.
 
     Called once when plugins are loaded; if it raises, the whole plugin is skipped. The engine
@@ -94,7 +94,7 @@ def durable_observing() -> Callable[[], bool]:
     some of the time costs nothing the rest of the time.
 
     :return: a function called before every state change, on the engine's trio thread, so it
-        must be quick: True while this plugin wants events.
+        must be quick: True while this plugin wants events. None: it always does.
     """
 
 
