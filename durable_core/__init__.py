@@ -9,6 +9,7 @@ from .errors import DurableExecutionError as DurableExecutionError
 from .errors import DurableExecutionNotFoundError as DurableExecutionNotFoundError
 from .errors import DurableExecutionTimedOutError as DurableExecutionTimedOutError
 from .errors import ErrorInfo as ErrorInfo
+from .events import EventKind as EventKind
 from .events import TaskExecutionEvent as TaskExecutionEvent
 from .executor import DurableExecutor as DurableExecutor
 from .handles import TaskExecutionHandle as TaskExecutionHandle
@@ -20,6 +21,7 @@ from .models import ParentRef as ParentRef
 from .models import RetryOptions as RetryOptions
 from .models import TaskExecution as TaskExecution
 from .models import TaskRunContext as TaskRunContext
+from .options import Option as Option
 from .plugins import hookimpl as hookimpl
 from .serialization import SerializationError as SerializationError
 from .serialization import Serializer as Serializer
@@ -38,4 +40,13 @@ from .tasks import ParentTaskResult as ParentTaskResult
 from .tasks import Task as Task
 from .tasks import child_task as child_task
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [
+    "ACTIVE_TASK_EXECUTION_STATUSES", "ALL_TASK_EXECUTION_STATUSES", "Capabilities", "ChildTask",
+    "DurableExecutionCancelledError", "DurableExecutionError", "DurableExecutionNotFoundError",
+    "DurableExecutionTimedOutError", "DurableExecutor", "ERRORED_TASK_EXECUTION_STATUSES",
+    "ErrorInfo", "EventKind", "ExecutionRef", "FINISHED_TASK_EXECUTION_STATUSES", "FinalizeInput",
+    "FinishedChildTaskExecution", "Option", "ParentRef", "ParentTaskResult", "RetryOptions",
+    "STORAGE_API", "SerializationError", "Serializer", "Storage", "StorageOperationMetrics",
+    "Task", "TaskExecution", "TaskExecutionEvent", "TaskExecutionHandle", "TaskExecutionStatus",
+    "TaskRunContext", "child_task", "hookimpl", "open_storage", "register_serializable",
+]

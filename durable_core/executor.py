@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
+from .config import DEFAULT_SERIALIZER, DEFAULT_STORAGE, DEFAULT_STORAGE_OPTIONS, load_config
 from .definitions import TaskDefinitions
 from .engine import Engine
 from .errors import DurableExecutionError, DurableExecutionNotFoundError, ErrorInfo
+from .events import EventKind
 from .handles import TaskExecutionHandle
 from .ids import new_id
 from .metrics import MeteredStorage, StorageOperationMetrics
@@ -31,8 +33,6 @@ if TYPE_CHECKING:
     from .plugins.manager import PluginRegistry
 
 _MiB = 1024 * 1024
-DEFAULT_STORAGE = "sqlite"
-DEFAULT_STORAGE_OPTIONS = {"path": "durable.db"}
 
 State = Literal["new", "starting", "running", "stopping", "stopped"]
 
@@ -103,7 +103,7 @@ class DurableExecutor(TaskDefinitions):
         self._storage_spec = storage
         self._storage_options = dict(storage_options or {})
         self.codec = PayloadCodec(
-            self._plugins.serializer(serializer or "json")
+            self._plugins.serializer(serializer or DEFAULT_SERIALIZER)
             if serializer is None or isinstance(serializer, str)
             else serializer,
             self._plugins.serializer,
@@ -120,9 +120,11 @@ class DurableExecutor(TaskDefinitions):
     def from_config(cls, path: str | None = None, **overrides: Any) -> DurableExecutor:
         """An executor configured by ``durable.toml`` (or ``[tool.durable]`` in pyproject.toml,
         ``DURABLE_CONFIG``, or ``path``); keyword ``overrides`` win over the file."""
-        from .config import executor_from_config
-
-        return executor_from_config(path, **overrides)
+        config = load_config(path)
+        try:
+            return cls(**config.executor_kwargs(**overrides))
+        except ValueError as exc:
+            raise config.error(exc) from None
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -268,7 +270,7 @@ class DurableExecutor(TaskDefinitions):
         handles = []
         for record, kept in zip(records, stored):
             if kept.execution_id == record.execution_id:
-                engine.emit("enqueued", StatusChange(kept.execution_id, kept.task_id, None, kept.status))
+                engine.emit(EventKind.ENQUEUED, StatusChange(kept.execution_id, kept.task_id, None, kept.status))
                 engine.note_ready_at(kept.ready_at)
             handles.append(TaskExecutionHandle(engine, kept.task_id, kept.execution_id))
         return handles
@@ -321,7 +323,7 @@ class DurableExecutor(TaskDefinitions):
                 f"[status={status}]; use 'completed' or 'failed'",
                 is_retryable=False,
             )
-        engine.observe("woken", await engine.storage.wake_sleeping_executions([wakeup], engine.now()))
+        engine.observe(EventKind.WOKEN, await engine.storage.wake_sleeping_executions([wakeup], engine.now()))
         return await engine.get_execution(record.execution_id)
 
     async def delete_finished_executions(self, older_than: float, *, batch_size: int = 1000) -> int:

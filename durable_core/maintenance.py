@@ -13,6 +13,7 @@ import trio
 
 from .engine import Engine
 from .errors import DurableExecutionError
+from .events import EventKind
 from .storage.contract import ChangeNotifications
 
 log = logging.getLogger("durable.executor")
@@ -40,7 +41,7 @@ async def maintain(engine: Engine) -> None:
         changes = await engine.storage.expire_leases(
             engine.now(), options.max_lease_expirations, options.max_task_executions_per_batch
         )
-        engine.observe("expired", changes)
+        engine.observe(EventKind.EXPIRED, changes)
         if len(changes) < options.max_task_executions_per_batch:
             break
     await engine.wake_finished_waiters()

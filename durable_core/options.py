@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, overload
 
 _MiB = 1024 * 1024
@@ -19,19 +21,23 @@ _MiB = 1024 * 1024
 OptionValue = int | float | str | bool
 """What an option may hold: the scalar types a TOML file and a command line can give."""
 
+OptionType = type[int] | type[float] | type[str] | type[bool] | type[Path]
+"""The declared type of an option: ``Path`` is a string or any ``os.PathLike``."""
+
 
 @dataclass(frozen=True, slots=True)
 class Option:
     """One option a component accepts.
 
-    ``type`` is ``int``, ``float``, ``str`` or ``bool`` (an ``int`` is accepted where a ``float``
-    is expected). Numbers must be at least ``minimum`` (and above it when ``exclusive``) and at
-    most ``maximum``; ``None`` leaves a side open. ``default`` None means the option is optional
-    and has no default value.
+    ``type`` is ``int``, ``float``, ``str``, ``bool`` or ``Path`` (an ``int`` is accepted where a
+    ``float`` is expected, a string or an ``os.PathLike`` where a ``Path`` is). Numbers must be at
+    least ``minimum`` (and above it when ``exclusive``) and at most ``maximum``; ``None`` leaves a
+    side open. ``default`` None means the option is optional and has no default value: None is
+    then accepted, meaning "not given".
     """
 
     name: str
-    type: type[OptionValue]
+    type: OptionType
     default: OptionValue | None
     help: str
     minimum: float | None = None
@@ -40,7 +46,8 @@ class Option:
 
     def expected(self) -> str:
         """What a valid value looks like, for error messages: ``an integer >= 0 (default 1000)``."""
-        kind = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[self.type]
+        kind = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+                Path: "a file path"}[self.type]
         bounds = []
         if self.minimum is not None:
             bounds.append(f"{'>' if self.exclusive else '>='} {self.minimum:g}")
@@ -51,6 +58,10 @@ class Option:
 
     def accepts(self, value: object) -> bool:
         """Whether ``value`` has this option's type and lies within its bounds."""
+        if value is None:
+            return self.default is None
+        if self.type is Path:
+            return isinstance(value, str | os.PathLike)
         if self.type is bool or isinstance(value, bool):
             return isinstance(value, bool) and self.type is bool
         if self.type is str:
@@ -67,6 +78,12 @@ class Option:
         if not self.accepts(value):
             raise ValueError(f"Invalid {owner} option {self.name}: expected {self.expected()}, got {value!r}")
         return value
+
+    def describe(self) -> dict[str, OptionValue | None]:
+        """The declaration as JSON-ready data (``durable plugins --json``): name, type by name
+        (``int``, ``float``, ``str``, ``bool``, ``Path``), default, help, and ``expected()``."""
+        return {"name": self.name, "type": self.type.__name__, "default": self.default, "help": self.help,
+                "expected": self.expected()}
 
 
 def _option(default: OptionValue, help: str, **bounds: Any) -> Any:

@@ -24,6 +24,7 @@ from .errors import (
     DurableExecutionTimedOutError,
     error_info_from_exception,
 )
+from .events import EventKind
 from .maintenance import change_loop, maintenance_loop, waiter_refresh_loop
 from .models import TaskRunContext
 from .status import TaskExecutionStatus as S
@@ -87,7 +88,7 @@ class Runner:
                     engine.next_ready_at = math.inf
                 claimed = await engine.storage.claim_executions(engine.executor_id, now, limit, options.expire_leeway)
                 for record in claimed:
-                    engine.emit("claimed", StatusChange(record.execution_id, record.task_id,
+                    engine.emit(EventKind.CLAIMED, StatusChange(record.execution_id, record.task_id,
                                                         S.READY if record.status is S.RUNNING else record.status,
                                                         record.status))
                     run = engine.runs[record.execution_id] = Run(record)
@@ -117,7 +118,7 @@ class Runner:
         finally:
             if run.hand_back and not run.revoked:
                 with trio.CancelScope(shield=True):
-                    engine.observe("released", await engine.storage.release_leases([record.lease], engine.now()))
+                    engine.observe(EventKind.RELEASED, await engine.storage.release_leases([record.lease], engine.now()))
             if engine.runs.get(record.execution_id) is run:  # a parent may be re-claimed already
                 del engine.runs[record.execution_id]
             engine.capacity_freed.set()
@@ -170,7 +171,7 @@ class Runner:
         # what the contract says a commit stores, for the handles waiting on it
         stored = {c.record.execution_id: c.record.copy(lease_expires_at=None, updated_at=now)
                   for c in commits if c.record.execution_id in engine.waiters}
-        engine.observe("committed", changes, stored)
+        engine.observe(EventKind.COMMITTED, changes, stored)
         return [None] * len(commits)
 
     async def _commit(self, commit: RunCommit) -> None:

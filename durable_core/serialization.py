@@ -41,6 +41,28 @@ class SerializationError(DurableExecutionError):
         super().__init__(message, is_retryable=False)
 
 
+class UnsupportedValue(Exception):
+    """Raised by a serializer's encoder at a value it cannot store. Each container it passes on
+    the way up adds its segment of the path (``['key']``, ``[2]``, ``.field``), so the error names
+    the place; shared with serializer plugins, so that every serializer says it the same way."""
+
+    def __init__(self, value: Any):
+        super().__init__()
+        self.value = value
+        self.path: list[str] = []
+
+    def message(self, serializer: str) -> str:
+        """What ``serialize`` of the serializer named ``serializer`` raises, with the way out."""
+        where = f" at {''.join(reversed(self.path))}" if self.path else ""
+        what = f"value of type {type(self.value).__qualname__!r}{where} is not serializable by {serializer!r}"
+        if dataclasses.is_dataclass(self.value) or isinstance(self.value, enum.Enum):
+            return f"{what}; register its class with @durable_core.register_serializable"
+        return (
+            f"{what}; convert it to a supported type, or make it a dataclass registered with "
+            "durable_core.register_serializable"
+        )
+
+
 # ----------------------------------------------------------------------------- registry
 
 
@@ -142,15 +164,6 @@ _STR = frozenset({str})
 _MICROSECOND = timedelta(microseconds=1)
 
 
-class _Unsupported(Exception):
-    """Raised at a value JSON cannot hold; containers add their segment of the path on the way up."""
-
-    def __init__(self, value: Any):
-        super().__init__()
-        self.value = value
-        self.path: list[str] = []
-
-
 class _TooDeep(Exception):
     """Raised at a container nested deeper than ``MAX_DEPTH`` (or in a reference cycle)."""
 
@@ -170,7 +183,7 @@ def _encode(value: Any, depth: int) -> Any:
         return encode(value, depth)
     registration = _by_type.get(kind)
     if registration is None:
-        raise _Unsupported(value)
+        raise UnsupportedValue(value)
     state = registration.state(value)  # an enum's value is not a level of its own
     encoded = _encode(state, depth) if registration.fields is None else _encode_dict(state, depth, ".{}")
     return {TAG: registration.name, "v": encoded}
@@ -188,7 +201,7 @@ def _encode_dict(value: dict[Any, Any], depth: int, segment: str = "[{!r}]") -> 
     try:
         for key, item in value.items():
             out[key] = item if type(item) in _SCALARS else _encode(item, depth)
-    except _Unsupported as exc:
+    except UnsupportedValue as exc:
         exc.path.append(segment.format(key))
         raise
     return out
@@ -200,7 +213,7 @@ def _encode_pairs(value: dict[Any, Any], depth: int, segment: str) -> dict[str, 
     try:
         for key, item in value.items():
             pairs.append([_encode(key, depth), _encode(item, depth)])
-    except _Unsupported as exc:
+    except UnsupportedValue as exc:
         exc.path.append(segment.format(key))
         raise
     return {TAG: "dict", "v": pairs}
@@ -216,7 +229,7 @@ def _encode_list(value: Any, depth: int) -> list[Any]:
     try:
         for item in value:
             out.append(item if type(item) in _SCALARS else _encode(item, depth))
-    except _Unsupported as exc:
+    except UnsupportedValue as exc:
         exc.path.append(f"[{len(out)}]")
         raise
     return out
@@ -284,17 +297,6 @@ def _decode_tagged(obj: dict[str, Any]) -> Any:
     return decode(value) if decode is not None else rebuild_serializable(tag, value)
 
 
-def _describe_unsupported(exc: _Unsupported, serializer: str) -> str:
-    where = f" at {''.join(reversed(exc.path))}" if exc.path else ""
-    what = f"value of type {type(exc.value).__qualname__!r}{where} is not serializable by {serializer!r}"
-    if dataclasses.is_dataclass(exc.value) or isinstance(exc.value, enum.Enum):
-        return f"{what}; register its class with @durable_core.register_serializable"
-    return (
-        f"{what}; convert it to a supported type, or make it a dataclass registered with "
-        "durable_core.register_serializable"
-    )
-
-
 _dumps = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), check_circular=False, allow_nan=False
 ).encode
@@ -313,8 +315,8 @@ class JsonSerializer:
     def serialize(self, value: Any) -> bytes:
         try:
             data = _encode(value, 1)
-        except _Unsupported as exc:
-            raise SerializationError(_describe_unsupported(exc, self.name)) from None
+        except UnsupportedValue as exc:
+            raise SerializationError(exc.message(self.name)) from None
         except _TooDeep:
             raise SerializationError(
                 "value is nested too deeply or contains a reference cycle: the 'json' serializer "

@@ -11,14 +11,14 @@ Expected output: finalize_failed: 1 of 3 checks failed: check_licenses (GPL depe
 
 from __future__ import annotations
 
-import argparse
-
 import trio
 
 from durable_core import DurableExecutor, FinalizeInput, ParentTaskResult, child_task
 
+from _cli import outcome, run_example
 
-async def main(storage: str | None) -> None:
+
+async def main(storage: str | None) -> str:
     executor = DurableExecutor(storage)
 
     @executor.task(id="check_tests", timeout=5)
@@ -49,11 +49,8 @@ async def main(storage: str | None) -> None:
 
     async with executor:
         handle = await executor.enqueue_task(release_gate, "1.4.0")
-        finished = await handle.wait_and_get_finished_execution()
-    print(f"{finished.status}: {finished.output if finished.error is None else finished.error.message}")
+        return outcome(await handle.wait_and_get_finished_execution())
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--storage", default=None, help="storage plugin (default: sqlite in ./durable.db)")
-    trio.run(main, parser.parse_args().storage)
+    run_example(main, __doc__)

@@ -12,11 +12,11 @@ Expected output: completed: {'is_success': True, 'output': 'build 42 passed'}
 
 from __future__ import annotations
 
-import argparse
-
 import trio
 
 from durable_core import DurableExecutor
+
+from _cli import outcome, run_example
 
 builds_done: set[int] = set()  # stands in for a CI server's API
 
@@ -26,7 +26,7 @@ async def run_build(number: int) -> None:
     builds_done.add(number)
 
 
-async def main(storage: str | None) -> None:
+async def main(storage: str | None) -> str:
     executor = DurableExecutor(storage)
 
     @executor.task(id="check_build", timeout=5)
@@ -41,11 +41,8 @@ async def main(storage: str | None) -> None:
     async with executor, trio.open_nursery() as nursery:
         nursery.start_soon(run_build, 42)
         handle = await executor.enqueue_task(wait_for_build, 42)
-        finished = await handle.wait_and_get_finished_execution()
-    print(f"{finished.status}: {finished.output}")
+        return outcome(await handle.wait_and_get_finished_execution())
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--storage", default=None, help="storage plugin (default: sqlite in ./durable.db)")
-    trio.run(main, parser.parse_args().storage)
+    run_example(main, __doc__)

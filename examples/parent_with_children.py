@@ -12,14 +12,14 @@ Expected output: completed: output='greeting 3 guests', children=[('greet', 'com
 
 from __future__ import annotations
 
-import argparse
-
 import trio
 
 from durable_core import DurableExecutor, ParentTaskResult, child_task
 
+from _cli import run_example
 
-async def main(storage: str | None) -> None:
+
+async def main(storage: str | None) -> str:
     executor = DurableExecutor(storage)
 
     @executor.task(id="greet", timeout=5)
@@ -39,10 +39,8 @@ async def main(storage: str | None) -> None:
         finished = await handle.wait_and_get_finished_execution()
     children = [(c.task_id, str(c.status), c.output if c.error is None else c.error.message)
                 for c in finished.output["children"]]
-    print(f"{finished.status}: output={finished.output['output']!r}, children={children}")
+    return f"{finished.status}: output={finished.output['output']!r}, children={children}"
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--storage", default=None, help="storage plugin (default: sqlite in ./durable.db)")
-    trio.run(main, parser.parse_args().storage)
+    run_example(main, __doc__)

@@ -10,11 +10,11 @@ Expected output: completed: a tree of depth 3 has 15 nodes
 
 from __future__ import annotations
 
-import argparse
-
 import trio
 
 from durable_core import DurableExecutor, FinalizeInput, ParentTaskResult, child_task
+
+from _cli import run_example
 
 DEPTH = 3
 
@@ -23,7 +23,7 @@ def count_nodes(input: FinalizeInput) -> int:
     return 1 + sum(child.output for child in input.children)
 
 
-async def main(storage: str | None) -> None:
+async def main(storage: str | None) -> str:
     executor = DurableExecutor(storage)
 
     @executor.parent_task(id="tree_node", timeout=5, finalize=count_nodes)
@@ -34,10 +34,8 @@ async def main(storage: str | None) -> None:
     async with executor:
         handle = await executor.enqueue_task(tree_node, DEPTH)
         finished = await handle.wait_and_get_finished_execution()
-    print(f"{finished.status}: a tree of depth {DEPTH} has {finished.output} nodes")
+    return f"{finished.status}: a tree of depth {DEPTH} has {finished.output} nodes"
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--storage", default=None, help="storage plugin (default: sqlite in ./durable.db)")
-    trio.run(main, parser.parse_args().storage)
+    run_example(main, __doc__)

@@ -11,16 +11,16 @@ Expected output: completed after 3 attempts (retry_attempts=2): fetched https://
 
 from __future__ import annotations
 
-import argparse
-
 import trio
 
 from durable_core import DurableExecutor, RetryOptions
 
+from _cli import run_example
+
 RETRY = RetryOptions(max_attempts=3, base_delay=0.1, delay_multiplier=2)
 
 
-async def main(storage: str | None) -> None:
+async def main(storage: str | None) -> str:
     executor = DurableExecutor(storage)
     last_attempt_at: list[float] = []
 
@@ -41,11 +41,9 @@ async def main(storage: str | None) -> None:
     async with executor:
         handle = await executor.enqueue_task(flaky_fetch, "https://example.com")
         finished = await handle.wait_and_get_finished_execution()
-    print(f"{finished.status} after {finished.retry_attempts + 1} attempts "
-          f"(retry_attempts={finished.retry_attempts}): {finished.output}")
+    return (f"{finished.status} after {finished.retry_attempts + 1} attempts "
+            f"(retry_attempts={finished.retry_attempts}): {finished.output}")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--storage", default=None, help="storage plugin (default: sqlite in ./durable.db)")
-    trio.run(main, parser.parse_args().storage)
+    run_example(main, __doc__)

@@ -11,14 +11,14 @@ Expected output: first: attempt=0 root=family parent=family index=0 | second: at
 
 from __future__ import annotations
 
-import argparse
-
 import trio
 
 from durable_core import DurableExecutor, FinalizeInput, ParentTaskResult, RetryOptions, child_task
 
+from _cli import run_example
 
-async def main(storage: str | None) -> None:
+
+async def main(storage: str | None) -> str:
     executor = DurableExecutor(storage)
 
     @executor.task(id="describe_context", timeout=5, retry=RetryOptions(max_attempts=1))
@@ -42,10 +42,8 @@ async def main(storage: str | None) -> None:
     async with executor:
         handle = await executor.enqueue_task(family)
         finished = await handle.wait_and_get_finished_execution()
-    print(finished.output)
+    return finished.output
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--storage", default=None, help="storage plugin (default: sqlite in ./durable.db)")
-    trio.run(main, parser.parse_args().storage)
+    run_example(main, __doc__)

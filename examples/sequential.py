@@ -11,14 +11,14 @@ Expected output: completed: {'video': 'talk.mp4', 'formats': ['720p', '1080p'], 
 
 from __future__ import annotations
 
-import argparse
-
 import trio
 
 from durable_core import DurableExecutor
 
+from _cli import outcome, run_example
 
-async def main(storage: str | None) -> None:
+
+async def main(storage: str | None) -> str:
     executor = DurableExecutor(storage)
 
     @executor.task(id="download", timeout=5)
@@ -43,11 +43,8 @@ async def main(storage: str | None) -> None:
 
     async with executor:
         handle = await executor.enqueue_task(pipeline, "talk.mp4")
-        finished = await handle.wait_and_get_finished_execution()
-    print(f"{finished.status}: {finished.output}")
+        return outcome(await handle.wait_and_get_finished_execution())
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--storage", default=None, help="storage plugin (default: sqlite in ./durable.db)")
-    trio.run(main, parser.parse_args().storage)
+    run_example(main, __doc__)

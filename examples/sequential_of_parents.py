@@ -11,11 +11,11 @@ Expected output: completed: ['https://photos.example.com/a_small.jpg', 'https://
 
 from __future__ import annotations
 
-import argparse
-
 import trio
 
 from durable_core import DurableExecutor, FinalizeInput, ParentTaskResult, child_task
+
+from _cli import outcome, run_example
 
 
 def gather_outputs(input: FinalizeInput) -> list:
@@ -25,7 +25,7 @@ def gather_outputs(input: FinalizeInput) -> list:
     return [c.output for c in input.children]
 
 
-async def main(storage: str | None) -> None:
+async def main(storage: str | None) -> str:
     executor = DurableExecutor(storage)
 
     @executor.task(id="resize", timeout=5)
@@ -50,11 +50,8 @@ async def main(storage: str | None) -> None:
 
     async with executor:
         handle = await executor.enqueue_task(publish_photos, ["a.jpg", "b.jpg", "c.jpg"])
-        finished = await handle.wait_and_get_finished_execution()
-    print(f"{finished.status}: {finished.output}")
+        return outcome(await handle.wait_and_get_finished_execution())
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--storage", default=None, help="storage plugin (default: sqlite in ./durable.db)")
-    trio.run(main, parser.parse_args().storage)
+    run_example(main, __doc__)

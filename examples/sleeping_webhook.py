@@ -12,15 +12,16 @@ Expected output: completed: {'order': 'paid', 'payment': {'paid': True, 'amount'
 
 from __future__ import annotations
 
-import argparse
 import secrets
 
 import trio
 
 from durable_core import DurableExecutionNotFoundError, DurableExecutor, FinalizeInput, ParentTaskResult, child_task
 
+from _cli import outcome, run_example
 
-async def main(storage: str | None) -> None:
+
+async def main(storage: str | None) -> str:
     executor = DurableExecutor(storage)
     payment_webhook = executor.sleeping_task(id="payment_webhook", timeout=60)
 
@@ -49,11 +50,8 @@ async def main(storage: str | None) -> None:
     async with executor, trio.open_nursery() as nursery:
         handle = await executor.enqueue_task(checkout, order_id)
         nursery.start_soon(webhook_handler, f"payment-{order_id}", {"paid": True, "amount": 42})
-        finished = await handle.wait_and_get_finished_execution()
-    print(f"{finished.status}: {finished.output if finished.error is None else finished.error.message}")
+        return outcome(await handle.wait_and_get_finished_execution())
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--storage", default=None, help="storage plugin (default: sqlite in ./durable.db)")
-    trio.run(main, parser.parse_args().storage)
+    run_example(main, __doc__)

@@ -11,11 +11,11 @@ Expected output: completed: ['Hello from task A, world!', 'Hello from task A1, w
 
 from __future__ import annotations
 
-import argparse
-
 import trio
 
 from durable_core import DurableExecutor, FinalizeInput, ParentTaskResult, child_task
+
+from _cli import outcome, run_example
 
 
 def check_all_completed(input: FinalizeInput) -> None:
@@ -24,7 +24,7 @@ def check_all_completed(input: FinalizeInput) -> None:
         raise RuntimeError(f"children failed: {failed}")
 
 
-async def main(storage: str | None) -> None:
+async def main(storage: str | None) -> str:
     executor = DurableExecutor(storage)
 
     def greeter(task_id: str):
@@ -69,11 +69,8 @@ async def main(storage: str | None) -> None:
 
     async with executor:
         handle = await executor.enqueue_task(root, {"name": "world"})
-        finished = await handle.wait_and_get_finished_execution()
-    print(f"{finished.status}: {finished.output}")
+        return outcome(await handle.wait_and_get_finished_execution())
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--storage", default=None, help="storage plugin (default: sqlite in ./durable.db)")
-    trio.run(main, parser.parse_args().storage)
+    run_example(main, __doc__)

@@ -12,16 +12,16 @@ Expected output: completed: {"file": "report.pdf", "title": "Title of report.pdf
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import trio
 
 from durable_core.cli.demo import build, run_demo
 
+from _cli import example_parser
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--storage", default=None, help="storage plugin (default: sqlite in ./durable.db)")
+    parser = example_parser(__doc__)
     parser.add_argument("--file", default="report.pdf")
     args = parser.parse_args()
     sys.exit(trio.run(run_demo, *build(args.storage), args.file))

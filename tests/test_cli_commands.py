@@ -17,10 +17,9 @@ import pytest
 
 APP = '''
 import trio
-from durable_core import ParentTaskResult, child_task
-from durable_core.config import executor_from_config
+from durable_core import DurableExecutor, ParentTaskResult, child_task
 
-executor = executor_from_config()
+executor = DurableExecutor.from_config()
 
 @executor.task(id="hello", timeout=5)
 async def hello(ctx, input):
@@ -96,7 +95,7 @@ def project(tmp_path: Path) -> Path:
     (["enqueue"], None, "error: Missing argument 'MODULE:TASK'. (see: durable enqueue --help)"),
     (["executions", "list"], '[storage]\nname = "postgresql"\n', "error: storage 'postgresql' is not installed; run: durable install postgresql"),
     (["executions", "list"], "[storage\n", "error: durable.toml: not valid TOML: "),
-    (["enqueue", "app:hello"], "[executor]\npoll_interval = 'x'\n", "error: durable.toml: executor.poll_interval: expected a number >= 0"),
+    (["enqueue", "app:hello"], "[executor]\npoll_interval = 'x'\n", "error: durable.toml: executor.poll_interval: expected a number > 0"),
     (["--config", "missing.toml", "executions", "list"], None, "error: config file "),
     (["config", "set", "storage.name", "5"], None, "error: durable.toml: storage.name: expected the name of an installed storage plugin"),
 ])

@@ -3,26 +3,26 @@ executor it builds, and edits that keep every byte but the changed value."""
 
 from __future__ import annotations
 
+import ast
 import tomllib
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+import durable_core.config
 from durable_core import DurableExecutor
 from durable_core.cli import cli
+from durable_core.cli.config_file import default_config_text, select_plugin, set_config_value
 from durable_core.config import (
     CONFIG_ENV,
     EXECUTOR_OPTIONS,
     ConfigError,
     ConfigLocation,
     DurableConfig,
-    default_config_text,
-    executor_from_config,
     load_config,
-    select_plugin,
-    set_config_value,
 )
+from durable_core.options import EXECUTOR_OPTIONS as EXECUTOR_DECLARATIONS
 
 ODD = """\
 # my settings   (hand written)
@@ -85,10 +85,11 @@ def test_storage_options_default_only_for_the_default_storage(workdir: Path) -> 
     ("[storage]\noptions = [1]", "durable.toml: storage.options: expected a table of the storage plugin's options, got an array [1]"),
     ("[storage]\nnmae = 'x'", "durable.toml: unknown key 'storage.nmae'; did you mean 'name'? expected one of: name, options"),
     ("[executor]\npoll_intervl = 1", "durable.toml: unknown key 'executor.poll_intervl'; did you mean 'poll_interval'?"),
-    ("[executor]\npoll_interval = 'fast'", "durable.toml: executor.poll_interval: expected a number >= 0 (default 0.5), got a string \"fast\""),
+    ("[executor]\npoll_interval = 'fast'", "durable.toml: executor.poll_interval: expected a number > 0 (default 0.5), got a string \"fast\""),
     ("[executor]\nmax_lease_expirations = 1.5", "durable.toml: executor.max_lease_expirations: expected an integer >= 0 (default 10), got a float 1.5"),
     ("[executor]\nshutdown_timeout = -1", "durable.toml: executor.shutdown_timeout: expected a number >= 0 (default 15.0), got an integer -1"),
     ("[executor]\nshutdown_timeout = true", "durable.toml: executor.shutdown_timeout: expected a number >= 0"),
+    ("[executor]\npoll_interval = 0", "durable.toml: executor.poll_interval: expected a number > 0 (default 0.5), got an integer 0"),
     ("storage_name = 'x'", "durable.toml: unknown key 'storage_name'; did you mean 'storage'?"),
     ("[storage\nname = 'x'", "durable.toml: not valid TOML: "),
 ])
@@ -129,10 +130,10 @@ def test_executor_from_config_uses_storage_serializer_and_options(workdir: Path)
     (workdir / "durable.toml").write_text(
         '[storage]\nname = "memory"\n[executor]\npoll_interval = 2\nshutdown_timeout = 0.5\n'
     )
-    executor = executor_from_config()
+    executor = DurableExecutor.from_config()
     assert isinstance(executor, DurableExecutor)
     assert (executor.poll_interval, executor.shutdown_timeout) == (2, 0.5)
-    assert executor_from_config(poll_interval=3).poll_interval == 3  # overrides win
+    assert DurableExecutor.from_config(poll_interval=3).poll_interval == 3  # overrides win
 
 
 def test_overriding_the_storage_drops_the_configured_options() -> None:
@@ -143,7 +144,7 @@ def test_overriding_the_storage_drops_the_configured_options() -> None:
 
 async def test_executor_from_config_runs_a_task_on_the_configured_storage(workdir: Path) -> None:
     (workdir / "durable.toml").write_text('[storage]\nname = "memory"\n')
-    executor = executor_from_config()
+    executor = DurableExecutor.from_config()
 
     @executor.task(id="double", timeout=5)
     async def double(ctx, input):
@@ -156,9 +157,9 @@ async def test_executor_from_config_runs_a_task_on_the_configured_storage(workdi
 
 
 def test_executor_range_errors_name_the_file(workdir: Path) -> None:
-    (workdir / "durable.toml").write_text("[executor]\npoll_interval = 0\n")
+    (workdir / "durable.toml").write_text('[storage]\nname = "memory"\n')  # a bad value in the file is refused on reading
     with pytest.raises(ConfigError, match=r"^durable.toml: Invalid executor option poll_interval: expected a number > 0"):
-        executor_from_config(storage="memory")
+        DurableExecutor.from_config(poll_interval=0)
 
 
 def test_the_default_file_is_commented_and_means_the_defaults() -> None:
@@ -254,3 +255,32 @@ def test_config_init_in_pyproject_appends_tool_durable(workdir: Path) -> None:
     text = (workdir / "pyproject.toml").read_text()
     assert text.startswith('[project]\nname = "app"\n\n') and "[tool.durable.storage]" in text
     assert load_config("pyproject.toml") == DurableConfig(location=ConfigLocation(Path("pyproject.toml"), ("tool", "durable")))
+
+
+def test_set_checks_storage_options_against_the_storage_plugin_declarations() -> None:
+    runner = CliRunner()
+    wrong = runner.invoke(cli, ["config", "set", "storage.options.path", "5"])
+    assert wrong.exit_code != 0
+    assert str(wrong.exception) == (
+        "durable.toml: storage.options.path: expected a file path (default 'durable.db'), got an integer 5")
+    unknown = runner.invoke(cli, ["config", "set", "storage.options.busy_timeuot", "2"])
+    assert str(unknown.exception).startswith(
+        "durable.toml: unknown key 'storage.options.busy_timeuot'; did you mean 'busy_timeout'? expected one of: path, ")
+    assert not Path("durable.toml").exists()
+    assert runner.invoke(cli, ["config", "set", "storage.options.busy_timeout", "2"]).exit_code == 0
+    assert load_config().storage.options == {"path": "durable.db", "busy_timeout": 2}
+
+
+def test_the_core_only_reads_the_configuration() -> None:
+    """Editing (tomlkit) belongs to the command line, and the executor imports the configuration,
+    never the other way round."""
+    tree = ast.parse(Path(durable_core.config.__file__).read_text())
+    imports = [node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)]
+    imported = {getattr(node, "module", None) for node in imports} | {alias.name for node in imports for alias in node.names}
+    assert "tomlkit" not in imported and "executor" not in imported
+
+
+def test_every_executor_option_is_documented_with_its_default() -> None:
+    docs = (Path(__file__).parents[1] / "docs" / "config.md").read_text()
+    for option in EXECUTOR_DECLARATIONS.values():
+        assert f"| `{option.name}` | `{option.default!r}` | {option.expected().split(' (default')[0]} |" in docs

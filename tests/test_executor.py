@@ -1,4 +1,8 @@
-"""The executor on simple tasks: running, retries, timeouts, cancellation, leases, shutdown."""
+"""The executor on simple tasks: running, timeouts, cancellation, limits, definitions, events.
+
+Retries and backoff, failures, cancellation, several executors, lost and expired leases, shutdown
+hand-back and idempotency keys are checked end to end by ``durable_conformance.scenarios``, on
+every storage, memory included."""
 
 from __future__ import annotations
 
@@ -15,7 +19,6 @@ from durable_core import (
     ALL_TASK_EXECUTION_STATUSES,
     ERRORED_TASK_EXECUTION_STATUSES,
     FINISHED_TASK_EXECUTION_STATUSES,
-    DurableExecutionCancelledError,
     DurableExecutionError,
     DurableExecutionNotFoundError,
     DurableExecutor,
@@ -26,7 +29,6 @@ from durable_core import (
     hookimpl,
 )
 from durable_core.plugins.manager import PluginRegistry, get_plugin_manager
-from durable_core.storage.contract import RunCommit
 from durable_storage_memory import MemoryStorage
 
 S = TaskExecutionStatus
@@ -77,52 +79,6 @@ async def test_plain_def_task_runs_in_a_worker_thread():
     assert finished.output == {"same_thread": False, "double": 42}
 
 
-async def test_retries_follow_the_backoff_formula_in_virtual_time():
-    ex = executor()
-    starts: list[float] = []
-    contexts: list[TaskRunContext] = []
-
-    @ex.task(id="flaky", timeout=10, retry=RetryOptions(max_attempts=4, base_delay=60, delay_multiplier=2, max_delay=200))
-    async def flaky(ctx, input):
-        starts.append(trio.current_time())
-        contexts.append(ctx)
-        if ctx.attempt < 4:
-            raise RuntimeError(f"boom {ctx.attempt}")
-        return "ok"
-
-    async with ex:
-        finished = await (await ex.enqueue_task(flaky)).wait_and_get_finished_execution()
-
-    assert finished.status is S.COMPLETED and finished.retry_attempts == 4
-    gaps = [round(b - a) for a, b in zip(starts, starts[1:])]
-    assert gaps == [60, 120, 200, 200]  # min(60 * 2**k, 200)
-    assert [c.attempt for c in contexts] == [0, 1, 2, 3, 4]
-    assert contexts[0].prev_error is None
-    assert contexts[3].prev_error == ErrorInfo("generic", "boom 2", is_retryable=True)
-
-
-async def test_retries_run_out_and_non_retryable_errors_fail_at_once():
-    ex = executor()
-    calls = {"always": 0, "fatal": 0}
-
-    @ex.task(id="always", timeout=10, retry=RetryOptions(max_attempts=2))
-    async def always(ctx, input):
-        calls["always"] += 1
-        raise ValueError("Failed")
-
-    @ex.task(id="fatal", timeout=10, retry=RetryOptions(max_attempts=5))
-    async def fatal(ctx, input):
-        calls["fatal"] += 1
-        raise DurableExecutionError.non_retryable("bad request")
-
-    async with ex:
-        a = await (await ex.enqueue_task(always)).wait_and_get_finished_execution()
-        f = await (await ex.enqueue_task(fatal)).wait_and_get_finished_execution()
-
-    assert (a.status, a.error.message, a.retry_attempts, calls["always"]) == (S.FAILED, "Failed", 2, 3)
-    assert (f.status, f.error.is_retryable, calls["fatal"]) == (S.FAILED, False, 1)
-
-
 async def test_timeout_cancels_the_run_and_ends_timed_out_after_retries():
     ex = executor()
     attempts = []
@@ -158,18 +114,6 @@ async def test_finished_at_is_when_the_run_ended():
     assert (failed.finished_at - failed.started_at).total_seconds() == 11
 
 
-async def test_raising_cancelled_error_cancels_without_retry():
-    ex = executor()
-
-    @ex.task(id="gives_up", timeout=5, retry=RetryOptions(max_attempts=3))
-    async def gives_up(ctx, input):
-        raise DurableExecutionCancelledError()
-
-    async with ex:
-        finished = await (await ex.enqueue_task(gives_up)).wait_and_get_finished_execution()
-    assert (finished.status, finished.retry_attempts) == (S.CANCELLED, 0)
-
-
 async def test_sleep_before_run_and_enqueue_overrides():
     ex = executor()
     started = []
@@ -201,39 +145,14 @@ async def test_enqueue_timeout_and_retry_overrides():
     assert (finished.status, finished.output) == (S.COMPLETED, 1)
 
 
-async def test_cancel_before_start_never_runs():
-    ex = executor()
-    ran = []
-
-    @ex.task(id="t", timeout=5, sleep_before_run=60)
-    async def t(ctx, input):
-        ran.append(1)
-
-    async with ex:
-        handle = await ex.enqueue_task(t)
-        await handle.cancel()
-        await handle.cancel()  # a second cancel is a no-op
-        finished = await handle.wait_and_get_finished_execution()
-        await trio.sleep(120)
-    assert finished.status is S.CANCELLED
-    assert finished.error.error_type == "cancelled"
-    assert ran == []
-
-
 async def test_cancel_during_run_cancels_its_scope_and_discards_the_result():
     ex = executor()
     started = trio.Event()
-    outcome = []
 
     @ex.task(id="t", timeout=600)
     async def t(ctx, input):
         started.set()
-        try:
-            await trio.sleep(300)
-            return "late"
-        except trio.Cancelled:
-            outcome.append("cancelled")
-            raise
+        await trio.sleep_forever()
 
     async with ex:
         handle = await ex.enqueue_task(t)
@@ -243,38 +162,7 @@ async def test_cancel_during_run_cancels_its_scope_and_discards_the_result():
         await trio.testing.wait_all_tasks_blocked()
         assert ex.running_task_executions_count == 0
         finished = await handle.get_execution()
-    assert outcome == ["cancelled"]
     assert finished.status is S.CANCELLED and finished.output is None
-
-
-async def test_several_executors_run_each_execution_exactly_once():
-    storage = MemoryStorage()
-    runs: dict[int, int] = {}
-    active: set[int] = set()
-    overlap = []
-
-    def make(n):
-        ex = executor(storage, max_task_executions_per_batch=7, poll_interval=0.1)
-
-        @ex.task(id="work", timeout=30)
-        async def work(ctx, input):
-            if input in active:
-                overlap.append(input)
-            active.add(input)
-            runs[input] = runs.get(input, 0) + 1
-            await trio.sleep(0.01 * (input % 5))
-            active.discard(input)
-            return input
-
-        return ex, work
-
-    (a, work), (b, _), (c, _) = make(0), make(1), make(2)
-    async with a, b, c:
-        handles = [await [a, b, c][i % 3].enqueue_task(work, i) for i in range(300)]
-        results = [await h.wait_and_get_finished_execution() for h in handles]
-    assert [r.output for r in results] == list(range(300))
-    assert runs == {i: 1 for i in range(300)}
-    assert overlap == []
 
 
 async def test_backpressure_never_exceeds_max_concurrent():
@@ -299,69 +187,6 @@ async def test_backpressure_never_exceeds_max_concurrent():
     assert peak == 3
 
 
-async def test_a_late_result_after_the_lease_was_lost_is_discarded():
-    storage = MemoryStorage()
-    ex = executor(storage, expire_leeway=0)
-    release = trio.Event()
-    started = trio.Event()
-
-    @ex.task(id="t", timeout=100)
-    async def t(ctx, input):
-        started.set()
-        await release.wait()
-        return "stale"
-
-    async with ex:
-        handle = await ex.enqueue_task(t)
-        await started.wait()
-        # Another executor's view: the lease expired (e.g. this process stalled) and it re-claimed.
-        later = ex.now() + 500
-        await storage.expire_leases(later, 10, 10)
-        (theirs,) = await storage.claim_executions("de_other", later, 10, 0)
-        release.set()
-        await trio.testing.wait_all_tasks_blocked()
-        current = await handle.get_execution()
-        assert current.status is S.RUNNING  # the stale run wrote nothing
-        output = ex.encode("fresh", "t", "output")
-        await storage.commit_runs(
-            [RunCommit(theirs.copy(status=S.COMPLETED, output=output, finished_at=later))], later
-        )
-        finished = await handle.wait_and_get_finished_execution()
-    assert finished.output == "fresh"
-
-
-async def test_shutdown_hands_unfinished_executions_back_at_once():
-    storage = MemoryStorage()
-    first = executor(storage, shutdown_timeout=2)
-    started = trio.Event()
-    saw_shutdown = []
-
-    @first.task(id="long", timeout=3600)
-    async def long(ctx, input):
-        started.set()
-        await ctx.shutdown_event.wait()
-        saw_shutdown.append(True)
-        await trio.sleep(3600)  # ignores shutdown: will be cut off after shutdown_timeout
-
-    async with first:
-        handle = await first.enqueue_task(long)
-        await started.wait()
-    record = (await storage.get_executions([handle.execution_id]))[0]
-    assert record.status is S.READY and record.retry_attempts == 0
-    assert record.ready_at is not None and record.ready_at <= first.now()
-    assert saw_shutdown == [True]
-
-    second = executor(storage)
-
-    @second.task(id="long", timeout=3600)
-    async def long_again(ctx, input):
-        return "resumed"
-
-    async with second:
-        finished = await (await second.get_task_execution_handle("long", handle.execution_id)).wait_and_get_finished_execution()
-    assert finished.output == "resumed"
-
-
 async def test_graceful_shutdown_waits_for_running_tasks():
     ex = executor(shutdown_timeout=60)
     started = trio.Event()
@@ -377,61 +202,6 @@ async def test_graceful_shutdown_waits_for_running_tasks():
         await started.wait()
     assert (await ex.storage.get_executions([handle.execution_id]))[0].status is S.COMPLETED
     await ex.shutdown()  # idempotent
-
-
-async def test_expired_lease_of_a_crashed_executor_is_recovered_with_prev_error():
-    storage = MemoryStorage()
-    ex = executor(storage, expire_leeway=1, poll_interval=0.5)
-    seen = []
-
-    @ex.task(id="t", timeout=10)
-    async def t(ctx, input):
-        seen.append((ctx.attempt, ctx.prev_error))
-        return "recovered"
-
-    async with ex:
-        handle = await ex.enqueue_task(t, sleep_before_run=5)
-        # a crashed executor claimed it and never came back
-        (claimed,) = await storage.claim_executions("de_crashed", ex.now() + 5, 1, 1)
-        finished = await handle.wait_and_get_finished_execution()
-    assert finished.output == "recovered"
-    assert seen == [(0, ErrorInfo("generic", "Task execution expired", is_retryable=True))]
-
-
-async def test_lease_expirations_are_bounded():
-    storage = MemoryStorage()
-    ex = executor(storage, expire_leeway=0, max_lease_expirations=0)
-
-    @ex.task(id="t", timeout=10)
-    async def t(ctx, input):
-        return "never"
-
-    async with ex:
-        handle = await ex.enqueue_task(t, sleep_before_run=5)
-        await storage.claim_executions("de_crashed", ex.now() + 5, 1, 0)
-        finished = await handle.wait_and_get_finished_execution()
-    assert finished.status is S.FAILED
-    assert finished.error.message == "Task execution expired too many times"
-
-
-async def test_idempotency_key_returns_the_existing_execution():
-    ex = executor()
-
-    @ex.task(id="charge", timeout=5)
-    async def charge(ctx, input):
-        return input
-
-    @ex.task(id="refund", timeout=5)
-    async def refund(ctx, input):
-        return input
-
-    async with ex:
-        h1 = await ex.enqueue_task(charge, 1, idempotency_key="order-7")
-        h2 = await ex.enqueue_task(charge, 2, idempotency_key="order-7")
-        h3 = await ex.enqueue_task(refund, 3, idempotency_key="order-7")
-        assert h1.execution_id == h2.execution_id != h3.execution_id
-        assert (await h2.wait_and_get_finished_execution()).output == 1
-        assert len(await ex.storage.list_executions()) == 2
 
 
 async def test_unknown_tasks_and_executions_are_clear_errors():

@@ -1,6 +1,7 @@
 """Plugin loading (built-ins, real entry points, broken and disabled plugins) and the registry."""
 
 import importlib
+import inspect
 import logging
 import subprocess
 import sys
@@ -27,6 +28,9 @@ from durable_core.plugins.manager import (
 )
 from durable_core.serialization import JsonSerializer
 from durable_core.status import TaskExecutionStatus
+from durable_core.storage.contract import StorageError
+
+ROOT = Path(__file__).parents[1]
 
 STORAGE_PLUGIN = """
 from durable_core import hookimpl
@@ -333,6 +337,137 @@ def test_importing_durable_core_loads_no_plugin() -> None:
         "import sys, durable_core, durable_core.plugins.manager as m; "
         "print(m._default is None, any(n.startswith('durable_core.plugins.builtin') for n in sys.modules))"
     )
-    root = Path(durable_core.__file__).parents[1]
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert result.stdout == "True False\n"
+
+
+# ----------------------------------------------------------------------------- declared storage options
+
+OPTION_PLUGIN = """
+from pathlib import Path
+
+from durable_core import Option, hookimpl
+
+OPENED = []
+
+@hookimpl
+def durable_register_storages(register):
+    register("declared", lambda **options: OPENED.append(options), options=[
+        Option("path", Path, "x.db", "The file."),
+        Option("size", int, 1, "How many.", minimum=1),
+    ])
+"""
+
+
+def test_a_storage_declares_its_options_and_an_old_plugin_need_not(site) -> None:
+    site("durable-storage-declared", "1.0", {"declared": OPTION_PLUGIN})
+    site("durable-storage-fake", "1.0", {"fake": STORAGE_PLUGIN.format(name="fake")})
+    registry = PluginRegistry.load()
+    assert [option.name for option in registry.storage_options("declared")] == ["path", "size"]
+    assert registry.storage_options("fake") is None  # register(name, factory): nothing declared, nothing checked
+    assert info(registry, "declared").as_json()["options"] == {"storage:declared": [
+        {"name": "path", "type": "Path", "default": "x.db", "help": "The file.", "expected": "a file path (default 'x.db')"},
+        {"name": "size", "type": "int", "default": 1, "help": "How many.", "expected": "an integer >= 1 (default 1)"},
+    ]}
+    assert "options" not in info(registry, "fake").as_json()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"colour": "blue"}, "Invalid options for storage 'declared': unknown option 'colour'; it takes: path, size"),
+    ({"size": 0}, "Invalid declared storage option size=0: expected an integer >= 1 (default 1)"),
+    ({"size": 1.5}, "Invalid declared storage option size=1.5: expected an integer >= 1 (default 1)"),
+    ({"path": 5}, "Invalid declared storage option path=5: expected a file path (default 'x.db')"),
+])
+async def test_open_storage_checks_options_against_the_declarations_before_opening(site, options, message) -> None:
+    site("durable-storage-declared", "1.0", {"declared": OPTION_PLUGIN})
+    registry = PluginRegistry.load()
+    with pytest.raises(StorageError) as caught:
+        async with durable_core.open_storage("declared", plugins=registry, **options):
+            pass
+    assert caught.value.message == message and not caught.value.is_retryable
+    assert sys.modules["durable_storage_declared_declared"].OPENED == []  # the factory never ran
+
+
+README = {"memory": "plugins/storage_memory/README.md", "sqlite": "plugins/storage_sqlite/README.md",
+          "postgres": "plugins/storage_postgres/README.md", "dictstore": "conformance/examples/storage_dictstore/README.md"}
+
+
+def test_each_storage_of_the_repository_declares_exactly_its_factory_arguments(monkeypatch) -> None:
+    """The declarations repeat the factories' defaults (for plugins that must not import their
+    storage to list them); this keeps the two, and the README's options table, in step."""
+    monkeypatch.syspath_prepend(str(ROOT / "conformance" / "examples" / "storage_dictstore"))
+    import durable_storage_dictstore.plugin
+
+    pm = get_plugin_manager()
+    pm.register(durable_storage_dictstore.plugin, name="dictstore")
+    registry = PluginRegistry.load(pm)
+    assert {"memory", "sqlite", "dictstore"} <= set(registry.storage_names())
+    for name in registry.storage_names():
+        parameters = inspect.signature(registry.storage_factory(name)).parameters.values()
+        from_signature = {p.name: None if p.default is p.empty else p.default for p in parameters}
+        declared = registry.storage_options(name)
+        assert declared is not None, f"storage {name!r} declares no options"
+        assert {option.name: option.default for option in declared} == from_signature, name
+        readme = (ROOT / README[name]).read_text()
+        assert all(f"| `{option.name}` |" in readme for option in declared), f"{README[name]}: options table"
+
+
+# ----------------------------------------------------------------------------- observing
+
+
+def test_an_observer_that_says_when_it_listens_is_asked_before_every_event(site) -> None:
+    listening = False
+    seen: list[TaskExecutionEvent] = []
+
+    class Sometimes:
+        @hookimpl
+        def durable_observing(self):
+            return lambda: listening
+
+        @hookimpl
+        def durable_task_execution_event(self, event):
+            seen.append(event)
+
+    pm = get_plugin_manager()
+    pm.register(Sometimes(), name="sometimes")
+    registry = PluginRegistry.load(pm)
+    assert info(registry, "sometimes").provides == ["hook:durable_task_execution_event"]
+    assert not registry.observing()  # nor does the built-in logging one, below DEBUG
+    listening = True
+    assert registry.observing()
+    registry.emit(event())
+    assert seen == [event()]
+
+
+def test_an_observer_whose_durable_observing_returns_none_always_listens(site) -> None:
+    class Always:
+        @hookimpl
+        def durable_observing(self):
+            return None
+
+        @hookimpl
+        def durable_task_execution_event(self, event):
+            pass
+
+    pm = get_plugin_manager()
+    pm.register(Always(), name="always")
+    assert PluginRegistry.load(pm).observing()
+
+
+def test_a_durable_observing_that_raises_drops_the_whole_plugin(site) -> None:
+    class Broken:
+        @hookimpl
+        def durable_observing(self):
+            raise RuntimeError("no logger")
+
+        @hookimpl
+        def durable_task_execution_event(self, event):
+            raise AssertionError("an errored plugin must not observe")
+
+    pm = get_plugin_manager()
+    pm.register(Broken(), name="broken")
+    registry = PluginRegistry.load(pm)
+    assert (info(registry, "broken").status, info(registry, "broken").error) == (
+        "error", "durable_observing raised RuntimeError: no logger")
+    assert not registry.observing()
+    registry.emit(event())

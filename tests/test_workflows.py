@@ -1,4 +1,5 @@
-"""Parent tasks, finalize, sequences, loops, sleeping tasks and cascading cancellation."""
+"""Parent tasks, finalize, sequences, loops, sleeping tasks and cascading cancellation (nested
+and recursive parents: ``durable_conformance.scenarios``, run on every storage, memory included)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from durable_core import (
     TaskExecutionStatus,
     child_task,
 )
+from durable_conformance.scenarios import cancel_a_tree_from_another_executor
 from durable_storage_memory import MemoryStorage
 
 S = TaskExecutionStatus
@@ -148,27 +150,6 @@ async def test_too_many_children_fail_the_parent_naming_both_numbers():
     assert len(await ex.storage.list_executions()) == 1
 
 
-async def test_nested_finalize_parent_tasks():
-    ex = DurableExecutor(MemoryStorage())
-    hello, _ = define_greeters(ex)
-
-    def join(input: FinalizeInput):
-        return " | ".join(c.output for c in input.children)
-
-    @ex.parent_task(id="second_stage", timeout=5, finalize=join)
-    async def second_stage(ctx, input: FinalizeInput):
-        firsts = [c.output for c in input.children]
-        return ParentTaskResult(None, [child_task(hello, f"after {len(firsts)}"), child_task(hello, "last")])
-
-    @ex.parent_task(id="pipeline", timeout=5, finalize=second_stage)
-    async def pipeline(ctx, input):
-        return ParentTaskResult(None, [child_task(hello, "x"), child_task(hello, "y")])
-
-    async with ex:
-        finished = await (await ex.enqueue_task(pipeline)).wait_and_get_finished_execution()
-    assert finished.output == "Hello from task after 2, world! | Hello from task last, world!"
-
-
 async def test_a_thousand_children_on_two_executors_keep_their_order():
     storage = MemoryStorage()
     executors = [DurableExecutor(storage, poll_interval=0.1, max_concurrent_task_executions=300) for _ in range(2)]
@@ -282,21 +263,6 @@ async def test_looping_task_until_done_until_max_attempts_and_on_failure():
     assert broken.error.message == "Iteration task failed [taskId=poll_fails]: no connection"
 
 
-async def test_recursive_parent_task():
-    ex = DurableExecutor(MemoryStorage())
-
-    def total(input: FinalizeInput):
-        return input.output + sum(c.output for c in input.children)
-
-    @ex.parent_task(id="countdown", timeout=5, finalize=total)
-    async def countdown(ctx, input):
-        return ParentTaskResult(input, [child_task(countdown, input - 1)] if input > 0 else [])
-
-    async with ex:
-        finished = await (await ex.enqueue_task(countdown, 5)).wait_and_get_finished_execution()
-    assert finished.output == 15
-
-
 async def test_sleeping_task_woken_completed_failed_or_timed_out():
     ex = DurableExecutor(MemoryStorage())
     webhook = ex.sleeping_task(id="webhook", timeout=300)
@@ -347,48 +313,11 @@ async def test_sleeping_task_woken_completed_failed_or_timed_out():
 
 
 async def test_cancelling_a_parent_cancels_a_running_grandchild_on_another_executor():
-    storage = MemoryStorage()
     poll = 0.5
-    started = trio.Event()
-    cancelled_at = []
-
-    def define(ex, *, runs_grandchild):
-        @ex.task(id="grandchild", timeout=3600)
-        async def grandchild(ctx, input):
-            if not runs_grandchild:
-                raise AssertionError("the other executor should run it")
-            started.set()
-            try:
-                await trio.sleep(3600)
-            except trio.Cancelled:
-                cancelled_at.append(trio.current_time())
-                raise
-
-        @ex.parent_task(id="child", timeout=60)
-        async def child(ctx, input):
-            return ParentTaskResult(None, [child_task(grandchild)])
-
-        @ex.parent_task(id="root", timeout=60)
-        async def root(ctx, input):
-            return ParentTaskResult(None, [child_task(child)])
-
-        return root
-
-    owner = DurableExecutor(storage, poll_interval=poll)
-    canceller = DurableExecutor(storage, poll_interval=poll, max_concurrent_task_executions=1)
-    define(owner, runs_grandchild=True)
-    root = define(canceller, runs_grandchild=False)
-    async with owner:
-        handle = await owner.enqueue_task(root)
-        await started.wait()
-        async with canceller:
-            t0 = trio.current_time()
-            await (await canceller.get_task_execution_handle(root, handle.execution_id)).cancel()
-            await trio.sleep(poll * 2)
-        assert cancelled_at and cancelled_at[0] - t0 <= poll
-    records = await storage.list_executions()
+    cancelled_after, records = await cancel_a_tree_from_another_executor(MemoryStorage(), poll, wait=poll * 2)
+    assert cancelled_after <= poll
     assert {r.task_id: r.status for r in records} == {
-        "root": S.CANCELLED, "child": S.CANCELLED, "grandchild": S.CANCELLED}
+        "root": S.CANCELLED, "middle": S.CANCELLED, "grandchild": S.CANCELLED}
     grand = next(r for r in records if r.task_id == "grandchild")
     assert "Parent task execution ended cancelled" in grand.error.message
 

@@ -15,6 +15,7 @@ import trio.testing
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage.contract import (
     STORAGE_METHODS,
+    ChangeNotifications,
     DuplicateSleepingTaskUniqueIdError,
     ExecutionRecord,
     Lease,
@@ -113,6 +114,12 @@ class _Scenario:
     async def records(self, names: list[str]) -> list[ExecutionRecord | None]:
         return await self.storage.get_executions([f"{self.p}{n}" for n in names])
 
+    async def stored(self, names: list[str]) -> list[ExecutionRecord]:
+        """The named records, which no operation of the scenario deletes."""
+        records = [r for r in await self.records(names) if r is not None]
+        assert len(records) == len(names), f"records of {names} vanished"
+        return records
+
     async def cleanup(self) -> None:
         await self.storage.cancel_executions(self.ids, self.now + 500.0)
         await self.storage.delete_finished_executions(self.now + 900.0, 1000)
@@ -134,14 +141,14 @@ async def _prepare(operation: str, sc: _Scenario) -> tuple[Call, Callable[[], Aw
         await storage.insert_executions([sc.new(n, timeout=1.0) for n in names])
         if operation == "claim_executions":
             async def claimed() -> int:
-                return sum(r.lease_token == 1 for r in await sc.records(names))  # type: ignore[union-attr]
+                return sum(r.lease_token == 1 for r in await sc.stored(names))
 
             return lambda: storage.claim_executions("de_x", now, 4, LEEWAY), claimed, 4
         leases = await claim(storage, now, 4)
         assert len(leases) == 4
 
         async def handed_back() -> int:
-            return sum(r.status is S.READY for r in await sc.records(names))  # type: ignore[union-attr]
+            return sum(r.status is S.READY for r in await sc.stored(names))
 
         if operation == "release_leases":
             return lambda: storage.release_leases([r.lease for r in leases], now), handed_back, 4
@@ -150,7 +157,7 @@ async def _prepare(operation: str, sc: _Scenario) -> tuple[Call, Callable[[], Aw
         commits = [finish(r, S.COMPLETED if i % 2 else S.FAILED, now) for i, r in enumerate(leases)]
 
         async def committed() -> int:
-            return sum(r.status.is_finished for r in await sc.records(names))  # type: ignore[union-attr]
+            return sum(r.status.is_finished for r in await sc.stored(names))
 
         return lambda: storage.commit_runs(commits, now), committed, 4
     if operation == "cancel_executions":
@@ -161,7 +168,7 @@ async def _prepare(operation: str, sc: _Scenario) -> tuple[Call, Callable[[], Aw
         await storage.commit_runs([spawn(root, kids, now)], now)
 
         async def cancelled() -> int:
-            return sum(r.status is S.CANCELLED for r in await sc.records(["root", *names]))  # type: ignore[union-attr]
+            return sum(r.status is S.CANCELLED for r in await sc.stored(["root", *names]))
 
         return lambda: storage.cancel_executions([f"{p}root"], now), cancelled, 5
     if operation == "wake_sleeping_executions":
@@ -171,7 +178,7 @@ async def _prepare(operation: str, sc: _Scenario) -> tuple[Call, Callable[[], Aw
         wakeups = [SleepingWakeup(r.execution_id, S.COMPLETED, output=OUTPUT) for r in asleep]
 
         async def woken() -> int:
-            return sum(r.status is S.COMPLETED for r in await sc.records(names))  # type: ignore[union-attr]
+            return sum(r.status is S.COMPLETED for r in await sc.stored(names))
 
         return lambda: storage.wake_sleeping_executions(wakeups, now), woken, 4
     assert operation == "delete_finished_executions"
@@ -344,19 +351,20 @@ class ChangeNotificationChecks:
     ) -> None:
         first = await storages.open()
         second = await storages.open()
-        seen = await first.wait_for_changes(None)  # type: ignore[attr-defined]
+        assert isinstance(first, ChangeNotifications), "the storage has change_notifications yet no wait_for_changes"
+        seen = await first.wait_for_changes(None)
         assert isinstance(seen, int)
-        assert await first.wait_for_changes(None) == seen, "nothing changed, yet the counter moved"  # type: ignore[attr-defined]
+        assert await first.wait_for_changes(None) == seen, "nothing changed, yet the counter moved"
         await second.insert_executions([new("te_1")])
-        moved = await first.wait_for_changes(seen)  # type: ignore[attr-defined]
+        moved = await first.wait_for_changes(seen)
         assert moved != seen
         claimed = await claim_one(second, 0.0, "te_1")
         await second.commit_runs([finish(claimed, S.COMPLETED, 1.0)], 1.0)
-        moved_again = await first.wait_for_changes(moved)  # type: ignore[attr-defined]
+        moved_again = await first.wait_for_changes(moved)
         assert moved_again != moved
 
         with trio.move_on_after(1) as scope:  # waiting is cancellable, and harms nothing
-            await first.wait_for_changes(moved_again)  # type: ignore[attr-defined]
+            await first.wait_for_changes(moved_again)
         assert scope.cancelled_caught
         await first.insert_executions([new("te_2")])
         assert await get(second, "te_2") is not None

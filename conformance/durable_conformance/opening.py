@@ -18,7 +18,7 @@ import inspect
 import weakref
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, cast
 
 import trio
 import trio.testing
@@ -27,6 +27,7 @@ from durable_core.storage.contract import (
     STORAGE_API,
     STORAGE_METHODS,
     Capabilities,
+    ChangeNotifications,
     Storage,
 )
 
@@ -59,7 +60,8 @@ def check_storage(storage: object, origin: str) -> Storage:
         raise ConformanceSetupError(
             f"{origin} returned a storage whose `capabilities` is not a durable_core.storage.Capabilities"
         )
-    return storage  # type: ignore[return-value]
+    assert isinstance(storage, Storage)  # every member of the protocol was checked above
+    return storage
 
 
 class StorageOpener:
@@ -185,7 +187,8 @@ class VirtualTimeHolder:
 
     async def wait_for_changes(self, seen: int | None) -> int:
         """The wrapped storage's change feed, as it is (a long wait, never held or locked)."""
-        return await self.storage.wait_for_changes(seen)  # type: ignore[attr-defined,no-any-return]
+        assert isinstance(self.storage, ChangeNotifications), "the executor waits only on a storage with a change feed"
+        return await self.storage.wait_for_changes(seen)
 
     async def aclose(self) -> None:
         await self.storage.aclose()
@@ -207,3 +210,11 @@ def _held(name: str) -> Callable[..., Any]:
 for _name in STORAGE_METHODS:
     setattr(VirtualTimeHolder, _name, _held(_name))
 del _name
+
+
+def holding_virtual_time(storage: Storage) -> Storage:
+    """``storage`` wrapped in a ``VirtualTimeHolder`` (once)."""
+    if isinstance(storage, VirtualTimeHolder):
+        return storage
+    # a Storage: its operations are the ones set from STORAGE_METHODS just above
+    return cast(Storage, VirtualTimeHolder(storage))

@@ -2,9 +2,10 @@
 
 It does four things, for subclasses of ``StorageConformance`` only (other tests are left alone):
 
-* runs each ``async def`` check under ``trio.run`` with ``MockClock(autojump_threshold=0)`` (no
-  pytest-trio needed), opening the storages the check asks for inside that run and closing them
-  after it, with a watchdog in real time (``conformance_timeout``);
+* runs each ``async def`` check with the core's trio test runner, in virtual time
+  (``MockClock(autojump_threshold=0)``, no pytest-trio needed), opening the storages the check asks
+  for inside that run and closing them after it, with a watchdog in real time
+  (``conformance_timeout``);
 * skips a check that needs an optional capability the storage lacks, naming the capability;
 * turns each entry of ``known_failures`` into a strict ``xfail``;
 * refuses to let a required check be skipped or overridden: it must pass, or be declared a known
@@ -20,7 +21,9 @@ from typing import Any
 
 import pytest
 import trio
-import trio.testing
+
+from durable_core.storage.contract import Capabilities
+from durable_core.testing.pytest_plugin import fixture_values, run_trio_test
 
 from .marks import REQUIRES_MARK, required_capabilities
 from .opening import ConformanceSetupError, DeferredStorage, StorageOpener
@@ -44,9 +47,14 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def _is_check(item: pytest.Item) -> bool:
+def _check_class(item: pytest.Item) -> type[ConformanceFixtures] | None:
+    """The test class of a conformance check; None for any other test."""
     cls = getattr(item, "cls", None)
-    return isinstance(cls, type) and issubclass(cls, ConformanceFixtures)
+    return cls if isinstance(cls, type) and issubclass(cls, ConformanceFixtures) else None
+
+
+def _is_check(item: pytest.Item) -> bool:
+    return _check_class(item) is not None
 
 
 def _check_name(item: pytest.Item) -> str:
@@ -55,8 +63,8 @@ def _check_name(item: pytest.Item) -> str:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     checks = conformance_checks()
-    for cls in {item.cls for item in items if _is_check(item)}:  # type: ignore[attr-defined]
-        declared = dict(getattr(cls, "known_failures", {}) or {})
+    for cls in {cls for item in items if (cls := _check_class(item)) is not None}:
+        declared = cls.known_failures or {}
         unknown = [test_id for test_id in declared if test_id.partition("[")[0] not in checks]
         if unknown:
             raise pytest.UsageError(
@@ -65,29 +73,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 "'test_every_operation_is_a_checkpoint[claim_executions-empty]')"
             )
     for item in items:
-        if not _is_check(item):
+        cls = _check_class(item)
+        if cls is None:
             continue
         capabilities, why = required_capabilities(getattr(item, "function", None))
         if capabilities:
             item.add_marker(getattr(pytest.mark, REQUIRES_MARK)(*capabilities, why=why))
-        declared = getattr(item.cls, "known_failures", {}) or {}  # type: ignore[attr-defined]
+        declared = cls.known_failures or {}
         reason = declared.get(item.name, declared.get(_check_name(item)))
         if reason is not None:
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"known failure: {reason}"))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if not _is_check(item):
+    cls = _check_class(item)
+    if cls is None:
         return
     name = _check_name(item)
     mixin = conformance_checks().get(name)
-    if mixin is not None and getattr(item.cls, name) is not getattr(mixin, name):  # type: ignore[attr-defined]
-        raise ConformanceSetupError(_OVERRIDDEN.format(cls=item.cls.__qualname__, name=name,  # type: ignore[attr-defined]
-                                                       mixin=mixin.__qualname__))
+    if mixin is not None and getattr(cls, name) is not getattr(mixin, name):
+        raise ConformanceSetupError(_OVERRIDDEN.format(cls=cls.__qualname__, name=name, mixin=mixin.__qualname__))
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if not (_is_check(item) and report.skipped) or hasattr(report, "wasxfail"):
         return report
@@ -110,7 +121,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     return True
 
 
-def _capability_skip(item: pytest.Item, capabilities: Any) -> str | None:
+def _capability_skip(item: pytest.Item, capabilities: Capabilities) -> str | None:
     for mark in item.iter_markers(REQUIRES_MARK):
         for name in mark.args:
             if not getattr(capabilities, name):
@@ -122,8 +133,9 @@ def _capability_skip(item: pytest.Item, capabilities: Any) -> str | None:
 
 def run_check(item: pytest.Function) -> None:
     """Run the ``async def`` check ``item`` in virtual time, with its storages opened in the run."""
-    kwargs = {name: item.funcargs[name] for name in item._fixtureinfo.argnames}
-    opener: StorageOpener = item.funcargs["storages"]
+    kwargs = fixture_values(item)
+    opener = item.funcargs["storages"]
+    assert isinstance(opener, StorageOpener)
     timeout = max(float(getattr(item.cls, "conformance_timeout", 120.0)),
                   getattr(item.function, "minimum_timeout", 0.0))
     outcome: dict[str, Any] = {}
@@ -157,7 +169,7 @@ def run_check(item: pytest.Function) -> None:
         if watchdog.cancelled_caught:
             outcome["timed_out"] = True
 
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    run_trio_test(item, main)
     if "skip" in outcome:
         pytest.skip(outcome["skip"])
     if outcome.get("timed_out"):

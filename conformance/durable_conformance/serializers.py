@@ -84,43 +84,51 @@ def same(a: Any, b: Any) -> bool:
     return a == b
 
 
-# Whole seconds: microsecond offsets are checked once, in test_edge_values_round_trip.
-offsets = st.integers(-86399, 86399).map(lambda seconds: timezone(timedelta(seconds=seconds)))
-hashables = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False)
-    | st.text()
-    | st.binary()
-    | st.datetimes(timezones=st.none() | offsets)
-    | st.dates()
-    | st.times(timezones=st.none() | offsets)
-    | st.timedeltas()
-    | st.uuids()
-    | st.decimals(allow_nan=False)
-    | st.sampled_from(Color)
-    | st.sampled_from(TaskExecutionStatus)
-    | st.builds(Point, st.integers(), st.floats()),
-    lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3),
-    max_leaves=6,
-)
-values = st.recursive(
-    hashables | st.floats(),
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.tuples(inner)
-        | st.dictionaries(st.text() | st.sampled_from(["__durable__", "v"]), inner, max_size=4)
-        | st.dictionaries(hashables, inner, max_size=3)
-        | st.sets(hashables, max_size=3)
-        | st.builds(Box, inner, st.lists(st.builds(Point, st.integers(), st.floats()), max_size=2))
-        | st.builds(ErrorInfo, st.sampled_from(["generic", "cancelled"]), st.text(), st.booleans())
-        | st.builds(
-            FinishedChildTaskExecution, st.text(), st.text(), st.sampled_from(TaskExecutionStatus), inner
-        )
-    ),
-    max_leaves=20,
-)
+WHOLE_SECOND_OFFSETS = st.integers(-86399, 86399).map(lambda seconds: timezone(timedelta(seconds=seconds)))
+"""UTC offsets in whole seconds: microsecond offsets are checked once, in test_edge_values_round_trip."""
+
+
+def supported_values(offsets: st.SearchStrategy[timezone] = WHOLE_SECOND_OFFSETS) -> st.SearchStrategy[Any]:
+    """Every kind of value a serializer must round-trip, nested; aware datetimes and times carry
+    UTC offsets drawn from ``offsets``."""
+    hashables = st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False)
+        | st.text()
+        | st.binary()
+        | st.datetimes(timezones=st.none() | offsets)
+        | st.dates()
+        | st.times(timezones=st.none() | offsets)
+        | st.timedeltas()
+        | st.uuids()
+        | st.decimals(allow_nan=False)
+        | st.sampled_from(Color)
+        | st.sampled_from(TaskExecutionStatus)
+        | st.builds(Point, st.integers(), st.floats()),
+        lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3),
+        max_leaves=6,
+    )
+    return st.recursive(
+        hashables | st.floats(),
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.tuples(inner)
+            | st.dictionaries(st.text() | st.sampled_from(["__durable__", "v"]), inner, max_size=4)
+            | st.dictionaries(hashables, inner, max_size=3)
+            | st.sets(hashables, max_size=3)
+            | st.builds(Box, inner, st.lists(st.builds(Point, st.integers(), st.floats()), max_size=2))
+            | st.builds(ErrorInfo, st.sampled_from(["generic", "cancelled"]), st.text(), st.booleans())
+            | st.builds(
+                FinishedChildTaskExecution, st.text(), st.text(), st.sampled_from(TaskExecutionStatus), inner
+            )
+        ),
+        max_leaves=20,
+    )
+
+
+values = supported_values()
 
 # The serializer fixture is created once per test, not per example: serializers hold no state.
 # Each subclass runs the same test function on its own serializer (a "differing executor").

@@ -1,18 +1,16 @@
 """The suite against the PostgreSQL storage, when it is installed: every check passes, durability
 and several storage objects on one schema included. Each check gets a schema of its own."""
 
-import importlib.util
-
 import pytest
 from durable_conformance import StorageConformance
 
 pytest_plugins = ["durable_conformance.plugin"]
 
-if importlib.util.find_spec("durable_storage_postgres") is None:
-    pytest.skip("durable-storage-postgres is not installed (pip install -e plugins/storage_postgres)",
-                allow_module_level=True)
+postgres = pytest.importorskip(
+    "durable_storage_postgres",
+    reason="durable-storage-postgres is not installed (pip install -e plugins/storage_postgres)",
+)
 
-from durable_storage_postgres import PostgresStorage
 from durable_storage_postgres.testing import scratch_schema, test_dsn
 
 
@@ -21,4 +19,4 @@ class TestPostgresStorage(StorageConformance):
     def storage_factory(self):
         dsn = test_dsn()
         with scratch_schema(dsn, "conformance") as schema:
-            yield lambda: PostgresStorage.open(dsn, schema=schema)
+            yield lambda: postgres.PostgresStorage.open(dsn, schema=schema)

@@ -9,8 +9,9 @@ from typing import Any
 import click
 import tomlkit
 
-from ..config import init_config, load_config, location_to_edit, set_config_value
+from ..config import load_config
 from .common import UserError
+from .config_file import init_config, location_to_edit, set_config_value
 
 
 def _flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:

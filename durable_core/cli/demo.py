@@ -14,7 +14,6 @@ from typing import Any
 import click
 import trio
 
-from ..config import executor_from_config
 from ..executor import DurableExecutor
 from ..models import FinalizeInput, RetryOptions, TaskRunContext
 from ..tasks import ParentTaskResult, Task, child_task
@@ -24,7 +23,7 @@ from .progress import follow, report
 
 def build(storage: str | None = None) -> tuple[DurableExecutor, Task]:
     """The executor (configured storage unless ``storage`` names another) and the workflow."""
-    executor = executor_from_config(shutdown_timeout=2, expire_leeway=1, **({"storage": storage} if storage else {}))
+    executor = DurableExecutor.from_config(shutdown_timeout=2, expire_leeway=1, **({"storage": storage} if storage else {}))
 
     @executor.task(id="extract_title", timeout=5, retry=RetryOptions(max_attempts=3, base_delay=1))
     async def extract_title(ctx: TaskRunContext, input: dict[str, Any]) -> str:

@@ -23,9 +23,10 @@ from typing import Any
 
 import click
 
-from ..config import load_config, location_to_edit, select_plugin
+from ..config import load_config
 from ..plugin_index import PLUGIN_DISTRIBUTIONS
 from .common import UserError
+from .config_file import location_to_edit, select_plugin
 from .plugins_cmd import load_plugins
 
 SELECTING_KEY = {"storage": "storage.name", "serializer": "serializer"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.metadata
 import json
 
@@ -26,13 +25,14 @@ def load_plugins() -> tuple[list[PluginInfo], str | None]:
 
 @click.command("plugins")
 @click.option("--all", "show_all", is_flag=True, help="Include the plugins built into durable-core.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON: a list of objects, one per plugin.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: a list of objects, one per plugin, with the options each storage declares.")
 def plugins(show_all: bool, as_json: bool) -> None:
     """List the installed plugins: name, distribution, version, what they provide, status."""
     infos, problem = load_plugins()
     infos = [info for info in infos if show_all or info.distribution is not None]
     if as_json:
-        click.echo(json.dumps([dataclasses.asdict(info) for info in infos], indent=2))
+        click.echo(json.dumps([info.as_json() for info in infos], indent=2))
     elif infos:
         core = importlib.metadata.version("durable-core")
         click.echo(table(

@@ -1,12 +1,15 @@
 """Built-in plugin ``logging``: every state change as a DEBUG record on ``durable.events``.
 
 Each record carries the event's fields as attributes (``execution_id``, ``task_id``, ``kind``,
-``status``, ...) for structured handlers. The engine makes an event for every change, unless no
-observer listens: this one says (``durable_listening``) that it listens only while DEBUG is on.
+``status``, ...) for structured handlers. It listens only while DEBUG is on for that logger
+(``durable_observing``), so that otherwise the engine builds no event for it.
 """
+
+from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 from ..events import TaskExecutionEvent
 from . import hookimpl
@@ -19,8 +22,13 @@ def _listening() -> bool:
 
 
 @hookimpl
+def durable_observing() -> Callable[[], bool]:
+    return _listening
+
+
+@hookimpl
 def durable_task_execution_event(event: TaskExecutionEvent) -> None:
-    if not _listening():
+    if not _listening():  # another observer listens
         return
     previous = event.previous_status or "new"
     logger.debug(
@@ -29,6 +37,3 @@ def durable_task_execution_event(event: TaskExecutionEvent) -> None:
         f": {event.error.message}" if event.error else "",
         extra={field.name: getattr(event, field.name) for field in dataclasses.fields(event)},
     )
-
-
-durable_task_execution_event.durable_listening = _listening  # type: ignore[attr-defined]

@@ -7,8 +7,8 @@ expose plugins through the ``durable`` entry-point group.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
@@ -16,23 +16,35 @@ if TYPE_CHECKING:
     import click
 
     from ..events import TaskExecutionEvent
+    from ..options import Option
     from ..serialization import Serializer
     from ..storage.contract import Storage
 
 hookspec = pluggy.HookspecMarker("durable")
 
-StorageFactory = Callable[..., "Storage"]
+StorageFactory = Callable[..., "Storage | Awaitable[Storage]"]
 """Called with the storage's options as keyword arguments; returns a storage, or an awaitable
 of one when opening needs I/O."""
 
 
+class RegisterStorage(Protocol):
+    """The ``register`` that ``durable_register_storages`` receives."""
+
+    def __call__(self, name: str, factory: StorageFactory, options: Iterable[Option] | None = None) -> None: ...
+
+
 @hookspec
-def durable_register_storages(register: Callable[[str, StorageFactory], None]) -> None:
+def durable_register_storages(register: RegisterStorage) -> None:
     """Register storage backends by name.
 
-    :param register: call ``register(name, factory)`` once per backend; ``factory(**options)``
-        returns a storage (or an awaitable of one) and is called when an executor or
-        ``open_storage`` selects ``name``.
+    Called once when plugins are loaded; if it raises, the whole plugin is skipped.
+
+    :param register: call ``register(name, factory, options)`` once per backend;
+        ``factory(**options)`` returns a storage (or an awaitable of one) and is called when an
+        executor or ``open_storage`` selects ``name``. ``options`` declares every keyword the
+        factory takes (``durable_core.Option``); given options are checked against it before
+        the factory is called, by ``durable config set`` too, and ``durable plugins --json``
+        lists them. Without ``options`` nothing is checked.
     """
 
 
@@ -64,10 +76,25 @@ def durable_input_validator(schema: Any, task_id: str) -> Callable[[Any], Any] |
 def durable_task_execution_event(event: TaskExecutionEvent) -> None:
     """Observe a state change of an execution, after it is stored.
 
-    Called for every change: enqueued, claimed, retried, finished, handed back, expired,
-    cancelled, woken. Must be quick and must not raise; it runs on the engine's trio thread.
+    Called for every change, unless ``durable_observing`` says that no observer listens. Must be
+    quick; it runs on the engine's trio thread. One that raises is logged and disturbs nothing.
 
-    :param event: what changed, see ``durable_core.TaskExecutionEvent``.
+    :param event: what changed and why (``event.kind``, a ``durable_core.EventKind``); see
+        ``durable_core.TaskExecutionEvent``.
+    """
+
+
+@hookspec
+def durable_observing() -> Callable[[], bool] | None:
+    """Say when this plugin wants ``durable_task_execution_event`` calls.
+
+    Called once when plugins are loaded; if it raises, the whole plugin is skipped. The engine
+    builds an event only while some observer listens: one that implements this hook while the
+    function it returned says True, one that does not always. So an observer that listens only
+    some of the time costs nothing the rest of the time.
+
+    :return: a function called before every state change, on the engine's trio thread, so it
+        must be quick: True while this plugin wants events. None: it always does.
     """
 
 

@@ -8,13 +8,14 @@ storages and serializers collected once, duplicates refused, and observers isola
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import importlib.metadata
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     import click
 
     from ..events import TaskExecutionEvent
+    from ..options import Option
     from ..serialization import Serializer
 
 PROJECT = "durable"
@@ -58,6 +60,8 @@ class PluginInfo:
     """e.g. ``storage:memory``, ``serializer:json``, ``hook:durable_task_execution_event``."""
     status: Literal["ok", "error", "disabled"] = "ok"
     error: str | None = None
+    options: dict[str, tuple[Option, ...]] = field(default_factory=dict)
+    """The options each thing it provides declares, by its ``provides`` entry (``storage:sqlite``)."""
 
     @property
     def origin(self) -> str:
@@ -65,6 +69,15 @@ class PluginInfo:
         if self.distribution is None:
             return "durable-core"
         return f"{self.distribution} {self.version}" if self.version else self.distribution
+
+    def as_json(self) -> dict[str, Any]:
+        """What ``durable plugins --json`` prints for this plugin: its fields, and ``options``
+        (each declared option as ``Option.describe()`` gives it, by ``provides`` entry) only when
+        something it provides takes options."""
+        fields = {attribute.name: getattr(self, attribute.name) for attribute in dataclasses.fields(self)
+                  if attribute.name != "options"}
+        declared = {entry: [option.describe() for option in options] for entry, options in self.options.items() if options}
+        return fields | ({"options": declared} if declared else {})
 
 
 def disabled_plugin_names() -> list[str]:
@@ -134,16 +147,32 @@ def get_plugin_manager() -> DurablePluginManager:
     return pm
 
 
-def _call(impl: pluggy.HookImpl, **kwargs: Any) -> Any:
-    """Call one hook implementation as pluggy would (it may accept a subset of the arguments)."""
-    return impl.function(*(kwargs[name] for name in impl.argnames))
+def _each_plugin(pm: pluggy.PluginManager, hook_name: str) -> list[tuple[str, pluggy.HookCaller]]:
+    """The plugins implementing ``hook_name``, in load order, each with a hook caller that calls
+    only it: through pluggy (which gives each implementation the arguments it takes), yet one
+    plugin that raises is dealt with alone and the others are still called."""
+    hook: pluggy.HookCaller = getattr(pm.hook, hook_name)
+    implementers = {impl.plugin_name: impl.plugin for impl in hook.get_hookimpls()
+                    if not (impl.wrapper or impl.hookwrapper)}
+    return [
+        (name, pm.subset_hook_caller(hook_name, [other for other in implementers.values() if other is not plugin]))
+        for name, plugin in implementers.items()
+    ]
 
 
-def _registrations(impl: pluggy.HookImpl) -> list[tuple[str, Any]]:
-    """What one implementation of a ``register`` hook registers: (name, factory) pairs."""
-    found: list[tuple[str, Any]] = []
-    _call(impl, register=lambda name, factory: found.append((name, factory)))
-    return found
+@dataclass(frozen=True)
+class Registration:
+    """What a plugin registered under a name: the factory and, if declared, its options."""
+
+    factory: Callable[..., Any]
+    options: tuple[Option, ...] | None
+    plugin: PluginInfo
+
+
+_OWN_ENTRIES = ("durable_register_storages", "durable_register_serializers", "durable_observing")
+"""Hooks not listed as ``hook:NAME`` in ``PluginInfo.provides``: what the register hooks give is
+listed as ``storage:NAME`` and ``serializer:NAME``, and ``durable_observing`` only qualifies
+``durable_task_execution_event``."""
 
 
 class PluginRegistry:
@@ -156,69 +185,78 @@ class PluginRegistry:
             for name, plugin in pm.list_name_plugin()
         ]
         infos = {info.name: info for info in self.plugins}
-        storages = self._offers(pm.hook.durable_register_storages, infos)
-        serializers = self._offers(pm.hook.durable_register_serializers, infos)
+        storages = self._offers("durable_register_storages", infos)
+        serializers = self._offers("durable_register_serializers", infos)
+        listening = {name: answers[0] for name, call in _each_plugin(pm, "durable_observing")
+                     if (answers := self._guarded(infos[name], call))}
         for info in self.plugins:
             if info.status == "error":  # a plugin that failed to register takes no part at all
                 pm.unregister(name=info.name)
-        self._storages: dict[str, StorageFactory] = self._table("storage", storages)
-        self._serializer_factories: dict[str, Callable[[], Serializer]] = self._table("serializer", serializers)
+        self._storages = self._table("storage", storages)
+        self._serializer_factories = self._table("serializer", serializers)
         self._serializers: dict[str, Serializer] = {}
         for info in self.plugins:
             plugin = pm.get_plugin(info.name)
             if plugin is not None:
-                info.provides += [
-                    f"hook:{caller.name}" for caller in pm.get_hookcallers(plugin) or ()
-                    if caller.name not in ("durable_register_storages", "durable_register_serializers")
-                ]
-        observers = [impl for impl in reversed(pm.hook.durable_task_execution_event.get_hookimpls())
-                     if not (impl.wrapper or impl.hookwrapper)]
-        self._observers = [
-            (impl.plugin_name, impl.function if impl.argnames else functools.partial(_no_event, impl.function))
-            for impl in observers
-        ]
-        self._listening = [getattr(impl.function, LISTENING, None) for impl in observers]
+                info.provides += [f"hook:{caller.name}" for caller in pm.get_hookcallers(plugin) or ()
+                                  if caller.name not in _OWN_ENTRIES]
+        self._observers = _each_plugin(pm, "durable_task_execution_event")
+        self._listening = [listening.get(name) for name, _ in self._observers]
         self.plugins += pm.failures
 
     @classmethod
     def load(cls, pm: DurablePluginManager | None = None) -> PluginRegistry:
         """Collect what the plugins of ``pm`` (default: a new ``get_plugin_manager()``) register.
 
-        A plugin whose registration hook raises is marked ``error`` and left out; two plugins
-        registering the same name raise ``DurableExecutionError``.
+        A plugin whose registration hook (or ``durable_observing``) raises is marked ``error`` and
+        left out; two plugins registering the same name raise ``DurableExecutionError``.
         """
         return cls(pm if pm is not None else get_plugin_manager())
 
     @staticmethod
-    def _offers(hook: pluggy.HookCaller, infos: dict[str, PluginInfo]) -> list[tuple[str, Any, PluginInfo]]:
-        """Call each implementation of a ``register`` hook alone: (name, factory, plugin) offered."""
-        offered = []
-        for impl in hook.get_hookimpls():
-            info = infos[impl.plugin_name]
-            try:
-                offered += [(name, factory, info) for name, factory in _registrations(impl)]
-            except Exception as exc:
-                info.status, info.error = "error", f"{hook.name} raised {_describe(exc)}"
-                logger.warning("plugin %r (%s) failed: %s", info.name, info.origin, info.error)
+    def _guarded(info: PluginInfo, call: pluggy.HookCaller, **kwargs: Any) -> list[Any]:
+        """What the plugin's implementation returns; if it raises, the plugin is marked ``error``."""
+        try:
+            answers: list[Any] = call(**kwargs)
+        except Exception as exc:
+            info.status, info.error = "error", f"{call.name} raised {_describe(exc)}"
+            logger.warning("plugin %r (%s) failed: %s", info.name, info.origin, info.error)
+            return []
+        return answers
+
+    def _offers(self, hook_name: str, infos: dict[str, PluginInfo]) -> list[tuple[str, Registration]]:
+        """What each plugin offers through a ``register`` hook, called for each plugin alone."""
+        offered: list[tuple[str, Registration]] = []
+        for plugin_name, call in _each_plugin(self._pm, hook_name):
+            info = infos[plugin_name]
+            found: list[tuple[str, Registration]] = []
+
+            def register(name: str, factory: Callable[..., Any], options: Iterable[Option] | None = None) -> None:
+                found.append((name, Registration(factory, None if options is None else tuple(options), info)))
+
+            self._guarded(info, call, register=register)
+            offered += found
         return offered
 
     @staticmethod
-    def _table(kind: str, offered: list[tuple[str, Any, PluginInfo]]) -> dict[str, Any]:
-        table: dict[str, Any] = {}
-        owners: dict[str, PluginInfo] = {}
-        for name, factory, info in offered:
+    def _table(kind: str, offered: list[tuple[str, Registration]]) -> dict[str, Registration]:
+        table: dict[str, Registration] = {}
+        for name, registration in offered:
+            info = registration.plugin
             if info.status == "error":
                 continue
-            if name in owners:
-                first = owners[name]
+            if name in table:
+                first = table[name].plugin
                 raise DurableExecutionError(
                     f"{kind} {name!r} is registered by two plugins: {first.name!r} ({first.origin}) "
                     f"and {info.name!r} ({info.origin}); uninstall one of them, or disable one with "
                     f"{DISABLE_ENV}={info.name}",
                     is_retryable=False,
                 )
-            table[name], owners[name] = factory, info
+            table[name] = registration
             info.provides.append(f"{kind}:{name}")
+            if registration.options is not None:
+                info.options[f"{kind}:{name}"] = registration.options
         return table
 
     def _not_installed(self, kind: str, name: str) -> DurableExecutionNotFoundError:
@@ -235,12 +273,19 @@ class PluginRegistry:
     def storage_names(self) -> list[str]:
         return sorted(self._storages)
 
-    def storage_factory(self, name: str) -> StorageFactory:
-        """The factory of the installed storage ``name`` (``durable_register_storages``)."""
+    def _storage(self, name: str) -> Registration:
         try:
             return self._storages[name]
         except KeyError:
             raise self._not_installed("storage", name) from None
+
+    def storage_factory(self, name: str) -> StorageFactory:
+        """The factory of the installed storage ``name`` (``durable_register_storages``)."""
+        return self._storage(name).factory
+
+    def storage_options(self, name: str) -> tuple[Option, ...] | None:
+        """The options the installed storage ``name`` declares; None if its plugin declares none."""
+        return self._storage(name).options
 
     def serializer_names(self) -> list[str]:
         return sorted(self._serializer_factories)
@@ -250,7 +295,7 @@ class PluginRegistry:
         serializer = self._serializers.get(name)
         if serializer is None:
             try:
-                factory = self._serializer_factories[name]
+                factory = self._serializer_factories[name].factory
             except KeyError:
                 raise self._not_installed("serializer", name) from None
             serializer = factory()
@@ -270,7 +315,7 @@ class PluginRegistry:
     def observing(self) -> bool:
         """Whether any observer wants events now, so that the engine builds none for nobody.
 
-        An observer whose function has a ``durable_listening`` attribute (a callable) is asked;
+        An observer that implements ``durable_observing`` is asked through the function it gave;
         the built-in logging plugin listens only while DEBUG is on for ``durable.events``.
         """
         return any(listening is None or listening() for listening in self._listening)
@@ -279,7 +324,7 @@ class PluginRegistry:
         """Tell every observer (``durable_task_execution_event``); one that raises is logged."""
         for name, observe in self._observers:
             try:
-                observe(event)
+                observe(event=event)
             except Exception:
                 logger.exception(
                     "plugin %r failed to observe %s event of %s", name, event.kind, event.execution_id
@@ -287,21 +332,11 @@ class PluginRegistry:
 
     def register_commands(self, cli: click.Group) -> None:
         """Let every plugin add commands (``durable_register_commands``); one that raises is logged."""
-        for impl in self._pm.hook.durable_register_commands.get_hookimpls():
+        for name, add_commands in _each_plugin(self._pm, "durable_register_commands"):
             try:
-                _call(impl, cli=cli)
+                add_commands(cli=cli)
             except Exception as exc:
-                logger.warning("plugin %r failed to add commands: %s", impl.plugin_name, _describe(exc))
-
-
-LISTENING = "durable_listening"
-"""The attribute of a ``durable_task_execution_event`` implementation that says whether it
-listens now (see ``PluginRegistry.observing``)."""
-
-
-def _no_event(observe: Callable[[], object], event: TaskExecutionEvent) -> None:
-    """Adapts an observer that takes no argument (pluggy lets an implementation omit any)."""
-    observe()
+                logger.warning("plugin %r failed to add commands: %s", name, _describe(exc))
 
 
 _default: PluginRegistry | None = None

@@ -1,5 +1,7 @@
 """The storage contract every backend implements, and helpers for writing backends."""
 
+from .connection_thread import Call as Call
+from .connection_thread import ConnectionThreads as ConnectionThreads
 from .contract import CANCELLED_ERROR as CANCELLED_ERROR
 from .contract import EXPIRED_ERROR as EXPIRED_ERROR
 from .contract import EXPIRED_TOO_OFTEN_ERROR as EXPIRED_TOO_OFTEN_ERROR

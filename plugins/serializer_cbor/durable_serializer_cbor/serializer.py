@@ -8,7 +8,6 @@ The encoding is a storage format: what this version writes must stay readable by
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
@@ -19,7 +18,12 @@ from uuid import UUID
 import cbor2
 from cbor2 import CBOREncoder, CBORTag
 
-from durable_core.serialization import SerializationError, rebuild_serializable, reduce_serializable
+from durable_core.serialization import (
+    SerializationError,
+    UnsupportedValue,
+    rebuild_serializable,
+    reduce_serializable,
+)
 
 OBJECT_TAG = 27
 """IANA: serialised language-independent object with type name and constructor arguments."""
@@ -33,15 +37,6 @@ _MINUTE = timedelta(minutes=1)
 _MAX_DEPTH = 100_000
 """cbor2's nesting limit for reading: far beyond anything ``serialize`` can write (the recursion
 limit stops it first), so every payload written is readable."""
-
-
-class _Unsupported(Exception):
-    """Raised at a value CBOR cannot hold; containers add their segment of the path on the way up."""
-
-    def __init__(self, value: Any):
-        super().__init__()
-        self.value = value
-        self.path: list[str] = []
 
 
 def _object(name: str, argument: Any) -> CBORTag:
@@ -58,7 +53,7 @@ def _encode(value: Any) -> Any:
         return encode(value)
     reduced = reduce_serializable(value)
     if reduced is None:
-        raise _Unsupported(value)
+        raise UnsupportedValue(value)
     name, state = reduced
     return _object(name, _encode(state) if isinstance(value, enum.Enum) else _encode_dict(state, ".{}"))
 
@@ -74,7 +69,7 @@ def _encode_dict(value: dict[Any, Any], segment: str = "[{!r}]") -> Any:
     try:
         for key, item in value.items():
             out[key] = item if type(item) in _NATIVE else _encode(item)
-    except _Unsupported as exc:
+    except UnsupportedValue as exc:
         exc.path.append(segment.format(key))
         raise
     return out
@@ -85,7 +80,7 @@ def _encode_pairs(value: dict[Any, Any], segment: str) -> list[list[Any]]:
     try:
         for key, item in value.items():
             pairs.append([_encode(key), _encode(item)])
-    except _Unsupported as exc:
+    except UnsupportedValue as exc:
         exc.path.append(segment.format(key))
         raise
     return pairs
@@ -98,7 +93,7 @@ def _encode_items(value: Any) -> list[Any]:
     try:
         for item in value:
             out.append(item if type(item) in _NATIVE else _encode(item))
-    except _Unsupported as exc:
+    except UnsupportedValue as exc:
         exc.path.append(f"[{len(out)}]")
         raise
     return out
@@ -181,17 +176,6 @@ def _decode_object(value: Any, immutable: bool) -> Any:
 _SEMANTIC_DECODERS = {OBJECT_TAG: _decode_object, SET_TAG: lambda value, immutable: set(value)}
 
 
-def _describe_unsupported(exc: _Unsupported, serializer: str) -> str:
-    where = f" at {''.join(reversed(exc.path))}" if exc.path else ""
-    what = f"value of type {type(exc.value).__qualname__!r}{where} is not serializable by {serializer!r}"
-    if dataclasses.is_dataclass(exc.value) or isinstance(exc.value, enum.Enum):
-        return f"{what}; register its class with @durable_core.register_serializable"
-    return (
-        f"{what}; convert it to a supported type, or make it a dataclass registered with "
-        "durable_core.register_serializable"
-    )
-
-
 class CborSerializer:
     """Compact binary CBOR that round-trips the same Python values as ``json``, exactly.
 
@@ -204,8 +188,8 @@ class CborSerializer:
     def serialize(self, value: Any) -> bytes:
         try:
             data = _encode(value)
-        except _Unsupported as exc:
-            raise SerializationError(_describe_unsupported(exc, self.name)) from None
+        except UnsupportedValue as exc:
+            raise SerializationError(exc.message(self.name)) from None
         except RecursionError:
             raise SerializationError("value is nested too deeply or contains a reference cycle") from None
         try:

@@ -9,7 +9,6 @@ import trio
 import trio.testing
 
 from durable_core import DurableExecutionNotFoundError, DurableExecutor, TaskExecution
-from durable_core.config import executor_from_config
 from durable_core.storage.contract import Payload
 from durable_storage_memory import MemoryStorage
 
@@ -69,7 +68,7 @@ def test_a_payload_whose_serializer_is_not_installed_says_how_to_install_it() ->
 def test_the_config_selects_cbor_by_name(tmp_path: Path) -> None:
     config = tmp_path / "durable.toml"
     config.write_text('serializer = "cbor"\n\n[storage]\nname = "memory"\n', encoding="utf-8")
-    executor = executor_from_config(config)
+    executor = DurableExecutor.from_config(config)
     payload = executor.encode(INPUT, "echo", "input")
     assert payload.serializer == "cbor"
     assert same(executor.decode(payload), INPUT)

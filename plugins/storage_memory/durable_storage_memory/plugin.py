@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from durable_core.plugins import hookimpl
-from durable_core.plugins.hookspecs import StorageFactory
+from durable_core.plugins.hookspecs import RegisterStorage
 
 from .storage import MemoryStorage
 
 
 @hookimpl
-def durable_register_storages(register: Callable[[str, StorageFactory], None]) -> None:
+def durable_register_storages(register: RegisterStorage) -> None:
     """``memory``: ``open_storage("memory")``; it takes no options."""
-    register("memory", MemoryStorage)
+    register("memory", MemoryStorage, options=[])

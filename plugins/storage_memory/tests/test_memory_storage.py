@@ -559,7 +559,7 @@ async def test_a_closed_storage_refuses_every_call(memory: MemoryStorage) -> Non
 
 async def test_memory_is_installed_as_the_plugin_named_memory() -> None:
     registered: dict[str, Any] = {}
-    durable_register_storages(register=registered.__setitem__)
+    durable_register_storages(register=lambda name, factory, options: registered.__setitem__(name, factory))
     assert registered == {"memory": MemoryStorage}
     async with open_storage("memory") as storage:
         assert isinstance(storage, MemoryStorage)

@@ -23,11 +23,13 @@ from durable_core.storage.contract import (
     StatusChange,
     StorageError,
 )
+from durable_core.storage.opening import check_storage_options
 
 from ._database import Database
 from ._listener import Listener
 from ._schema import open_schema
-from ._thread import Connections
+from ._thread import Connections, Kind
+from .plugin import OPTIONS
 
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _TRANSIENT_CLASSES = ("08", "40", "53", "57")
@@ -36,12 +38,6 @@ _TRANSIENT_CLASSES = ("08", "40", "53", "57")
 
 def _invalid(name: str, value: object, expected: str) -> StorageError:
     return StorageError(f"Invalid postgres storage option {name}={value!r}: expected {expected}", is_retryable=False)
-
-
-def _number(name: str, value: object, *, integer: bool, low: float) -> None:
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or value < low:
-        raise _invalid(name, value, f"{'an integer' if integer else 'a number'} >= {low:g}")
 
 
 def describe(dsn: str) -> str:
@@ -96,14 +92,10 @@ class PostgresStorage:
             )
         if not isinstance(schema, str) or not _SCHEMA.fullmatch(schema):
             raise _invalid("schema", schema, "a lowercase identifier: letters, digits and _, at most 63")
-        _number("pool_size", pool_size, integer=True, low=1)
-        _number("max_batch_size", max_batch_size, integer=True, low=1)
-        _number("connect_timeout", connect_timeout, integer=False, low=1)
-        _number("max_retries", max_retries, integer=True, low=0)
-        if not isinstance(notify, bool):
-            raise _invalid("notify", notify, "true or false")
-        if not isinstance(application_name, str):
-            raise _invalid("application_name", application_name, "a string")
+        check_storage_options("postgres", OPTIONS, {
+            "pool_size": pool_size, "max_batch_size": max_batch_size, "connect_timeout": connect_timeout,
+            "notify": notify, "max_retries": max_retries, "application_name": application_name,
+        })
         where = describe(dsn)
         errors = functools.partial(_storage_error, where)
         connect = functools.partial(_connect, dsn, where, int(connect_timeout), application_name)
@@ -148,13 +140,13 @@ class PostgresStorage:
         return await self._listener.wait_for_changes(seen)
 
     async def insert_executions(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
-        return await self._connections.call(self._db.insert, records, notify=True)
+        return await self._connections.call(Kind.NOTIFY, self._db.insert, records)
 
     async def get_executions(self, execution_ids: Sequence[str]) -> list[ExecutionRecord | None]:
-        return await self._connections.call(self._db.get, execution_ids)
+        return await self._connections.call(Kind.QUIET, self._db.get, execution_ids)
 
     async def get_executions_by_sleeping_unique_id(self, unique_ids: Sequence[str]) -> list[ExecutionRecord | None]:
-        return await self._connections.call(self._db.get_by_sleeping_unique_id, unique_ids)
+        return await self._connections.call(Kind.QUIET, self._db.get_by_sleeping_unique_id, unique_ids)
 
     async def list_executions(
         self,
@@ -163,33 +155,33 @@ class PostgresStorage:
         task_id: str | None = None,
         limit: int = 100,
     ) -> list[ExecutionRecord]:
-        return await self._connections.call(self._db.list, statuses, task_id, limit)
+        return await self._connections.call(Kind.QUIET, self._db.list, statuses, task_id, limit)
 
     async def claim_executions(
         self, executor_id: str, now: float, limit: int, expire_leeway: float
     ) -> list[ExecutionRecord]:
-        return await self._connections.call(self._db.claim, executor_id, now, limit, expire_leeway)
+        return await self._connections.call(Kind.QUIET, self._db.claim, executor_id, now, limit, expire_leeway)
 
     async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
-        return await self._connections.call(self._db.commit_runs, commits, now, notify=True)
+        return await self._connections.call(Kind.NOTIFY, self._db.commit_runs, commits, now)
 
     async def release_leases(self, leases: Sequence[Lease], now: float) -> list[StatusChange]:
-        return await self._connections.call(self._db.release, leases, now, notify=True)
+        return await self._connections.call(Kind.NOTIFY, self._db.release, leases, now)
 
     async def find_revoked_leases(self, leases: Sequence[Lease]) -> list[str]:
-        return await self._connections.call(self._db.find_revoked, leases)
+        return await self._connections.call(Kind.QUIET, self._db.find_revoked, leases)
 
     async def expire_leases(self, now: float, max_lease_expirations: int, limit: int) -> list[StatusChange]:
-        return await self._connections.call(self._db.expire, now, max_lease_expirations, limit, notify=True)
+        return await self._connections.call(Kind.NOTIFY, self._db.expire, now, max_lease_expirations, limit)
 
     async def cancel_executions(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
-        return await self._connections.call(self._db.cancel, execution_ids, now, notify=True)
+        return await self._connections.call(Kind.NOTIFY, self._db.cancel, execution_ids, now)
 
     async def wake_sleeping_executions(self, wakeups: Sequence[SleepingWakeup], now: float) -> list[StatusChange]:
-        return await self._connections.call(self._db.wake, wakeups, now, notify=True)
+        return await self._connections.call(Kind.NOTIFY, self._db.wake, wakeups, now)
 
     async def delete_finished_executions(self, finished_before: float, limit: int) -> int:
-        return await self._connections.call(self._db.delete_finished, finished_before, limit)
+        return await self._connections.call(Kind.QUIET, self._db.delete_finished, finished_before, limit)
 
     async def aclose(self) -> None:
         if self._listener is not None:

@@ -141,7 +141,6 @@ class Database:
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
-        self.closed = False
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -171,7 +170,6 @@ class Database:
             raise
 
     def close(self) -> None:
-        self.closed = True
         if self._conn is not None:
             self._conn.close()
             self._conn = None

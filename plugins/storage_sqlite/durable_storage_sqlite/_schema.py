@@ -1,8 +1,8 @@
 """Recognising our database files and bringing their schema up to date.
 
-A new database is created from ``schema.sql``; an existing one gets the numbered migrations it
-lacks. Either way ``schema_migrations`` records every migration the schema contains, and the
-file is marked with our ``application_id`` so that a foreign SQLite file is never touched.
+The numbered files in ``migrations/`` are the schema, one step each: a new database gets them
+all, an existing one those it lacks. ``schema_migrations`` records every migration applied, and
+the file is marked with our ``application_id`` so that a foreign SQLite file is never touched.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ def _load_migrations() -> tuple[Migration, ...]:
 
 
 MIGRATIONS = _load_migrations()
-SCHEMA_SQL = (resources.files(__package__) / "schema.sql").read_text()
 
 
 def _statements(script: str) -> list[str]:
@@ -94,24 +93,14 @@ def schema_version(conn: sqlite3.Connection, path: Path, migrations: tuple[Migra
     return version
 
 
-def migrate(
-    conn: sqlite3.Connection,
-    version: int,
-    migrations: tuple[Migration, ...] = MIGRATIONS,
-    schema: str | None = SCHEMA_SQL,
-) -> None:
-    """Bring a database at ``version`` up to date, inside the caller's write transaction.
-
-    An empty database is created from ``schema`` (all migrations at once), or, when ``schema``
-    is None, by applying every migration in turn.
-    """
+def migrate(conn: sqlite3.Connection, version: int, migrations: tuple[Migration, ...] = MIGRATIONS) -> None:
+    """Bring a database at ``version`` (0: empty) up to date, inside the caller's write transaction."""
     if version == 0:
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
     pending = migrations[version:]
-    scripts = [schema] if version == 0 and schema is not None else [m.sql for m in pending]
-    for script in scripts:
-        for statement in _statements(script):
+    for migration in pending:
+        for statement in _statements(migration.sql):
             conn.execute(statement)
     conn.executemany(
         "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [(m.version, m.name) for m in pending]

@@ -17,21 +17,13 @@ from durable_core.storage.contract import (
     StatusChange,
     StorageError,
 )
+from durable_core.storage.opening import check_storage_options
 
 from ._database import Database
 from ._thread import ConnectionThread, Kind
+from .plugin import OPTIONS
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-
-
-def _option(name: str, value: object, *, integer: bool, low: float) -> None:
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or value < low:
-        raise StorageError(
-            f"Invalid sqlite storage option {name}={value!r}: expected {'an integer' if integer else 'a number'} "
-            f">= {low:g}",
-            is_retryable=False,
-        )
 
 
 class SqliteStorage:
@@ -63,10 +55,10 @@ class SqliteStorage:
                 f"{', '.join(_SYNCHRONOUS)}",
                 is_retryable=False,
             )
-        _option("busy_timeout", busy_timeout, integer=False, low=0)
-        _option("busy_retries", busy_retries, integer=True, low=0)
-        _option("max_batch_size", max_batch_size, integer=True, low=1)
-        _option("watch_interval", watch_interval, integer=False, low=0.0001)
+        check_storage_options("sqlite", OPTIONS, {
+            "path": path, "busy_timeout": busy_timeout, "busy_retries": busy_retries,
+            "max_batch_size": max_batch_size, "watch_interval": watch_interval,
+        })
         database = Database(Path(path).absolute(), synchronous=synchronous.upper(), busy_timeout=busy_timeout)
         thread = ConnectionThread(database, busy_retries=busy_retries, max_batch_size=max_batch_size,
                                   watch_interval=watch_interval)

@@ -1,0 +1,368 @@
+"""Connection threads: each owns one database connection and commits whatever is pending together.
+
+Why: a blocking driver must run outside trio, and a trio-to-thread hop (~100 µs) costs more than a
+SQLite commit or a simple statement on a nearby server, so one hop per storage call would be the
+bottleneck. Instead trio tasks put their calls on a queue; a connection thread takes everything
+pending, runs it in one transaction, commits once and hands every result back to trio in one
+callback. A failing call rolls back only itself: the transaction runs without savepoints, which
+are costly, and if a call fails, again with a savepoint around each call that can spoil it. With
+several connections, one thread each serves the same queue.
+
+Cancellation: a call whose caller is cancelled before a thread takes it is dropped and raises
+``trio.Cancelled``; once taken it is applied wholly (or not at all, if its transaction fails) and
+its caller receives the result, trio delivering the cancellation at the caller's next checkpoint.
+So ``Cancelled`` always means "nothing was applied", and a claim is never lost. A backend that can
+interrupt a transaction (``interruptible``) keeps that promise one step further: if *every*
+caller of a transaction in flight is cancelled (an executor shutting down while the database waits
+on a lock another process holds, say), the transaction is interrupted; if it then failed, nothing
+was applied and the callers see ``Cancelled`` at once instead of waiting.
+
+A backend subclasses ``ConnectionThreads`` and says how to run a transaction on its driver: the
+hooks below (``begin``, ``commit``, ``rollback`` and ``disconnect`` at least). The SQLite and PostgreSQL plugins are
+two examples.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import ClassVar, Generic, Protocol, TypeVar, cast
+
+import outcome
+import trio
+
+from .contract import StorageError
+
+
+class Executes(Protocol):
+    """What calls run on inside a transaction (a connection or a cursor): savepoints are SQL."""
+
+    def execute(self, statement: str, /) -> object: ...
+
+
+C = TypeVar("C")
+"""What a thread owns: its connection, or an object holding it."""
+H = TypeVar("H", bound=Executes)
+"""What calls run on inside a transaction."""
+K = TypeVar("K")
+"""What the backend knows of a call besides its function: read or write, whether to notify, ..."""
+T = TypeVar("T")
+
+
+class CallState(enum.Enum):
+    PENDING = "pending"
+    """Queued: its caller may still drop it."""
+    TAKEN = "taken"
+    """A thread runs it: its caller receives the result."""
+    DROPPED = "dropped"
+    """Its caller was cancelled before a thread took it: it never runs."""
+    CANCELLED = "cancelled"
+    """Taken, then its caller was cancelled (the result is still delivered)."""
+
+
+class Call(Generic[K]):
+    """One call of ``fn(*args)`` (or however the backend's ``run`` calls it), from a trio task."""
+
+    __slots__ = ("fn", "args", "kind", "task", "state", "result", "flight")
+    result: outcome.Outcome[object]
+    """Set by the thread that took it, before it hands the call back."""
+
+    def __init__(self, fn: Callable[..., object], args: tuple[object, ...], kind: K, task: trio.lowlevel.Task):
+        self.fn = fn
+        self.args = args
+        self.kind = kind
+        self.task = task
+        self.state = CallState.PENDING
+        self.flight: _Flight[K] | None = None  # set when taken, if the backend is interruptible
+
+
+class _Flight(Generic[K]):
+    """Calls a thread took together, and whether it was asked to interrupt them. ``lock`` keeps
+    that request from reaching the connection once they are done."""
+
+    __slots__ = ("calls", "conn", "lock", "done", "abandoned")
+
+    def __init__(self, calls: list[Call[K]]):
+        self.calls = calls
+        self.conn: object = None  # the thread's, once running
+        self.lock = threading.Lock()
+        self.done = False
+        self.abandoned = False
+
+
+class _Unisolated(Exception):
+    """A call failed in a transaction without savepoints."""
+
+
+class _Interrupted(Exception):
+    """The transaction of a flight every caller of which was cancelled failed: nothing applied."""
+
+
+def _reschedule(calls: list[Call[K]]) -> None:
+    for call in calls:
+        trio.lowlevel.reschedule(call.task, call.result)
+
+
+def _fail(calls: list[Call[K]], error: Exception) -> None:
+    for call in calls:
+        call.result = outcome.Error(error)
+
+
+class ConnectionThreads(ABC, Generic[C, H, K]):
+    """Runs calls on one dedicated thread per connection, committing all pending calls together.
+
+    The threads own ``connections`` from now on and serve calls until ``close``. ``name`` says
+    what the calls run on, for messages ("sqlite storage of /data/durable.db"); ``max_retries``:
+    how often a transaction failing with a ``retryable`` error runs again.
+    """
+
+    interruptible: ClassVar[bool] = False
+    """Whether ``interrupt`` can abandon a transaction every caller of which was cancelled."""
+    max_backoff: ClassVar[float] = 0.1
+    """Seconds between two runs of a retried transaction, at most (doubling from 2 ms)."""
+
+    def __init__(self, connections: Sequence[C], *, name: str, thread_name: str, max_batch_size: int,
+                 max_retries: int):
+        self.name = name
+        self._max_batch_size = max_batch_size
+        self._max_retries = max_retries
+        self.idle_timeout: float | None = None
+        """While not None, a thread waiting for calls calls ``after_round`` this often (seconds)."""
+        self.trio_token = trio.lowlevel.current_trio_token()
+        self._queue: queue.SimpleQueue[Call[K] | None] = queue.SimpleQueue()  # None: a thread stops
+        self._lock = threading.Lock()  # guards Call.state: taking versus dropping
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._serve, args=(conn,), name=f"{thread_name}:{i}", daemon=True)
+            for i, conn in enumerate(connections)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def closed_error(self) -> StorageError:
+        return StorageError(f"The {self.name} is closed", is_retryable=False)
+
+    async def call(self, kind: K, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn`` with ``args`` in a thread; a checkpoint, atomic also when cancelled (module doc)."""
+        if self._closed:
+            raise self.closed_error()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        call = Call(fn, args, kind, trio.lowlevel.current_task())
+        self._queue.put(call)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            with self._lock:
+                if call.state is CallState.PENDING:
+                    call.state = CallState.DROPPED
+                    return trio.lowlevel.Abort.SUCCEEDED
+                call.state = CallState.CANCELLED
+            if call.flight is not None:
+                self._abandon_if_all_cancelled(call.flight)
+            return trio.lowlevel.Abort.FAILED
+
+        try:
+            result: T = await trio.lowlevel.wait_task_rescheduled(abort)
+        except _Interrupted:
+            await trio.lowlevel.checkpoint()  # raises Cancelled: this caller was cancelled
+            raise StorageError(f"The {self.name} abandoned a call") from None
+        return result
+
+    async def close(self) -> None:
+        """Run what is queued, then close every connection and end the threads. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._threads:
+            self._queue.put(None)
+        with trio.CancelScope(shield=True):
+            for thread in self._threads:
+                await trio.to_thread.run_sync(thread.join)
+
+    def _abandon_if_all_cancelled(self, flight: _Flight[K]) -> None:
+        if flight.abandoned or not all(call.state is CallState.CANCELLED for call in flight.calls):
+            return
+        flight.abandoned = True
+        trio.lowlevel.start_thread_soon(functools.partial(self._interrupt, flight), lambda _: None)
+
+    # ------------------------------------------------------------------ hooks, called in a thread
+
+    @abstractmethod
+    def begin(self, conn: C, calls: list[Call[K]]) -> H:
+        """Begin a transaction on ``conn`` for ``calls``; what they run on."""
+
+    @abstractmethod
+    def commit(self, handle: H, calls: list[Call[K]]) -> None:
+        """Commit the transaction ``calls`` ran in."""
+
+    @abstractmethod
+    def rollback(self, handle: H) -> None:
+        """Roll back the transaction, if the database did not already; never raises."""
+
+    @abstractmethod
+    def disconnect(self, conn: C) -> None:
+        """Close ``conn``: its thread ends."""
+
+    def run(self, handle: H, call: Call[K]) -> object:
+        """Run ``call`` in a transaction on ``handle``."""
+        return call.fn(*call.args)
+
+    def spoils_transaction(self, call: Call[K]) -> bool:
+        """Whether ``call``, failing, may leave changes or spoil the transaction: then it needs a
+        savepoint to fail alone."""
+        return True
+
+    def fails_transaction(self, exc: Exception) -> bool:
+        """Whether ``exc`` fails the whole transaction (lost connection, lock) rather than its call."""
+        return False
+
+    def retryable(self, exc: Exception) -> bool:
+        """Whether a transaction that failed with ``exc`` should run again (``max_retries``)."""
+        return False
+
+    def error(self, exc: Exception) -> Exception:
+        """The error a caller receives for ``exc`` (the driver's errors become ``StorageError``)."""
+        return exc
+
+    def interrupt(self, conn: C) -> None:
+        """Ask the database to abandon the transaction running on ``conn`` (it fails); called from
+        a thread of its own, only if ``interruptible``."""
+        raise NotImplementedError
+
+    def after_round(self, conn: C) -> None:
+        """Called after each batch's results were handed back, and after ``idle_timeout`` without
+        calls: room for a backend's own watching (``trio_token`` reaches trio)."""
+
+    def run_taken(self, conn: C, calls: list[Call[K]]) -> None:
+        """Run the calls a thread took together: by default, in one transaction."""
+        self.run_transaction(conn, calls)
+
+    # ------------------------------------------------------------------ in a thread
+
+    def run_transaction(self, conn: C, calls: list[Call[K]]) -> None:
+        """Run ``calls`` in one transaction, ``retried``; if it fails, every call fails."""
+        try:
+            self.retried(self._transaction, conn, calls)
+        except Exception as exc:
+            _fail(calls, self.error(exc))
+
+    def retried(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)``, run again while it fails with a ``retryable`` error, at most ``max_retries``
+        times."""
+        retries = 0
+        while True:
+            try:
+                return fn(*args)
+            except Exception as exc:
+                if not self.retryable(exc) or retries == self._max_retries:
+                    raise
+                retries += 1
+                time.sleep(min(0.001 * 2**retries, self.max_backoff))
+
+    def _serve(self, conn: C) -> None:
+        """Serve calls until told to stop (or the trio run ended), then close ``conn``."""
+        try:
+            while True:
+                calls, stop = self._take(conn)
+                if calls:
+                    if self.interruptible:
+                        self._run_in_flight(conn, calls)
+                    else:
+                        self.run_taken(conn, calls)
+                    self.trio_token.run_sync_soon(_reschedule, calls)
+                self.after_round(conn)
+                if stop:
+                    return
+        except trio.RunFinishedError:  # the trio run ended without closing
+            return
+        finally:
+            self.disconnect(conn)
+
+    def _take(self, conn: C) -> tuple[list[Call[K]], bool]:
+        """Block for the next call (at most ``idle_timeout``), then take every call pending (up to
+        the batch size); whether the thread is to stop after them."""
+        try:
+            items = [self._queue.get(timeout=self.idle_timeout)]
+        except queue.Empty:
+            return [], False
+        while len(items) < self._max_batch_size and items[-1] is not None:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        stop = items[-1] is None
+        with self._lock:
+            calls = [item for item in items if item is not None and item.state is CallState.PENDING]
+            for call in calls:
+                call.state = CallState.TAKEN
+            if self.interruptible:
+                flight = _Flight(calls)
+                for call in calls:
+                    call.flight = flight
+        return calls, stop
+
+    def _run_in_flight(self, conn: C, calls: list[Call[K]]) -> None:
+        """``run_taken``, interrupted if every caller is cancelled meanwhile (module doc)."""
+        flight = calls[0].flight
+        assert flight is not None
+        with flight.lock:
+            flight.conn = conn
+        self.run_taken(conn, calls)
+        with flight.lock:
+            flight.done = True
+        if flight.abandoned and all(isinstance(call.result, outcome.Error) for call in calls):
+            _fail(calls, _Interrupted())  # it failed (as asked): nothing was applied
+
+    def _interrupt(self, flight: _Flight[K]) -> None:
+        with flight.lock:
+            if not flight.done and flight.conn is not None:
+                self.interrupt(cast(C, flight.conn))
+
+    def _transaction(self, conn: C, calls: list[Call[K]]) -> None:
+        """Run ``calls`` in one transaction: without savepoints and, if a call that spoils the
+        transaction fails, again with a savepoint around each such call."""
+        isolated = False
+        while True:
+            handle = self.begin(conn, calls)
+            try:
+                for call in calls:
+                    self._apply(handle, call, isolated)
+                self.commit(handle, calls)
+                return
+            except _Unisolated:
+                self.rollback(handle)
+                isolated = True
+            except BaseException:
+                self.rollback(handle)
+                raise
+
+    def _apply(self, handle: H, call: Call[K], isolated: bool) -> None:
+        """Run one call. If it fails: ``fails_transaction`` errors propagate; a call that spoils
+        the transaction raises ``_Unisolated``, or, ``isolated``, rolls back to its savepoint."""
+        if isolated and self.spoils_transaction(call):
+            handle.execute("SAVEPOINT call")
+            try:
+                call.result = outcome.Value(self.run(handle, call))
+            except Exception as exc:
+                if self.fails_transaction(exc):
+                    raise
+                handle.execute("ROLLBACK TO SAVEPOINT call")
+                call.result = outcome.Error(self.error(exc))
+            handle.execute("RELEASE SAVEPOINT call")
+            return
+        try:
+            call.result = outcome.Value(self.run(handle, call))
+        except Exception as exc:
+            if self.fails_transaction(exc):
+                raise
+            if self.spoils_transaction(call):
+                raise _Unisolated from exc
+            call.result = outcome.Error(self.error(exc))
