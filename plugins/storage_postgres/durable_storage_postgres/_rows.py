@@ -87,7 +87,8 @@ def to_row(r: ExecutionRecord) -> tuple[Any, ...]:
 
 
 def _payload(serializer: str | None, data: bytes | None) -> Payload | None:
-    return None if serializer is None else Payload(serializer, data)  # type: ignore[arg-type]
+    """The payload of two columns, both set or both NULL."""
+    return None if serializer is None or data is None else Payload(serializer, data)
 
 
 def from_row(row: tuple[Any, ...]) -> ExecutionRecord:

@@ -57,7 +57,7 @@ def schema_version(conn: psycopg.Connection, schema: str, where: str,
                    migrations: tuple[Migration, ...] = MIGRATIONS) -> int:
     """The version of ``schema`` (0: absent or empty); raises, touching nothing, if the schema holds
     tables durable did not create, is newer than ``migrations``, or is damaged. Only reads."""
-    marked, executions, objects = conn.execute(_OBJECTS, {"marker": MARKER, "schema": schema}).fetchone()  # type: ignore[misc]
+    [(marked, executions, objects)] = conn.execute(_OBJECTS, {"marker": MARKER, "schema": schema}).fetchall()
     if objects == 0:
         return 0
     if not marked:
@@ -67,7 +67,8 @@ def schema_version(conn: psycopg.Connection, schema: str, where: str,
             is_retryable=False,
         )
     table = sql.Identifier(schema, "schema_migrations")
-    (version,) = conn.execute(sql.SQL("SELECT coalesce(max(version), 0) FROM {}").format(table)).fetchone()  # type: ignore[misc]
+    version: int
+    [(version,)] = conn.execute(sql.SQL("SELECT coalesce(max(version), 0) FROM {}").format(table)).fetchall()
     if version > len(migrations):
         raise StorageError(
             f"Schema {schema!r} of {where} has schema version {version}, written by a newer "

@@ -82,6 +82,7 @@ def schema_version(conn: sqlite3.Connection, path: Path, migrations: tuple[Migra
             "Give the sqlite storage a file of its own.",
             is_retryable=False,
         )
+    version: int
     (version,) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
     if version > len(migrations):
         raise StorageError(

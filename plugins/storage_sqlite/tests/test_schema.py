@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -90,8 +91,10 @@ def bad_page_size(path: Path) -> None:
     ],
     ids=["newer", "foreign", "text", "damaged", "bad_page_size"],
 )
-async def test_a_file_that_is_not_ours_is_refused_untouched(path: Path, make: object, message: str) -> None:
-    make(path)  # type: ignore[operator]
+async def test_a_file_that_is_not_ours_is_refused_untouched(
+    path: Path, make: Callable[[Path], object], message: str
+) -> None:
+    make(path)
     before = snapshot(path.parent)
     with pytest.raises(StorageError, match=f"{re.escape(str(path))}.*{message}") as caught:
         await SqliteStorage.open(path)
@@ -124,7 +127,7 @@ async def test_connections_opening_a_new_file_at_once_create_it_once(tmp_path: P
 
 
 # The hot queries with parameters of the right shape; none may scan the executions table.
-HOT_QUERIES: dict[str, tuple[str, object]] = {
+HOT_QUERIES: dict[str, tuple[str, tuple[object, ...] | dict[str, object]]] = {
     "get": (q._SELECT, ("te",)),
     "by sleeping unique id": (q._BY_SLEEPING_UNIQUE_ID, ("u",)),
     "sleeping unique id taken": (q._SLEEPING_UNIQUE_ID_TAKEN, ("u",)),
@@ -158,6 +161,6 @@ def test_hot_query_uses_an_index(tmp_path: Path, name: str) -> None:
     conn = connect(tmp_path / "plan.db")
     create(conn)
     sql, params = HOT_QUERIES[name]
-    plan = [detail for *_, detail in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]  # type: ignore[arg-type]
+    plan = [detail for *_, detail in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
     assert plan and not any(FULL_SCAN.search(detail) for detail in plan), plan
     assert INDEX_FOR.get(name, "") in plan[0], plan
