@@ -18,11 +18,8 @@ from typing import Any, TypeVar
 import trio
 
 from durable_core.status import TaskExecutionStatus as S
+from durable_core.storage import transitions
 from durable_core.storage.contract import (
-    CANCELLED_ERROR,
-    EXPIRED_ERROR,
-    EXPIRED_TOO_OFTEN_ERROR,
-    SLEEPING_TIMED_OUT_ERROR,
     STORAGE_API,
     Capabilities,
     DuplicateSleepingTaskUniqueIdError,
@@ -32,12 +29,9 @@ from durable_core.storage.contract import (
     SleepingWakeup,
     StatusChange,
     StorageError,
-    cascade_error,
 )
 
 T = TypeVar("T")
-
-_WAITING = frozenset({S.WAITING_FOR_CHILDREN, S.WAITING_FOR_FINALIZE})
 
 
 class _Schedule:
@@ -81,19 +75,8 @@ class _Schedule:
                 return
 
 
-def _holds(record: ExecutionRecord, lease: Lease) -> bool:
-    return record.lease_token == lease.token and record.lease_expires_at is not None
-
-
 def _idempotency_key(record: ExecutionRecord) -> tuple[str, str] | None:
     return None if record.idempotency_key is None else (record.task_id, record.idempotency_key)
-
-
-def _finished_root_at(record: ExecutionRecord | None) -> float | None:
-    """When a finished top-level execution finished: the key by which whole trees are deleted."""
-    if record is None or record.parent is not None or not record.status.is_finished:
-        return None
-    return record.finished_at
 
 
 class _State:
@@ -141,7 +124,7 @@ class _State:
                 self._link(record, add=True)
         self.ready.set(execution_id, None if new is None else new.ready_at)
         self.leases.set(execution_id, None if new is None else new.lease_expires_at)
-        self.finished_roots.set(execution_id, _finished_root_at(new))
+        self.finished_roots.set(execution_id, None if new is None else transitions.finished_root_at(new))
         self._undo.append((old, new))
 
     def _link(self, record: ExecutionRecord, *, add: bool) -> None:
@@ -193,7 +176,7 @@ class _State:
     def _held(self, lease: Lease) -> ExecutionRecord | None:
         """The stored record while ``lease`` holds, else None."""
         record = self.records.get(lease.execution_id)
-        return record if record is not None and _holds(record, lease) else None
+        return record if transitions.lease_holds(record, lease) else None
 
     # ------------------------------------------------------------------ writes
 
@@ -204,15 +187,7 @@ class _State:
         claimed = []
         for execution_id in itertools.islice(self.ready.due(now), max(limit, 0)):
             record = self.records[execution_id]
-            new = record.copy(
-                ready_at=None,
-                executor_id=executor_id,
-                lease_token=record.lease_token + 1,
-                lease_expires_at=now + record.timeout + expire_leeway,
-                updated_at=now,
-            )
-            if record.status is S.READY:
-                new.status, new.started_at = S.RUNNING, now
+            new = transitions.claim(record, executor_id, now, expire_leeway)
             self._replace(record, new)
             claimed.append(new.copy())
         return claimed
@@ -223,7 +198,7 @@ class _State:
             stored = self._held(commit.record.lease)
             if stored is None:
                 continue
-            new = commit.record.copy(lease_expires_at=None, updated_at=now)
+            new = transitions.commit(commit.record, now)
             self._write(stored, new, changes)
             for record in commit.new_executions:
                 if self._twin(record) is None:
@@ -237,41 +212,30 @@ class _State:
         for lease in leases:
             record = self._held(lease)
             if record is not None:
-                self._hand_back(record, now, changes)
+                self._write(record, transitions.release(record, now), changes)
         return changes
 
     def expire(self, now: float, max_lease_expirations: int, limit: int) -> list[StatusChange]:
         changes: list[StatusChange] = []
         for execution_id in itertools.islice(self.leases.due(now), max(limit, 0)):
             record = self.records[execution_id]
-            expirations = record.lease_expirations + 1
-            if record.is_sleeping:
-                self._finish(record, now, changes, status=S.TIMED_OUT, error=SLEEPING_TIMED_OUT_ERROR)
-            elif expirations > max_lease_expirations:
-                self._finish(
-                    record, now, changes, status=S.FAILED, error=EXPIRED_TOO_OFTEN_ERROR, lease_expirations=expirations
-                )
-            else:
-                error = EXPIRED_ERROR if record.status is S.RUNNING else record.error
-                self._hand_back(record, now, changes, lease_expirations=expirations, error=error)
+            self._settle(record, transitions.expire(record, now, max_lease_expirations), now, changes)
         return changes
 
     def cancel(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
         changes: list[StatusChange] = []
         for execution_id in execution_ids:
             record = self.records.get(execution_id)
-            if record is not None and not record.status.is_finished:
-                self._finish(record, now, changes, status=S.CANCELLED, error=CANCELLED_ERROR)
+            if record is not None and transitions.accepts_cancel(record):
+                self._settle(record, transitions.cancel(record, now), now, changes)
         return changes
 
     def wake(self, wakeups: Sequence[SleepingWakeup], now: float) -> list[StatusChange]:
         changes: list[StatusChange] = []
         for wakeup in wakeups:
             record = self.records.get(wakeup.execution_id)
-            if record is not None and record.is_sleeping and record.status is S.RUNNING:
-                self._finish(
-                    record, now, changes, status=S(wakeup.status), output=wakeup.output, error=wakeup.error
-                )
+            if record is not None and transitions.accepts_wake(record):
+                self._settle(record, transitions.wake(record, wakeup, now), now, changes)
         return changes
 
     def delete_finished(self, finished_before: float, limit: int) -> int:
@@ -307,41 +271,22 @@ class _State:
             ids.extend(self.children.get(parent_id, ()))
         return ids
 
-    def _hand_back(self, record: ExecutionRecord, now: float, changes: list[StatusChange], **fields: Any) -> None:
-        """End ``record``'s lease so that it is claimed again at once."""
-        if record.status is S.RUNNING:
-            fields.update(status=S.READY, start_at=now)
-        new = record.copy(ready_at=now, executor_id=None, lease_expires_at=None, updated_at=now, **fields)
-        self._write(record, new, changes)
-
-    @staticmethod
-    def _finished(record: ExecutionRecord, now: float, **fields: Any) -> ExecutionRecord:
-        return record.copy(finished_at=now, ready_at=None, lease_expires_at=None, updated_at=now, **fields)
-
-    def _finish(self, record: ExecutionRecord, now: float, changes: list[StatusChange], **fields: Any) -> None:
-        new = self._finished(record, now, **fields)
+    def _settle(self, record: ExecutionRecord, new: ExecutionRecord, now: float, changes: list[StatusChange]) -> None:
+        """Write ``new`` over ``record``, with the closure and cascade that follow if it finished."""
         self._write(record, new, changes)
         self._after_finish(new, now, changes)
 
     def _after_finish(self, record: ExecutionRecord, now: float, changes: list[StatusChange]) -> None:
         """Closure and cascading cancellation, if ``record`` (just written) is finished."""
-        if not record.status.is_finished:
-            return
-        parent = None if record.parent is None else self.records.get(record.parent.execution_id)
+        parent_id = transitions.parent_to_close(record)
+        parent = None if parent_id is None else self.records.get(parent_id)
         if parent is not None:
-            moved_along = parent.active_children_count == 1 and parent.status in _WAITING
-            new = parent.copy(
-                active_children_count=max(parent.active_children_count - 1, 0),
-                ready_at=now if moved_along else parent.ready_at,
-                updated_at=now,
-            )
-            self._write(parent, new, changes)
-        if record.status is not S.COMPLETED:
-            error = cascade_error(record)
+            self._write(parent, transitions.close(parent, now), changes)
+        if transitions.cancels_descendants(record):
             for execution_id in self._subtree(record.execution_id)[1:]:
                 descendant = self.records[execution_id]
-                if not descendant.status.is_finished:
-                    self._write(descendant, self._finished(descendant, now, status=S.CANCELLED, error=error), changes)
+                if transitions.accepts_cancel(descendant):
+                    self._write(descendant, transitions.cancel_by_cascade(descendant, record, now), changes)
 
 
 class MemoryStorage:

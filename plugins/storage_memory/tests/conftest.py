@@ -12,7 +12,6 @@ import trio
 
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import (
-    CANCELLED_ERROR,
     ExecutionRecord,
     Lease,
     LockedStorage,
@@ -21,6 +20,7 @@ from durable_core.storage import (
     SleepingWakeup,
     StatusChange,
     Storage,
+    transitions,
 )
 from durable_storage_memory import MemoryStorage
 
@@ -52,8 +52,8 @@ class DictStorage(SingleOperationStorage):
         matches = (r for r in self.records.values() if all(getattr(r, k) == v for k, v in fields.items()))
         return next((r.copy() for r in matches), None)
 
-    def _write(self, old: ExecutionRecord, now: float, **fields: object) -> list[StatusChange]:
-        new = self.records[old.execution_id] = old.copy(updated_at=now, lease_expires_at=None, **fields)
+    def _write(self, old: ExecutionRecord, new: ExecutionRecord) -> list[StatusChange]:
+        self.records[new.execution_id] = new
         return [StatusChange(new.execution_id, new.task_id, old.status, new.status)]
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
@@ -73,9 +73,7 @@ class DictStorage(SingleOperationStorage):
     async def commit_run(self, commit: RunCommit, now: float) -> list[StatusChange]:
         if await self.is_lease_revoked(commit.record.lease):
             return []
-        previous = self.records[commit.record.execution_id].status
-        new = self.records[commit.record.execution_id] = commit.record.copy(updated_at=now, lease_expires_at=None)
-        changes = [StatusChange(new.execution_id, new.task_id, previous, new.status)]
+        changes = self._write(self.records[commit.record.execution_id], transitions.commit(commit.record, now))
         for record in commit.new_executions:
             self.records[record.execution_id] = record.copy()
             changes.append(StatusChange(record.execution_id, record.task_id, None, record.status))
@@ -85,23 +83,22 @@ class DictStorage(SingleOperationStorage):
         if await self.is_lease_revoked(lease):
             return []
         record = self.records[lease.execution_id]
-        return self._write(record, now, status=S.READY, ready_at=now, start_at=now, executor_id=None)
+        return self._write(record, transitions.release(record, now))
 
     async def is_lease_revoked(self, lease: Lease) -> bool:
-        record = await self._read(lease.execution_id)
-        return record is None or record.lease_token != lease.token or record.lease_expires_at is None
+        return not transitions.lease_holds(await self._read(lease.execution_id), lease)
 
     async def cancel_execution(self, execution_id: str, now: float) -> list[StatusChange]:
         record = await self._read(execution_id)
-        if record is None or record.status.is_finished:
+        if record is None or not transitions.accepts_cancel(record):
             return []
-        return self._write(record, now, status=S.CANCELLED, error=CANCELLED_ERROR, finished_at=now, ready_at=None)
+        return self._write(record, transitions.cancel(record, now))
 
     async def wake_sleeping_execution(self, wakeup: SleepingWakeup, now: float) -> list[StatusChange]:
         record = await self._read(wakeup.execution_id)
-        if record is None or not record.is_sleeping or record.status is not S.RUNNING:
+        if record is None or not transitions.accepts_wake(record):
             return []
-        return self._write(record, now, status=wakeup.status, output=wakeup.output, error=wakeup.error, finished_at=now)
+        return self._write(record, transitions.wake(record, wakeup, now))
 
     async def list_executions(
         self, *, statuses: Sequence[S] | None = None, task_id: str | None = None, limit: int = 100
@@ -117,23 +114,12 @@ class DictStorage(SingleOperationStorage):
     async def claim_executions(
         self, executor_id: str, now: float, limit: int, expire_leeway: float
     ) -> list[ExecutionRecord]:
-        due = sorted(
-            (r for r in self.records.values() if r.ready_at is not None and r.ready_at <= now),
-            key=attrgetter("ready_at"),
-        )[:limit]
+        due = sorted((r for r in self.records.values() if transitions.is_due(r, now)),
+                     key=attrgetter("ready_at"))[:limit]
         await trio.lowlevel.checkpoint()
         claimed = []
         for record in due:
-            running = record.status is S.READY
-            new = self.records[record.execution_id] = record.copy(
-                status=S.RUNNING if running else record.status,
-                started_at=now if running else record.started_at,
-                ready_at=None,
-                executor_id=executor_id,
-                lease_token=record.lease_token + 1,
-                lease_expires_at=now + record.timeout + expire_leeway,
-                updated_at=now,
-            )
+            new = self.records[record.execution_id] = transitions.claim(record, executor_id, now, expire_leeway)
             claimed.append(new.copy())
         return claimed
 
