@@ -1,10 +1,11 @@
 """A Hypothesis state machine that drives the storage and a plain model with the same random
 operations and checks, after every step, that they agree (the zarr pattern).
 
-``ContractModel`` is the contract written as plainly as possible: a dict of records and a loop per
-operation, no indexes. Where the contract leaves a choice to the backend (which of several
-records with the same ``ready_at`` a limited claim takes, which trees a limited delete takes) the
-machine checks that the backend's choice is allowed and lets the model follow it.
+``ContractModel`` (``model.py``) is the contract written as plainly as possible, its transitions
+computed by ``durable_core.storage.transitions``. Where the contract leaves a choice to the
+backend (which of several records with the same ``ready_at`` a limited claim takes, which trees a
+limited delete takes) the machine checks that the backend's choice is allowed and lets the model
+follow it.
 
 The operations the machine sends are the ones the engine sends: commits made from claimed
 records by the engine's own rules (run, retry, spawn children or a finalize, finish), stale
@@ -36,10 +37,6 @@ from durable_core.models import ExecutionRef, ParentRef, RetryOptions
 from durable_core.status import ALL_TASK_EXECUTION_STATUSES
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage.contract import (
-    CANCELLED_ERROR,
-    EXPIRED_ERROR,
-    EXPIRED_TOO_OFTEN_ERROR,
-    SLEEPING_TIMED_OUT_ERROR,
     DuplicateSleepingTaskUniqueIdError,
     ExecutionRecord,
     Lease,
@@ -49,214 +46,13 @@ from durable_core.storage.contract import (
     StatusChange,
     Storage,
     StorageError,
-    cascade_error,
 )
 
+from .model import ContractModel, difference
 from .opening import StorageOpener
 from .records import summarize
 
-_WAITING = frozenset({S.WAITING_FOR_CHILDREN, S.WAITING_FOR_FINALIZE})
 _FAR = 1e15
-
-
-class ContractModel:
-    """The storage contract over a plain dict (insertion-ordered), for comparison."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, ExecutionRecord] = {}
-
-    # -------------------------------------------------------------------------------- reads
-
-    def get(self, execution_ids: Sequence[str]) -> list[ExecutionRecord | None]:
-        return [self.records.get(i) for i in execution_ids]
-
-    def by_unique_id(self, unique_ids: Sequence[str]) -> list[ExecutionRecord | None]:
-        return [next((r for r in self.records.values() if r.sleeping_unique_id == u), None) for u in unique_ids]
-
-    def holds(self, lease: Lease) -> bool:
-        record = self.records.get(lease.execution_id)
-        return record is not None and record.lease_token == lease.token and record.lease_expires_at is not None
-
-    def due(self, now: float) -> list[ExecutionRecord]:
-        due = [r for r in self.records.values() if r.ready_at is not None and r.ready_at <= now]
-        return sorted(due, key=lambda r: r.ready_at)  # type: ignore[arg-type,return-value]
-
-    def listed(self, statuses: Sequence[S] | None, task_id: str | None) -> list[ExecutionRecord]:
-        matches = [r for r in self.records.values()
-                   if (statuses is None or r.status in statuses) and (task_id is None or r.task_id == task_id)]
-        return sorted(matches, key=lambda r: -r.created_at)
-
-    def children_of(self, execution_id: str) -> list[ExecutionRecord]:
-        return [r for r in self.records.values() if r.parent is not None and r.parent.execution_id == execution_id]
-
-    def subtree(self, execution_id: str) -> list[str]:
-        ids = [execution_id]
-        for parent_id in ids:
-            ids.extend(r.execution_id for r in self.children_of(parent_id))
-        return ids
-
-    def deletable_roots(self, finished_before: float) -> list[ExecutionRecord]:
-        return [r for r in self.records.values() if r.parent is None and r.status.is_finished
-                and r.finished_at is not None and r.finished_at < finished_before]
-
-    # -------------------------------------------------------------------------------- writes
-
-    def atomically(self, operation: Callable[..., Any], *args: Any) -> Any:
-        before = dict(self.records)
-        try:
-            return operation(*args)
-        except BaseException:
-            self.records = before
-            raise
-
-    def _write(self, old: ExecutionRecord, new: ExecutionRecord, changes: list[StatusChange]) -> None:
-        self.records[new.execution_id] = new
-        changes.append(StatusChange(new.execution_id, new.task_id, old.status, new.status))
-
-    def _add(self, record: ExecutionRecord, changes: list[StatusChange] | None) -> ExecutionRecord:
-        """Insert ``record`` unless its idempotency key is taken; the stored record either way."""
-        if record.idempotency_key is not None:
-            twin = next((r for r in self.records.values()
-                         if (r.task_id, r.idempotency_key) == (record.task_id, record.idempotency_key)), None)
-            if twin is not None:
-                return twin
-        unique_id = record.sleeping_unique_id
-        if unique_id is not None and any(r.sleeping_unique_id == unique_id for r in self.records.values()):
-            raise DuplicateSleepingTaskUniqueIdError(unique_id)
-        if record.execution_id in self.records:
-            raise StorageError(f"Task execution {record.execution_id} already exists", is_retryable=False)
-        self.records[record.execution_id] = record.copy()
-        if changes is not None:
-            changes.append(StatusChange(record.execution_id, record.task_id, None, record.status))
-        return record
-
-    def insert(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
-        return self.atomically(lambda: [self._add(r, None) for r in records])
-
-    def claim(self, execution_ids: Sequence[str], executor_id: str, now: float, leeway: float) -> list[ExecutionRecord]:
-        claimed = []
-        for execution_id in execution_ids:
-            record = self.records[execution_id]
-            new = record.copy(ready_at=None, executor_id=executor_id, lease_token=record.lease_token + 1,
-                              lease_expires_at=now + record.timeout + leeway, updated_at=now)
-            if record.status is S.READY:
-                new.status, new.started_at = S.RUNNING, now
-            self.records[execution_id] = new
-            claimed.append(new)
-        return claimed
-
-    def commit(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
-        def apply() -> list[StatusChange]:
-            changes: list[StatusChange] = []
-            for commit in commits:
-                if not self.holds(commit.record.lease):
-                    continue
-                stored = self.records[commit.record.execution_id]
-                new = commit.record.copy(lease_token=stored.lease_token, lease_expires_at=None, updated_at=now)
-                self._write(stored, new, changes)
-                for record in commit.new_executions:
-                    self._add(record, changes)
-                self._after_finish(new, now, changes)
-            return changes
-
-        return self.atomically(apply)
-
-    def release(self, leases: Sequence[Lease], now: float) -> list[StatusChange]:
-        changes: list[StatusChange] = []
-        for lease in leases:
-            if self.holds(lease):
-                self._hand_back(self.records[lease.execution_id], now, changes)
-        return changes
-
-    def find_revoked(self, leases: Sequence[Lease]) -> list[str]:
-        return [lease.execution_id for lease in leases if not self.holds(lease)]
-
-    def expire(self, now: float, max_lease_expirations: int) -> list[StatusChange]:
-        """Every lease due at ``now``, earliest first (the machine passes a limit above them all)."""
-        changes: list[StatusChange] = []
-        due = sorted((r for r in self.records.values() if r.lease_expires_at is not None and r.lease_expires_at <= now),
-                     key=lambda r: r.lease_expires_at)  # type: ignore[arg-type,return-value]
-        for execution_id in [r.execution_id for r in due]:
-            record = self.records[execution_id]
-            if record.lease_expires_at is None:
-                continue  # ended by a cascade earlier in this call
-            expirations = record.lease_expirations + 1
-            if record.is_sleeping:
-                self._finish(record, now, changes, status=S.TIMED_OUT, error=SLEEPING_TIMED_OUT_ERROR)
-            elif expirations > max_lease_expirations:
-                self._finish(record, now, changes, status=S.FAILED, error=EXPIRED_TOO_OFTEN_ERROR,
-                             lease_expirations=expirations)
-            else:
-                error = EXPIRED_ERROR if record.status is S.RUNNING else record.error
-                self._hand_back(record, now, changes, lease_expirations=expirations, error=error)
-        return changes
-
-    def cancel(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
-        changes: list[StatusChange] = []
-        for execution_id in execution_ids:
-            record = self.records.get(execution_id)
-            if record is not None and not record.status.is_finished:
-                self._finish(record, now, changes, status=S.CANCELLED, error=CANCELLED_ERROR)
-        return changes
-
-    def wake(self, wakeups: Sequence[SleepingWakeup], now: float) -> list[StatusChange]:
-        changes: list[StatusChange] = []
-        for wakeup in wakeups:
-            record = self.records.get(wakeup.execution_id)
-            if record is not None and record.is_sleeping and record.status is S.RUNNING:
-                self._finish(record, now, changes, status=S(wakeup.status), output=wakeup.output, error=wakeup.error)
-        return changes
-
-    def delete_trees(self, root_ids: Sequence[str]) -> int:
-        deleted = 0
-        for root_id in root_ids:
-            for execution_id in self.subtree(root_id):
-                del self.records[execution_id]
-                deleted += 1
-        return deleted
-
-    def _hand_back(self, record: ExecutionRecord, now: float, changes: list[StatusChange], **fields: Any) -> None:
-        if record.status is S.RUNNING:
-            fields.update(status=S.READY, start_at=now)
-        new = record.copy(ready_at=now, executor_id=None, lease_expires_at=None, updated_at=now, **fields)
-        self._write(record, new, changes)
-
-    def _finish(self, record: ExecutionRecord, now: float, changes: list[StatusChange], **fields: Any) -> None:
-        new = record.copy(finished_at=now, ready_at=None, lease_expires_at=None, updated_at=now, **fields)
-        self._write(record, new, changes)
-        self._after_finish(new, now, changes)
-
-    def _after_finish(self, record: ExecutionRecord, now: float, changes: list[StatusChange]) -> None:
-        if not record.status.is_finished:
-            return
-        parent = None if record.parent is None else self.records.get(record.parent.execution_id)
-        if parent is not None:
-            moved_along = parent.active_children_count == 1 and parent.status in _WAITING
-            new = parent.copy(active_children_count=max(parent.active_children_count - 1, 0),
-                              ready_at=now if moved_along else parent.ready_at, updated_at=now)
-            self._write(parent, new, changes)
-        if record.status is not S.COMPLETED:
-            error = cascade_error(record)
-            for execution_id in self.subtree(record.execution_id)[1:]:
-                descendant = self.records[execution_id]
-                if not descendant.status.is_finished:
-                    cancelled = descendant.copy(status=S.CANCELLED, error=error, finished_at=now, ready_at=None,
-                                                lease_expires_at=None, updated_at=now)
-                    self._write(descendant, cancelled, changes)
-
-
-# ------------------------------------------------------------------------------------ the machine
-
-
-def _difference(expected: ExecutionRecord | None, actual: ExecutionRecord | None) -> str:
-    if expected is None or actual is None:
-        return f"expected {expected!r}, storage has {actual!r}"
-    fields = [name for name in ExecutionRecord.__dataclass_fields__
-              if getattr(expected, name) != getattr(actual, name)]
-    return "; ".join(f"{name}: expected {getattr(expected, name)!r}, storage has {getattr(actual, name)!r}"
-                     for name in fields)
-
-
 _TIMES = st.sampled_from([0.0, 0.5, 1.0, 3.0, 7.0, 20.0])
 _UNIQUE_IDS = st.sampled_from([f"u{n}" for n in range(10)])
 _ERRORS = st.sampled_from([
@@ -340,7 +136,7 @@ class StorageMachine(RuleBasedStateMachine):
                          actual: Sequence[ExecutionRecord | None]) -> None:
         assert len(actual) == len(expected), f"{operation} returned {len(actual)} records, expected {len(expected)}"
         for want, got in zip(expected, actual):
-            assert want == got, f"{operation}: {_difference(want, got)}"
+            assert want == got, f"{operation}: {difference(want, got)}"
 
     # -------------------------------------------------------------------------------- rules
 
@@ -588,7 +384,7 @@ class StorageMachine(RuleBasedStateMachine):
             assert statuses is None or record.status in statuses, f"list_executions listed a {record.status} one"
             assert task_id is None or record.task_id == task_id, f"list_executions listed one of {record.task_id}"
             assert record == self.model.records.get(record.execution_id), (
-                f"list_executions: {_difference(self.model.records.get(record.execution_id), record)}")
+                f"list_executions: {difference(self.model.records.get(record.execution_id), record)}")
 
     @invariant()
     def every_record_agrees(self) -> None:

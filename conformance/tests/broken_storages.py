@@ -14,6 +14,7 @@ from durable_storage_memory import MemoryStorage
 from durable_storage_memory.storage import _State
 
 from durable_core.status import TaskExecutionStatus as S
+from durable_core.storage import transitions
 from durable_core.storage.contract import (
     ExecutionRecord,
     Lease,
@@ -30,17 +31,14 @@ class DoubleClaimStorage(MemoryStorage):
                                expire_leeway: float) -> list[ExecutionRecord]:
         await trio.lowlevel.checkpoint()
         with self._lock:
-            due = sorted((r for r in self._state.records.values() if r.ready_at is not None and r.ready_at <= now),
+            due = sorted((r for r in self._state.records.values() if transitions.is_due(r, now)),
                          key=attrgetter("ready_at"))[:max(limit, 0)]
         await trio.lowlevel.checkpoint()  # e.g. a round trip to a server: another claimer runs here
         claimed = []
         with self._lock:
             for seen in due:
                 record = self._state.records[seen.execution_id]
-                new = record.copy(ready_at=None, executor_id=executor_id, lease_token=record.lease_token + 1,
-                                  lease_expires_at=now + record.timeout + expire_leeway, updated_at=now)
-                if record.status is S.READY:
-                    new.status, new.started_at = S.RUNNING, now
+                new = transitions.claim(record, executor_id, now, expire_leeway)
                 self._state._replace(record, new)
                 claimed.append(new.copy())
         return claimed

@@ -14,16 +14,11 @@ import pickle
 from collections.abc import Sequence
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
 
 import trio
 
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import (
-    CANCELLED_ERROR,
-    EXPIRED_ERROR,
-    EXPIRED_TOO_OFTEN_ERROR,
-    SLEEPING_TIMED_OUT_ERROR,
     Capabilities,
     ExecutionRecord,
     Lease,
@@ -33,15 +28,8 @@ from durable_core.storage import (
     SleepingWakeup,
     StatusChange,
     Storage,
-    cascade_error,
+    transitions,
 )
-
-_WAITING = frozenset({S.WAITING_FOR_CHILDREN, S.WAITING_FOR_FINALIZE})
-
-
-def _holds(record: ExecutionRecord | None, lease: Lease) -> bool:
-    return record is not None and record.lease_token == lease.token and record.lease_expires_at is not None
-
 
 class DictStore(SingleOperationStorage):
     """Records in a dict; with ``path``, saved to a snapshot file on close and loaded on open."""
@@ -92,9 +80,9 @@ class DictStore(SingleOperationStorage):
 
     async def commit_run(self, commit: RunCommit, now: float) -> list[StatusChange]:
         stored = await self._load(commit.record.execution_id)
-        if stored is None or not _holds(stored, commit.record.lease):
+        if stored is None or not transitions.lease_holds(stored, commit.record.lease):
             return []
-        new = commit.record.copy(lease_token=stored.lease_token, lease_expires_at=None, updated_at=now)
+        new = transitions.commit(commit.record, now)
         changes = [await self._write(stored, new)]
         for record in commit.new_executions:
             key = record.idempotency_key
@@ -126,22 +114,24 @@ class DictStore(SingleOperationStorage):
 
     async def release_lease(self, lease: Lease, now: float) -> list[StatusChange]:
         stored = await self._load(lease.execution_id)
-        return [await self._hand_back(stored, now)] if _holds(stored, lease) else []  # type: ignore[arg-type]
+        if stored is None or not transitions.lease_holds(stored, lease):
+            return []
+        return [await self._write(stored, transitions.release(stored, now))]
 
     async def is_lease_revoked(self, lease: Lease) -> bool:
-        return not _holds(await self._load(lease.execution_id), lease)
+        return not transitions.lease_holds(await self._load(lease.execution_id), lease)
 
     async def cancel_execution(self, execution_id: str, now: float) -> list[StatusChange]:
         stored = await self._load(execution_id)
-        if stored is None or stored.status.is_finished:
+        if stored is None or not transitions.accepts_cancel(stored):
             return []
-        return await self._finish(stored, now, status=S.CANCELLED, error=CANCELLED_ERROR)
+        return await self._settle(stored, transitions.cancel(stored, now), now)
 
     async def wake_sleeping_execution(self, wakeup: SleepingWakeup, now: float) -> list[StatusChange]:
         stored = await self._load(wakeup.execution_id)
-        if stored is None or not stored.is_sleeping or stored.status is not S.RUNNING:
+        if stored is None or not transitions.accepts_wake(stored):
             return []
-        return await self._finish(stored, now, status=S(wakeup.status), output=wakeup.output, error=wakeup.error)
+        return await self._settle(stored, transitions.wake(stored, wakeup, now), now)
 
     # ------------------------------------------------------------------ operations that choose records
 
@@ -153,20 +143,17 @@ class DictStore(SingleOperationStorage):
 
     async def claim_executions(self, executor_id: str, now: float, limit: int,
                                expire_leeway: float) -> list[ExecutionRecord]:
-        due = sorted((r for r in await self._scan() if r.ready_at is not None and r.ready_at <= now),
+        due = sorted((r for r in await self._scan() if transitions.is_due(r, now)),
                      key=attrgetter("ready_at"))[:max(limit, 0)]
         claimed = []
         for record in due:
-            new = record.copy(ready_at=None, executor_id=executor_id, lease_token=record.lease_token + 1,
-                              lease_expires_at=now + record.timeout + expire_leeway, updated_at=now)
-            if record.status is S.READY:
-                new.status, new.started_at = S.RUNNING, now
+            new = transitions.claim(record, executor_id, now, expire_leeway)
             await self._store(new)
             claimed.append(new)
         return claimed
 
     async def expire_leases(self, now: float, max_lease_expirations: int, limit: int) -> list[StatusChange]:
-        due = sorted((r for r in await self._scan() if r.lease_expires_at is not None and r.lease_expires_at <= now),
+        due = sorted((r for r in await self._scan() if transitions.lease_is_due(r, now)),
                      key=attrgetter("lease_expires_at"))
         changes: list[StatusChange] = []
         ended = 0
@@ -174,24 +161,15 @@ class DictStore(SingleOperationStorage):
             record = await self._load(candidate.execution_id)
             if ended == limit:
                 break
-            if record is None or record.lease_expires_at is None:
+            if record is None or not transitions.lease_is_due(record, now):
                 continue  # ended by a cascade earlier in this call
             ended += 1
-            expirations = record.lease_expirations + 1
-            if record.is_sleeping:
-                changes += await self._finish(record, now, status=S.TIMED_OUT, error=SLEEPING_TIMED_OUT_ERROR)
-            elif expirations > max_lease_expirations:
-                changes += await self._finish(record, now, status=S.FAILED, error=EXPIRED_TOO_OFTEN_ERROR,
-                                              lease_expirations=expirations)
-            else:
-                error = EXPIRED_ERROR if record.status is S.RUNNING else record.error
-                changes.append(await self._hand_back(record, now, lease_expirations=expirations, error=error))
+            changes += await self._settle(record, transitions.expire(record, now, max_lease_expirations), now)
         return changes
 
     async def delete_finished_executions(self, finished_before: float, limit: int) -> int:
         records = await self._scan()
-        roots = sorted((r for r in records if r.parent is None and r.status.is_finished
-                        and r.finished_at is not None and r.finished_at < finished_before),
+        roots = sorted((r for r in records if transitions.is_deletable_root(r, finished_before)),
                        key=attrgetter("finished_at"))[:max(limit, 0)]
         deleted = 0
         for root in roots:
@@ -217,35 +195,23 @@ class DictStore(SingleOperationStorage):
             ids += [r.execution_id for r in records if r.parent is not None and r.parent.execution_id == parent_id]
         return ids
 
-    async def _hand_back(self, record: ExecutionRecord, now: float, **fields: Any) -> StatusChange:
-        if record.status is S.RUNNING:
-            fields.update(status=S.READY, start_at=now)
-        return await self._write(record, record.copy(ready_at=now, executor_id=None, lease_expires_at=None,
-                                                     updated_at=now, **fields))
-
-    async def _finish(self, record: ExecutionRecord, now: float, **fields: Any) -> list[StatusChange]:
-        new = record.copy(finished_at=now, ready_at=None, lease_expires_at=None, updated_at=now, **fields)
+    async def _settle(self, record: ExecutionRecord, new: ExecutionRecord, now: float) -> list[StatusChange]:
+        """Write ``new`` over ``record``, with the closure and cascade that follow if it finished."""
         return [await self._write(record, new), *await self._after_finish(new, now)]
 
     async def _after_finish(self, record: ExecutionRecord, now: float) -> list[StatusChange]:
         """A finished record moves its parent along, and cancels its descendants unless completed."""
-        if not record.status.is_finished:
-            return []
         changes = []
-        parent = None if record.parent is None else await self._load(record.parent.execution_id)
+        parent_id = transitions.parent_to_close(record)
+        parent = None if parent_id is None else await self._load(parent_id)
         if parent is not None:
-            moved_along = parent.active_children_count == 1 and parent.status in _WAITING
-            changes.append(await self._write(parent, parent.copy(
-                active_children_count=max(parent.active_children_count - 1, 0),
-                ready_at=now if moved_along else parent.ready_at, updated_at=now)))
-        if record.status is not S.COMPLETED:
-            error = cascade_error(record)
+            changes.append(await self._write(parent, transitions.close(parent, now)))
+        if transitions.cancels_descendants(record):
             for execution_id in (await self._subtree(record.execution_id))[1:]:
                 descendant = await self._load(execution_id)
-                if descendant is not None and not descendant.status.is_finished:
-                    changes.append(await self._write(descendant, descendant.copy(
-                        status=S.CANCELLED, error=error, finished_at=now, ready_at=None, lease_expires_at=None,
-                        updated_at=now)))
+                if descendant is not None and transitions.accepts_cancel(descendant):
+                    cancelled = transitions.cancel_by_cascade(descendant, record, now)
+                    changes.append(await self._write(descendant, cancelled))
         return changes
 
 
