@@ -23,7 +23,8 @@ import pytest
 
 pytest.register_assert_rewrite(
     *(f"durable_conformance.{module}" for module in (
-        "checks_operations", "checks_robustness", "records", "scenarios", "serializers", "stateful"))
+        "checks_operations", "checks_robustness", "checks_transitions", "model", "records", "scenarios",
+        "serializers", "stateful"))
 )
 
 if TYPE_CHECKING:

@@ -10,6 +10,7 @@ import pytest
 
 from .checks_operations import OPERATION_CHECKS
 from .checks_robustness import ROBUSTNESS_CHECKS
+from .checks_transitions import TRANSITION_CHECKS
 from .opening import (
     ConformanceSetupError,
     DeferredStorage,
@@ -64,7 +65,8 @@ class ConformanceFixtures:
             )
 
 
-BEHAVIOURS: tuple[type, ...] = (*OPERATION_CHECKS, *ROBUSTNESS_CHECKS, StateMachineChecks, ExecutorScenarios)
+BEHAVIOURS: tuple[type, ...] = (
+    *OPERATION_CHECKS, *TRANSITION_CHECKS, *ROBUSTNESS_CHECKS, StateMachineChecks, ExecutorScenarios)
 """The behaviour mixins, in the order their checks run."""
 
 
