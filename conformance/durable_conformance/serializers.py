@@ -80,8 +80,8 @@ def same(a: Any, b: Any) -> bool:
     if dataclasses.is_dataclass(a):
         return all(same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
     if isinstance(a, datetime | time):
-        return a == b and a.utcoffset() == b.utcoffset()
-    return a == b
+        return a == b and same(a.utcoffset(), b.utcoffset())
+    return bool(a == b)
 
 
 WHOLE_SECOND_OFFSETS = st.integers(-86399, 86399).map(lambda seconds: timezone(timedelta(seconds=seconds)))
