@@ -237,8 +237,8 @@ class Database:
     def get_by_sleeping_unique_id(self, cur: psycopg.Cursor, unique_ids: Sequence[str]) -> list[ExecutionRecord | None]:
         return self._by(cur, self.q.by_sleeping_unique_id, unique_ids, lambda r: r.sleeping_unique_id)
 
-    def list(self, cur: psycopg.Cursor, statuses: Sequence[S] | None, task_id: str | None,
-             limit: int) -> list[ExecutionRecord]:
+    def list_records(self, cur: psycopg.Cursor, statuses: Sequence[S] | None, task_id: str | None,
+                     limit: int) -> list[ExecutionRecord]:
         params = {"statuses": [str(s) for s in statuses or ()], "task_id": task_id, "limit": max(limit, 0)}
         cur.execute(self.q.list(statuses is not None, task_id is not None), params)
         return [from_row(row) for row in cur.fetchall()]
@@ -291,7 +291,7 @@ class Database:
                 if applied:
                     changes += applied + self._inserted(cur, commit.new_executions)
                     record = commit.record
-                    parent = record.parent and record.parent.execution_id
+                    parent = None if record.parent is None else record.parent.execution_id
                     changes += self._after_finish(cur, record.execution_id, record.task_id, record.status, parent, now)
             changes += self._commit_results(pending)
         return changes
@@ -370,8 +370,9 @@ class Database:
             for step, a, b, c in sorted(cur.fetchall(), key=lambda row: row[0]):  # UNION ALL keeps no order
                 if step == 0:
                     changes.append(StatusChange(record.execution_id, record.task_id, STATUSES[a], record.status))
-                elif step == 1:
-                    changes.append(StatusChange(record.parent.execution_id, a, STATUSES[b], STATUSES[b]))  # type: ignore[union-attr]
+                elif step == 1:  # the closure of the parent, so there is one
+                    assert record.parent is not None
+                    changes.append(StatusChange(record.parent.execution_id, a, STATUSES[b], STATUSES[b]))
                 else:
                     changes.append(StatusChange(a, b, STATUSES[c], S.CANCELLED))
             cur.close()

@@ -155,7 +155,7 @@ class PostgresStorage:
         task_id: str | None = None,
         limit: int = 100,
     ) -> list[ExecutionRecord]:
-        return await self._connections.call(Kind.QUIET, self._db.list, statuses, task_id, limit)
+        return await self._connections.call(Kind.QUIET, self._db.list_records, statuses, task_id, limit)
 
     async def claim_executions(
         self, executor_id: str, now: float, limit: int, expire_leeway: float

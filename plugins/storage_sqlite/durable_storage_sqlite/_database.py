@@ -204,7 +204,7 @@ class Database:
     def get_by_sleeping_unique_id(self, unique_ids: Sequence[str]) -> list[ExecutionRecord | None]:
         return [self._one(_BY_SLEEPING_UNIQUE_ID, (unique_id,)) for unique_id in unique_ids]
 
-    def list(self, statuses: Sequence[S] | None, task_id: str | None, limit: int) -> list[ExecutionRecord]:
+    def list_records(self, statuses: Sequence[S] | None, task_id: str | None, limit: int) -> list[ExecutionRecord]:
         params = [*(str(status) for status in statuses or ()), *([] if task_id is None else [task_id])]
         sql = list_query(None if statuses is None else len(statuses), task_id is not None)
         return [from_row(row) for row in self.conn.execute(sql, (*params, max(limit, 0)))]
@@ -303,7 +303,8 @@ class Database:
         return None if row is None else from_row(row)
 
     def _row(self, execution_id: str) -> tuple[Any, ...] | None:
-        return self.conn.execute(_SELECT, (execution_id,)).fetchone()  # type: ignore[no-any-return]
+        row: tuple[Any, ...] | None = self.conn.execute(_SELECT, (execution_id,)).fetchone()
+        return row
 
     def _get(self, execution_id: str) -> ExecutionRecord | None:
         row = self._row(execution_id)
