@@ -17,7 +17,7 @@ from durable_core.status import (
 )
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import contract, transitions
-from durable_core.storage.contract import ExecutionRecord, Lease, Payload, SleepingWakeup, StatusChange
+from durable_core.storage.contract import ExecutionRecord, Lease, Payload, SleepingWakeup
 
 W, F = S.WAITING_FOR_CHILDREN, S.WAITING_FOR_FINALIZE
 NOW = 100.0
@@ -73,7 +73,7 @@ def changed(before: ExecutionRecord, after: ExecutionRecord) -> dict[str, object
 # ---------------------------------------------------------------------------------------- errors
 
 
-def test_the_errors_keep_their_names_in_the_contract_and_the_package() -> None:
+def test_the_errors_stored_by_the_rules_are_the_contracts() -> None:
     names = ("EXPIRED_ERROR", "EXPIRED_TOO_OFTEN_ERROR", "SLEEPING_TIMED_OUT_ERROR", "CANCELLED_ERROR",
              "cascade_error")
     for name in names:
@@ -89,7 +89,6 @@ def test_the_cascade_error_names_the_ancestor_and_how_it_ended() -> None:
     expected = ErrorInfo("cancelled", "Parent task execution ended finalize_failed [taskId=parent] "
                          "[executionId=te_p]", is_retryable=False)
     assert transitions.cascade_error(ancestor) == expected
-    assert transitions.cascade_error(StatusChange("te_p", "parent", S.RUNNING, S.FINALIZE_FAILED)) == expected
 
 
 # ---------------------------------------------------------------------------------------- which records

@@ -20,8 +20,8 @@ Closure (a child finishing moves its parent along) and cascading cancellation (a
 any status other than completed cancels every unfinished descendant) happen inside the operation
 that finished the child or the parent, in the same atomic step.
 
-The rules of every transition (which records an operation accepts, which fields it sets, the
-errors it stores) are written once, as pure functions, in ``durable_core.storage.transitions``.
+The rules of every transition (which records an operation accepts, which fields it sets) are
+written once, as pure functions, in ``durable_core.storage.transitions``.
 """
 
 from __future__ import annotations
@@ -35,11 +35,6 @@ from typing import Protocol, runtime_checkable
 from ..errors import DurableExecutionError, ErrorInfo
 from ..models import ExecutionRef, ParentRef, RetryOptions
 from ..status import TaskExecutionStatus
-from .transitions import CANCELLED_ERROR as CANCELLED_ERROR
-from .transitions import EXPIRED_ERROR as EXPIRED_ERROR
-from .transitions import EXPIRED_TOO_OFTEN_ERROR as EXPIRED_TOO_OFTEN_ERROR
-from .transitions import SLEEPING_TIMED_OUT_ERROR as SLEEPING_TIMED_OUT_ERROR
-from .transitions import cascade_error as cascade_error
 
 STORAGE_API = 1
 """Version of this contract. Backends declare the version they implement as ``storage_api``."""
@@ -176,6 +171,26 @@ class StorageError(DurableExecutionError):
 
     def __init__(self, message: str, *, is_retryable: bool = True):
         super().__init__(message, is_retryable=is_retryable)
+
+
+EXPIRED_ERROR = ErrorInfo("generic", "Task execution expired", is_retryable=True)
+"""The error of a running execution whose lease expired (its executor is presumed dead)."""
+EXPIRED_TOO_OFTEN_ERROR = ErrorInfo("generic", "Task execution expired too many times", is_retryable=False)
+"""The error of an execution whose lease expired more than ``max_lease_expirations`` times."""
+SLEEPING_TIMED_OUT_ERROR = ErrorInfo("timed_out", "Task execution timed out", is_retryable=True)
+"""The error of a sleeping execution nobody woke before its timeout."""
+CANCELLED_ERROR = ErrorInfo("cancelled", "Task execution cancelled", is_retryable=False)
+"""The error of an execution cancelled from outside."""
+
+
+def cascade_error(ancestor: ExecutionRecord) -> ErrorInfo:
+    """The error of a descendant cancelled because ``ancestor`` ended without completing."""
+    return ErrorInfo(
+        "cancelled",
+        f"Parent task execution ended {ancestor.status} "
+        f"[taskId={ancestor.task_id}] [executionId={ancestor.execution_id}]",
+        is_retryable=False,
+    )
 
 
 @runtime_checkable

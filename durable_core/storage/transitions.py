@@ -3,7 +3,8 @@
 Pure functions: a stored record (and ``now``, passed in) in, the record as the contract says it is
 stored after the transition out. None reads a clock, does I/O or changes its argument. Backends
 written in Python call them; backends whose operations are SQL statements implement the same
-rules in those statements, and the conformance suite checks them against these functions.
+rules in those statements, and the conformance suite checks them against these functions. The
+errors the rules store are defined with the contract and importable from here too.
 
 An operation of the contract is made of these steps: it picks the records the operation applies
 to (``lease_holds``, ``is_due``, ``lease_is_due``, ``accepts_cancel``, ``accepts_wake``,
@@ -15,46 +16,17 @@ unfinished descendants (``cancels_descendants``, ``cancel_by_cascade``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
-
 from ..errors import ErrorInfo
 from ..status import TaskExecutionStatus as S
-
-if TYPE_CHECKING:
-    from .contract import ExecutionRecord, Lease, SleepingWakeup
-
-EXPIRED_ERROR = ErrorInfo("generic", "Task execution expired", is_retryable=True)
-"""The error of a running execution whose lease expired (its executor is presumed dead)."""
-EXPIRED_TOO_OFTEN_ERROR = ErrorInfo("generic", "Task execution expired too many times", is_retryable=False)
-"""The error of an execution whose lease expired more than ``max_lease_expirations`` times."""
-SLEEPING_TIMED_OUT_ERROR = ErrorInfo("timed_out", "Task execution timed out", is_retryable=True)
-"""The error of a sleeping execution nobody woke before its timeout."""
-CANCELLED_ERROR = ErrorInfo("cancelled", "Task execution cancelled", is_retryable=False)
-"""The error of an execution cancelled from outside."""
+from .contract import CANCELLED_ERROR as CANCELLED_ERROR
+from .contract import EXPIRED_ERROR as EXPIRED_ERROR
+from .contract import EXPIRED_TOO_OFTEN_ERROR as EXPIRED_TOO_OFTEN_ERROR
+from .contract import SLEEPING_TIMED_OUT_ERROR as SLEEPING_TIMED_OUT_ERROR
+from .contract import ExecutionRecord, Lease, SleepingWakeup
+from .contract import cascade_error as cascade_error
 
 WAITING_STATUSES = frozenset({S.WAITING_FOR_CHILDREN, S.WAITING_FOR_FINALIZE})
 """A parent in these statuses is moved along when its last active child finishes."""
-
-
-class Ended(Protocol):
-    """What ``cascade_error`` reads of the execution that ended: a record, or a status change."""
-
-    @property
-    def execution_id(self) -> str: ...
-    @property
-    def task_id(self) -> str: ...
-    @property
-    def status(self) -> S: ...
-
-
-def cascade_error(ancestor: Ended) -> ErrorInfo:
-    """The error of a descendant cancelled because ``ancestor`` ended without completing."""
-    return ErrorInfo(
-        "cancelled",
-        f"Parent task execution ended {ancestor.status} "
-        f"[taskId={ancestor.task_id}] [executionId={ancestor.execution_id}]",
-        is_retryable=False,
-    )
 
 
 # ---------------------------------------------------------------------------------------- which records
