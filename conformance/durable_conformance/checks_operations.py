@@ -6,6 +6,8 @@ Each mixin checks one behaviour; ``StorageConformance`` combines them. A check r
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from durable_core.errors import ErrorInfo
@@ -42,6 +44,7 @@ from .records import (
     expected,
     finish,
     get,
+    get_stored,
     new,
     retry,
     sleeping,
@@ -110,7 +113,7 @@ class InsertChecks:
         batch = [new(f"te_{i:04}", input=big, ready_at=-1.0) if i == 0 else new(f"te_{i:04}") for i in range(1000)]
         stored = await storage.insert_executions(batch)
         assert _ids(stored) == _ids(batch)
-        assert (await get(storage, "te_0000")).input == big  # type: ignore[union-attr]
+        assert (await get_stored(storage, "te_0000")).input == big
         parent = await claim_one(storage, 0.0, "te_0000")
         children = [child(parent, f"te_c{i:04}", now=1.0, index=i) for i in range(1000)]
         changes = await storage.commit_runs([spawn(parent, children, 1.0, run_output=big)], 1.0)
@@ -160,7 +163,7 @@ class InsertChecks:
         with pytest.raises(StorageError):
             await storage.insert_executions([new("te_2"), new("te_1", task_id="other")])
         assert await get(storage, "te_2") is None
-        assert (await get(storage, "te_1")).task_id == "task"  # type: ignore[union-attr]
+        assert (await get_stored(storage, "te_1")).task_id == "task"
 
 
 class LookupChecks:
@@ -273,7 +276,7 @@ class CommitChecks:
         assert summarize(changes) == expected(change(claimed, S.RUNNING, S.FAILED))
         stored = await get(storage, "te_1")
         assert stored == committed_copy(commit, 3.0)
-        assert (stored.lease_token, stored.lease_expires_at, stored.updated_at) == (1, None, 3.0)  # type: ignore[union-attr]
+        assert (stored.lease_token, stored.lease_expires_at, stored.updated_at) == (1, None, 3.0)
 
         claimed = await claim_one(storage, 3.0, "te_2")
         commit = finish(claimed, S.COMPLETED, 4.0, output=Payload("cbor", b"\x00\xff" * 1000), error=None)
@@ -383,13 +386,13 @@ class ClosureChecks:
 
         changes = await storage.commit_runs([finish(by_id["te_p_c0"], S.COMPLETED, 2.0)], 2.0)
         assert summarize(changes) == expected(change(first, S.RUNNING, S.COMPLETED), change(parent, W, W))
-        waiting = await get(storage, "te_p")
-        assert (waiting.active_children_count, waiting.ready_at) == (1, None)  # type: ignore[union-attr]
+        waiting = await get_stored(storage, "te_p")
+        assert (waiting.active_children_count, waiting.ready_at) == (1, None)
         assert await claim(storage, 2.0) == []
 
         await storage.commit_runs([finish(by_id["te_p_c1"], S.FAILED, 3.0)], 3.0)
-        waiting = await get(storage, "te_p")
-        assert (waiting.active_children_count, waiting.ready_at, waiting.status) == (0, 3.0, W)  # type: ignore[union-attr]
+        waiting = await get_stored(storage, "te_p")
+        assert (waiting.active_children_count, waiting.ready_at, waiting.status) == (0, 3.0, W)
         again = await claim_one(storage, 3.0, "te_p")
         assert (again.status, again.lease_token) == (W, 2)
 
@@ -410,7 +413,7 @@ class ClosureChecks:
             await storage.insert_executions([new(f"te_{way}", now=now)])
             parent = await claim_one(storage, now, f"te_{way}")
             make = sleeping if way in ("wake", "sleeping_timeout") else new
-            extra = {"unique_id": f"u_{way}"} if make is sleeping else {}
+            extra: dict[str, Any] = {"unique_id": f"u_{way}"} if make is sleeping else {}
             kid = child(parent, f"te_{way}_child", now=now, make=make, timeout=10.0, **extra)
             await storage.commit_runs([spawn(parent, [kid], now)], now)
             later = now + 50.0
@@ -429,8 +432,8 @@ class ClosureChecks:
                 changes = await storage.expire_leases(later, 0, 10)
             assert summarize(changes)[parent.execution_id][1:] == (W, W), way
             assert kid.execution_id in summarize(changes), way
-            stored = await get(storage, parent.execution_id)
-            assert (stored.active_children_count, stored.ready_at) == (0, later), way  # type: ignore[union-attr]
+            stored = await get_stored(storage, parent.execution_id)
+            assert (stored.active_children_count, stored.ready_at) == (0, later), way
             assert _ids(await claim(storage, later)) == [parent.execution_id], way
             await storage.cancel_executions([parent.execution_id], later)  # out of the next way's path
 
@@ -466,7 +469,7 @@ class CascadeChecks:
             assert (record.status, record.error, record.finished_at, record.lease_expires_at, record.ready_at) == (
                 S.CANCELLED, cascade_error(cancelled_root), 5.0, None, None
             ), execution_id
-        assert (await get(storage, "te_d")).status is S.COMPLETED  # type: ignore[union-attr]
+        assert (await get_stored(storage, "te_d")).status is S.COMPLETED
         assert await storage.find_revoked_leases([grandchild.lease]) == ["te_g"]
         assert await storage.commit_runs([finish(grandchild, S.COMPLETED, 6.0)], 6.0) == []
         assert await storage.expire_leases(1000.0, 10, 100) == []
@@ -487,9 +490,8 @@ class CascadeChecks:
         assert set(summarize(changes)) == {"te_p", "te_c", "te_q"}
         ended = await get(storage, "te_p")
         assert ended is not None and ended.status is status
-        assert [(r.status, r.error, r.finished_at) for r in await storage.get_executions(["te_c", "te_q"])] == [
-            (S.CANCELLED, cascade_error(ended), 3.0)
-        ] * 2
+        cancelled = [await get_stored(storage, i) for i in ("te_c", "te_q")]
+        assert [(r.status, r.error, r.finished_at) for r in cancelled] == [(S.CANCELLED, cascade_error(ended), 3.0)] * 2
         assert f"ended {status}" in cascade_error(ended).message
         assert await storage.find_revoked_leases([running.lease]) == ["te_c"]
         assert await get(storage, "te_f") == finished
@@ -499,7 +501,7 @@ class CascadeChecks:
         await storage.insert_executions([parent, child(parent, "te_c", now=0.0)])
         changes = await storage.commit_runs([finish(parent, S.COMPLETED, 3.0)], 3.0)
         assert set(summarize(changes)) == {"te_p"}
-        assert (await get(storage, "te_c")).status is S.READY  # type: ignore[union-attr]
+        assert (await get_stored(storage, "te_c")).status is S.READY
 
 
 # ---------------------------------------------------------------------------------------- leases from outside
@@ -535,7 +537,7 @@ class ExpiryChecks:
         assert failed is not None
         assert (failed.error, failed.lease_expirations, failed.finished_at, failed.ready_at,
                 failed.lease_expires_at) == (EXPIRED_TOO_OFTEN_ERROR, 3, 100.0, None, None)
-        assert (await get(storage, "te_p")).ready_at == 100.0  # type: ignore[union-attr]
+        assert (await get_stored(storage, "te_p")).ready_at == 100.0
 
     async def test_a_parent_expiring_too_often_cancels_its_children(self, storage: Storage) -> None:
         parent, (kid,) = await _parent_with_children(storage, 1)
@@ -545,8 +547,8 @@ class ExpiryChecks:
         await storage.insert_executions([child(parent, "te_late", now=2.0, index=1)])
         changes = await storage.expire_leases(100.0, 0, 10)
         assert summarize(changes)["te_p"][1:] == (W, S.FAILED)
-        failed = await get(storage, "te_p")
-        assert (await get(storage, "te_late")).error == cascade_error(failed)  # type: ignore[union-attr,arg-type]
+        failed = await get_stored(storage, "te_p")
+        assert (await get_stored(storage, "te_late")).error == cascade_error(failed)
 
     async def test_an_expired_sleeping_execution_times_out(self, storage: Storage) -> None:
         await storage.insert_executions([new("te_p")])
@@ -628,12 +630,13 @@ class WakeChecks:
             change("te_yes", S.RUNNING, S.COMPLETED, "webhook"), change("te_no", S.RUNNING, S.FAILED, "webhook"),
             change(parent, W, W))
         yes, no = await storage.get_executions(["te_yes", "te_no"])
-        assert (yes.status, yes.output, yes.error, yes.finished_at, yes.lease_expires_at) == (  # type: ignore[union-attr]
+        assert yes is not None and no is not None
+        assert (yes.status, yes.output, yes.error, yes.finished_at, yes.lease_expires_at) == (
             S.COMPLETED, OUTPUT, None, 2.0, None)
-        assert (no.status, no.output, no.error, no.finished_at, no.lease_expires_at) == (  # type: ignore[union-attr]
+        assert (no.status, no.output, no.error, no.finished_at, no.lease_expires_at) == (
             S.FAILED, None, failure, 2.0, None)
-        waiting = await get(storage, "te_p")
-        assert (waiting.active_children_count, waiting.ready_at) == (0, 2.0)  # type: ignore[union-attr]
+        waiting = await get_stored(storage, "te_p")
+        assert (waiting.active_children_count, waiting.ready_at) == (0, 2.0)
 
     async def test_wake_leaves_finished_unknown_and_non_sleeping_executions_alone(self, storage: Storage) -> None:
         await storage.insert_executions([sleeping("te_s", "u"), new("te_plain")])

@@ -34,6 +34,7 @@ from .records import (
     claim_one,
     finish,
     get,
+    get_stored,
     new,
     sleeping,
     spawn,
@@ -427,7 +428,7 @@ class DurabilityChecks:
         assert await get(storage, "te_1") == claimed
         await storage.commit_runs([finish(claimed, S.COMPLETED, 1.0)], 1.0)
         storage = await storages.reopen(storage)
-        assert (await get(storage, "te_1")).status is S.COMPLETED  # type: ignore[union-attr]
+        assert (await get_stored(storage, "te_1")).status is S.COMPLETED
         assert await storage.delete_finished_executions(2.0, 10) == 1
         storage = await storages.reopen(storage)
         assert await storage.list_executions() == []

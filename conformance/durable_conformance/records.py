@@ -6,7 +6,7 @@ explicit float: a storage never reads the clock, so no check sleeps.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from durable_core.errors import ErrorInfo
@@ -48,7 +48,7 @@ def sleeping(execution_id: str, unique_id: str, *, now: float = 0.0, timeout: fl
 
 
 def child(parent: ExecutionRecord, execution_id: str, *, now: float, index: int = 0,
-          is_finalize: bool = False, make: Any = new, **fields: Any) -> ExecutionRecord:
+          is_finalize: bool = False, make: Callable[..., ExecutionRecord] = new, **fields: Any) -> ExecutionRecord:
     """A child (or the finalize) of ``parent``, made with ``make`` (``new`` or ``sleeping``)."""
     return make(
         execution_id, now=now, parent=ParentRef(parent.task_id, parent.execution_id, index, is_finalize),
@@ -110,6 +110,13 @@ def expected(*changes: StatusChange) -> dict[str, tuple[str, S | None, S]]:
 
 async def get(storage: Storage, execution_id: str) -> ExecutionRecord | None:
     (record,) = await storage.get_executions([execution_id])
+    return record
+
+
+async def get_stored(storage: Storage, execution_id: str) -> ExecutionRecord:
+    """The record of ``execution_id``, which the storage must hold."""
+    record = await get(storage, execution_id)
+    assert record is not None, f"{execution_id} is not stored"
     return record
 
 
