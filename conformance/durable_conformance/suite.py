@@ -70,6 +70,8 @@ BEHAVIOURS: tuple[type, ...] = (
 """The behaviour mixins, in the order their checks run."""
 
 
+# mypy takes no base classes from a tuple; BEHAVIOURS lists the mixins once, for this class and
+# for conformance_checks
 class StorageConformance(*BEHAVIOURS, ConformanceFixtures):  # type: ignore[misc]
     """The whole conformance suite. Subclass it as ``Test...`` and define ``storage_factory``::
 
