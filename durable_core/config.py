@@ -170,10 +170,11 @@ def read_toml(location: ConfigLocation) -> dict[str, Any]:
 def durable_table(data: dict[str, Any], location: ConfigLocation) -> dict[str, Any] | None:
     """The table holding durable's keys (the whole file, or ``[tool.durable]``); None if absent."""
     for depth, part in enumerate(location.table):
-        data = data.get(part)  # type: ignore[assignment]
-        if data is None:
+        inner = data.get(part)
+        if inner is None:
             return None
-        _expect(isinstance(data, dict), ConfigLocation(location.path), location.table[: depth + 1], "a table", data)
+        _expect(isinstance(inner, dict), ConfigLocation(location.path), location.table[: depth + 1], "a table", inner)
+        data = inner
     return data
 
 
@@ -228,7 +229,7 @@ def _name(table: dict[str, Any], key: str, default: str, location: ConfigLocatio
     value = table.get(key, default)
     _expect(isinstance(value, str) and value != "", location, (*parent, key),
             f"the name of an installed {parent[0] if parent else key} plugin (a string; see: durable plugins)", value)
-    return value
+    return str(value)
 
 
 def parse_config(data: dict[str, Any], location: ConfigLocation) -> DurableConfig:

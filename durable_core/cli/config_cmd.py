@@ -32,7 +32,7 @@ def _toml_value(text: str) -> Any:
         return text
 
 
-def _inline(value: Any) -> str:
+def _inline(value: object) -> str:
     """``value`` as TOML on one line."""
     if isinstance(value, dict):
         table = tomlkit.inline_table()

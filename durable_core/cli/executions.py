@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from ..config import DurableConfig
-from ..events import TaskExecutionEvent
+from ..events import EventKind, TaskExecutionEvent
 from ..records import to_task_execution
 from ..plugins.manager import default_registry
 from ..status import (
@@ -173,7 +173,7 @@ def cancel(execution_id: str) -> None:
             changes = await storage.cancel_executions([execution_id], now)
         registry = default_registry()
         for change in changes:  # observers see every change, also those made without an executor
-            registry.emit(TaskExecutionEvent("cancelled", change.execution_id, change.task_id,
+            registry.emit(TaskExecutionEvent(EventKind.CANCELLED, change.execution_id, change.task_id,
                                              change.previous_status, change.status, now, "cli"))
         cancelled = sum(c.status is TaskExecutionStatus.CANCELLED and c.previous_status != c.status for c in changes)
         more = f" and {cancelled - 1} unfinished descendants" if cancelled > 1 else ""

@@ -78,7 +78,8 @@ def _distribution_at(path: Path) -> str | None:
                         if line.startswith("Name:"))
     pyproject = path / "pyproject.toml"
     if pyproject.is_file():
-        return tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {}).get("name")
+        name = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {}).get("name")
+        return name if isinstance(name, str) else None
     return None
 
 
@@ -105,9 +106,10 @@ def plugins_in_fresh_process() -> list[dict[str, Any]]:
     result = subprocess.run([sys.executable, "-m", "durable_core.cli", "plugins", "--all", "--json"],
                             capture_output=True, text=True, check=False)
     try:
-        return json.loads(result.stdout)
+        plugins: list[dict[str, Any]] = json.loads(result.stdout)
     except json.JSONDecodeError:
         raise click.ClickException(f"could not list the plugins after installing: {result.stderr.strip()}") from None
+    return plugins
 
 
 def _check(requirement: Requirement, plugins: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -121,7 +121,8 @@ class DurablePluginManager(pluggy.PluginManager):
                 self.unregister(plugin)
                 raise ValueError(f"unknown hook {', '.join(unknown)} (misspelt? see docs/plugins.md)")
         except Exception as exc:
-            info = PluginInfo(name, *(distribution or (None, None)), status="error", error=_describe(exc))
+            distribution_name, version = distribution or (None, None)
+            info = PluginInfo(name, distribution_name, version, status="error", error=_describe(exc))
             logger.warning("plugin %r (%s) failed to load: %s", name, info.origin, info.error)
             self.failures.append(info)
         else:
@@ -310,7 +311,8 @@ class PluginRegistry:
 
     def input_validator(self, schema: Any, task_id: str) -> Callable[[Any], Any] | None:
         """The validation function for ``input_schema=schema`` (``durable_input_validator``)."""
-        return self._pm.hook.durable_input_validator(schema=schema, task_id=task_id)
+        validator: Callable[[Any], Any] | None = self._pm.hook.durable_input_validator(schema=schema, task_id=task_id)
+        return validator
 
     def observing(self) -> bool:
         """Whether any observer wants events now, so that the engine builds none for nobody.

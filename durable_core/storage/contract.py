@@ -183,7 +183,7 @@ CANCELLED_ERROR = ErrorInfo("cancelled", "Task execution cancelled", is_retryabl
 """The error of an execution cancelled from outside."""
 
 
-def cascade_error(ancestor: ExecutionRecord) -> ErrorInfo:
+def cascade_error(ancestor: ExecutionRecord | StatusChange) -> ErrorInfo:
     """The error of a descendant cancelled because ``ancestor`` ended without completing."""
     return ErrorInfo(
         "cancelled",

@@ -22,6 +22,7 @@ from .contract import (
     STORAGE_API,
     STORAGE_METHODS,
     Capabilities,
+    ChangeNotifications,
     DuplicateSleepingTaskUniqueIdError,
     ExecutionRecord,
     Lease,
@@ -51,7 +52,8 @@ class LockedStorage(Storage):
 
     async def wait_for_changes(self, seen: int | None) -> int:
         """The wrapped storage's change feed, as it is (a long wait, never held or locked)."""
-        return await self.storage.wait_for_changes(seen)  # type: ignore[attr-defined,no-any-return]
+        assert isinstance(self.storage, ChangeNotifications), "the executor waits only on a storage with a change feed"
+        return await self.storage.wait_for_changes(seen)
 
     async def aclose(self) -> None:
         """Close the wrapped storage once the operation in progress, if any, has finished."""

@@ -433,6 +433,6 @@ class Database:
 
     def _cascade(self, cur: psycopg.Cursor, ancestor: StatusChange, now: float) -> list[StatusChange]:
         """Cancel every unfinished descendant of ``ancestor``, ending their leases, in one statement."""
-        error = cascade_error(ancestor)  # type: ignore[arg-type]  # it reads the id, task id and status
+        error = cascade_error(ancestor)
         cur.execute(self.q.cascade, {"execution_id": ancestor.execution_id, "now": now, **_error_params(error)})
         return [StatusChange(i, t, STATUSES[old], S.CANCELLED) for i, t, old in cur.fetchall()]
