@@ -238,8 +238,9 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
         raise NotImplementedError
 
     def after_round(self, conn: C) -> None:
-        """Called after each batch's results were handed back, and after ``idle_timeout`` without
-        calls: room for a backend's own watching (``trio_token`` reaches trio)."""
+        """Called after each batch ran (before its results are handed back), and after
+        ``idle_timeout`` without calls: room for a backend's own watching (``trio_token`` reaches
+        trio)."""
 
     def run_taken(self, conn: C, calls: list[Call[K]]) -> None:
         """Run the calls a thread took together: by default, in one transaction."""
@@ -277,8 +278,9 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
                         self._run_in_flight(conn, calls)
                     else:
                         self.run_taken(conn, calls)
+                self.after_round(conn)  # before the results: trio then runs without waiting for us
+                if calls:
                     self.trio_token.run_sync_soon(_reschedule, calls)
-                self.after_round(conn)
                 if stop:
                     return
         except trio.RunFinishedError:  # the trio run ended without closing
