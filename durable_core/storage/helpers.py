@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import trio
 
 from ..status import TaskExecutionStatus
 from .contract import (
     STORAGE_API,
-    STORAGE_METHODS,
     Capabilities,
     ChangeNotifications,
     DuplicateSleepingTaskUniqueIdError,
@@ -32,6 +31,27 @@ from .contract import (
     Storage,
     StorageError,
 )
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _serialized(
+    operation: Callable[Concatenate[Storage, P], Awaitable[T]],
+) -> Callable[Concatenate[LockedStorage, P], Coroutine[Any, Any, T]]:
+    """``operation`` of the wrapped storage, under the lock and shielded once it holds it."""
+    name = operation.__name__
+
+    async def serialized(self: LockedStorage, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        wrapped: Callable[P, Awaitable[T]] = getattr(self.storage, name)
+        async with self._lock:
+            with trio.CancelScope(shield=True):
+                result = await wrapped(*args, **kwargs)
+        return result
+
+    functools.update_wrapper(serialized, operation)
+    serialized.__qualname__ = f"LockedStorage.{name}"
+    return serialized
 
 
 class LockedStorage(Storage):
@@ -60,21 +80,18 @@ class LockedStorage(Storage):
         async with self._lock:
             await self.storage.aclose()
 
-
-def _serialized(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
-    @functools.wraps(getattr(Storage, name))
-    async def operation(self: LockedStorage, *args: Any, **kwargs: Any) -> Any:
-        async with self._lock:
-            with trio.CancelScope(shield=True):
-                return await getattr(self.storage, name)(*args, **kwargs)
-
-    operation.__qualname__ = f"LockedStorage.{name}"
-    return operation
-
-
-for _name in STORAGE_METHODS:
-    setattr(LockedStorage, _name, _serialized(_name))
-del _name
+    insert_executions = _serialized(Storage.insert_executions)
+    get_executions = _serialized(Storage.get_executions)
+    get_executions_by_sleeping_unique_id = _serialized(Storage.get_executions_by_sleeping_unique_id)
+    list_executions = _serialized(Storage.list_executions)
+    claim_executions = _serialized(Storage.claim_executions)
+    commit_runs = _serialized(Storage.commit_runs)
+    release_leases = _serialized(Storage.release_leases)
+    find_revoked_leases = _serialized(Storage.find_revoked_leases)
+    expire_leases = _serialized(Storage.expire_leases)
+    cancel_executions = _serialized(Storage.cancel_executions)
+    wake_sleeping_executions = _serialized(Storage.wake_sleeping_executions)
+    delete_finished_executions = _serialized(Storage.delete_finished_executions)
 
 
 class SingleOperationStorage(Storage, ABC):
