@@ -16,8 +16,8 @@ from __future__ import annotations
 import functools
 import inspect
 import weakref
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, cast
 
 import trio
@@ -31,7 +31,7 @@ from durable_core.storage.contract import (
     Storage,
 )
 
-StorageFactory = Callable[[], Any]
+StorageFactory = Callable[[], Storage | Awaitable[Storage] | AbstractAsyncContextManager[Storage]]
 
 
 class ConformanceSetupError(Exception):
@@ -79,11 +79,11 @@ class StorageOpener:
     async def open(self) -> Storage:
         """A storage made by the factory: new, or the same data reopened."""
         origin = f"storage_factory {_describe(self.factory)}"
-        made = self.factory()
+        made: object = self.factory()
         stack: AsyncExitStack | None = None
         if inspect.isawaitable(made):
             made = await made
-        elif not hasattr(made, "insert_executions") and hasattr(made, "__aenter__"):
+        elif not hasattr(made, "insert_executions") and isinstance(made, AbstractAsyncContextManager):
             stack = AsyncExitStack()
             made = await stack.enter_async_context(made)
         try:
