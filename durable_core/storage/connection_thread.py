@@ -18,8 +18,8 @@ on a lock another process holds, say), the transaction is interrupted; if it the
 was applied and the callers see ``Cancelled`` at once instead of waiting.
 
 A backend subclasses ``ConnectionThreads`` and says how to run a transaction on its driver: the
-hooks below (``begin``, ``commit``, ``rollback`` and ``disconnect`` at least). The SQLite and PostgreSQL plugins are
-two examples.
+hooks below (``begin``, ``commit``, ``rollback`` and ``disconnect`` at least). The SQLite and
+PostgreSQL plugins are two examples.
 """
 
 from __future__ import annotations
@@ -272,7 +272,7 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
         """Serve calls until told to stop (or the trio run ended), then close ``conn``."""
         try:
             while True:
-                calls, stop = self._take(conn)
+                calls, stop = self._take()
                 if calls:
                     if self.interruptible:
                         self._run_in_flight(conn, calls)
@@ -288,7 +288,7 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
         finally:
             self.disconnect(conn)
 
-    def _take(self, conn: C) -> tuple[list[Call[K]], bool]:
+    def _take(self) -> tuple[list[Call[K]], bool]:
         """Block for the next call (at most ``idle_timeout``), then take every call pending (up to
         the batch size); whether the thread is to stop after them."""
         try:
