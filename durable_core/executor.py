@@ -85,16 +85,10 @@ class DurableExecutor(TaskDefinitions):
             )
         if storage_options is not None and not isinstance(storage, str):
             raise ValueError("storage_options apply only when storage is given by name")
-        self.options = ExecutorOptions(
-            max_concurrent_task_executions=max_concurrent_task_executions,
-            max_task_executions_per_batch=max_task_executions_per_batch,
-            expire_leeway=expire_leeway,
-            poll_interval=poll_interval,
-            shutdown_timeout=shutdown_timeout,
-            max_lease_expirations=max_lease_expirations,
-            max_children_per_task_execution=max_children_per_task_execution,
-            max_serialized_input_size=max_serialized_input_size,
-            max_serialized_output_size=max_serialized_output_size,
+        self.options = ExecutorOptions(  # in declaration order, as the signature lists them
+            max_concurrent_task_executions, max_task_executions_per_batch, expire_leeway, poll_interval,
+            shutdown_timeout, max_lease_expirations, max_children_per_task_execution,
+            max_serialized_input_size, max_serialized_output_size,
         )
         self._plugins = plugins if plugins is not None else default_registry()
         super().__init__(self._plugins)

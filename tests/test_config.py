@@ -4,6 +4,7 @@ executor it builds, and edits that keep every byte but the changed value."""
 from __future__ import annotations
 
 import ast
+import inspect
 import tomllib
 from pathlib import Path
 
@@ -124,6 +125,14 @@ def test_executor_options_are_the_numeric_arguments_of_the_executor() -> None:
     assert EXECUTOR_OPTIONS["poll_interval"] == (float, 0.5)
     assert EXECUTOR_OPTIONS["max_concurrent_task_executions"] == (int, 1000)
     assert "storage" not in EXECUTOR_OPTIONS and "plugins" not in EXECUTOR_OPTIONS
+
+
+def test_the_executor_takes_every_declared_option_in_order_with_its_default() -> None:
+    parameters = inspect.signature(DurableExecutor.__init__).parameters
+    signature = {name: p.default for name, p in parameters.items() if name in EXECUTOR_DECLARATIONS}
+    assert list(signature.items()) == [(o.name, o.default) for o in EXECUTOR_DECLARATIONS.values()]
+    executor = DurableExecutor("memory", **{name: index + 1 for index, name in enumerate(signature)})
+    assert [getattr(executor, name) for name in signature] == list(range(1, len(signature) + 1))
 
 
 def test_executor_from_config_uses_storage_serializer_and_options(workdir: Path) -> None:
