@@ -22,3 +22,4 @@ from .contract import StorageError as StorageError
 from .contract import cascade_error as cascade_error
 from .helpers import LockedStorage as LockedStorage
 from .helpers import SingleOperationStorage as SingleOperationStorage
+from .threaded_storage import ThreadedStorage as ThreadedStorage

@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import trio
 from psycopg.conninfo import conninfo_to_dict
 
-from durable_core.status import TaskExecutionStatus
-from durable_core.storage.contract import (
-    STORAGE_API,
-    Capabilities,
-    ExecutionRecord,
-    Lease,
-    RunCommit,
-    SleepingWakeup,
-    StatusChange,
-    StorageError,
-)
+from durable_core.storage.contract import Capabilities, StorageError
 from durable_core.storage.opening import check_storage_options
+from durable_core.storage.threaded_storage import ThreadedStorage
 
 from ._database import Database
 from ._listener import Listener
@@ -55,18 +46,18 @@ def describe(dsn: str) -> str:
     return f"PostgreSQL at {host}{port}/{params.get('dbname') or params.get('user') or '(default database)'}"
 
 
-class PostgresStorage:
+class PostgresStorage(ThreadedStorage[Kind]):
     """Executions in one schema of a PostgreSQL database. Open with ``await
     PostgresStorage.open(dsn)`` or ``open_storage("postgres", dsn=...)``; use it within the trio
     run that opened it."""
 
-    storage_api = STORAGE_API
+    read_kind = write_kind = Kind.QUIET
+    claimable_write_kind = Kind.NOTIFY
 
     def __init__(self, database: Database, connections: Connections, listener: Listener | None):
+        super().__init__(database, connections)
         self.capabilities = Capabilities(persistent=True, multi_process=True,
                                          change_notifications=listener is not None)
-        self._db = database
-        self._connections = connections
         self._listener = listener
 
     @classmethod
@@ -139,54 +130,10 @@ class PostgresStorage:
                                is_retryable=False)
         return await self._listener.wait_for_changes(seen)
 
-    async def insert_executions(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
-        return await self._connections.call(Kind.NOTIFY, self._db.insert, records)
-
-    async def get_executions(self, execution_ids: Sequence[str]) -> list[ExecutionRecord | None]:
-        return await self._connections.call(Kind.QUIET, self._db.get, execution_ids)
-
-    async def get_executions_by_sleeping_unique_id(self, unique_ids: Sequence[str]) -> list[ExecutionRecord | None]:
-        return await self._connections.call(Kind.QUIET, self._db.get_by_sleeping_unique_id, unique_ids)
-
-    async def list_executions(
-        self,
-        *,
-        statuses: Sequence[TaskExecutionStatus] | None = None,
-        task_id: str | None = None,
-        limit: int = 100,
-    ) -> list[ExecutionRecord]:
-        return await self._connections.call(Kind.QUIET, self._db.list_records, statuses, task_id, limit)
-
-    async def claim_executions(
-        self, executor_id: str, now: float, limit: int, expire_leeway: float
-    ) -> list[ExecutionRecord]:
-        return await self._connections.call(Kind.QUIET, self._db.claim, executor_id, now, limit, expire_leeway)
-
-    async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
-        return await self._connections.call(Kind.NOTIFY, self._db.commit_runs, commits, now)
-
-    async def release_leases(self, leases: Sequence[Lease], now: float) -> list[StatusChange]:
-        return await self._connections.call(Kind.NOTIFY, self._db.release, leases, now)
-
-    async def find_revoked_leases(self, leases: Sequence[Lease]) -> list[str]:
-        return await self._connections.call(Kind.QUIET, self._db.find_revoked, leases)
-
-    async def expire_leases(self, now: float, max_lease_expirations: int, limit: int) -> list[StatusChange]:
-        return await self._connections.call(Kind.NOTIFY, self._db.expire, now, max_lease_expirations, limit)
-
-    async def cancel_executions(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
-        return await self._connections.call(Kind.NOTIFY, self._db.cancel, execution_ids, now)
-
-    async def wake_sleeping_executions(self, wakeups: Sequence[SleepingWakeup], now: float) -> list[StatusChange]:
-        return await self._connections.call(Kind.NOTIFY, self._db.wake, wakeups, now)
-
-    async def delete_finished_executions(self, finished_before: float, limit: int) -> int:
-        return await self._connections.call(Kind.QUIET, self._db.delete_finished, finished_before, limit)
-
     async def aclose(self) -> None:
         if self._listener is not None:
             await self._listener.aclose()
-        await self._connections.close()
+        await super().aclose()
 
 
 def _connect(dsn: str, where: str, connect_timeout: int, application_name: str) -> psycopg.Connection:

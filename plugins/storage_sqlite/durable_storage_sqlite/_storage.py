@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
-from durable_core.status import TaskExecutionStatus
-from durable_core.storage.contract import (
-    STORAGE_API,
-    Capabilities,
-    ExecutionRecord,
-    Lease,
-    RunCommit,
-    SleepingWakeup,
-    StatusChange,
-    StorageError,
-)
+from durable_core.storage.contract import Capabilities, StorageError
 from durable_core.storage.opening import check_storage_options
+from durable_core.storage.threaded_storage import ThreadedStorage
 
 from ._database import Database
 from ._thread import ConnectionThread, Kind
@@ -26,15 +16,16 @@ from .plugin import OPTIONS
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
-class SqliteStorage:
+class SqliteStorage(ThreadedStorage[Kind]):
     """Executions in one SQLite file (WAL). Open with ``await SqliteStorage.open(path)`` or
     ``open_storage("sqlite", path=...)``; use it within the trio run that opened it."""
 
-    storage_api = STORAGE_API
     capabilities = Capabilities(persistent=True, multi_process=True, change_notifications=True)
+    read_kind = Kind.READ
+    write_kind = claimable_write_kind = Kind.WRITE
 
     def __init__(self, database: Database, thread: ConnectionThread):
-        self._db = database
+        super().__init__(database, thread)
         self._thread = thread
 
     @classmethod
@@ -69,52 +60,6 @@ class SqliteStorage:
             raise
         return cls(database, thread)
 
-    async def insert_executions(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
-        return await self._thread.call(Kind.WRITE, self._db.insert, records)
-
-    async def get_executions(self, execution_ids: Sequence[str]) -> list[ExecutionRecord | None]:
-        return await self._thread.call(Kind.READ, self._db.get, execution_ids)
-
-    async def get_executions_by_sleeping_unique_id(self, unique_ids: Sequence[str]) -> list[ExecutionRecord | None]:
-        return await self._thread.call(Kind.READ, self._db.get_by_sleeping_unique_id, unique_ids)
-
-    async def list_executions(
-        self,
-        *,
-        statuses: Sequence[TaskExecutionStatus] | None = None,
-        task_id: str | None = None,
-        limit: int = 100,
-    ) -> list[ExecutionRecord]:
-        return await self._thread.call(Kind.READ, self._db.list_records, statuses, task_id, limit)
-
-    async def claim_executions(
-        self, executor_id: str, now: float, limit: int, expire_leeway: float
-    ) -> list[ExecutionRecord]:
-        return await self._thread.call(Kind.WRITE, self._db.claim, executor_id, now, limit, expire_leeway)
-
-    async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
-        return await self._thread.call(Kind.WRITE, self._db.commit_runs, commits, now)
-
-    async def release_leases(self, leases: Sequence[Lease], now: float) -> list[StatusChange]:
-        return await self._thread.call(Kind.WRITE, self._db.release, leases, now)
-
-    async def find_revoked_leases(self, leases: Sequence[Lease]) -> list[str]:
-        return await self._thread.call(Kind.READ, self._db.find_revoked, leases)
-
-    async def expire_leases(self, now: float, max_lease_expirations: int, limit: int) -> list[StatusChange]:
-        return await self._thread.call(Kind.WRITE, self._db.expire, now, max_lease_expirations, limit)
-
-    async def cancel_executions(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
-        return await self._thread.call(Kind.WRITE, self._db.cancel, execution_ids, now)
-
-    async def wake_sleeping_executions(self, wakeups: Sequence[SleepingWakeup], now: float) -> list[StatusChange]:
-        return await self._thread.call(Kind.WRITE, self._db.wake, wakeups, now)
-
-    async def delete_finished_executions(self, finished_before: float, limit: int) -> int:
-        return await self._thread.call(Kind.WRITE, self._db.delete_finished, finished_before, limit)
-
     async def wait_for_changes(self, seen: int | None) -> int:
         return await self._thread.wait_for_changes(seen)
 
-    async def aclose(self) -> None:
-        await self._thread.close()
