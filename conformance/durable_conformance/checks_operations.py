@@ -14,43 +14,12 @@ from durable_core.errors import ErrorInfo
 from durable_core.models import ExecutionRef, ParentRef, RetryOptions
 from durable_core.status import FINISHED_TASK_EXECUTION_STATUSES
 from durable_core.status import TaskExecutionStatus as S
-from durable_core.storage.contract import (
-    CANCELLED_ERROR,
-    EXPIRED_ERROR,
-    EXPIRED_TOO_OFTEN_ERROR,
-    SLEEPING_TIMED_OUT_ERROR,
-    DuplicateSleepingTaskUniqueIdError,
-    ExecutionRecord,
-    Lease,
-    Payload,
-    RunCommit,
-    SleepingWakeup,
-    Storage,
-    StorageError,
-    cascade_error,
-)
+from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
+from durable_core.storage import DuplicateSleepingTaskUniqueIdError, ExecutionRecord, Lease, Payload
+from durable_core.storage import RunCommit, SleepingWakeup, Storage, StorageError, cascade_error
 
-from .records import (
-    BOOM,
-    LEEWAY,
-    OUTPUT,
-    RUN_OUTPUT,
-    change,
-    child,
-    claim,
-    claim_one,
-    claimed_copy,
-    committed_copy,
-    expected,
-    finish,
-    get,
-    get_stored,
-    new,
-    retry,
-    sleeping,
-    spawn,
-    summarize,
-)
+from .records import BOOM, LEEWAY, OUTPUT, RUN_OUTPUT, change, child, claim, claim_one, claimed_copy
+from .records import committed_copy, expected, finish, get, get_stored, new, retry, sleeping, spawn, summarize
 
 W = S.WAITING_FOR_CHILDREN
 MiB = 1024 * 1024

@@ -13,33 +13,14 @@ import trio.lowlevel
 import trio.testing
 
 from durable_core.status import TaskExecutionStatus as S
-from durable_core.storage.contract import (
-    STORAGE_METHODS,
-    ChangeNotifications,
-    DuplicateSleepingTaskUniqueIdError,
-    ExecutionRecord,
-    Lease,
-    SleepingWakeup,
-    Storage,
-)
+from durable_core.storage import STORAGE_METHODS, ChangeNotifications, DuplicateSleepingTaskUniqueIdError
+from durable_core.storage import ExecutionRecord, Lease, SleepingWakeup, Storage
 
 from .checks_operations import full_record
 from .marks import requires
 from .opening import StorageOpener
-from .records import (
-    LEEWAY,
-    OUTPUT,
-    child,
-    claim,
-    claim_one,
-    finish,
-    get,
-    get_stored,
-    new,
-    sleeping,
-    spawn,
-    summarize,
-)
+from .records import LEEWAY, OUTPUT, child, claim, claim_one, finish
+from .records import get, get_stored, new, sleeping, spawn, summarize
 
 Call = Callable[[], Awaitable[Any]]
 

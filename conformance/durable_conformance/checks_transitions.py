@@ -18,15 +18,8 @@ from typing import Any
 from durable_core.models import ExecutionRef
 from durable_core.status import FINISHED_TASK_EXECUTION_STATUSES
 from durable_core.status import TaskExecutionStatus as S
-from durable_core.storage.contract import (
-    EXPIRED_ERROR,
-    ExecutionRecord,
-    Lease,
-    RunCommit,
-    SleepingWakeup,
-    StatusChange,
-    Storage,
-)
+from durable_core.storage import EXPIRED_ERROR, ExecutionRecord, Lease
+from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, Storage
 
 from .model import ContractModel, difference
 from .records import BOOM, OUTPUT, child, finish, new, retry, sleeping, spawn, summarize

@@ -14,15 +14,8 @@ from typing import TypeVar
 
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import transitions
-from durable_core.storage.contract import (
-    DuplicateSleepingTaskUniqueIdError,
-    ExecutionRecord,
-    Lease,
-    RunCommit,
-    SleepingWakeup,
-    StatusChange,
-    StorageError,
-)
+from durable_core.storage import DuplicateSleepingTaskUniqueIdError, ExecutionRecord, Lease
+from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, StorageError
 
 T = TypeVar("T")
 

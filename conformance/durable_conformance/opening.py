@@ -23,13 +23,7 @@ from typing import Any, cast
 import trio
 import trio.testing
 
-from durable_core.storage.contract import (
-    STORAGE_API,
-    STORAGE_METHODS,
-    Capabilities,
-    ChangeNotifications,
-    Storage,
-)
+from durable_core.storage import STORAGE_API, STORAGE_METHODS, Capabilities, ChangeNotifications, Storage
 
 StorageFactory = Callable[[], Storage | Awaitable[Storage] | AbstractAsyncContextManager[Storage]]
 

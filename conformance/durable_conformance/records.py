@@ -12,13 +12,7 @@ from typing import Any
 from durable_core.errors import ErrorInfo
 from durable_core.models import ExecutionRef, ParentRef, RetryOptions
 from durable_core.status import TaskExecutionStatus as S
-from durable_core.storage.contract import (
-    ExecutionRecord,
-    Payload,
-    RunCommit,
-    StatusChange,
-    Storage,
-)
+from durable_core.storage import ExecutionRecord, Payload, RunCommit, StatusChange, Storage
 
 INPUT = Payload("json", b'{"n": 1}')
 OUTPUT = Payload("json", b'"done"')

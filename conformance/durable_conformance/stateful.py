@@ -23,30 +23,15 @@ from typing import Any, ClassVar
 import trio
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-    run_state_machine_as_test,
-)
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant
+from hypothesis.stateful import precondition, rule, run_state_machine_as_test
 
 from durable_core.errors import ErrorInfo
 from durable_core.models import ExecutionRef, ParentRef, RetryOptions
 from durable_core.status import ALL_TASK_EXECUTION_STATUSES
 from durable_core.status import TaskExecutionStatus as S
-from durable_core.storage.contract import (
-    DuplicateSleepingTaskUniqueIdError,
-    ExecutionRecord,
-    Lease,
-    Payload,
-    RunCommit,
-    SleepingWakeup,
-    StatusChange,
-    Storage,
-    StorageError,
-)
+from durable_core.storage import DuplicateSleepingTaskUniqueIdError, ExecutionRecord, Lease, Payload
+from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, Storage, StorageError
 
 from .model import ContractModel, difference
 from .opening import StorageOpener

@@ -15,12 +15,7 @@ from durable_storage_memory.storage import _State
 
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import transitions
-from durable_core.storage.contract import (
-    ExecutionRecord,
-    Lease,
-    RunCommit,
-    StatusChange,
-)
+from durable_core.storage import ExecutionRecord, Lease, RunCommit, StatusChange
 
 
 class DoubleClaimStorage(MemoryStorage):

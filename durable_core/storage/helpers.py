@@ -18,19 +18,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import trio
 
 from ..status import TaskExecutionStatus
-from .contract import (
-    STORAGE_API,
-    Capabilities,
-    ChangeNotifications,
-    DuplicateSleepingTaskUniqueIdError,
-    ExecutionRecord,
-    Lease,
-    RunCommit,
-    SleepingWakeup,
-    StatusChange,
-    Storage,
-    StorageError,
-)
+from .contract import STORAGE_API, Capabilities, ChangeNotifications, DuplicateSleepingTaskUniqueIdError
+from .contract import ExecutionRecord, Lease, RunCommit, SleepingWakeup, StatusChange, Storage, StorageError
 
 P = ParamSpec("P")
 T = TypeVar("T")

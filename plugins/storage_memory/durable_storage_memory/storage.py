@@ -19,17 +19,8 @@ import trio
 
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import transitions
-from durable_core.storage.contract import (
-    STORAGE_API,
-    Capabilities,
-    DuplicateSleepingTaskUniqueIdError,
-    ExecutionRecord,
-    Lease,
-    RunCommit,
-    SleepingWakeup,
-    StatusChange,
-    StorageError,
-)
+from durable_core.storage import STORAGE_API, Capabilities, DuplicateSleepingTaskUniqueIdError
+from durable_core.storage import ExecutionRecord, Lease, RunCommit, SleepingWakeup, StatusChange, StorageError
 
 T = TypeVar("T")
 

@@ -11,17 +11,8 @@ import pytest
 import trio
 
 from durable_core.status import TaskExecutionStatus as S
-from durable_core.storage import (
-    ExecutionRecord,
-    Lease,
-    LockedStorage,
-    RunCommit,
-    SingleOperationStorage,
-    SleepingWakeup,
-    StatusChange,
-    Storage,
-    transitions,
-)
+from durable_core.storage import ExecutionRecord, Lease, LockedStorage, RunCommit, SingleOperationStorage
+from durable_core.storage import SleepingWakeup, StatusChange, Storage, transitions
 from durable_storage_memory import MemoryStorage
 
 

@@ -14,46 +14,20 @@ import pytest
 import trio
 import trio.testing
 
+from durable_conformance.records import BOOM, INPUT, LEEWAY, OUTPUT, change, child, claim, claim_one, get, new
 from durable_core import open_storage
-from durable_core.errors import ErrorInfo
 from durable_core.models import ExecutionRef, ParentRef, RetryOptions
 from durable_core.status import TaskExecutionStatus as S
-from durable_core.storage import (
-    CANCELLED_ERROR,
-    EXPIRED_ERROR,
-    EXPIRED_TOO_OFTEN_ERROR,
-    SLEEPING_TIMED_OUT_ERROR,
-    STORAGE_API,
-    STORAGE_METHODS,
-    Capabilities,
-    DuplicateSleepingTaskUniqueIdError,
-    ExecutionRecord,
-    Lease,
-    LockedStorage,
-    Payload,
-    RunCommit,
-    SleepingWakeup,
-    StatusChange,
-    Storage,
-    StorageError,
-    cascade_error,
-)
+from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
+from durable_core.storage import STORAGE_API, STORAGE_METHODS, Capabilities, DuplicateSleepingTaskUniqueIdError
+from durable_core.storage import ExecutionRecord, Lease, LockedStorage, Payload, RunCommit, SleepingWakeup
+from durable_core.storage import Storage, StorageError, cascade_error
 from durable_storage_memory import MemoryStorage
 from durable_storage_memory.plugin import durable_register_storages
 
-INPUT = Payload("json", b'{"n": 1}')
-OUTPUT = Payload("json", b'"done"')
-BOOM = ErrorInfo("generic", "boom", is_retryable=False)
-LEEWAY = 5.0
 
-
-def new(execution_id: str, *, now: float = 0.0, **fields: Any) -> ExecutionRecord:
-    """A ``ready`` execution of task ``task``, claimable from ``now``."""
-    defaults: dict[str, Any] = dict(
-        task_id="task", status=S.READY, input=INPUT, retry=RetryOptions(), timeout=10.0,
-        sleep_before_run=0.0, created_at=now, updated_at=now, start_at=now, ready_at=now,
-    )
-    return ExecutionRecord(execution_id=execution_id, **{**defaults, **fields})
+# Builders simpler than the conformance suite's namesakes: a sleeping execution of task ``task``, a
+# spawn that sets no waiting time, a finish that adds no output or error.
 
 
 def sleeping(execution_id: str, unique_id: str, *, now: float = 0.0, **fields: Any) -> ExecutionRecord:
@@ -61,14 +35,6 @@ def sleeping(execution_id: str, unique_id: str, *, now: float = 0.0, **fields: A
     return new(
         execution_id, now=now, status=S.RUNNING, is_sleeping=True, sleeping_unique_id=unique_id,
         started_at=now, ready_at=None, lease_expires_at=now + 10.0, **fields,
-    )
-
-
-def child(parent: ExecutionRecord, execution_id: str, *, now: float, index: int = 0,
-          is_finalize: bool = False, make: Any = new, **fields: Any) -> ExecutionRecord:
-    return make(
-        execution_id, now=now, parent=ParentRef(parent.task_id, parent.execution_id, index, is_finalize),
-        root=parent.root or ExecutionRef(parent.task_id, parent.execution_id), **fields,
     )
 
 
@@ -82,25 +48,6 @@ def spawn(parent: ExecutionRecord, children: list[ExecutionRecord],
 
 def finish(claimed: ExecutionRecord, status: S, now: float, **fields: Any) -> RunCommit:
     return RunCommit(claimed.copy(status=status, finished_at=now, ready_at=None, **fields))
-
-
-async def get(storage: Storage, execution_id: str) -> ExecutionRecord | None:
-    (record,) = await storage.get_executions([execution_id])
-    return record
-
-
-async def claim(storage: Storage, now: float, limit: int = 100, executor_id: str = "de_a") -> list[ExecutionRecord]:
-    return await storage.claim_executions(executor_id, now, limit, LEEWAY)
-
-
-async def claim_one(storage: Storage, now: float, execution_id: str) -> ExecutionRecord:
-    (claimed,) = await claim(storage, now, 1)
-    assert claimed.execution_id == execution_id
-    return claimed
-
-
-def change(record: ExecutionRecord, previous: S | None, status: S) -> StatusChange:
-    return StatusChange(record.execution_id, record.task_id, previous, status)
 
 
 # ---------------------------------------------------------------------- every storage

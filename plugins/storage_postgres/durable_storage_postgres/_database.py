@@ -19,21 +19,9 @@ import psycopg
 from durable_core.errors import ErrorInfo
 from durable_core.status import FINISHED_TASK_EXECUTION_STATUSES
 from durable_core.status import TaskExecutionStatus as S
-from durable_core.storage.contract import (
-    CANCELLED_ERROR,
-    EXPIRED_ERROR,
-    EXPIRED_TOO_OFTEN_ERROR,
-    SLEEPING_TIMED_OUT_ERROR,
-    DuplicateSleepingTaskUniqueIdError,
-    ExecutionRecord,
-    Lease,
-    Payload,
-    RunCommit,
-    SleepingWakeup,
-    StatusChange,
-    StorageError,
-    cascade_error,
-)
+from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
+from durable_core.storage import DuplicateSleepingTaskUniqueIdError, ExecutionRecord, Lease, Payload
+from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, StorageError, cascade_error
 
 from ._rows import COLUMNS, KEPT, STATUSES, from_row, to_row
 

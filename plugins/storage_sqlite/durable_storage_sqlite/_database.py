@@ -14,20 +14,9 @@ from typing import Any
 
 from durable_core.status import ACTIVE_TASK_EXECUTION_STATUSES, FINISHED_TASK_EXECUTION_STATUSES
 from durable_core.status import TaskExecutionStatus as S
-from durable_core.storage.contract import (
-    CANCELLED_ERROR,
-    EXPIRED_ERROR,
-    EXPIRED_TOO_OFTEN_ERROR,
-    SLEEPING_TIMED_OUT_ERROR,
-    DuplicateSleepingTaskUniqueIdError,
-    ExecutionRecord,
-    Lease,
-    RunCommit,
-    SleepingWakeup,
-    StatusChange,
-    StorageError,
-    cascade_error,
-)
+from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
+from durable_core.storage import DuplicateSleepingTaskUniqueIdError, ExecutionRecord, Lease
+from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, StorageError, cascade_error
 
 from ._rows import COLUMNS, SELECT_COLUMNS, STATUSES, from_row, to_row
 from ._schema import MIGRATIONS, check_header, migrate, schema_version

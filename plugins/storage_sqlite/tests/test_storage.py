@@ -15,24 +15,10 @@ from durable_core import DurableExecutor, open_storage
 from durable_core.errors import ErrorInfo
 from durable_core.models import ExecutionRef, ParentRef, RetryOptions
 from durable_core.status import TaskExecutionStatus as S
-from durable_core.storage.contract import (
-    CANCELLED_ERROR,
-    Capabilities,
-    EXPIRED_ERROR,
-    EXPIRED_TOO_OFTEN_ERROR,
-    SLEEPING_TIMED_OUT_ERROR,
-    STORAGE_API,
-    DuplicateSleepingTaskUniqueIdError,
-    ExecutionRecord,
-    Lease,
-    Payload,
-    RunCommit,
-    SleepingWakeup,
-    StatusChange,
-    Storage,
-    StorageError,
-    cascade_error,
-)
+from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
+from durable_core.storage import STORAGE_API, Capabilities, DuplicateSleepingTaskUniqueIdError, ExecutionRecord
+from durable_core.storage import Lease, Payload, RunCommit, SleepingWakeup, StatusChange
+from durable_core.storage import Storage, StorageError, cascade_error
 from durable_storage_sqlite import SqliteStorage
 from durable_storage_sqlite._thread import Kind
 

@@ -18,18 +18,8 @@ from pathlib import Path
 import trio
 
 from durable_core.status import TaskExecutionStatus as S
-from durable_core.storage import (
-    Capabilities,
-    ExecutionRecord,
-    Lease,
-    LockedStorage,
-    RunCommit,
-    SingleOperationStorage,
-    SleepingWakeup,
-    StatusChange,
-    Storage,
-    transitions,
-)
+from durable_core.storage import Capabilities, ExecutionRecord, Lease, LockedStorage, RunCommit
+from durable_core.storage import SingleOperationStorage, SleepingWakeup, StatusChange, Storage, transitions
 
 class DictStore(SingleOperationStorage):
     """Records in a dict; with ``path``, saved to a snapshot file on close and loaded on open."""
