@@ -12,7 +12,7 @@ every record afterwards, and the status changes reported.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from durable_core.models import ExecutionRef
@@ -135,6 +135,17 @@ def _same_changes(operation: str, expected: list[StatusChange], actual: list[Sta
         f"{operation} reported changes {summarize(actual)}, the rules say {summarize(expected)}")
 
 
+async def _writes_follow_the_rules(storage: Storage, operation: str,
+                                   on_model: Callable[[ContractModel], list[StatusChange]],
+                                   on_storage: Callable[[], Awaitable[list[StatusChange]]]) -> None:
+    """``on_storage`` performs ``operation`` on ``storage`` and ``on_model`` the same on a model of
+    it: they must store the same records and report the same changes."""
+    async with _compared(storage, operation) as model:
+        expected = on_model(model)
+        changes = await on_storage()
+    _same_changes(operation, expected, changes)
+
+
 def _outcomes(record: ExecutionRecord) -> dict[str, RunCommit]:
     """Commits the engine could send for the claimed ``record``, by name."""
     execution_id, index = record.execution_id, len(record.children)
@@ -174,11 +185,9 @@ class TransitionChecks:
             records = await _stored(storage, f"te_{outcome}")
             commits = [c for r in records if not r.is_sleeping and (c := _outcomes(r).get(outcome)) is not None]
             for commit in (*commits, *commits):
-                operation = f"commit_runs ({outcome}) of {commit.record.execution_id}"
-                async with _compared(storage, operation) as model:
-                    expected = model.commit([commit], NOW)
-                    changes = await storage.commit_runs([commit], NOW)
-                _same_changes(operation, expected, changes)
+                await _writes_follow_the_rules(
+                    storage, f"commit_runs ({outcome}) of {commit.record.execution_id}",
+                    lambda model: model.commit([commit], NOW), lambda: storage.commit_runs([commit], NOW))
 
     async def test_releases_follow_the_rules(self, storage: Storage) -> None:
         """Every record's lease, and a stale token of each, twice over."""
@@ -195,10 +204,8 @@ class TransitionChecks:
         """Some leases due, then all; the allowed expirations run out for some records."""
         await _stored(storage, "te_x")
         for now in (64.5, NOW, NOW):
-            async with _compared(storage, f"expire_leases at {now}") as model:
-                expected = model.expire(now, 2)
-                changes = await storage.expire_leases(now, 2, 1000)
-            _same_changes(f"expire_leases at {now}", expected, changes)
+            await _writes_follow_the_rules(storage, f"expire_leases at {now}", lambda model: model.expire(now, 2),
+                                           lambda: storage.expire_leases(now, 2, 1000))
 
     async def test_cancels_follow_the_rules(self, storage: Storage) -> None:
         """Each record alone, children before parents (so each in the status it was stored in),
@@ -206,11 +213,8 @@ class TransitionChecks:
         alone = [r.execution_id for r in await _stored(storage, "te_c")]
         together = [r.execution_id for r in await _stored(storage, "te_d")] + ["te_unknown"]
         for ids in [*([execution_id] for execution_id in reversed(alone)), together]:
-            operation = f"cancel_executions of {ids}"
-            async with _compared(storage, operation) as model:
-                expected = model.cancel(ids, NOW)
-                changes = await storage.cancel_executions(ids, NOW)
-            _same_changes(operation, expected, changes)
+            await _writes_follow_the_rules(storage, f"cancel_executions of {ids}", lambda model: model.cancel(ids, NOW),
+                                           lambda: storage.cancel_executions(ids, NOW))
 
     async def test_wakeups_follow_the_rules(self, storage: Storage) -> None:
         """A wake-up for every record, one per call: only running sleeping executions accept one."""
@@ -218,11 +222,9 @@ class TransitionChecks:
         for n, execution_id in enumerate([*(r.execution_id for r in records), "te_unknown"]):
             wakeups = [SleepingWakeup(execution_id, S.COMPLETED, output=OUTPUT) if n % 2 else
                        SleepingWakeup(execution_id, S.FAILED, error=BOOM)]
-            operation = f"wake_sleeping_executions of {execution_id}"
-            async with _compared(storage, operation) as model:
-                expected = model.wake(wakeups, NOW)
-                changes = await storage.wake_sleeping_executions(wakeups, NOW)
-            _same_changes(operation, expected, changes)
+            await _writes_follow_the_rules(
+                storage, f"wake_sleeping_executions of {execution_id}", lambda model: model.wake(wakeups, NOW),
+                lambda: storage.wake_sleeping_executions(wakeups, NOW))
 
     async def test_deletion_follows_the_rules(self, storage: Storage) -> None:
         """Whole trees of the top-level executions finished before the time given, nothing else."""
