@@ -254,6 +254,13 @@ def _decode_local(cls: type[datetime | time]) -> Callable[[Any], Any]:
     return decode
 
 
+def _decode_decimal(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except ArithmeticError:  # decimal.InvalidOperation, whose message is a list of signals
+        raise ValueError(f"{text!r:.40} is not a decimal number") from None
+
+
 # type, tag, encode (to JSON-native data), decode (from decoded data); the containers' encode
 # (``_encode_list``) also takes the depth
 _TAGGED: tuple[tuple[type, str, Callable[..., Any], Callable[[Any], Any]], ...] = (
@@ -264,8 +271,8 @@ _TAGGED: tuple[tuple[type, str, Callable[..., Any], Callable[[Any], Any]], ...] 
     (date, "date", date.isoformat, date.fromisoformat),
     (time, "time", _encode_local, _decode_local(time)),
     (timedelta, "timedelta", lambda v: [v.days, v.seconds, v.microseconds], lambda v: timedelta(*v)),
-    (bytes, "bytes", lambda v: base64.b64encode(v).decode("ascii"), base64.b64decode),
-    (Decimal, "decimal", str, Decimal),
+    (bytes, "bytes", lambda v: base64.b64encode(v).decode("ascii"), lambda v: base64.b64decode(v, validate=True)),
+    (Decimal, "decimal", str, _decode_decimal),
     (UUID, "uuid", str, UUID),
 )
 
@@ -331,11 +338,15 @@ class JsonSerializer:
                 return _dumps_ascii(data).encode()
         except RecursionError:
             raise SerializationError("value is nested too deeply or contains a reference cycle") from None
+        except ValueError as exc:  # an int longer than sys.get_int_max_str_digits() allows as text
+            raise SerializationError(f"value holds an integer the {self.name!r} serializer cannot write: {exc}") from None
 
     def deserialize(self, data: bytes) -> Any:
         try:
             if _TAG_BYTES in data:
                 return json.loads(data, object_hook=_decode_tagged)
             return json.loads(data)
-        except (ValueError, TypeError, KeyError) as exc:
+        except RecursionError:
+            raise SerializationError(f"invalid {self.name!r} payload: nested too deeply to read") from None
+        except (ValueError, TypeError, KeyError, ArithmeticError) as exc:  # ArithmeticError: Decimal, timedelta
             raise SerializationError(f"invalid {self.name!r} payload: {exc}") from exc

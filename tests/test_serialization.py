@@ -261,11 +261,27 @@ def test_unregistered_dataclass_asks_for_registration() -> None:
         (b'{"__durable__": "datetime", "v": "yesterday"}', r"invalid 'json' payload: Invalid isoformat"),
         (b'{"__durable__": "time", "v": ["12:00:00", 86400000000]}', r"invalid 'json' payload: offset must be"),
         (b'{"__durable__": "datetime", "v": ["2024-01-01T00:00:00"]}', r"invalid 'json' payload: not enough values"),
+        (b'{"__durable__": "bytes", "v": "!!!!"}', r"invalid 'json' payload: Only base64 data is allowed"),
+        (b'{"__durable__": "bytes", "v": "YWJ"}', r"invalid 'json' payload: Incorrect padding"),
+        (b'{"__durable__": "decimal", "v": "1.2.3"}', r"invalid 'json' payload: '1.2.3' is not a decimal number"),
+        (b'{"__durable__": "uuid", "v": "x"}', r"invalid 'json' payload: badly formed hexadecimal UUID string"),
+        (b'{"__durable__": "timedelta", "v": [1e300, 0, 0]}', r"invalid 'json' payload: .*too large"),
+        (b'{"__durable__": "dict", "v": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+         r"invalid 'json' payload: nested too deeply to read"),
+        (b"[" * 100_000 + b"]" * 100_000, r"invalid 'json' payload: nested too deeply to read"),
+        (b"9" * 5000, r"invalid 'json' payload: Exceeds the limit \(4300 digits\)"),
     ],
 )
 def test_bad_payloads_raise_serialization_error(data: bytes, message: str) -> None:
     with pytest.raises(SerializationError, match=message):
         json_serializer.deserialize(data)
+
+
+@pytest.mark.parametrize("value", [10**5000, {"a": [-(10**5000)]}], ids=["alone", "nested"])
+def test_an_integer_too_long_to_write_as_text_is_a_serialization_error(value: Any) -> None:
+    with pytest.raises(SerializationError, match=r"^value holds an integer the 'json' serializer cannot "
+                                                 r"write: Exceeds the limit \(4300 digits\)"):
+        json_serializer.serialize(value)
 
 
 def test_register_serializable_rejects_what_it_cannot_rebuild() -> None:
