@@ -173,7 +173,39 @@ def _decode_object(value: Any, immutable: bool) -> Any:
     return decode(argument) if decode is not None else rebuild_serializable(name, argument)
 
 
-_SEMANTIC_DECODERS = {OBJECT_TAG: _decode_object, SET_TAG: lambda value, immutable: set(value)}
+ALLOWED_TAGS = frozenset({0, 2, 3, 4, 37, 1004, OBJECT_TAG, SET_TAG})
+"""The tags ``serialize`` writes: datetime, positive and negative bignum, decimal fraction,
+UUID, date, generic object, set. Reading refuses every other tag."""
+
+CBOR2_DECODED_TAGS = frozenset({0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261,
+                                1004, 43000, 55799})
+"""The tags cbor2 (6.x) decodes by itself, into regular expressions, e-mail messages, fractions,
+IP addresses and the like; those not in ``ALLOWED_TAGS`` are refused by a decoder of ours. cbor2
+hands every other tag to ``_refuse_tag``."""
+
+
+def _refused(tag: int) -> SerializationError:
+    allowed = ", ".join(map(str, sorted(ALLOWED_TAGS)))
+    return SerializationError(f"invalid 'cbor' payload: CBOR tag {tag} is not one the 'cbor' serializer "
+                              f"writes (it reads tags {allowed})")
+
+
+def _refuse_tag(tag: CBORTag, immutable: bool) -> Any:
+    raise _refused(tag.tag)
+
+
+def _refuser(tag: int) -> Callable[[Any, bool], Any]:
+    def refuse(value: Any, immutable: bool) -> Any:
+        raise _refused(tag)
+
+    return refuse
+
+
+_SEMANTIC_DECODERS: dict[int, Callable[[Any, bool], Any]] = {
+    **{tag: _refuser(tag) for tag in CBOR2_DECODED_TAGS - ALLOWED_TAGS},
+    OBJECT_TAG: _decode_object,
+    SET_TAG: lambda value, immutable: set(value),
+}
 
 
 class CborSerializer:
@@ -204,7 +236,7 @@ class CborSerializer:
 
     def deserialize(self, data: bytes) -> Any:
         try:
-            return cbor2.loads(data, semantic_decoders=_SEMANTIC_DECODERS, max_depth=_MAX_DEPTH)
+            return cbor2.loads(data, semantic_decoders=_SEMANTIC_DECODERS, tag_hook=_refuse_tag, max_depth=_MAX_DEPTH)
         except cbor2.CBORDecodeError as exc:
             cause = exc.__cause__
             if isinstance(cause, SerializationError):  # e.g. a type not registered in this process
