@@ -36,6 +36,20 @@ _MiB = 1024 * 1024
 
 State = Literal["new", "starting", "running", "stopping", "stopped"]
 
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+def check_idempotency_key(key: object) -> None:
+    """Raise ``ValueError`` unless ``key`` is None or a string of 1..255 characters, which every
+    storage can index."""
+    if key is None:
+        return
+    if not isinstance(key, str):
+        raise ValueError(f"idempotency_key must be a string of 1..{MAX_IDEMPOTENCY_KEY_LENGTH} characters, got {key!r}")
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise ValueError(f"idempotency_key must be a string of 1..{MAX_IDEMPOTENCY_KEY_LENGTH} characters, "
+                         f"got {len(key)} characters")
+
 
 class DurableExecutor(TaskDefinitions):
     """Runs durable tasks on a storage shared with any number of other executors.
@@ -235,8 +249,7 @@ class DurableExecutor(TaskDefinitions):
         With ``idempotency_key``, a second enqueue of the same task and key returns the first
         execution's handle and stores nothing.
         """
-        if idempotency_key is not None and (not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 255):
-            raise ValueError(f"idempotency_key must be a string of 1..255 characters, got {idempotency_key!r}")
+        check_idempotency_key(idempotency_key)
         (handle,) = await self._enqueue(task, [input], retry=retry, sleep_before_run=sleep_before_run,
                                         timeout=timeout, idempotency_key=idempotency_key)
         return handle

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -98,15 +99,70 @@ def project(tmp_path: Path) -> Path:
     (["enqueue", "app:hello"], "[executor]\npoll_interval = 'x'\n", "error: durable.toml: executor.poll_interval: expected a number > 0"),
     (["--config", "missing.toml", "executions", "list"], None, "error: config file "),
     (["config", "set", "storage.name", "5"], None, "error: durable.toml: storage.name: expected the name of an installed storage plugin"),
+    # bad input (a command line holds at most 128 KiB per argument: 60,000 levels, not 100,000)
+    (["enqueue", "app:hello", "--input", "[" * 60_000 + "]" * 60_000], None,
+     "error: Invalid value for '--input': JSON nested too deeply to read"),
+    (["enqueue", "app:hello", "--input", "9" * 5000], None,
+     "error: Invalid value for '--input': cannot read this JSON: Exceeds the limit (4300 digits) for integer string"),
+    (["enqueue", "app:hello", "--idempotency-key", ""], None,
+     "error: Invalid value for '--idempotency-key': must be a string of 1..255 characters, got 0 characters"),
+    (["enqueue", "app:hello", "--idempotency-key", "k" * 300], None,
+     "error: Invalid value for '--idempotency-key': must be a string of 1..255 characters, got 300 characters"),
+    (["executions", "list"], '[storage.options]\npath = 5\n',
+     "error: durable.toml: storage.options.path: expected a file path (default 'durable.db'), got an integer 5"),
+    (["executions", "gc", "--older-than", "1d"], '[storage.options]\npath = 5\n', "error: durable.toml: storage.options.path"),
+    (["enqueue", "app:hello"], '[storage.options]\npath = 5\n', "error: Invalid sqlite storage option path=5: expected a file path"),
+    (["worker", "app:executor"], '[storage.options]\npath = 5\n', "error: Invalid sqlite storage option path=5"),
+    (["config", "set", "storage.options.path", "5"], None, "error: durable.toml: storage.options.path: expected a file path"),
+    (["executions", "list", "--limit", "99999999999999999999"], None,
+     "error: Invalid value for '--limit': 99999999999999999999 is not in the range 1<=x<=1000000."),
+    (["executions", "gc", "--older-than", "1000000w"], None,
+     "error: Invalid value for '--older-than': '1000000w' is too long; at most 36500d (100 years)"),
+    (["install", "--dry-run", "--", "--index-url=https://example.com"], None,
+     "error: '--index-url=https://example.com' is not a plugin name: pip would read it as an option"),
+    (["uninstall", "--", "-r", "requirements.txt"], None, "error: '-r' is not a plugin name"),
 ])
 def test_a_user_mistake_is_one_line_on_stderr_and_exit_code_2(project: Path, args: list[str], config: str | None,
                                                                message: str) -> None:
     if config is not None:
         (project / "durable.toml").write_text(config)
+    before = (project / "durable.toml").read_text()
     result = durable(*args, cwd=project)
     assert (result.returncode, result.stdout) == (2, ""), result.stderr
     assert result.stderr.startswith(message)
     assert result.stderr.count("\n") == 1
+    assert (project / "durable.toml").read_text() == before  # nothing changed, nothing stored
+    assert stored_count(project / "test.db") == 0
+
+
+def stored_count(path: Path) -> int:
+    """How many executions the SQLite file at ``path`` holds (0 if there is none)."""
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path) as connection:
+        (count,) = connection.execute("SELECT count(*) FROM executions").fetchone()
+    return int(count)
+
+
+@pytest.mark.parametrize(("stored", "shown"), [
+    (b'{"__durable__": "decimal", "v": "1.2.3"}', "'1.2.3' is not a decimal number"),
+    (b'{"__durable__": "uuid", "v": "x"}', "badly formed hexadecimal UUID string"),
+    (b'{"__durable__": "timedelta", "v": [1e300, 0, 0]}', "too large"),
+    (b'{"__durable__": "bytes", "v": "!!!!"}', "Only base64 data is allowed"),
+    (b'{"__durable__": "dict", "v": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply to read"),
+    (b"\xff", "invalid start byte"),
+], ids=["decimal", "uuid", "timedelta", "base64", "deep", "not utf-8"])
+def test_show_marks_a_payload_it_cannot_decode_and_shows_the_rest(project: Path, stored: bytes, shown: str) -> None:
+    execution_id = durable("enqueue", "app:hello", "--input", "1", cwd=project).stdout.strip()
+    with sqlite3.connect(project / "test.db") as connection:
+        connection.execute("UPDATE executions SET input = ? WHERE execution_id = ?", (stored, execution_id))
+    text = durable("executions", "show", execution_id, cwd=project)
+    assert text.returncode == 0, text.stderr
+    lines = dict(line.split(None, 1) for line in text.stdout.splitlines())
+    assert lines["status:"] == "ready" and lines["input:"].startswith("<undecodable 'json' payload: invalid 'json' payload: ")
+    assert shown in lines["input:"]
+    as_json = durable("executions", "show", execution_id, "--json", cwd=project)
+    assert json.loads(as_json.stdout)["input"] == lines["input:"]
 
 
 def test_a_module_that_fails_to_import_keeps_its_traceback(project: Path) -> None:

@@ -23,6 +23,7 @@ from ..executor import DurableExecutor
 from ..storage.contract import Storage
 from ..storage.opening import open_storage
 from ..tasks import Task
+from .config_file import check_storage_options
 
 T = TypeVar("T")
 
@@ -154,6 +155,7 @@ async def configured_storage() -> AsyncIterator[tuple[Storage, DurableConfig]]:
     """The storage the configuration selects (and the configuration), for commands that need
     no user module."""
     config = load_config()
+    check_storage_options(config)  # a bad option named with the file it is in
     async with open_storage(config.storage.name, **config.storage.options) as storage:
         warn_unless_shared(storage)
         yield storage, config
@@ -171,6 +173,10 @@ def json_value(ctx: click.Context, param: click.Parameter, value: str | None) ->
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not valid JSON ({exc}); quote it for the shell, e.g. "
                                  f"'{{\"file\": \"report.pdf\"}}'") from None
+    except RecursionError:
+        raise click.BadParameter("JSON nested too deeply to read") from None
+    except ValueError as exc:  # an integer longer than sys.get_int_max_str_digits()
+        raise click.BadParameter(f"cannot read this JSON: {exc}") from None
 
 
 def to_json(value: Any) -> str:

@@ -100,7 +100,7 @@ def set_config_value(location: ConfigLocation, key: str, value: Any) -> DurableC
     parts = key.split(".")
     text, config = _edited(location, lambda table: _set(table, parts, value))
     if parts[:2] == ["storage", "options"]:
-        _check_storage_options(config)
+        check_storage_options(config)
     location.path.write_text(text, encoding="utf-8")
     return config
 
@@ -139,11 +139,11 @@ def _edited(location: ConfigLocation, change: Callable[[TomlTable], None]) -> tu
     return text, parse_config(durable_table(tomllib.loads(text), location) or {}, location)
 
 
-def _check_storage_options(config: DurableConfig) -> None:
+def check_storage_options(config: DurableConfig) -> None:
     """Check the storage options against the selected plugin's declarations, when it is installed
     and declares them (a plugin selected before it is installed is checked when it is opened).
-    Only an edit of the options is checked: after ``storage.name`` changes, the old options may
-    still be there, for the user to change next."""
+    ``config set`` checks only an edit of the options: after ``storage.name`` changes, the old
+    options may still be there, for the user to change next."""
     try:
         options = default_registry().storage_options(config.storage.name)
     except DurableExecutionNotFoundError:

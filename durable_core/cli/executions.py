@@ -42,6 +42,10 @@ STATUS_GROUPS = {
     "errored": ERRORED_TASK_EXECUTION_STATUSES,
 }
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_AGE_DAYS = 36500
+"""The longest ``gc --older-than``: 100 years, long before any execution was stored."""
+MAX_LIMIT = 1_000_000
+"""The most executions ``list --limit`` reads at once."""
 
 
 @click.group("executions")
@@ -58,8 +62,22 @@ async def _get(storage: Storage, execution_id: str, config: DurableConfig) -> Ex
     return record
 
 
+class Undecodable:
+    """A stored payload that cannot be read (corrupt, crafted, or of a serializer not installed):
+    ``show`` marks it, as this text (in JSON too), and shows the rest of the execution."""
+
+    def __init__(self, serializer: str, reason: str):
+        self.text = f"<undecodable {serializer!r} payload: {reason}>"
+
+    def __str__(self) -> str:
+        return self.text
+
+
 def _decode(payload: Payload) -> Any:
-    return default_registry().serializer(payload.serializer).deserialize(payload.data)
+    try:
+        return default_registry().serializer(payload.serializer).deserialize(payload.data)
+    except Exception as exc:  # whatever the stored bytes make a serializer raise, show the row
+        return Undecodable(payload.serializer, getattr(exc, "message", None) or str(exc) or type(exc).__name__)
 
 
 def _summary(record: ExecutionRecord) -> dict[str, Any]:
@@ -80,7 +98,7 @@ def _summary(record: ExecutionRecord) -> dict[str, Any]:
               type=click.Choice([*map(str, TaskExecutionStatus), *STATUS_GROUPS]),
               help="Only these statuses (repeatable); active, finished and errored name groups.")
 @click.option("--task", "task_id", help="Only executions of this task id.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1, max=MAX_LIMIT))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines, one object per execution.")
 def list_(statuses: tuple[str, ...], task_id: str | None, limit: int, as_json: bool) -> None:
     """List executions, newest first."""
@@ -123,6 +141,7 @@ def show(execution_id: str, as_json: bool) -> None:
     width = max(map(len, fields)) + 2
     for name, value in fields.items():
         shown = to_json(value) if isinstance(value, dict | list | tuple) or name in ("input", "output") else value
+        shown = value if isinstance(value, Undecodable) else shown
         click.echo(f"{name + ':':<{width}}{shown}")
 
 
@@ -207,7 +226,10 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
     match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", value.strip())
     if match is None:
         raise click.BadParameter(f"{value!r} is not a duration; write e.g. 7d, 12h, 30m, 90s or 2w")
-    return float(match[1]) * DURATION_UNITS[match[2]]
+    seconds = float(match[1]) * DURATION_UNITS[match[2]]
+    if seconds > MAX_AGE_DAYS * DURATION_UNITS["d"]:
+        raise click.BadParameter(f"{value!r} is too long; at most {MAX_AGE_DAYS}d (100 years)")
+    return seconds
 
 
 @executions.command("gc")

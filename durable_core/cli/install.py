@@ -52,7 +52,11 @@ class Requirement:
 
 
 def resolve(name: str) -> Requirement:
-    """A short name (``sqlite``), a local path (a project folder or a wheel) or a requirement."""
+    """A short name (``sqlite``), a local path (a project folder or a wheel) or a requirement.
+    A name starting with ``-`` is refused: pip would take it for one of its options."""
+    if name.startswith("-"):
+        raise UserError(f"{name!r} is not a plugin name: pip would read it as an option; give a short name, "
+                        "a distribution name or a path (./NAME for a file whose name starts with '-')")
     if name in PLUGIN_DISTRIBUTIONS:
         return Requirement(PLUGIN_DISTRIBUTIONS[name], PLUGIN_DISTRIBUTIONS[name], name)
     path = Path(name)

@@ -8,7 +8,7 @@ from typing import Any
 import click
 import trio
 
-from ..executor import DurableExecutor
+from ..executor import DurableExecutor, check_idempotency_key
 from ..tasks import Task
 from .common import (
     client,
@@ -55,10 +55,19 @@ async def _work(executor: DurableExecutor, target: str) -> None:
     click.echo("stopped", err=True)
 
 
+def _idempotency_key(value: str | None) -> str | None:
+    try:
+        check_idempotency_key(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix("idempotency_key ")) from None
+    return value
+
+
 @click.command("enqueue")
 @click.argument("target", metavar="MODULE:TASK")
 @click.option("--input", "input_", callback=json_value, metavar="JSON", help="The input, as JSON (default: null).")
-@click.option("--idempotency-key", help="Enqueue at most once per task and key; again, return the first one.")
+@click.option("--idempotency-key", callback=lambda _ctx, _param, key: _idempotency_key(key),
+              help="Enqueue at most once per task and key; again, return the first one.")
 @click.option("--wait", is_flag=True, help="Follow it until it finishes and print its output; exit 1 unless completed.")
 @click.pass_context
 def enqueue(ctx: click.Context, target: str, input_: Any, idempotency_key: str | None, wait: bool) -> None:
