@@ -47,6 +47,7 @@ class Runner:
         self._run_nursery = run_nursery
         self._commits: Coalescer[RunCommit, None] = Coalescer(self._commit_batch)
         self._background = trio.CancelScope()
+        self._grace = trio.CancelScope()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The claim and maintenance loops (and the change feed's, if the storage has one)."""
@@ -62,11 +63,13 @@ class Runner:
                 task_status.started()
 
     async def drain(self, timeout: float) -> None:
-        """Stop claiming, give running tasks ``timeout`` seconds, then hand the rest back."""
+        """Stop claiming, give running tasks ``timeout`` seconds (or until ``cut_grace_short``),
+        then hand the rest back."""
         engine = self._engine
         self._background.cancel()
+        self._grace.deadline = trio.current_time() + timeout
         try:
-            with trio.move_on_after(timeout):
+            with self._grace:
                 while engine.runs:
                     engine.capacity_freed.clear()
                     await engine.capacity_freed.wait()
@@ -74,6 +77,10 @@ class Runner:
             for run in engine.runs.values():
                 run.hand_back = True
                 run.scope.cancel()
+
+    def cut_grace_short(self) -> None:
+        """End the grace period of ``drain`` now; called before it, ``drain`` gives none."""
+        self._grace.cancel()
 
     async def claim_loop(self) -> None:
         engine, options = self._engine, self._engine.options

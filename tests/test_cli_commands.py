@@ -264,6 +264,26 @@ def test_sigterm_hands_running_executions_back_at_once(project: Path) -> None:
     assert json.loads(durable("executions", "show", slow_id, "--json", cwd=project).stdout)["status"] == "ready"
 
 
+def test_a_second_sigterm_hands_running_executions_back_at_once(project: Path) -> None:
+    (project / "durable.toml").write_text(SQLITE_CONFIG.replace("shutdown_timeout = 0.5", "shutdown_timeout = 600"))
+    log = project / "worker.log"
+    worker = start("worker", "app:executor", cwd=project, log=log)
+    wait_for(log, "stop it with")
+    slow_id = durable("enqueue", "app:slow", cwd=project).stdout.strip()
+    wait_for(log, f"claimed slow [{slow_id}]")
+    worker.send_signal(signal.SIGTERM)
+    wait_for(log, "waiting up to 600s for 1 running executions")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 130
+    text = log.read_text()
+    assert "SIGTERM received again: handing the running executions back now\n" in text
+    assert f"released slow [{slow_id}] running -> ready\nstopped\n" in text
+    shown = json.loads(durable("executions", "show", slow_id, "--json", cwd=project).stdout)
+    assert (shown["status"], shown["retry_attempts"]) == ("ready", 0)
+    with sqlite3.connect(project / "test.db") as connection:
+        assert connection.execute("SELECT lease_expirations FROM executions").fetchone() == (0,)
+
+
 # ----------------------------------------------------------------------------- the main job
 
 

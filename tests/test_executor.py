@@ -204,6 +204,31 @@ async def test_graceful_shutdown_waits_for_running_tasks():
     await ex.shutdown()  # idempotent
 
 
+async def test_cutting_a_shutdown_short_hands_running_tasks_back_at_once():
+    storage = MemoryStorage()
+    ex = executor(storage, shutdown_timeout=600)
+    started = trio.Event()
+
+    @ex.task(id="t", timeout=6000)
+    async def t(ctx, input):
+        started.set()
+        await trio.sleep(3000)
+
+    async def cut_short_after_ten_seconds():
+        await trio.sleep(10)
+        ex.cut_shutdown_short()
+
+    async with trio.open_nursery() as nursery:
+        async with ex:
+            handle = await ex.enqueue_task(t)
+            await started.wait()
+            nursery.start_soon(cut_short_after_ten_seconds)
+            begun = trio.current_time()
+        assert trio.current_time() - begun == 10  # of a grace period of 600 s
+    (record,) = await storage.get_executions([handle.execution_id])
+    assert (record.status, record.retry_attempts, record.lease_expirations) == (S.READY, 0, 0)
+
+
 async def test_unknown_tasks_and_executions_are_clear_errors():
     ex = executor()
 

@@ -53,6 +53,10 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
             for leaf in (_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])]
 
 
+def _stopping(signum: int) -> None:
+    click.echo(f"\n{signal.Signals(signum).name} received: stopping", err=True)
+
+
 async def run_until_signal(body: Callable[[], Awaitable[object]]) -> bool:
     """Run ``body`` until it returns or SIGINT/SIGTERM arrives; True if a signal stopped it.
 
@@ -67,13 +71,48 @@ async def run_until_signal(body: Callable[[], Awaitable[object]]) -> bool:
                 nonlocal interrupted
                 async for signum in signals:
                     interrupted = True
-                    click.echo(f"\n{signal.Signals(signum).name} received: stopping", err=True)
+                    _stopping(signum)
                     nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch)
             await body()
             nursery.cancel_scope.cancel()
     return interrupted
+
+
+class Interruption:
+    """What ``stopped_by_signals`` saw: ``received`` is set by the first signal, ``repeated``
+    tells whether another one cut the shutdown short."""
+
+    def __init__(self) -> None:
+        self.received = trio.Event()
+        self.repeated = False
+
+
+@asynccontextmanager
+async def stopped_by_signals(executor: DurableExecutor) -> AsyncIterator[Interruption]:
+    """Watch SIGINT and SIGTERM for the whole life of ``executor``, its shutdown included (enter
+    this first): the first signal sets ``received``, for the caller to shut down gracefully; any
+    later one cuts that shutdown short (``DurableExecutor.cut_shutdown_short``), so the running
+    executions are handed back at once instead of the process dying with them."""
+    interruption = Interruption()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                async for signum in signals:
+                    if not interruption.received.is_set():
+                        _stopping(signum)
+                        interruption.received.set()
+                        continue
+                    click.echo(f"{signal.Signals(signum).name} received again: handing the running "
+                               "executions back now", err=True)
+                    interruption.repeated = True
+                    executor.cut_shutdown_short()
+
+            nursery.start_soon(watch)
+            yield interruption
+            nursery.cancel_scope.cancel()
 
 
 # ----------------------------------------------------------------------------- the user's module

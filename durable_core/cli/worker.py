@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 import click
-import trio
 
 from ..executor import DurableExecutor, check_idempotency_key
 from ..tasks import Task
@@ -16,7 +15,7 @@ from .common import (
     load_executor,
     load_task,
     run,
-    run_until_signal,
+    stopped_by_signals,
 )
 from .progress import follow, report
 
@@ -33,26 +32,29 @@ def _print_events() -> None:
 @click.command("worker")
 @click.argument("target", metavar="MODULE:EXECUTOR")
 @click.option("--quiet", "-q", is_flag=True, help="Do not print every state change.")
-def worker(target: str, quiet: bool) -> None:
+@click.pass_context
+def worker(ctx: click.Context, target: str, quiet: bool) -> None:
     """Run the tasks of MODULE:EXECUTOR until SIGINT or SIGTERM, then shut down gracefully:
-    running tasks get the executor's shutdown_timeout to finish, the rest are handed back."""
+    running tasks get the executor's shutdown_timeout to finish, the rest are handed back.
+    A second signal hands them back at once (exit code 130)."""
     executor = load_executor(target)
     if not quiet:
         _print_events()
-    run(_work, executor, target)
+    ctx.exit(run(_work, executor, target))
 
 
-async def _work(executor: DurableExecutor, target: str) -> None:
-    async with executor:
+async def _work(executor: DurableExecutor, target: str) -> int:
+    async with stopped_by_signals(executor) as interruption, executor:
         tasks = ", ".join(f"{task.id} ({task.kind})" for task in executor.tasks.values())
         click.echo(f"worker {executor.executor_id} for {target}: up to {executor.max_concurrent_task_executions} "
                    f"executions at once; tasks: {tasks or 'none'}", err=True)
         click.echo("stop it with Ctrl-C or SIGTERM", err=True)
-        await run_until_signal(trio.sleep_forever)
+        await interruption.received.wait()
         if executor.running_task_executions_count:
             click.echo(f"waiting up to {executor.shutdown_timeout:g}s for {executor.running_task_executions_count} "
                        "running executions, then handing them back (Ctrl-C again: at once)", err=True)
     click.echo("stopped", err=True)
+    return 130 if interruption.repeated else 0
 
 
 def _idempotency_key(value: str | None) -> str | None:
