@@ -16,6 +16,19 @@ from .plugin import OPTIONS
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
+def _create(path: Path, mode: int) -> None:
+    """Create the database file, empty, with exactly ``mode`` (the umask does not apply), unless
+    it exists. SQLite then creates its -wal and -shm files with the same mode."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except OSError:  # it exists (that mode stays), or SQLite will say why it cannot be created
+        return
+    try:
+        os.fchmod(descriptor, mode)
+    finally:
+        os.close(descriptor)
+
+
 class SqliteStorage(ThreadedStorage[Kind]):
     """Executions in one SQLite file (WAL). Open with ``await SqliteStorage.open(path)`` or
     ``open_storage("sqlite", path=...)``; use it within the trio run that opened it."""
@@ -38,6 +51,7 @@ class SqliteStorage(ThreadedStorage[Kind]):
         busy_retries: int = 5,
         max_batch_size: int = 1000,
         watch_interval: float = 0.005,
+        file_mode: int = 0o600,
     ) -> SqliteStorage:
         """Open (creating or migrating) the database at ``path``; see the README for the options."""
         if not isinstance(synchronous, str) or synchronous.upper() not in _SYNCHRONOUS:
@@ -48,8 +62,9 @@ class SqliteStorage(ThreadedStorage[Kind]):
             )
         check_storage_options("sqlite", OPTIONS, {
             "path": path, "busy_timeout": busy_timeout, "busy_retries": busy_retries,
-            "max_batch_size": max_batch_size, "watch_interval": watch_interval,
+            "max_batch_size": max_batch_size, "watch_interval": watch_interval, "file_mode": file_mode,
         })
+        _create(Path(path), file_mode)
         database = Database(Path(path).absolute(), synchronous=synchronous.upper(), busy_timeout=busy_timeout)
         thread = ConnectionThread(database, busy_retries=busy_retries, max_batch_size=max_batch_size,
                                   watch_interval=watch_interval)

@@ -17,6 +17,8 @@ OPTIONS = (
     Option("max_batch_size", int, 1000, "Most calls committed in one transaction.", minimum=1),
     Option("watch_interval", float, 0.005, "Seconds between looks for other processes' commits while idle.",
            minimum=0.0001),
+    Option("file_mode", int, 0o600, "Permission bits of a database file it creates (SQLite gives its -wal and "
+                                    "-shm files the same); 0o600: its owner only.", minimum=0, maximum=0o777),
 )
 """The keyword arguments of ``SqliteStorage.open``, which checks them with these declarations."""
 

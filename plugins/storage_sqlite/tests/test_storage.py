@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -639,6 +641,27 @@ async def test_opened_by_name_with_tuning(path: Path) -> None:
         assert await storage._thread.call(Kind.READ, pragmas) == ["wal", 2, 0]
 
 
+@pytest.mark.parametrize(("options", "mode"), [({}, 0o600), ({"file_mode": 0o640}, 0o640)], ids=["default", "0o640"])
+async def test_new_database_files_get_the_file_mode_whatever_the_umask(path: Path, options: dict[str, Any],
+                                                                      mode: int) -> None:
+    previous = os.umask(0o002)
+    try:
+        async with open_storage("sqlite", path=path, **options) as storage:
+            await storage.insert_executions([record("te_1")])
+            files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+            assert [stat.S_IMODE(file.stat().st_mode) for file in files] == [mode] * 3
+    finally:
+        os.umask(previous)
+
+
+async def test_an_existing_database_keeps_its_mode(path: Path) -> None:
+    path.touch(mode=0o644)
+    path.chmod(0o644)
+    async with open_storage("sqlite", path=path):
+        pass
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -647,6 +670,7 @@ async def test_opened_by_name_with_tuning(path: Path) -> None:
         ({"busy_retries": 1.5}, "busy_retries=1.5"),
         ({"max_batch_size": 0}, "max_batch_size=0"),
         ({"watch_interval": 0}, "watch_interval=0"),
+        ({"file_mode": 0o1000}, "file_mode=512: expected an integer >= 0 and <= 511"),
         ({"colour": "blue"}, "colour"),
     ],
 )
