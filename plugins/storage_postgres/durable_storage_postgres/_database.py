@@ -72,10 +72,10 @@ WITH r AS (
     FROM unnest(%s::text[], %s::bigint[]) AS l (execution_id, token)
     WHERE e.execution_id = l.execution_id AND e.lease_token = l.token AND e.lease_expires_at IS NOT NULL
         AND NOT e.is_sleeping
-    RETURNING e.execution_id
+    RETURNING e.execution_id, e.lease_token
 )
-SELECT l.execution_id FROM unnest(%s::text[]) WITH ORDINALITY AS l (execution_id, n)
-WHERE l.execution_id NOT IN (SELECT execution_id FROM r) ORDER BY l.n"""
+SELECT l.execution_id FROM unnest(%s::text[], %s::bigint[]) WITH ORDINALITY AS l (execution_id, token, n)
+WHERE (l.execution_id, l.token) NOT IN (SELECT execution_id, lease_token FROM r) ORDER BY l.n"""
         x = f'"{schema}".executors'
         executor_columns = "executor_id, host, pid, started_at, heartbeat_at, running"
         self.forget_executors = f"DELETE FROM {x} WHERE heartbeat_at < %s"
@@ -269,8 +269,8 @@ class Database:
     def renew(self, cur: psycopg.Cursor, executor: ExecutorInfo, leases: Sequence[Lease], now: float,
               lease_duration: float) -> list[str]:
         """One statement renews every lease that holds and names those that do not."""
-        ids = [lease.execution_id for lease in leases]
-        cur.execute(self.q.renew, (now + lease_duration, ids, [lease.token for lease in leases], ids))
+        ids, tokens = [lease.execution_id for lease in leases], [lease.token for lease in leases]
+        cur.execute(self.q.renew, (now + lease_duration, ids, tokens, ids, tokens))
         lost = [execution_id for (execution_id,) in cur.fetchall()]
         cur.execute(self.q.forget_executors, (now - EXECUTOR_RETENTION,))
         cur.execute(self.q.store_executor, (executor.executor_id, executor.host, executor.pid, executor.started_at,
