@@ -126,8 +126,8 @@ def show(execution_id: str, as_json: bool) -> None:
     fields["status"] = styled(execution.status)
     width = max(map(len, fields)) + 2
     for name, value in fields.items():
-        shown = to_json(value) if isinstance(value, dict | list | tuple) or name in ("input", "output") else value
-        click.echo(f"{name + ':':<{width}}{shown}")
+        text = to_json(value) if isinstance(value, dict | list | tuple) or name in ("input", "output") else value
+        click.echo(f"{name + ':':<{width}}{text}")
 
 
 @executions.command("tree")
