@@ -61,10 +61,12 @@ class Signal:
 class Run:
     """One claimed record being worked on by this executor."""
 
-    __slots__ = ("record", "scope", "revoked", "hand_back")
+    __slots__ = ("record", "renew_until", "scope", "revoked", "hand_back")
 
-    def __init__(self, record: ExecutionRecord):
+    def __init__(self, record: ExecutionRecord, renew_until: float):
         self.record = record
+        self.renew_until = renew_until
+        """The trio time after which heartbeats no longer renew its lease (see ``heartbeat``)."""
         self.scope = trio.CancelScope()
         self.revoked = False
         """Its lease ended elsewhere (cancelled, expired): it must not write."""
@@ -173,6 +175,15 @@ class Engine:
                     run.revoke()
             elif change.status == change.previous_status or change.status is S.READY:
                 self.wake_claimer.set()
+
+    def stop_revoked(self, runs: Sequence[Run], revoked_ids: Sequence[str]) -> None:
+        """Stop those of ``runs`` whose lease the storage found revoked, unless they are being
+        handed back. The runs checked, not whatever runs now: an execution may have been
+        re-claimed since."""
+        revoked = set(revoked_ids)
+        for run in runs:
+            if run.record.execution_id in revoked and not run.hand_back:
+                run.revoke()
 
     def note_ready_at(self, ready_at: float | None) -> None:
         """Make the claimer look at ``ready_at`` (now, or as a deadline) for what was stored."""

@@ -66,6 +66,8 @@ class DurableExecutor(TaskDefinitions):
     max_task_executions_per_batch: OptionView[int] = OptionView()
     expire_leeway: OptionView[float] = OptionView()
     poll_interval: OptionView[float] = OptionView()
+    heartbeat_interval: OptionView[float] = OptionView()
+    lease_duration: OptionView[float] = OptionView()
     shutdown_timeout: OptionView[float] = OptionView()
     max_lease_expirations: OptionView[int] = OptionView()
     max_children_per_task_execution: OptionView[int] = OptionView()
@@ -82,6 +84,8 @@ class DurableExecutor(TaskDefinitions):
         max_task_executions_per_batch: int = 100,
         expire_leeway: float = 300.0,
         poll_interval: float = 0.5,
+        heartbeat_interval: float = 3.0,
+        lease_duration: float = 10.0,
         shutdown_timeout: float = 15.0,
         max_lease_expirations: int = 10,
         max_children_per_task_execution: int = 1000,
@@ -101,7 +105,7 @@ class DurableExecutor(TaskDefinitions):
             raise ValueError("storage_options apply only when storage is given by name")
         self.options = ExecutorOptions(  # in declaration order, as the signature lists them
             max_concurrent_task_executions, max_task_executions_per_batch, expire_leeway, poll_interval,
-            shutdown_timeout, max_lease_expirations, max_children_per_task_execution,
+            heartbeat_interval, lease_duration, shutdown_timeout, max_lease_expirations, max_children_per_task_execution,
             max_serialized_input_size, max_serialized_output_size,
         )
         self._plugins = plugins if plugins is not None else default_registry()

@@ -47,11 +47,7 @@ async def maintain(engine: Engine) -> None:
     await engine.wake_finished_waiters()
     runs = list(engine.runs.values())
     if runs:
-        revoked = set(await engine.storage.find_revoked_leases([r.record.lease for r in runs]))
-        # the runs checked, not whatever runs now: an execution may have been re-claimed since
-        for run in runs:
-            if run.record.execution_id in revoked and not run.hand_back:
-                run.revoke()
+        engine.stop_revoked(runs, await engine.storage.find_revoked_leases([r.record.lease for r in runs]))
 
 
 async def change_loop(engine: Engine, feed: ChangeNotifications) -> None:

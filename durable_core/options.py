@@ -100,11 +100,17 @@ class ExecutorOptions:
     max_task_executions_per_batch: int = _option(
         100, "Executions claimed (and leases expired) per storage call.", minimum=0, exclusive=True)
     expire_leeway: float = _option(
-        300.0, "Seconds a lease outlives the task's timeout before another executor may take it over.",
-        minimum=0)
+        300.0, "Seconds a run may overrun its task's timeout (ignoring cancellation) before its "
+        "executor stops renewing its lease and gives it up to another executor.", minimum=0)
     poll_interval: float = _option(
         0.5, "Seconds between looks for due work and expired leases when nothing wakes the executor.",
         minimum=0, exclusive=True)
+    heartbeat_interval: float = _option(
+        3.0, "Seconds between two heartbeats, each renewing the leases of every running execution; "
+        "less than lease_duration.", minimum=0, exclusive=True)
+    lease_duration: float = _option(
+        10.0, "Seconds a lease lasts unless a heartbeat renews it: a crashed executor's executions "
+        "are claimed again within lease_duration + poll_interval.", minimum=0, exclusive=True)
     shutdown_timeout: float = _option(
         15.0, "Seconds running tasks get to finish at shutdown before they are handed back.", minimum=0)
     max_lease_expirations: int = _option(
@@ -119,6 +125,9 @@ class ExecutorOptions:
     def __post_init__(self) -> None:
         for option in EXECUTOR_OPTIONS.values():
             option.check(getattr(self, option.name), "executor")
+        if self.heartbeat_interval >= self.lease_duration:
+            raise ValueError(f"Invalid executor option heartbeat_interval: expected less than lease_duration "
+                             f"({self.lease_duration:g}), got {self.heartbeat_interval!r}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object]) -> ExecutorOptions:

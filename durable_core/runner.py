@@ -25,6 +25,7 @@ from .errors import (
     error_info_from_exception,
 )
 from .events import EventKind
+from .heartbeat import heartbeat_loop
 from .maintenance import change_loop, maintenance_loop, waiter_refresh_loop
 from .models import TaskRunContext
 from .status import TaskExecutionStatus as S
@@ -48,11 +49,15 @@ class Runner:
         self._commits: Coalescer[RunCommit, None] = Coalescer(self._commit_batch)
         self._background = trio.CancelScope()
         self._grace = trio.CancelScope()
+        self._heartbeats = trio.CancelScope()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The claim and maintenance loops (and the change feed's, if the storage has one)."""
+        """The claim and maintenance loops (and the change feed's, if the storage has one), and
+        the heartbeats of an executor that runs tasks, which go on while ``drain`` waits."""
         engine = self._engine
         storage = engine.storage
+        if engine.options.max_concurrent_task_executions > 0:
+            self._run_nursery.start_soon(self._beat)
         with self._background:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.claim_loop)
@@ -61,6 +66,10 @@ class Runner:
                     nursery.start_soon(change_loop, engine, storage)
                     nursery.start_soon(waiter_refresh_loop, engine)
                 task_status.started()
+
+    async def _beat(self) -> None:
+        with self._heartbeats:
+            await heartbeat_loop(self._engine)
 
     async def drain(self, timeout: float) -> None:
         """Stop claiming, give running tasks ``timeout`` seconds (or until ``cut_grace_short``),
@@ -77,6 +86,7 @@ class Runner:
             for run in engine.runs.values():
                 run.hand_back = True
                 run.scope.cancel()
+            self._heartbeats.cancel()
 
     def cut_grace_short(self) -> None:
         """End the grace period of ``drain`` now; called before it, ``drain`` gives none."""
@@ -93,12 +103,14 @@ class Runner:
                 now = engine.now()
                 if engine.next_ready_at <= now:
                     engine.next_ready_at = math.inf
-                claimed = await engine.storage.claim_executions(engine.executor_id, now, limit, options.expire_leeway)
+                claimed = await engine.storage.claim_executions(engine.executor_id, now, limit,
+                                                                options.lease_duration)
+                renew_until = trio.current_time() + options.expire_leeway
                 for record in claimed:
                     engine.emit(EventKind.CLAIMED, StatusChange(record.execution_id, record.task_id,
                                                         S.READY if record.status is S.RUNNING else record.status,
                                                         record.status))
-                    run = engine.runs[record.execution_id] = Run(record)
+                    run = engine.runs[record.execution_id] = Run(record, renew_until + record.timeout)
                     self._run_nursery.start_soon(self._execute, run)
             if limit > 0 and len(claimed) == limit:
                 await trio.lowlevel.checkpoint()

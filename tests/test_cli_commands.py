@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sqlite3
+import socket
 import subprocess
 import sys
 import textwrap
@@ -282,6 +283,34 @@ def test_a_second_sigterm_hands_running_executions_back_at_once(project: Path) -
     assert (shown["status"], shown["retry_attempts"]) == ("ready", 0)
     with sqlite3.connect(project / "test.db") as connection:
         assert connection.execute("SELECT lease_expirations FROM executions").fetchone() == (0,)
+
+
+def test_workers_lists_live_executors_and_what_they_run(project: Path) -> None:
+    assert durable("workers", cwd=project).stdout == "no live workers\n"
+    log = project / "worker.log"
+    worker = start("worker", "app:executor", cwd=project, log=log)
+    try:
+        wait_for(log, "stop it with")
+        slow_id = durable("enqueue", "app:slow", cwd=project).stdout.strip()
+        wait_for(log, f"claimed slow [{slow_id}]")
+        deadline = time.monotonic() + 20
+        while (live := [json.loads(line) for line in durable("workers", "--json", cwd=project).stdout.splitlines()]
+               ) == [] or live[0]["running"] != 1:  # the next heartbeat counts the claimed run
+            assert time.monotonic() < deadline, live
+        (shown,) = live
+        assert (shown["host"], shown["pid"]) == (socket.gethostname(), worker.pid)
+        table = durable("workers", cwd=project).stdout.splitlines()
+        assert table[0].split() == ["EXECUTOR", "HOST", "PID", "STARTED", "(UTC)", "LAST", "HEARTBEAT", "(UTC)",
+                                    "RUNNING"]
+        assert table[1].split()[:3] == [shown["executor_id"], socket.gethostname(), str(worker.pid)]
+        listed = durable("executions", "list", "--executor", shown["executor_id"], "--json", cwd=project).stdout
+        assert [json.loads(line)["execution_id"] for line in listed.splitlines()] == [slow_id]
+        assert durable("executions", "list", "--executor", "de_nobody", cwd=project).stdout == "no executions found\n"
+        running = json.loads(durable("executions", "show", slow_id, "--json", cwd=project).stdout)
+        assert (running["status"], running["executor_id"]) == ("running", shown["executor_id"])
+    finally:
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(timeout=20) == 0
 
 
 # ----------------------------------------------------------------------------- the main job

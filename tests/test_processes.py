@@ -195,3 +195,31 @@ async def test_a_killed_worker_loses_nothing(workspace):
     runs = read_logs(logs)
     assert {pid for event, *_, pid, _ in runs if event == "end"} == {survivor.pid}
     assert sum(1 for event, *_ in runs if event == "start") == 40  # killed once, re-run once
+
+
+async def test_a_killed_workers_long_runs_are_claimed_again_within_the_heartbeat_bound(workspace):
+    """Default leases: 10 s, renewed every 3 s; whatever the tasks' timeout (an hour here), a
+    killed worker's executions are claimed again within 15 s."""
+    storage, logs = workspace
+    victim = start_worker(storage, logs)
+    executor, tasks = client(storage)
+    async with executor:
+        handles = await executor.enqueue_tasks(tasks["long"], range(10))
+        ids = [h.execution_id for h in handles]
+        with trio.fail_after(30):
+            while sum(1 for line in read_logs(logs) if line[0] == "start") < 10:
+                await trio.sleep(0.05)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        killed_at = trio.current_time()
+        survivor = start_worker(storage, logs)
+        try:
+            with trio.fail_after(15 - (trio.current_time() - killed_at)):
+                while not all(r.lease_token >= 2 for r in await executor.storage.get_executions(ids)):
+                    await trio.sleep(0.05)
+            with trio.fail_after(30):
+                finished = [await h.wait_and_get_finished_execution() for h in handles]
+        finally:
+            stop(survivor)
+    assert [(f.status, f.output) for f in finished] == [(S.COMPLETED, "Task execution expired")] * 10
+    assert {pid for event, *_, pid, _ in read_logs(logs) if event == "end"} == {survivor.pid}

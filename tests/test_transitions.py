@@ -162,16 +162,32 @@ def test_claiming_a_ready_record_starts_it_under_a_new_lease() -> None:
     after = transitions.claim(before, "de_b", NOW, 5.0)
     assert changed(before, after) == dict(
         status=S.RUNNING, started_at=NOW, ready_at=None, executor_id="de_b", lease_token=5,
-        lease_expires_at=NOW + 30.0 + 5.0, updated_at=NOW,
+        lease_expires_at=NOW + 5.0, updated_at=NOW,
     )
 
 
 @pytest.mark.parametrize("status", [W, F])
 def test_claiming_a_waiting_parent_keeps_its_status_and_start(status: S) -> None:
     before = waiting(status, active_children_count=0, ready_at=NOW - 1, executor_id="de_a")
-    after = transitions.claim(before, "de_b", NOW, 0.0)
+    after = transitions.claim(before, "de_b", NOW, 10.0)
     assert changed(before, after) == dict(ready_at=None, executor_id="de_b", lease_token=2,
-                                          lease_expires_at=NOW + 30.0, updated_at=NOW)
+                                          lease_expires_at=NOW + 10.0, updated_at=NOW)
+
+
+def test_a_heartbeat_moves_only_the_end_of_a_lease_that_holds() -> None:
+    before = leased()
+    assert transitions.accepts_renewal(before, before.lease)
+    assert changed(before, transitions.renew(before, NOW, 10.0)) == dict(lease_expires_at=NOW + 10.0)
+
+
+@pytest.mark.parametrize("stored", [
+    leased(lease_token=4),  # claimed again since: another token
+    leased(lease_expires_at=None),  # cancelled, expired or released: the lease ended
+    sleeping(lease_token=3),  # a sleeping execution's deadline is not a lease to renew
+    None,  # deleted
+])
+def test_a_heartbeat_never_renews_a_lease_that_ended(stored: ExecutionRecord | None) -> None:
+    assert not transitions.accepts_renewal(stored, Lease("te_1", 3))
 
 
 def test_a_commit_stores_every_field_sent_and_ends_the_lease() -> None:

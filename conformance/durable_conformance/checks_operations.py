@@ -15,11 +15,12 @@ from durable_core.models import ExecutionRef, ParentRef, RetryOptions
 from durable_core.status import FINISHED_TASK_EXECUTION_STATUSES
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
-from durable_core.storage import DuplicateSleepingTaskUniqueIdError, ExecutionRecord, Lease, Payload
+from durable_core.storage import EXECUTOR_RETENTION, DuplicateSleepingTaskUniqueIdError, ExecutionRecord, Lease
+from durable_core.storage import Payload
 from durable_core.storage import RunCommit, SleepingWakeup, Storage, StorageError, cascade_error
 
-from .records import BOOM, LEEWAY, OUTPUT, RUN_OUTPUT, change, child, claim, claim_one, claimed_copy
-from .records import committed_copy, expected, finish, get, get_stored, new, retry, sleeping, spawn, summarize
+from .records import BOOM, LEASE_DURATION, OUTPUT, RUN_OUTPUT, change, child, claim, claim_one, claimed_copy
+from .records import committed_copy, executor, expected, finish, get, get_stored, new, retry, sleeping, spawn, summarize
 
 W = S.WAITING_FOR_CHILDREN
 MiB = 1024 * 1024
@@ -177,7 +178,7 @@ class ClaimChecks:
         records = [new("te_a", ready_at=3.0), new("te_b", ready_at=1.0), new("te_c", ready_at=2.0),
                    new("te_d", ready_at=5.0), sleeping("te_s", "u")]
         await storage.insert_executions(records)
-        claimed = await storage.claim_executions("de_1", 3.0, 2, LEEWAY)
+        claimed = await storage.claim_executions("de_1", 3.0, 2, LEASE_DURATION)
         assert _ids(claimed) == ["te_b", "te_c"]
         assert claimed == [claimed_copy(records[1], 3.0, "de_1"), claimed_copy(records[2], 3.0, "de_1")]
         assert await storage.get_executions(["te_b", "te_c"]) == claimed
@@ -280,19 +281,19 @@ class CommitChecks:
         await storage.commit_runs([retry(claimed["commit"], 0.5, 0.0)], 0.5)
         await storage.release_leases([claimed["release"].lease], 0.5)
         await storage.cancel_executions(["te_cancel"], 0.5)
-        assert summarize(await storage.expire_leases(6.0, 10, 10)) == expected(
+        assert summarize(await storage.expire_leases(15.0, 10, 10)) == expected(
             change(claimed["expire"], S.RUNNING, S.READY))
         leases = [claimed[end].lease for end in ends]
         assert await storage.find_revoked_leases(leases) == [f"te_{end}" for end in ends]
         before = await storage.get_executions([f"te_{end}" for end in ends])
-        late = [finish(claimed[end], S.COMPLETED, 7.0) for end in ends]
-        assert await storage.commit_runs(late, 7.0) == []
-        assert await storage.release_leases(leases, 7.0) == []
+        late = [finish(claimed[end], S.COMPLETED, 16.0) for end in ends]
+        assert await storage.commit_runs(late, 16.0) == []
+        assert await storage.release_leases(leases, 16.0) == []
         assert await storage.get_executions([f"te_{end}" for end in ends]) == before
         # re-claimed: the new lease holds, the old one still does not
-        reclaimed = await claim(storage, 7.0)
+        reclaimed = await claim(storage, 16.0)
         assert sorted(_ids(reclaimed)) == ["te_commit", "te_expire", "te_release"]
-        assert await storage.commit_runs(late, 8.0) == []
+        assert await storage.commit_runs(late, 17.0) == []
         assert await storage.find_revoked_leases([r.lease for r in reclaimed]) == []
         assert await storage.get_executions(_ids(reclaimed)) == reclaimed
 
@@ -550,12 +551,62 @@ class ExpiryChecks:
                                                           **handed_back)
 
     async def test_expiry_ends_the_earliest_leases_first_up_to_the_limit(self, storage: Storage) -> None:
-        await storage.insert_executions(
-            [new("te_a", timeout=30.0), new("te_b", timeout=10.0), new("te_c", timeout=20.0), new("te_d", ready_at=50.0)])
-        await claim(storage, 0.0, 3)
+        await storage.insert_executions([new("te_a", now=3.0), new("te_b", now=1.0), new("te_c", now=2.0),
+                                         new("te_d", now=50.0)])
+        for now, execution_id in [(1.0, "te_b"), (2.0, "te_c"), (3.0, "te_a")]:  # leases end in this order
+            await claim_one(storage, now, execution_id)
         assert [c.execution_id for c in await storage.expire_leases(100.0, 10, 2)] == ["te_b", "te_c"]
         assert [c.execution_id for c in await storage.expire_leases(100.0, 10, 2)] == ["te_a"]
         assert await storage.expire_leases(100.0, 10, 2) == []
+
+
+class RenewalChecks:
+    """``renew_leases`` and ``list_executors``: heartbeats extend the leases that hold, never one
+    that ended, and keep the registry of live executors."""
+
+    async def test_a_heartbeat_extends_the_leases_that_hold_and_names_the_others(self, storage: Storage) -> None:
+        await storage.insert_executions([new("te_a"), new("te_b"), new("te_c"), sleeping("te_s", "u")])
+        a, b, c = await claim(storage, 1.0)
+        await storage.cancel_executions(["te_c"], 2.0)
+        sleeper = await get_stored(storage, "te_s")
+        asked = [Lease("te_x", 1), b.lease, sleeper.lease, Lease("te_a", a.lease_token + 1), c.lease, a.lease]
+        assert await storage.renew_leases(executor(now=3.0, running=3), asked, 3.0, 20.0) == [
+            "te_x", "te_s", "te_a", "te_c"]
+        assert await storage.get_executions(["te_a", "te_b", "te_s"]) == [
+            a.copy(lease_expires_at=23.0), b.copy(lease_expires_at=23.0), sleeper]
+        assert await storage.renew_leases(executor(now=4.0), [], 4.0, 20.0) == []
+
+    async def test_a_renewed_lease_expires_only_once_its_new_end_has_passed(self, storage: Storage) -> None:
+        await storage.insert_executions([new("te_1")])
+        claimed = await claim_one(storage, 0.0, "te_1")  # lease until 15
+        assert await storage.renew_leases(executor(now=10.0), [claimed.lease], 10.0, 15.0) == []
+        assert await storage.expire_leases(24.9, 10, 10) == []
+        assert summarize(await storage.expire_leases(25.0, 10, 10)) == expected(change(claimed, S.RUNNING, S.READY))
+        assert await storage.renew_leases(executor(now=26.0), [claimed.lease], 26.0, 15.0) == ["te_1"]
+        assert (await get_stored(storage, "te_1")).lease_expires_at is None
+
+    async def test_heartbeats_keep_the_registry_of_live_executors(self, storage: Storage) -> None:
+        old, a, b = executor("de_old", now=1.0), executor("de_a", now=5.0, running=2), executor("de_b", now=6.0)
+        for heartbeat in (old, a, b):
+            await storage.renew_leases(heartbeat, [], heartbeat.heartbeat_at, 10.0)
+        assert await storage.list_executors(5.0) == [a, b]
+        later = executor("de_a", now=9.0, running=0)
+        await storage.renew_leases(later, [], 9.0, 10.0)
+        assert await storage.list_executors(0.0) == [later, b, old]  # started together: by id
+        assert await storage.list_executors(9.5) == []
+        forgetting = executor("de_b", now=1.0 + EXECUTOR_RETENTION + 1)
+        await storage.renew_leases(forgetting, [], forgetting.heartbeat_at, 10.0)
+        assert await storage.list_executors(0.0) == [later, forgetting]
+
+    async def test_executions_are_listed_by_the_executor_that_holds_or_held_them(self, storage: Storage) -> None:
+        await storage.insert_executions([new("te_a"), new("te_b", now=1.0), new("te_c", now=2.0)])
+        await claim_one(storage, 0.0, "te_a", executor_id="de_a")
+        await claim_one(storage, 1.0, "te_b", executor_id="de_b")
+        await claim_one(storage, 2.0, "te_c", executor_id="de_a")
+        assert _ids(await storage.list_executions(executor_id="de_a")) == ["te_c", "te_a"]
+        assert _ids(await storage.list_executions(executor_id="de_b", statuses=[S.RUNNING])) == ["te_b"]
+        assert await storage.list_executions(executor_id="de_b", statuses=[S.READY]) == []
+        assert await storage.list_executions(executor_id="de_x") == []
 
 
 class ReleaseChecks:
@@ -686,5 +737,5 @@ class DeleteChecks:
 
 OPERATION_CHECKS: tuple[type, ...] = (
     InsertChecks, LookupChecks, ClaimChecks, CommitChecks, ClosureChecks, CascadeChecks, ExpiryChecks,
-    ReleaseChecks, WakeChecks, CancelChecks, DeleteChecks,
+    RenewalChecks, ReleaseChecks, WakeChecks, CancelChecks, DeleteChecks,
 )

@@ -19,7 +19,7 @@ from durable_core.storage import ExecutionRecord, Lease, SleepingWakeup, Storage
 from .checks_operations import full_record
 from .marks import requires
 from .opening import StorageOpener
-from .records import LEEWAY, OUTPUT, child, claim, claim_one, finish
+from .records import LEASE_DURATION, OUTPUT, child, claim, claim_one, executor, finish
 from .records import get, get_stored, new, sleeping, spawn, summarize
 
 Call = Callable[[], Awaitable[Any]]
@@ -47,14 +47,19 @@ async def _checkpoint_calls(storage: Storage) -> dict[tuple[str, str], Call]:
         ("get_executions_by_sleeping_unique_id", "empty"): lambda: storage.get_executions_by_sleeping_unique_id([]),
         ("list_executions", "work"): lambda: storage.list_executions(),
         ("list_executions", "empty"): lambda: storage.list_executions(task_id="nobody"),
-        ("claim_executions", "work"): lambda: storage.claim_executions("de_b", 12.0, 10, LEEWAY),
-        ("claim_executions", "empty"): lambda: storage.claim_executions("de_b", 0.0, 10, LEEWAY),
+        ("claim_executions", "work"): lambda: storage.claim_executions("de_b", 12.0, 10, LEASE_DURATION),
+        ("claim_executions", "empty"): lambda: storage.claim_executions("de_b", 0.0, 10, LEASE_DURATION),
         ("commit_runs", "work"): lambda: storage.commit_runs([commit], 11.0),
         ("commit_runs", "empty"): lambda: storage.commit_runs([], 11.0),
         ("release_leases", "work"): lambda: storage.release_leases([lease], 11.0),
         ("release_leases", "empty"): lambda: storage.release_leases([], 11.0),
         ("find_revoked_leases", "work"): lambda: storage.find_revoked_leases([lease, Lease("te_x", 1)]),
         ("find_revoked_leases", "empty"): lambda: storage.find_revoked_leases([]),
+        ("renew_leases", "work"): lambda: storage.renew_leases(executor(now=11.0), [lease, Lease("te_x", 1)], 11.0,
+                                                               LEASE_DURATION),
+        ("renew_leases", "empty"): lambda: storage.renew_leases(executor(now=11.0), [], 11.0, LEASE_DURATION),
+        ("list_executors", "work"): lambda: storage.list_executors(0.0),
+        ("list_executors", "empty"): lambda: storage.list_executors(1e12),
         ("expire_leases", "work"): lambda: storage.expire_leases(1000.0, 10, 10),
         ("expire_leases", "empty"): lambda: storage.expire_leases(0.0, 10, 10),
         ("cancel_executions", "work"): lambda: storage.cancel_executions(["te_ready", "te_claimed"], 11.0),
@@ -119,15 +124,22 @@ async def _prepare(operation: str, sc: _Scenario) -> tuple[Call, Callable[[], Aw
             return sum(r is not None for r in await sc.records(names))
 
         return lambda: storage.insert_executions(records), inserted, 4
-    if operation in ("claim_executions", "release_leases", "expire_leases", "commit_runs"):
+    if operation in ("claim_executions", "release_leases", "renew_leases", "expire_leases", "commit_runs"):
         await storage.insert_executions([sc.new(n, timeout=1.0) for n in names])
         if operation == "claim_executions":
             async def claimed() -> int:
                 return sum(r.lease_token == 1 for r in await sc.stored(names))
 
-            return lambda: storage.claim_executions("de_x", now, 4, LEEWAY), claimed, 4
+            return lambda: storage.claim_executions("de_x", now, 4, LEASE_DURATION), claimed, 4
         leases = await claim(storage, now, 4)
         assert len(leases) == 4
+
+        async def renewed() -> int:
+            return sum(r.lease_expires_at == now + 101.0 for r in await sc.stored(names))
+
+        if operation == "renew_leases":
+            heartbeat = executor(now=now + 1.0)
+            return lambda: storage.renew_leases(heartbeat, [r.lease for r in leases], now + 1.0, 100.0), renewed, 4
 
         async def handed_back() -> int:
             return sum(r.status is S.READY for r in await sc.stored(names))
@@ -178,8 +190,8 @@ async def _prepare(operation: str, sc: _Scenario) -> tuple[Call, Callable[[], Aw
 
 _STRATEGIES: tuple[str, ...] = ("cancelled before the call", *(f"cancelled after {k} yields" for k in range(6)),
                                 "cancelled once every task is blocked")
-_ATOMIC_OPERATIONS = ("insert_executions", "claim_executions", "commit_runs", "release_leases", "expire_leases",
-                      "cancel_executions", "wake_sleeping_executions", "delete_finished_executions")
+_ATOMIC_OPERATIONS = ("insert_executions", "claim_executions", "commit_runs", "release_leases", "renew_leases",
+                      "expire_leases", "cancel_executions", "wake_sleeping_executions", "delete_finished_executions")
 
 
 async def _call_cancelled(call: Call, strategy: str) -> bool:
@@ -236,7 +248,7 @@ async def _claimers(storages: list[Storage], ids: list[str], tasks_per_storage: 
         mine = claims[executor_id] = []
         idle = 0
         while idle < 3:
-            batch = await storage.claim_executions(executor_id, 1.0, limit, LEEWAY)
+            batch = await storage.claim_executions(executor_id, 1.0, limit, LEASE_DURATION)
             if not batch:
                 idle += 1
                 await trio.lowlevel.checkpoint()

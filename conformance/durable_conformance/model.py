@@ -47,9 +47,11 @@ class ContractModel:
         due = [r for r in self.records.values() if transitions.lease_is_due(r, now)]
         return sorted(due, key=attrgetter("lease_expires_at"))
 
-    def listed(self, statuses: Sequence[S] | None, task_id: str | None) -> list[ExecutionRecord]:
+    def listed(self, statuses: Sequence[S] | None, task_id: str | None,
+               executor_id: str | None = None) -> list[ExecutionRecord]:
         matches = [r for r in self.records.values()
-                   if (statuses is None or r.status in statuses) and (task_id is None or r.task_id == task_id)]
+                   if (statuses is None or r.status in statuses) and task_id in (None, r.task_id)
+                   and executor_id in (None, r.executor_id)]
         return sorted(matches, key=lambda r: -r.created_at)
 
     def children_of(self, execution_id: str) -> list[ExecutionRecord]:
@@ -77,11 +79,11 @@ class ContractModel:
     def insert(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
         return self.atomically(lambda: [self._add(r, None) for r in records])
 
-    def claim(self, execution_ids: Sequence[str], executor_id: str, now: float, leeway: float) -> list[ExecutionRecord]:
+    def claim(self, execution_ids: Sequence[str], executor_id: str, now: float, lease_duration: float) -> list[ExecutionRecord]:
         """Claim the records with these ids (which the backend chose among ``due``)."""
         claimed = []
         for execution_id in execution_ids:
-            new = transitions.claim(self.records[execution_id], executor_id, now, leeway)
+            new = transitions.claim(self.records[execution_id], executor_id, now, lease_duration)
             self.records[execution_id] = new
             claimed.append(new)
         return claimed
@@ -112,6 +114,17 @@ class ContractModel:
 
     def find_revoked(self, leases: Sequence[Lease]) -> list[str]:
         return [lease.execution_id for lease in leases if not self.holds(lease)]
+
+    def renew(self, leases: Sequence[Lease], now: float, lease_duration: float) -> list[str]:
+        """Renew the leases that hold (sleeping executions' deadlines aside); the others' ids."""
+        lost = []
+        for lease in leases:
+            record = self.records.get(lease.execution_id)
+            if record is not None and transitions.accepts_renewal(record, lease):
+                self.records[lease.execution_id] = transitions.renew(record, now, lease_duration)
+            else:
+                lost.append(lease.execution_id)
+        return lost
 
     def expire(self, now: float, max_lease_expirations: int) -> list[StatusChange]:
         """Every lease due at ``now``, earliest first (callers pass a limit above them all)."""

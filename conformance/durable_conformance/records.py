@@ -12,14 +12,19 @@ from typing import Any
 from durable_core.errors import ErrorInfo
 from durable_core.models import ExecutionRef, ParentRef, RetryOptions
 from durable_core.status import TaskExecutionStatus as S
-from durable_core.storage import ExecutionRecord, Payload, RunCommit, StatusChange, Storage
+from durable_core.storage import ExecutionRecord, ExecutorInfo, Payload, RunCommit, StatusChange, Storage
 
 INPUT = Payload("json", b'{"n": 1}')
 OUTPUT = Payload("json", b'"done"')
 RUN_OUTPUT = Payload("cbor", b"\x82\x01\x02")
 BOOM = ErrorInfo("generic", "boom", is_retryable=False)
-LEEWAY = 5.0
-"""The ``expire_leeway`` the checks claim with."""
+LEASE_DURATION = 15.0
+"""The ``lease_duration`` the checks claim with."""
+
+
+def executor(executor_id: str = "de_a", now: float = 0.0, running: int = 0) -> ExecutorInfo:
+    """An executor as its heartbeat at ``now`` describes it."""
+    return ExecutorInfo(executor_id, "host", 1234, 0.0, now, running)
 
 
 def new(execution_id: str, *, now: float = 0.0, **fields: Any) -> ExecutionRecord:
@@ -115,7 +120,7 @@ async def get_stored(storage: Storage, execution_id: str) -> ExecutionRecord:
 
 
 async def claim(storage: Storage, now: float, limit: int = 100, executor_id: str = "de_a") -> list[ExecutionRecord]:
-    return await storage.claim_executions(executor_id, now, limit, LEEWAY)
+    return await storage.claim_executions(executor_id, now, limit, LEASE_DURATION)
 
 
 async def claim_one(storage: Storage, now: float, execution_id: str, executor_id: str = "de_a") -> ExecutionRecord:
@@ -127,11 +132,11 @@ async def claim_one(storage: Storage, now: float, execution_id: str, executor_id
 
 
 def claimed_copy(record: ExecutionRecord, now: float, executor_id: str = "de_a",
-                 leeway: float = LEEWAY) -> ExecutionRecord:
+                 lease_duration: float = LEASE_DURATION) -> ExecutionRecord:
     """``record`` as ``claim_executions`` must return (and store) it."""
     fields: dict[str, Any] = dict(
         ready_at=None, executor_id=executor_id, lease_token=record.lease_token + 1,
-        lease_expires_at=now + record.timeout + leeway, updated_at=now,
+        lease_expires_at=now + lease_duration, updated_at=now,
     )
     if record.status is S.READY:
         fields.update(status=S.RUNNING, started_at=now)

@@ -30,7 +30,7 @@ from durable_core.errors import ErrorInfo
 from durable_core.models import ExecutionRef, ParentRef, RetryOptions
 from durable_core.status import ALL_TASK_EXECUTION_STATUSES
 from durable_core.status import TaskExecutionStatus as S
-from durable_core.storage import DuplicateSleepingTaskUniqueIdError, ExecutionRecord, Lease, Payload
+from durable_core.storage import DuplicateSleepingTaskUniqueIdError, ExecutionRecord, ExecutorInfo, Lease, Payload
 from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, Storage, StorageError
 
 from .model import ContractModel, difference
@@ -163,15 +163,15 @@ class StorageMachine(RuleBasedStateMachine):
             self._compare_records("insert_executions", expected, actual)
 
     @precondition(lambda self: self.model.records)
-    @rule(limit=st.sampled_from([1, 2, 5, 1000]), leeway=st.sampled_from([0.0, 2.5]),
+    @rule(limit=st.sampled_from([1, 2, 5, 1000]), lease_duration=st.sampled_from([0.0, 2.5]),
           executor=st.sampled_from(["de_1", "de_2"]))
-    def claim(self, limit: int, leeway: float, executor: str) -> None:
+    def claim(self, limit: int, lease_duration: float, executor: str) -> None:
         due = self.model.due(self.now)
         # never split records of equal ready_at: which of them a backend claims is its own
         # choice, and what the machine draws afterwards must not depend on it
         while 0 < limit < len(due) and due[limit - 1].ready_at == due[limit].ready_at:
             limit += 1
-        claimed = self.call("claim_executions", executor, self.now, limit, leeway)
+        claimed = self.call("claim_executions", executor, self.now, limit, lease_duration)
         ids = [r.execution_id for r in claimed]
         wanted = min(limit, len(due))
         assert len(ids) == wanted == len(set(ids)), f"claimed {ids} with limit {limit}; {wanted} were due"
@@ -180,7 +180,7 @@ class StorageMachine(RuleBasedStateMachine):
         times = [ready_at[i] for i in ids]
         assert times == sorted(times), f"claimed {ids} not earliest ready_at first: {times}"
         assert times == [r.ready_at for r in due[:wanted]], f"claimed {ids}, not the earliest due ({due[:wanted]})"
-        expected = self.model.claim(ids, executor, self.now, leeway)
+        expected = self.model.claim(ids, executor, self.now, lease_duration)
         self._compare_records("claim_executions", expected, claimed)
         # in id order: a backend may order records of equal ready_at any way, and what is drawn
         # for each lease must not depend on that (Hypothesis replays each example exactly)
@@ -308,6 +308,14 @@ class StorageMachine(RuleBasedStateMachine):
         leases = data.draw(st.lists(st.sampled_from(choices), max_size=4))
         assert self.call("find_revoked_leases", leases) == self.model.find_revoked(leases), "find_revoked_leases"
 
+    @rule(data=st.data(), lease_duration=st.sampled_from([0.5, 20.0]))
+    def renew(self, data: st.DataObject, lease_duration: float) -> None:
+        sleepers = [r.lease for r in self.model.records.values() if r.is_sleeping]
+        leases = data.draw(st.lists(st.sampled_from([*self.leases, *sleepers, Lease("te_unknown", 1)]), max_size=4))
+        heartbeat = ExecutorInfo("de_a", "host", 1, 0.0, self.now, len(leases))
+        expected = self.model.renew(leases, self.now, lease_duration)
+        assert self.call("renew_leases", heartbeat, leases, self.now, lease_duration) == expected, "renew_leases"
+
     @rule(max_lease_expirations=st.sampled_from([0, 1, 3]))
     def expire(self, max_lease_expirations: int) -> None:
         expected = self.model.expire(self.now, max_lease_expirations)
@@ -359,16 +367,20 @@ class StorageMachine(RuleBasedStateMachine):
                               self.call("get_executions_by_sleeping_unique_id", unique_ids))
 
     @rule(statuses=st.none() | st.lists(st.sampled_from(ALL_TASK_EXECUTION_STATUSES), min_size=1, max_size=3),
-          task_id=st.sampled_from([None, "a", "w"]), limit=st.sampled_from([1, 3, 1000]))
-    def list_executions(self, statuses: list[S] | None, task_id: str | None, limit: int) -> None:
-        matches = self.model.listed(statuses, task_id)
-        listed = self.call("list_executions", statuses=statuses, task_id=task_id, limit=limit)
+          task_id=st.sampled_from([None, "a", "w"]), executor_id=st.sampled_from([None, "de_1", "de_3"]),
+          limit=st.sampled_from([1, 3, 1000]))
+    def list_executions(self, statuses: list[S] | None, task_id: str | None, executor_id: str | None,
+                        limit: int) -> None:
+        matches = self.model.listed(statuses, task_id, executor_id)
+        listed = self.call("list_executions", statuses=statuses, task_id=task_id, executor_id=executor_id,
+                           limit=limit)
         created = [r.created_at for r in listed]
         assert created == sorted(created, reverse=True), "list_executions is not newest first"
         assert created == [r.created_at for r in matches[:limit]], "list_executions did not list the newest"
         for record in listed:
             assert statuses is None or record.status in statuses, f"list_executions listed a {record.status} one"
             assert task_id is None or record.task_id == task_id, f"list_executions listed one of {record.task_id}"
+            assert executor_id in (None, record.executor_id), f"list_executions listed one of {record.executor_id}"
             assert record == self.model.records.get(record.execution_id), (
                 f"list_executions: {difference(self.model.records.get(record.execution_id), record)}")
 

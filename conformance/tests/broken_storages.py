@@ -15,7 +15,7 @@ from durable_storage_memory.storage import _State
 
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import transitions
-from durable_core.storage import ExecutionRecord, Lease, RunCommit, StatusChange
+from durable_core.storage import ExecutionRecord, ExecutorInfo, Lease, RunCommit, StatusChange
 
 
 class DoubleClaimStorage(MemoryStorage):
@@ -23,7 +23,7 @@ class DoubleClaimStorage(MemoryStorage):
     meanwhile. Alone it looks right; two concurrent claimers take the same execution."""
 
     async def claim_executions(self, executor_id: str, now: float, limit: int,
-                               expire_leeway: float) -> list[ExecutionRecord]:
+                               lease_duration: float) -> list[ExecutionRecord]:
         await trio.lowlevel.checkpoint()
         with self._lock:
             due = sorted((r for r in self._state.records.values() if transitions.is_due(r, now)),
@@ -33,7 +33,7 @@ class DoubleClaimStorage(MemoryStorage):
         with self._lock:
             for seen in due:
                 record = self._state.records[seen.execution_id]
-                new = transitions.claim(record, executor_id, now, expire_leeway)
+                new = transitions.claim(record, executor_id, now, lease_duration)
                 self._state._replace(record, new)
                 claimed.append(new.copy())
         return claimed
@@ -61,6 +61,25 @@ class IgnoredFencingStorage(MemoryStorage):
     def __init__(self) -> None:
         super().__init__()
         self._state = _FencelessState()
+
+
+class _RevivingState(_State):
+    def renew(self, executor: ExecutorInfo, leases: Sequence[Lease], now: float, lease_duration: float) -> list[str]:
+        for lease in leases:  # by id alone: neither the token nor the end of the lease is checked
+            record = self.records.get(lease.execution_id)
+            if record is not None:
+                self._replace(record, record.copy(lease_expires_at=now + lease_duration))
+        self.executors[executor.executor_id] = executor
+        return []
+
+
+class RevivingHeartbeatStorage(MemoryStorage):
+    """Renews leases by execution id alone: the heartbeat of a run that lost its lease revives it
+    (two runs then hold one execution), and the run is never told to stop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._state = _RevivingState()
 
 
 class MissingCheckpointStorage(MemoryStorage):

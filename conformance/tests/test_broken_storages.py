@@ -73,6 +73,13 @@ def test_an_ignored_fencing_token_fails_the_fencing_checks(pytester: pytest.Pyte
             "test_storage_agrees_with_the_model"} <= outcomes["failed"]
 
 
+def test_a_heartbeat_that_revives_lost_leases_fails_the_renewal_checks(pytester: pytest.Pytester) -> None:
+    outcomes = run_suite(pytester, "RevivingHeartbeatStorage")
+    assert {"test_a_heartbeat_extends_the_leases_that_hold_and_names_the_others",
+            "test_a_renewed_lease_expires_only_once_its_new_end_has_passed",
+            "test_storage_agrees_with_the_model"} <= outcomes["failed"]
+
+
 def test_a_missing_checkpoint_fails_exactly_the_checkpoint_checks(pytester: pytest.Pytester) -> None:
     outcomes = run_suite(pytester, "MissingCheckpointStorage")
     # the engine may stumble too: tasks scheduled in another order meet other races
@@ -104,7 +111,7 @@ def test_known_failures_become_strict_xfails(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("-p", "no:cacheprovider", "-k", "checkpoint or earliest_ready", "-rxX")
     result.stdout.fnmatch_lines(["*XPASS(strict)*known failure: declared by mistake: it passes*",
                                  "*XFAIL*get_executions-work*known failure: reads skip the checkpoint (issue 12)*"])
-    result.assert_outcomes(failed=1, xfailed=2, passed=22)
+    result.assert_outcomes(failed=1, xfailed=2, passed=26)
 
 
 def test_a_known_failure_naming_no_check_is_refused(pytester: pytest.Pytester) -> None:

@@ -39,5 +39,5 @@ def test_only_declared_capabilities_make_a_check_optional() -> None:
 
 def test_every_operation_is_checked_for_checkpoints_and_cancellation() -> None:
     writes = set(STORAGE_METHODS) - {"get_executions", "get_executions_by_sleeping_unique_id", "list_executions",
-                                      "find_revoked_leases"}
+                                      "find_revoked_leases", "list_executors"}
     assert set(_ATOMIC_OPERATIONS) == writes

@@ -15,7 +15,7 @@ import click
 from ..config import CONFIG_ENV
 from ..errors import DurableExecutionError
 from ..plugins.manager import default_registry
-from . import config_cmd, demo, executions, install, plugins_cmd, worker
+from . import config_cmd, demo, executions, install, plugins_cmd, worker, workers_cmd
 from .common import USER_ERRORS
 
 logger = logging.getLogger("durable.cli")
@@ -33,7 +33,7 @@ def cli(config_path: str | None) -> None:
 
 
 for _command in (demo.demo, worker.worker, worker.enqueue, executions.executions, plugins_cmd.plugins,
-                 install.install, install.uninstall, config_cmd.config_group):
+                 install.install, install.uninstall, config_cmd.config_group, workers_cmd.workers):
     cli.add_command(_command)
 
 

@@ -98,15 +98,17 @@ def _summary(record: ExecutionRecord) -> dict[str, Any]:
               type=click.Choice([*map(str, TaskExecutionStatus), *STATUS_GROUPS]),
               help="Only these statuses (repeatable); active, finished and errored name groups.")
 @click.option("--task", "task_id", help="Only executions of this task id.")
+@click.option("--executor", "executor_id", help="Only executions this executor runs or last ran (see: durable workers).")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1, max=MAX_LIMIT))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines, one object per execution.")
-def list_(statuses: tuple[str, ...], task_id: str | None, limit: int, as_json: bool) -> None:
+def list_(statuses: tuple[str, ...], task_id: str | None, executor_id: str | None, limit: int, as_json: bool) -> None:
     """List executions, newest first."""
     wanted = {status for name in statuses for status in STATUS_GROUPS.get(name) or {TaskExecutionStatus(name)}}
 
     async def main() -> list[ExecutionRecord]:
         async with configured_storage() as (storage, _):
-            return await storage.list_executions(statuses=sorted(wanted) or None, task_id=task_id, limit=limit)
+            return await storage.list_executions(statuses=sorted(wanted) or None, task_id=task_id,
+                                                 executor_id=executor_id, limit=limit)
 
     records = run(main)
     if as_json:
@@ -126,23 +128,25 @@ def list_(statuses: tuple[str, ...], task_id: str | None, limit: int, as_json: b
 @click.argument("execution_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the execution as JSON.")
 def show(execution_id: str, as_json: bool) -> None:
-    """One execution: status, input, output, error, relatives and times."""
+    """One execution: status, input, output, error, relatives, times and the executor running it."""
 
     async def main() -> ExecutionRecord:
         async with configured_storage() as (storage, config):
             return await _get(storage, execution_id, config)
 
-    execution = to_task_execution(run(main), _decode)
+    record = run(main)
+    execution = to_task_execution(record, _decode)
+    shown = {**dataclasses.asdict(execution), "executor_id": record.executor_id}
     if as_json:
-        click.echo(to_json(dataclasses.asdict(execution)))
+        click.echo(to_json(shown))
         return
-    fields = {name: value for name, value in dataclasses.asdict(execution).items() if value is not None and value != ()}
+    fields = {name: value for name, value in shown.items() if value is not None and value != ()}
     fields["status"] = styled(execution.status)
     width = max(map(len, fields)) + 2
     for name, value in fields.items():
-        shown = to_json(value) if isinstance(value, dict | list | tuple) or name in ("input", "output") else value
-        shown = value if isinstance(value, Undecodable) else shown
-        click.echo(f"{name + ':':<{width}}{shown}")
+        text = to_json(value) if isinstance(value, dict | list | tuple) or name in ("input", "output") else value
+        text = value if isinstance(value, Undecodable) else text
+        click.echo(f"{name + ':':<{width}}{text}")
 
 
 @executions.command("tree")

@@ -3,6 +3,7 @@
 from .connection_thread import Call as Call
 from .connection_thread import ConnectionThreads as ConnectionThreads
 from .contract import CANCELLED_ERROR as CANCELLED_ERROR
+from .contract import EXECUTOR_RETENTION as EXECUTOR_RETENTION
 from .contract import EXPIRED_ERROR as EXPIRED_ERROR
 from .contract import EXPIRED_TOO_OFTEN_ERROR as EXPIRED_TOO_OFTEN_ERROR
 from .contract import SLEEPING_TIMED_OUT_ERROR as SLEEPING_TIMED_OUT_ERROR
@@ -12,6 +13,7 @@ from .contract import Capabilities as Capabilities
 from .contract import ChangeNotifications as ChangeNotifications
 from .contract import DuplicateSleepingTaskUniqueIdError as DuplicateSleepingTaskUniqueIdError
 from .contract import ExecutionRecord as ExecutionRecord
+from .contract import ExecutorInfo as ExecutorInfo
 from .contract import Lease as Lease
 from .contract import Payload as Payload
 from .contract import RunCommit as RunCommit

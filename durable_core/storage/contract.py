@@ -11,10 +11,11 @@ Scheduling is expressed by two internal fields of a record:
   ``ready`` execution is claimable at its ``start_at``; a parent waiting for children becomes
   claimable when its last active child (or its finalize) finishes, so that the engine can process
   the children's results.
-* ``lease_token``/``lease_expires_at``: claiming increments ``lease_token`` and sets
-  ``lease_expires_at``; every write by the claimer is *fenced* by that token. A lease ends when the
-  claimer commits, releases it, or it expires, or when the execution is cancelled; after that the
-  old token can never write again.
+* ``lease_token``/``lease_expires_at``: claiming increments ``lease_token`` and sets a short
+  ``lease_expires_at``, which the claimer's heartbeats push forward while it runs the execution;
+  every write by the claimer is *fenced* by that token. A lease ends when the claimer commits,
+  releases it, or it expires, or when the execution is cancelled; after that the old token can
+  never write again, nor renew the lease.
 
 Closure (a child finishing moves its parent along) and cascading cancellation (a parent ending in
 any status other than completed cancels every unfinished descendant) happen inside the operation
@@ -36,7 +37,7 @@ from ..errors import DurableExecutionError, ErrorInfo
 from ..models import ExecutionRef, ParentRef, RetryOptions
 from ..status import TaskExecutionStatus
 
-STORAGE_API = 1
+STORAGE_API = 2
 """Version of this contract. Backends declare the version they implement as ``storage_api``."""
 
 
@@ -67,6 +68,23 @@ class Lease:
 
     execution_id: str
     token: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorInfo:
+    """A running executor as its last heartbeat described it (``durable workers`` lists them)."""
+
+    executor_id: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    running: int
+    """Executions it was running (or moving along) at that heartbeat."""
+
+
+EXECUTOR_RETENTION = 3600.0
+"""Seconds after its last heartbeat an executor is forgotten by the storage (see ``renew_leases``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +213,7 @@ def cascade_error(ancestor: ExecutionRecord | StatusChange) -> ErrorInfo:
 
 @runtime_checkable
 class Storage(Protocol):
-    """The storage contract (``STORAGE_API`` 1). All methods are async, atomic and checkpoints.
+    """The storage contract (``STORAGE_API`` 2). All methods are async, atomic and checkpoints.
 
     Batch methods take and return sequences; each element is handled as if alone (one failing
     fence does not stop the others), unless the method says the whole batch is atomic.
@@ -231,20 +249,24 @@ class Storage(Protocol):
         *,
         statuses: Sequence[TaskExecutionStatus] | None = None,
         task_id: str | None = None,
+        executor_id: str | None = None,
         limit: int = 100,
     ) -> list[ExecutionRecord]:
-        """Executions matching the filters, newest ``created_at`` first, at most ``limit``."""
+        """Executions matching the filters, newest ``created_at`` first, at most ``limit``.
+
+        ``executor_id`` selects the records whose ``executor_id`` is that one (who holds, or last
+        held, their lease)."""
         ...
 
     async def claim_executions(
-        self, executor_id: str, now: float, limit: int, expire_leeway: float
+        self, executor_id: str, now: float, limit: int, lease_duration: float
     ) -> list[ExecutionRecord]:
         """Claim up to ``limit`` records whose ``ready_at <= now``, earliest ``ready_at`` first.
 
         Each claimed record gets ``ready_at=None``, ``executor_id``, ``lease_token + 1``,
-        ``lease_expires_at = now + timeout + expire_leeway`` and ``updated_at = now``; a ``ready``
-        one becomes ``running`` with ``started_at = now``. Returns the records as claimed. No
-        record is ever claimed by two callers at once.
+        ``lease_expires_at = now + lease_duration`` and ``updated_at = now``; a ``ready`` one
+        becomes ``running`` with ``started_at = now``. Returns the records as claimed. No record
+        is ever claimed by two callers at once.
         """
         ...
 
@@ -277,6 +299,24 @@ class Storage(Protocol):
 
     async def find_revoked_leases(self, leases: Sequence[Lease]) -> list[str]:
         """Execution ids (in input order) of the leases that no longer hold (or unknown records)."""
+        ...
+
+    async def renew_leases(
+        self, executor: ExecutorInfo, leases: Sequence[Lease], now: float, lease_duration: float
+    ) -> list[str]:
+        """An executor's heartbeat: extend its leases and record that it is alive, atomically.
+
+        Each lease that still holds on a record that is not sleeping gets ``lease_expires_at =
+        now + lease_duration`` (nothing else changes, ``updated_at`` included). ``executor``
+        replaces the stored entry with its ``executor_id``, and entries whose ``heartbeat_at`` is
+        more than ``EXECUTOR_RETENTION`` seconds before ``now`` are deleted. Returns the execution
+        ids (in input order) of the leases that were not renewed, as ``find_revoked_leases``.
+        """
+        ...
+
+    async def list_executors(self, heartbeat_after: float) -> list[ExecutorInfo]:
+        """The stored executors whose ``heartbeat_at >= heartbeat_after``, earliest
+        ``started_at`` first (then by ``executor_id``)."""
         ...
 
     async def expire_leases(
@@ -342,6 +382,8 @@ STORAGE_METHODS: tuple[str, ...] = (
     "commit_runs",
     "release_leases",
     "find_revoked_leases",
+    "renew_leases",
+    "list_executors",
     "expire_leases",
     "cancel_executions",
     "wake_sleeping_executions",

@@ -19,7 +19,8 @@ import trio
 
 from ..status import TaskExecutionStatus
 from .contract import STORAGE_API, Capabilities, ChangeNotifications, DuplicateSleepingTaskUniqueIdError
-from .contract import ExecutionRecord, Lease, RunCommit, SleepingWakeup, StatusChange, Storage, StorageError
+from .contract import ExecutionRecord, ExecutorInfo, Lease, RunCommit, SleepingWakeup, StatusChange, Storage
+from .contract import StorageError
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -77,6 +78,8 @@ class LockedStorage(Storage):
     commit_runs = _serialized(Storage.commit_runs)
     release_leases = _serialized(Storage.release_leases)
     find_revoked_leases = _serialized(Storage.find_revoked_leases)
+    renew_leases = _serialized(Storage.renew_leases)
+    list_executors = _serialized(Storage.list_executors)
     expire_leases = _serialized(Storage.expire_leases)
     cancel_executions = _serialized(Storage.cancel_executions)
     wake_sleeping_executions = _serialized(Storage.wake_sleeping_executions)
@@ -90,7 +93,8 @@ class SingleOperationStorage(Storage, ABC):
     and cancellation cannot cut it short: wrap the backend in ``LockedStorage``. Inserting
     operations check every record first, so that a conflict stops the batch before anything is
     written. Claiming, expiry, listing and deletion choose their records by a query only the
-    backend can run efficiently; they stay abstract.
+    backend can run efficiently, and heartbeats keep a registry of executors besides the records;
+    they stay abstract.
     """
 
     storage_api = STORAGE_API
@@ -134,13 +138,22 @@ class SingleOperationStorage(Storage, ABC):
         *,
         statuses: Sequence[TaskExecutionStatus] | None = None,
         task_id: str | None = None,
+        executor_id: str | None = None,
         limit: int = 100,
     ) -> list[ExecutionRecord]: ...
 
     @abstractmethod
     async def claim_executions(
-        self, executor_id: str, now: float, limit: int, expire_leeway: float
+        self, executor_id: str, now: float, limit: int, lease_duration: float
     ) -> list[ExecutionRecord]: ...
+
+    @abstractmethod
+    async def renew_leases(
+        self, executor: ExecutorInfo, leases: Sequence[Lease], now: float, lease_duration: float
+    ) -> list[str]: ...
+
+    @abstractmethod
+    async def list_executors(self, heartbeat_after: float) -> list[ExecutorInfo]: ...
 
     @abstractmethod
     async def expire_leases(self, now: float, max_lease_expirations: int, limit: int) -> list[StatusChange]: ...

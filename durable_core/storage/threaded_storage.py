@@ -15,7 +15,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from ..status import TaskExecutionStatus
 from .connection_thread import ConnectionThreads
-from .contract import STORAGE_API, Capabilities, ExecutionRecord, Lease, RunCommit, SleepingWakeup, StatusChange
+from .contract import STORAGE_API, Capabilities, ExecutionRecord, ExecutorInfo, Lease, RunCommit, SleepingWakeup
+from .contract import StatusChange
 
 K = TypeVar("K")
 """The backend's kind of call (see ``ConnectionThreads``)."""
@@ -44,6 +45,10 @@ class ThreadedDatabase(Protocol):
 
     def find_revoked(self, *args: Any) -> list[str]: ...
 
+    def renew(self, *args: Any) -> list[str]: ...
+
+    def list_executors(self, *args: Any) -> list[ExecutorInfo]: ...
+
     def expire(self, *args: Any) -> list[StatusChange]: ...
 
     def cancel(self, *args: Any) -> list[StatusChange]: ...
@@ -63,7 +68,8 @@ class ThreadedStorage(Generic[K]):
     read_kind: K
     """The kind of call of an operation that only reads."""
     write_kind: K
-    """The kind of call of an operation that writes but makes nothing claimable (claiming, deleting)."""
+    """The kind of call of an operation that writes but makes nothing claimable (claiming,
+    renewing, deleting)."""
     claimable_write_kind: K
     """The kind of call of an operation whose write may make an execution claimable (inserting,
     committing, handing back, expiring, cancelling, waking)."""
@@ -86,14 +92,16 @@ class ThreadedStorage(Generic[K]):
         *,
         statuses: Sequence[TaskExecutionStatus] | None = None,
         task_id: str | None = None,
+        executor_id: str | None = None,
         limit: int = 100,
     ) -> list[ExecutionRecord]:
-        return await self._threads.call(self.read_kind, self._db.list_records, statuses, task_id, limit)
+        return await self._threads.call(self.read_kind, self._db.list_records, statuses, task_id, executor_id,
+                                        limit)
 
     async def claim_executions(
-        self, executor_id: str, now: float, limit: int, expire_leeway: float
+        self, executor_id: str, now: float, limit: int, lease_duration: float
     ) -> list[ExecutionRecord]:
-        return await self._threads.call(self.write_kind, self._db.claim, executor_id, now, limit, expire_leeway)
+        return await self._threads.call(self.write_kind, self._db.claim, executor_id, now, limit, lease_duration)
 
     async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
         return await self._threads.call(self.claimable_write_kind, self._db.commit_runs, commits, now)
@@ -103,6 +111,14 @@ class ThreadedStorage(Generic[K]):
 
     async def find_revoked_leases(self, leases: Sequence[Lease]) -> list[str]:
         return await self._threads.call(self.read_kind, self._db.find_revoked, leases)
+
+    async def renew_leases(
+        self, executor: ExecutorInfo, leases: Sequence[Lease], now: float, lease_duration: float
+    ) -> list[str]:
+        return await self._threads.call(self.write_kind, self._db.renew, executor, leases, now, lease_duration)
+
+    async def list_executors(self, heartbeat_after: float) -> list[ExecutorInfo]:
+        return await self._threads.call(self.read_kind, self._db.list_executors, heartbeat_after)
 
     async def expire_leases(self, now: float, max_lease_expirations: int, limit: int) -> list[StatusChange]:
         return await self._threads.call(self.claimable_write_kind, self._db.expire, now, max_lease_expirations,

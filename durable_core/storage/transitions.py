@@ -7,9 +7,9 @@ rules in those statements, and the conformance suite checks them against these f
 errors the rules store are defined with the contract and importable from here too.
 
 An operation of the contract is made of these steps: it picks the records the operation applies
-to (``lease_holds``, ``is_due``, ``lease_is_due``, ``accepts_cancel``, ``accepts_wake``,
-``is_deletable_root``), writes each one's next state (``claim``, ``commit``, ``release``,
-``expire``, ``cancel``, ``wake``) and, in the same atomic step, follows a finished record with
+to (``lease_holds``, ``is_due``, ``lease_is_due``, ``accepts_renewal``, ``accepts_cancel``,
+``accepts_wake``, ``is_deletable_root``), writes each one's next state (``claim``, ``renew``,
+``commit``, ``release``, ``expire``, ``cancel``, ``wake``) and, in the same atomic step, follows a finished record with
 the closure of its parent (``parent_to_close``, ``close``) and the cancellation of its
 unfinished descendants (``cancels_descendants``, ``cancel_by_cascade``).
 """
@@ -47,6 +47,11 @@ def lease_is_due(record: ExecutionRecord, now: float) -> bool:
     return record.lease_expires_at is not None and record.lease_expires_at <= now
 
 
+def accepts_renewal(record: ExecutionRecord | None, lease: Lease) -> bool:
+    """A heartbeat renews a lease that holds, except a sleeping execution's (its deadline)."""
+    return lease_holds(record, lease) and record is not None and not record.is_sleeping
+
+
 def accepts_cancel(record: ExecutionRecord) -> bool:
     """Any unfinished execution can be cancelled (directly or by a cascade); a finished one never."""
     return not record.status.is_finished
@@ -76,8 +81,9 @@ def is_deletable_root(record: ExecutionRecord, finished_before: float) -> bool:
 # ---------------------------------------------------------------------------------------- next states
 
 
-def claim(record: ExecutionRecord, executor_id: str, now: float, expire_leeway: float) -> ExecutionRecord:
-    """A due record claimed by ``executor_id``: a new lease with the next fencing token.
+def claim(record: ExecutionRecord, executor_id: str, now: float, lease_duration: float) -> ExecutionRecord:
+    """A due record claimed by ``executor_id``: a new lease, for ``lease_duration`` seconds, with
+    the next fencing token.
 
     A ``ready`` record becomes ``running`` with ``started_at = now``; a waiting parent keeps its
     status (and its ``started_at``).
@@ -89,9 +95,14 @@ def claim(record: ExecutionRecord, executor_id: str, now: float, expire_leeway: 
     new.ready_at = None
     new.executor_id = executor_id
     new.lease_token = record.lease_token + 1
-    new.lease_expires_at = now + record.timeout + expire_leeway
+    new.lease_expires_at = now + lease_duration
     new.updated_at = now
     return new
+
+
+def renew(record: ExecutionRecord, now: float, lease_duration: float) -> ExecutionRecord:
+    """A record whose lease a heartbeat renewed (``accepts_renewal``): only the lease's end moves."""
+    return record.copy(lease_expires_at=now + lease_duration)
 
 
 def commit(record: ExecutionRecord, now: float) -> ExecutionRecord:

@@ -44,6 +44,14 @@ def define(executor: DurableExecutor, log) -> dict:
         record("end", ctx)
         return ctx.prev_error.message
 
+    @executor.task(id="long", timeout=3600)
+    async def long(ctx, input):
+        record("start", ctx)
+        if ctx.prev_error is None:
+            await trio.sleep(3600)  # killed before this ends
+        record("end", ctx)
+        return ctx.prev_error.message
+
     # the reference workload (bench/reference_workload.py), each run logged
     @executor.task(id="child", timeout=30)
     async def child(ctx, input):
@@ -80,7 +88,7 @@ def define(executor: DurableExecutor, log) -> dict:
         record("end", ctx)
         return {"is_done": True, "output": input} if time.time() >= FLAG_AT else {"is_done": False}
 
-    return {"work": work, "slow": slow, "parent": parent,
+    return {"work": work, "slow": slow, "long": long, "parent": parent,
             "sequence": executor.sequential_tasks("sequence", [step, step, step, step]),
             "loop": executor.looping_task("loop", poll_flag, max_attempts=1000, sleep_before_run=0.1)}
 

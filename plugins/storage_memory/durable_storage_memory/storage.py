@@ -20,7 +20,8 @@ import trio
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import transitions
 from durable_core.storage import STORAGE_API, Capabilities, DuplicateSleepingTaskUniqueIdError
-from durable_core.storage import ExecutionRecord, Lease, RunCommit, SleepingWakeup, StatusChange, StorageError
+from durable_core.storage import EXECUTOR_RETENTION, ExecutionRecord, ExecutorInfo, Lease, RunCommit, SleepingWakeup
+from durable_core.storage import StatusChange, StorageError
 
 T = TypeVar("T")
 
@@ -81,6 +82,7 @@ class _State:
         self.ready = _Schedule()
         self.leases = _Schedule()
         self.finished_roots = _Schedule()
+        self.executors: dict[str, ExecutorInfo] = {}
         self._undo: list[tuple[ExecutionRecord | None, ExecutionRecord | None]] = []
 
     def atomically(self, operation: Callable[..., T], *args: Any) -> T:
@@ -152,17 +154,23 @@ class _State:
     def get_by_sleeping_unique_id(self, unique_ids: Sequence[str]) -> list[ExecutionRecord | None]:
         return self.get([self.by_unique_id.get(unique_id) for unique_id in unique_ids])
 
-    def select(self, statuses: Sequence[S] | None, task_id: str | None, limit: int) -> list[ExecutionRecord]:
+    def select(self, statuses: Sequence[S] | None, task_id: str | None, executor_id: str | None,
+               limit: int) -> list[ExecutionRecord]:
         wanted = None if statuses is None else frozenset(statuses)
         matches = (
             record
             for record in reversed(self.records.values())  # newest first among equal created_at
             if (wanted is None or record.status in wanted) and (task_id is None or record.task_id == task_id)
+            and (executor_id is None or record.executor_id == executor_id)
         )
         return [record.copy() for record in heapq.nlargest(max(limit, 0), matches, key=attrgetter("created_at"))]
 
     def find_revoked(self, leases: Sequence[Lease]) -> list[str]:
         return [lease.execution_id for lease in leases if self._held(lease) is None]
+
+    def live_executors(self, heartbeat_after: float) -> list[ExecutorInfo]:
+        live = (e for e in self.executors.values() if e.heartbeat_at >= heartbeat_after)
+        return sorted(live, key=attrgetter("started_at", "executor_id"))
 
     def _held(self, lease: Lease) -> ExecutionRecord | None:
         """The stored record while ``lease`` holds, else None."""
@@ -174,11 +182,11 @@ class _State:
     def insert(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
         return [(self._twin(record) or self._add(record)).copy() for record in records]
 
-    def claim(self, executor_id: str, now: float, limit: int, expire_leeway: float) -> list[ExecutionRecord]:
+    def claim(self, executor_id: str, now: float, limit: int, lease_duration: float) -> list[ExecutionRecord]:
         claimed = []
         for execution_id in itertools.islice(self.ready.due(now), max(limit, 0)):
             record = self.records[execution_id]
-            new = transitions.claim(record, executor_id, now, expire_leeway)
+            new = transitions.claim(record, executor_id, now, lease_duration)
             self._replace(record, new)
             claimed.append(new.copy())
         return claimed
@@ -197,6 +205,18 @@ class _State:
                     changes.append(StatusChange(record.execution_id, record.task_id, None, record.status))
             self._after_finish(new, now, changes)
         return changes
+
+    def renew(self, executor: ExecutorInfo, leases: Sequence[Lease], now: float, lease_duration: float) -> list[str]:
+        lost = []
+        for lease in leases:
+            record = self.records.get(lease.execution_id)
+            if record is not None and transitions.accepts_renewal(record, lease):
+                self._replace(record, transitions.renew(record, now, lease_duration))
+            else:
+                lost.append(lease.execution_id)
+        self.executors = {i: e for i, e in self.executors.items() if e.heartbeat_at >= now - EXECUTOR_RETENTION}
+        self.executors[executor.executor_id] = executor
+        return lost
 
     def release(self, leases: Sequence[Lease], now: float) -> list[StatusChange]:
         changes: list[StatusChange] = []
@@ -320,14 +340,15 @@ class MemoryStorage:
         *,
         statuses: Sequence[S] | None = None,
         task_id: str | None = None,
+        executor_id: str | None = None,
         limit: int = 100,
     ) -> list[ExecutionRecord]:
-        return await self._run(self._state.select, statuses, task_id, limit)
+        return await self._run(self._state.select, statuses, task_id, executor_id, limit)
 
     async def claim_executions(
-        self, executor_id: str, now: float, limit: int, expire_leeway: float
+        self, executor_id: str, now: float, limit: int, lease_duration: float
     ) -> list[ExecutionRecord]:
-        return await self._run(self._state.claim, executor_id, now, limit, expire_leeway)
+        return await self._run(self._state.claim, executor_id, now, limit, lease_duration)
 
     async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
         return await self._run(self._state.commit, commits, now)
@@ -337,6 +358,14 @@ class MemoryStorage:
 
     async def find_revoked_leases(self, leases: Sequence[Lease]) -> list[str]:
         return await self._run(self._state.find_revoked, leases)
+
+    async def renew_leases(
+        self, executor: ExecutorInfo, leases: Sequence[Lease], now: float, lease_duration: float
+    ) -> list[str]:
+        return await self._run(self._state.renew, executor, leases, now, lease_duration)
+
+    async def list_executors(self, heartbeat_after: float) -> list[ExecutorInfo]:
+        return await self._run(self._state.live_executors, heartbeat_after)
 
     async def expire_leases(self, now: float, max_lease_expirations: int, limit: int) -> list[StatusChange]:
         return await self._run(self._state.expire, now, max_lease_expirations, limit)

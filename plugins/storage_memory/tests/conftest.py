@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from durable_core.status import TaskExecutionStatus as S
-from durable_core.storage import ExecutionRecord, Lease, LockedStorage, RunCommit, SingleOperationStorage
+from durable_core.storage import ExecutionRecord, ExecutorInfo, Lease, LockedStorage, RunCommit, SingleOperationStorage
 from durable_core.storage import SleepingWakeup, StatusChange, Storage, transitions
 from durable_storage_memory import MemoryStorage
 
@@ -92,27 +92,37 @@ class DictStorage(SingleOperationStorage):
         return self._write(record, transitions.wake(record, wakeup, now))
 
     async def list_executions(
-        self, *, statuses: Sequence[S] | None = None, task_id: str | None = None, limit: int = 100
+        self, *, statuses: Sequence[S] | None = None, task_id: str | None = None, executor_id: str | None = None,
+        limit: int = 100,
     ) -> list[ExecutionRecord]:
         await trio.lowlevel.checkpoint()
         matches = [
             r.copy()
             for r in reversed(self.records.values())
             if (statuses is None or r.status in statuses) and task_id in (None, r.task_id)
+            and executor_id in (None, r.executor_id)
         ]
         return sorted(matches, key=attrgetter("created_at"), reverse=True)[:limit]
 
     async def claim_executions(
-        self, executor_id: str, now: float, limit: int, expire_leeway: float
+        self, executor_id: str, now: float, limit: int, lease_duration: float
     ) -> list[ExecutionRecord]:
         due = sorted((r for r in self.records.values() if transitions.is_due(r, now)),
                      key=attrgetter("ready_at"))[:limit]
         await trio.lowlevel.checkpoint()
         claimed = []
         for record in due:
-            new = self.records[record.execution_id] = transitions.claim(record, executor_id, now, expire_leeway)
+            new = self.records[record.execution_id] = transitions.claim(record, executor_id, now, lease_duration)
             claimed.append(new.copy())
         return claimed
+
+    async def renew_leases(
+        self, executor: ExecutorInfo, leases: Sequence[Lease], now: float, lease_duration: float
+    ) -> list[str]:
+        raise NotImplementedError("not needed by the checks that run on DictStorage")
+
+    async def list_executors(self, heartbeat_after: float) -> list[ExecutorInfo]:
+        raise NotImplementedError("not needed by the checks that run on DictStorage")
 
     async def expire_leases(self, now: float, max_lease_expirations: int, limit: int) -> list[StatusChange]:
         raise NotImplementedError("not needed by the checks that run on DictStorage")

@@ -14,7 +14,8 @@ import pytest
 import trio
 import trio.testing
 
-from durable_conformance.records import BOOM, INPUT, LEEWAY, OUTPUT, change, child, claim, claim_one, get, new
+from durable_conformance.records import BOOM, INPUT, LEASE_DURATION, OUTPUT, change, child, claim, claim_one, executor, get
+from durable_conformance.records import new
 from durable_core import open_storage
 from durable_core.models import ExecutionRef, ParentRef, RetryOptions
 from durable_core.status import TaskExecutionStatus as S
@@ -108,11 +109,11 @@ async def test_claim_takes_the_earliest_ready_first_up_to_the_limit(storage: Sto
         [new("te_a", ready_at=3.0), new("te_b", ready_at=1.0), new("te_c", ready_at=2.0),
          new("te_d", ready_at=5.0), sleeping("te_s", "u")]
     )
-    claimed = await storage.claim_executions("de_1", 3.0, 2, LEEWAY)
+    claimed = await storage.claim_executions("de_1", 3.0, 2, LEASE_DURATION)
     assert [r.execution_id for r in claimed] == ["te_b", "te_c"]
     assert claimed[0] == new("te_b", ready_at=None).copy(
         status=S.RUNNING, started_at=3.0, executor_id="de_1", lease_token=1,
-        lease_expires_at=3.0 + 10.0 + LEEWAY, updated_at=3.0,
+        lease_expires_at=3.0 + LEASE_DURATION, updated_at=3.0,
     )
     assert await get(storage, "te_b") == claimed[0]
     assert [r.execution_id for r in await claim(storage, 3.0)] == ["te_a"]  # ready_at == now
@@ -126,7 +127,7 @@ async def test_concurrent_claimers_never_claim_the_same_execution(storage: Stora
     claimed: list[str] = []
 
     async def claimer(executor_id: str) -> None:
-        while batch := await storage.claim_executions(executor_id, 0.0, 3, LEEWAY):
+        while batch := await storage.claim_executions(executor_id, 0.0, 3, LEASE_DURATION):
             claimed.extend(r.execution_id for r in batch)
 
     async with trio.open_nursery() as nursery:
@@ -151,7 +152,7 @@ async def test_commit_with_the_token_of_an_older_claim_is_ignored(storage: Stora
     await storage.insert_executions([new("te_1")])
     old = await claim_one(storage, 1.0, "te_1")
     await storage.release_leases([old.lease], 2.0)
-    current = await storage.claim_executions("de_b", 2.0, 1, LEEWAY)
+    current = await storage.claim_executions("de_b", 2.0, 1, LEASE_DURATION)
     assert [r.lease for r in current] == [Lease("te_1", 2)]
     assert await storage.find_revoked_leases([old.lease, current[0].lease, Lease("te_x", 1)]) == ["te_1", "te_x"]
     assert await storage.commit_runs([finish(old, S.COMPLETED, 3.0, output=OUTPUT)], 3.0) == []
@@ -218,6 +219,10 @@ async def test_list_filters_and_puts_the_newest_first(storage: Storage) -> None:
     assert await ids(statuses=[S.CANCELLED], task_id="other") == []
 
 
+NOT_IN_DICT_STORAGE = ("renew_leases", "list_executors", "expire_leases", "delete_finished_executions")
+"""The operations the naive ``DictStorage`` (in ``LockedStorage``) leaves out."""
+
+
 def calls(storage: Storage) -> dict[str, Callable[[], Awaitable[object]]]:
     """One harmless call of each contract operation, by name."""
     return {
@@ -225,10 +230,12 @@ def calls(storage: Storage) -> dict[str, Callable[[], Awaitable[object]]]:
         "get_executions": lambda: storage.get_executions([]),
         "get_executions_by_sleeping_unique_id": lambda: storage.get_executions_by_sleeping_unique_id([]),
         "list_executions": lambda: storage.list_executions(),
-        "claim_executions": lambda: storage.claim_executions("de_a", 0.0, 10, LEEWAY),
+        "claim_executions": lambda: storage.claim_executions("de_a", 0.0, 10, LEASE_DURATION),
         "commit_runs": lambda: storage.commit_runs([], 1.0),
         "release_leases": lambda: storage.release_leases([], 1.0),
         "find_revoked_leases": lambda: storage.find_revoked_leases([Lease("te_1", 1)]),
+        "renew_leases": lambda: storage.renew_leases(executor(), [Lease("te_1", 1)], 1.0, LEASE_DURATION),
+        "list_executors": lambda: storage.list_executors(0.0),
         "expire_leases": lambda: storage.expire_leases(0.0, 10, 10),
         "cancel_executions": lambda: storage.cancel_executions([], 1.0),
         "wake_sleeping_executions": lambda: storage.wake_sleeping_executions([], 1.0),
@@ -239,8 +246,8 @@ def calls(storage: Storage) -> dict[str, Callable[[], Awaitable[object]]]:
 
 async def test_every_operation_is_a_checkpoint(storage: Storage) -> None:
     for name, call in calls(storage).items():
-        if isinstance(storage, MemoryStorage) or name not in ("expire_leases", "delete_finished_executions"):
-            with trio.testing.assert_checkpoints():  # DictStorage (in LockedStorage) has no expiry or deletion
+        if isinstance(storage, MemoryStorage) or name not in NOT_IN_DICT_STORAGE:
+            with trio.testing.assert_checkpoints():
                 await call()
 
 
@@ -251,7 +258,7 @@ async def test_a_call_cancelled_before_it_runs_does_nothing(storage: Storage) ->
         await storage.insert_executions([new("te_2")])
     with trio.CancelScope() as scope:
         scope.cancel()
-        await storage.claim_executions("de_a", 0.0, 10, LEEWAY)
+        await storage.claim_executions("de_a", 0.0, 10, LEASE_DURATION)
     assert await get(storage, "te_2") is None
     assert (await get(storage, "te_1")).status is S.READY
 
@@ -267,7 +274,7 @@ async def test_records_handed_in_or_out_are_copies(storage: Storage) -> None:
     claimed.lease_token = 99
     assert await get(storage, "te_1") == new("te_1").copy(
         status=S.RUNNING, started_at=1.0, ready_at=None, executor_id="de_a", lease_token=1,
-        lease_expires_at=1.0 + 10.0 + LEEWAY, updated_at=1.0,
+        lease_expires_at=1.0 + LEASE_DURATION, updated_at=1.0,
     )
 
 
@@ -372,7 +379,7 @@ async def test_a_failing_commit_batch_applies_nothing(memory: MemoryStorage) -> 
 
 async def test_an_expired_running_execution_is_handed_back(memory: MemoryStorage) -> None:
     await memory.insert_executions([new("te_1")])
-    claimed = await claim_one(memory, 0.0, "te_1")  # lease until 0 + 10 + 5
+    claimed = await claim_one(memory, 0.0, "te_1")  # lease until 0 + 15
     assert await memory.expire_leases(14.9, 10, 10) == []
     assert await memory.expire_leases(15.0, 1, 10) == [change(claimed, S.RUNNING, S.READY)]  # 1 is allowed
     assert await get(memory, "te_1") == claimed.copy(
@@ -432,8 +439,9 @@ async def test_a_waiting_parent_whose_lease_ends_is_claimable_again(memory: Memo
 
 
 async def test_expiry_ends_the_earliest_leases_first_up_to_the_limit(memory: MemoryStorage) -> None:
-    await memory.insert_executions([new("te_a", timeout=30.0), new("te_b", timeout=10.0), new("te_c", timeout=20.0)])
-    await claim(memory, 0.0)
+    await memory.insert_executions([new("te_a", now=3.0), new("te_b", now=1.0), new("te_c", now=2.0)])
+    for now, execution_id in [(1.0, "te_b"), (2.0, "te_c"), (3.0, "te_a")]:  # leases end in this order
+        await claim_one(memory, now, execution_id)
     assert [c.execution_id for c in await memory.expire_leases(100.0, 10, 2)] == ["te_b", "te_c"]
     assert [c.execution_id for c in await memory.expire_leases(100.0, 10, 2)] == ["te_a"]
 
@@ -480,7 +488,7 @@ def test_executors_in_several_threads_share_one_storage(memory: MemoryStorage) -
 
     async def executor(executor_id: str) -> None:
         mine = claimed[executor_id] = []
-        while batch := await memory.claim_executions(executor_id, 0.0, 7, LEEWAY):
+        while batch := await memory.claim_executions(executor_id, 0.0, 7, LEASE_DURATION):
             mine.extend(r.execution_id for r in batch)
             assert await memory.commit_runs([finish(r, S.COMPLETED, 1.0) for r in batch], 1.0) != []
 
@@ -525,7 +533,7 @@ async def test_a_naive_backend_double_claims_without_locked_storage(naive: Stora
     claims: list[list[ExecutionRecord]] = []
 
     async def claimer() -> None:
-        claims.append(await naive.claim_executions("de_a", 0.0, 1, LEEWAY))
+        claims.append(await naive.claim_executions("de_a", 0.0, 1, LEASE_DURATION))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(claimer)

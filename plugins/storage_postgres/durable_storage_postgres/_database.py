@@ -20,7 +20,8 @@ from durable_core.errors import ErrorInfo
 from durable_core.status import FINISHED_TASK_EXECUTION_STATUSES
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
-from durable_core.storage import DuplicateSleepingTaskUniqueIdError, ExecutionRecord, Lease, Payload
+from durable_core.storage import EXECUTOR_RETENTION, DuplicateSleepingTaskUniqueIdError, ExecutionRecord
+from durable_core.storage import ExecutorInfo, Lease, Payload
 from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, StorageError, cascade_error
 
 from ._rows import COLUMNS, KEPT, STATUSES, from_row, to_row
@@ -65,6 +66,25 @@ SELECT l.execution_id FROM unnest(%s::text[], %s::bigint[]) WITH ORDINALITY AS l
 LEFT JOIN {t} AS e ON e.execution_id = l.execution_id AND e.lease_token = l.token
     AND e.lease_expires_at IS NOT NULL
 WHERE e.execution_id IS NULL ORDER BY l.n"""
+        self.renew = f"""
+WITH r AS (
+    UPDATE {t} AS e SET lease_expires_at = %s
+    FROM unnest(%s::text[], %s::bigint[]) AS l (execution_id, token)
+    WHERE e.execution_id = l.execution_id AND e.lease_token = l.token AND e.lease_expires_at IS NOT NULL
+        AND NOT e.is_sleeping
+    RETURNING e.execution_id, e.lease_token
+)
+SELECT l.execution_id FROM unnest(%s::text[], %s::bigint[]) WITH ORDINALITY AS l (execution_id, token, n)
+WHERE (l.execution_id, l.token) NOT IN (SELECT execution_id, lease_token FROM r) ORDER BY l.n"""
+        x = f'"{schema}".executors'
+        executor_columns = "executor_id, host, pid, started_at, heartbeat_at, running"
+        self.forget_executors = f"DELETE FROM {x} WHERE heartbeat_at < %s"
+        self.store_executor = f"""
+INSERT INTO {x} ({executor_columns}) VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (executor_id) DO UPDATE SET (host, pid, started_at, heartbeat_at, running) =
+    (EXCLUDED.host, EXCLUDED.pid, EXCLUDED.started_at, EXCLUDED.heartbeat_at, EXCLUDED.running)"""
+        self.live_executors = (
+            f"SELECT {executor_columns} FROM {x} WHERE heartbeat_at >= %s ORDER BY started_at, executor_id")
         self.claim = f"""
 UPDATE {t} AS e SET
     status = CASE e.status WHEN 'ready' THEN 'running' ELSE e.status END,
@@ -72,7 +92,7 @@ UPDATE {t} AS e SET
     ready_at = NULL,
     executor_id = %(executor_id)s,
     lease_token = e.lease_token + 1,
-    lease_expires_at = %(now)s + e.timeout + %(expire_leeway)s,
+    lease_expires_at = %(now)s + %(lease_duration)s,
     updated_at = %(now)s
 FROM (SELECT execution_id, ready_at FROM {t} WHERE ready_at <= %(now)s ORDER BY ready_at LIMIT %(limit)s
       FOR UPDATE SKIP LOCKED) AS c
@@ -187,8 +207,9 @@ RETURNING e.execution_id, e.task_id, o.status, e.status"""
         return f"INSERT INTO {self.table} ({self.cols}) VALUES ({values}) ON CONFLICT DO NOTHING RETURNING execution_id"
 
     @functools.lru_cache(maxsize=8)
-    def list(self, by_status: bool, by_task: bool) -> str:
+    def list(self, by_status: bool, by_task: bool, by_executor: bool = False) -> str:
         conditions = (["status = ANY(%(statuses)s)"] if by_status else []) + (["task_id = %(task_id)s"] if by_task else [])
+        conditions += ["executor_id = %(executor_id)s"] if by_executor else []
         where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
         return f"SELECT {self.cols} FROM {self.table} {where}ORDER BY created_at DESC, seq DESC LIMIT %(limit)s"
 
@@ -226,9 +247,10 @@ class Database:
         return self._by(cur, self.q.by_sleeping_unique_id, unique_ids, lambda r: r.sleeping_unique_id)
 
     def list_records(self, cur: psycopg.Cursor, statuses: Sequence[S] | None, task_id: str | None,
-                     limit: int) -> list[ExecutionRecord]:
-        params = {"statuses": [str(s) for s in statuses or ()], "task_id": task_id, "limit": max(limit, 0)}
-        cur.execute(self.q.list(statuses is not None, task_id is not None), params)
+                     executor_id: str | None, limit: int) -> list[ExecutionRecord]:
+        params = {"statuses": [str(s) for s in statuses or ()], "task_id": task_id, "executor_id": executor_id,
+                  "limit": max(limit, 0)}
+        cur.execute(self.q.list(statuses is not None, task_id is not None, executor_id is not None), params)
         return [from_row(row) for row in cur.fetchall()]
 
     def find_revoked(self, cur: psycopg.Cursor, leases: Sequence[Lease]) -> list[str]:
@@ -238,7 +260,22 @@ class Database:
         cur.execute(self.q.revoked, ([lease.execution_id for lease in leases], [lease.token for lease in leases]))
         return [execution_id for (execution_id,) in cur.fetchall()]
 
+    def list_executors(self, cur: psycopg.Cursor, heartbeat_after: float) -> list[ExecutorInfo]:
+        cur.execute(self.q.live_executors, (heartbeat_after,))
+        return [ExecutorInfo(*row) for row in cur.fetchall()]
+
     # ------------------------------------------------------------------ writes
+
+    def renew(self, cur: psycopg.Cursor, executor: ExecutorInfo, leases: Sequence[Lease], now: float,
+              lease_duration: float) -> list[str]:
+        """One statement renews every lease that holds and names those that do not."""
+        ids, tokens = [lease.execution_id for lease in leases], [lease.token for lease in leases]
+        cur.execute(self.q.renew, (now + lease_duration, ids, tokens, ids, tokens))
+        lost = [execution_id for (execution_id,) in cur.fetchall()]
+        cur.execute(self.q.forget_executors, (now - EXECUTOR_RETENTION,))
+        cur.execute(self.q.store_executor, (executor.executor_id, executor.host, executor.pid, executor.started_at,
+                                            executor.heartbeat_at, executor.running))
+        return lost
 
     def insert(self, cur: psycopg.Cursor, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
         """Insert what is new; idempotency-key twins return the stored record (see ``_twin``)."""
@@ -253,10 +290,10 @@ class Database:
         return [record if record.execution_id in inserted else self._twin(cur, record) for record in records]
 
     def claim(self, cur: psycopg.Cursor, executor_id: str, now: float, limit: int,
-              expire_leeway: float) -> list[ExecutionRecord]:
+              lease_duration: float) -> list[ExecutionRecord]:
         if limit <= 0:
             return []
-        params = {"now": now, "executor_id": executor_id, "expire_leeway": expire_leeway, "limit": limit}
+        params = {"now": now, "executor_id": executor_id, "lease_duration": lease_duration, "limit": limit}
         cur.execute(self.q.claim, params)
         rows = sorted(cur.fetchall(), key=lambda row: row[0])
         return [from_row(row[1:]) for row in rows]

@@ -78,7 +78,8 @@ async def test_a_damaged_schema_is_one_clear_error(dsn, schema, postgres):
         pass
     with psycopg.connect(dsn) as conn:
         conn.execute(sql.SQL("DROP TABLE {}.executions").format(sql.Identifier(schema)))
-    with pytest.raises(StorageError, match="is damaged: it records schema version 1 but has no executions table"):
+    with pytest.raises(StorageError, match=f"is damaged: it records schema version {len(_schema.MIGRATIONS)} but "
+                                           "has no executions table"):
         async with postgres():
             pass
 
@@ -91,7 +92,7 @@ async def test_an_empty_schema_of_our_own_name_is_used(dsn, schema, postgres):
 
 
 HOT = {
-    "claim": ("claim", {"now": 1.0, "executor_id": "de_x", "expire_leeway": 1.0, "limit": 100}, "executions_ready_at"),
+    "claim": ("claim", {"now": 1.0, "executor_id": "de_x", "lease_duration": 1.0, "limit": 100}, "executions_ready_at"),
     "expire": ("expired", (1.0, 100), "executions_lease_expires_at"),
     "cascade": ("cascade", {"execution_id": "te_1", "now": 1.0, "error_type": "cancelled", "error_message": "m",
                             "error_is_retryable": False, "error_is_internal": False}, "executions_parent"),

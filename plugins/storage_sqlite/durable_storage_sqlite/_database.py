@@ -15,7 +15,8 @@ from typing import Any
 from durable_core.status import ACTIVE_TASK_EXECUTION_STATUSES, FINISHED_TASK_EXECUTION_STATUSES
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
-from durable_core.storage import DuplicateSleepingTaskUniqueIdError, ExecutionRecord, Lease
+from durable_core.storage import EXECUTOR_RETENTION, DuplicateSleepingTaskUniqueIdError, ExecutionRecord
+from durable_core.storage import ExecutorInfo, Lease
 from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, StorageError, cascade_error
 
 from ._rows import COLUMNS, SELECT_COLUMNS, STATUSES, from_row, to_row
@@ -38,6 +39,16 @@ _HOLDING = (
     "SELECT 1 FROM executions "
     "WHERE execution_id = ? AND lease_token = ? AND lease_expires_at IS NOT NULL"
 )
+_RENEW = (
+    "UPDATE executions SET lease_expires_at = ? "
+    "WHERE execution_id = ? AND lease_token = ? AND lease_expires_at IS NOT NULL AND NOT is_sleeping"
+)
+_EXECUTOR_COLUMNS = "executor_id, host, pid, started_at, heartbeat_at, running"
+_STORE_EXECUTOR = f"INSERT OR REPLACE INTO executors ({_EXECUTOR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+_FORGET_EXECUTORS = "DELETE FROM executors WHERE heartbeat_at < ?"
+_LIVE_EXECUTORS = (
+    f"SELECT {_EXECUTOR_COLUMNS} FROM executors WHERE heartbeat_at >= ? ORDER BY started_at, executor_id"
+)
 _CLAIMABLE = "SELECT rowid FROM executions WHERE ready_at <= ? ORDER BY ready_at LIMIT ?"
 _CLAIM = """
 UPDATE executions SET
@@ -46,7 +57,7 @@ UPDATE executions SET
     ready_at = NULL,
     executor_id = :executor_id,
     lease_token = lease_token + 1,
-    lease_expires_at = :now + timeout + :expire_leeway,
+    lease_expires_at = :now + :lease_duration,
     updated_at = :now
 WHERE rowid IN (SELECT value FROM json_each(:rowids))"""
 # not RETURNING: it hands back integral REAL values as ints
@@ -90,10 +101,12 @@ def _write_query(columns: tuple[str, ...]) -> str:
     return f"UPDATE executions SET {sets}updated_at = ?, lease_expires_at = NULL WHERE execution_id = ?"
 
 
-def list_query(status_count: int | None, by_task: bool) -> str:
-    """``list_executions``: ``status_count`` statuses (None: any), then the task id, then the limit."""
+def list_query(status_count: int | None, by_task: bool, by_executor: bool = False) -> str:
+    """``list_executions``: ``status_count`` statuses (None: any), then the task id, then the
+    executor id, then the limit."""
     conditions = [] if status_count is None else [f"status IN ({', '.join('?' * status_count)})"]
     conditions += ["task_id = ?"] if by_task else []
+    conditions += ["executor_id = ?"] if by_executor else []
     where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
     return f"SELECT {SELECT_COLUMNS} FROM executions {where}ORDER BY created_at DESC, rowid DESC LIMIT ?"
 
@@ -193,9 +206,11 @@ class Database:
     def get_by_sleeping_unique_id(self, unique_ids: Sequence[str]) -> list[ExecutionRecord | None]:
         return [self._one(_BY_SLEEPING_UNIQUE_ID, (unique_id,)) for unique_id in unique_ids]
 
-    def list_records(self, statuses: Sequence[S] | None, task_id: str | None, limit: int) -> list[ExecutionRecord]:
-        params = [*(str(status) for status in statuses or ()), *([] if task_id is None else [task_id])]
-        sql = list_query(None if statuses is None else len(statuses), task_id is not None)
+    def list_records(self, statuses: Sequence[S] | None, task_id: str | None, executor_id: str | None,
+                     limit: int) -> list[ExecutionRecord]:
+        filters = [value for value in (task_id, executor_id) if value is not None]
+        params = [*(str(status) for status in statuses or ()), *filters]
+        sql = list_query(None if statuses is None else len(statuses), task_id is not None, executor_id is not None)
         return [from_row(row) for row in self.conn.execute(sql, (*params, max(limit, 0)))]
 
     def find_revoked(self, leases: Sequence[Lease]) -> list[str]:
@@ -206,16 +221,28 @@ class Database:
             if self.conn.execute(_HOLDING, (lease.execution_id, lease.token)).fetchone() is None
         ]
 
+    def list_executors(self, heartbeat_after: float) -> list[ExecutorInfo]:
+        return [ExecutorInfo(*row) for row in self.conn.execute(_LIVE_EXECUTORS, (heartbeat_after,))]
+
     # ------------------------------------------------------------------ writes
+
+    def renew(self, executor: ExecutorInfo, leases: Sequence[Lease], now: float, lease_duration: float) -> list[str]:
+        expires_at = now + lease_duration
+        lost = [lease.execution_id for lease in leases
+                if self.conn.execute(_RENEW, (expires_at, lease.execution_id, lease.token)).rowcount == 0]
+        self.conn.execute(_FORGET_EXECUTORS, (now - EXECUTOR_RETENTION,))
+        self.conn.execute(_STORE_EXECUTOR, (executor.executor_id, executor.host, executor.pid, executor.started_at,
+                                            executor.heartbeat_at, executor.running))
+        return lost
 
     def insert(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
         return [self._insert(record) for record in records]
 
-    def claim(self, executor_id: str, now: float, limit: int, expire_leeway: float) -> list[ExecutionRecord]:
+    def claim(self, executor_id: str, now: float, limit: int, lease_duration: float) -> list[ExecutionRecord]:
         rowids = [rowid for (rowid,) in self.conn.execute(_CLAIMABLE, (now, max(limit, 0)))]
         if not rowids:
             return []
-        params = {"now": now, "executor_id": executor_id, "expire_leeway": expire_leeway, "rowids": str(rowids)}
+        params = {"now": now, "executor_id": executor_id, "lease_duration": lease_duration, "rowids": str(rowids)}
         self.conn.execute(_CLAIM, params)
         claimed = {row[0]: from_row(row[1:]) for row in self.conn.execute(_CLAIMED, (params["rowids"],))}
         return [claimed[rowid] for rowid in rowids]

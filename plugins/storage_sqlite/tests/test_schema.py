@@ -135,7 +135,7 @@ HOT_QUERIES: dict[str, tuple[str, tuple[object, ...] | dict[str, object]]] = {
     "lease holds": (q._HOLDING, ("te", 1)),
     "write": (q._write_query(("status", "ready_at")), ("completed", None, 1.0, "te")),
     "claimable": (q._CLAIMABLE, (1.0, 10)),
-    "claim": (q._CLAIM, {"now": 1.0, "executor_id": "ex", "expire_leeway": 1.0, "rowids": "[1]"}),
+    "claim": (q._CLAIM, {"now": 1.0, "executor_id": "ex", "lease_duration": 1.0, "rowids": "[1]"}),
     "claimed": (q._CLAIMED, ("[1]",)),
     "expired": (q._EXPIRED, (1.0, 10)),
     "closure": (q._CLOSE, {"now": 1.0, "execution_id": "te"}),

@@ -19,13 +19,13 @@ from durable_core.models import ExecutionRef, ParentRef, RetryOptions
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
 from durable_core.storage import STORAGE_API, Capabilities, DuplicateSleepingTaskUniqueIdError, ExecutionRecord
-from durable_core.storage import Lease, Payload, RunCommit, SleepingWakeup, StatusChange
+from durable_core.storage import ExecutorInfo, Lease, Payload, RunCommit, SleepingWakeup, StatusChange
 from durable_core.storage import Storage, StorageError, cascade_error
 from durable_storage_sqlite import SqliteStorage
 from durable_storage_sqlite._thread import Kind
 
 NOW = 1_000.0
-LEEWAY = 60.0
+LEASE_DURATION = 70.0
 
 
 def record(execution_id: str, **fields: Any) -> ExecutionRecord:
@@ -68,7 +68,7 @@ async def one(storage: SqliteStorage, execution_id: str) -> ExecutionRecord:
 
 
 async def claim(storage: SqliteStorage, now: float = NOW, limit: int = 1000) -> dict[str, ExecutionRecord]:
-    return {r.execution_id: r for r in await storage.claim_executions("ex", now, limit, LEEWAY)}
+    return {r.execution_id: r for r in await storage.claim_executions("ex", now, limit, LEASE_DURATION)}
 
 
 # ---------------------------------------------------------------------------------- records
@@ -191,16 +191,16 @@ async def test_claim_takes_due_records_earliest_first(sqlite: Any) -> None:
             record("te_idle", ready_at=None),
             waiting("te_parent", 0, ready_at=NOW - 3, started_at=NOW - 50, timeout=20.0),
         ])  # fmt: skip
-        claimed = await storage.claim_executions("ex", NOW, 2, LEEWAY)
+        claimed = await storage.claim_executions("ex", NOW, 2, LEASE_DURATION)
         assert [r.execution_id for r in claimed] == ["te_parent", "te_b"]
         parent, b = claimed
         assert parent == waiting(
             "te_parent", 0, started_at=NOW - 50, timeout=20.0, updated_at=NOW, ready_at=None,
-            executor_id="ex", lease_token=1, lease_expires_at=NOW + 20.0 + LEEWAY,
+            executor_id="ex", lease_token=1, lease_expires_at=NOW + LEASE_DURATION,
         )  # fmt: skip
         assert b == record(
             "te_b", status=S.RUNNING, started_at=NOW, updated_at=NOW, ready_at=None, executor_id="ex",
-            lease_token=1, lease_expires_at=NOW + 10.0 + LEEWAY,
+            lease_token=1, lease_expires_at=NOW + LEASE_DURATION,
         )  # fmt: skip
         assert await storage.get_executions(["te_parent", "te_b"]) == claimed
         assert list(await claim(storage)) == ["te_a"]
@@ -215,7 +215,7 @@ async def test_two_connections_to_one_file_never_claim_the_same_record(sqlite: A
         claimed: list[str] = []
 
         async def claimer(storage: SqliteStorage) -> None:
-            while batch := await storage.claim_executions("ex", NOW, 7, LEEWAY):
+            while batch := await storage.claim_executions("ex", NOW, 7, LEASE_DURATION):
                 claimed.extend(r.execution_id for r in batch)
 
         async with trio.open_nursery() as nursery:
@@ -279,7 +279,7 @@ async def test_commit_inserts_children_and_the_last_finished_child_moves_the_par
             stored = await one(storage, "te_p")
             assert stored.active_children_count == 2 - i
             assert stored.ready_at == (NOW + 2 if i == 2 else None)
-        (again,) = await storage.claim_executions("ex", NOW + 2, 10, LEEWAY)
+        (again,) = await storage.claim_executions("ex", NOW + 2, 10, LEASE_DURATION)
         assert (again.execution_id, again.status, again.lease_token) == ("te_p", S.WAITING_FOR_CHILDREN, 2)
         assert [(await one(storage, k.execution_id)).status for k in kids] == outcomes
 
@@ -403,6 +403,8 @@ async def test_expire_leases(sqlite: Any) -> None:
         ])  # fmt: skip
         claimed = await claim(storage, limit=3)
         a, p, b = claimed["te_a"], claimed["te_p"], claimed["te_b"]
+        for lease, now in [(p.lease, NOW + 10), (b.lease, NOW + 20)]:  # leases end at +70, +80, +90
+            assert await storage.renew_leases(ExecutorInfo("ex", "host", 1, NOW, now, 1), [lease], now, LEASE_DURATION) == []
         s, q = await storage.get_executions(["te_s", "te_q"])
         assert s is not None and q is not None
 
@@ -528,7 +530,7 @@ async def test_every_operation_is_a_checkpoint(sqlite: Any) -> None:
             lambda: storage.get_executions(["te_1"]),
             lambda: storage.get_executions_by_sleeping_unique_id(["u"]),
             lambda: storage.list_executions(),
-            lambda: storage.claim_executions("ex", NOW, 1, LEEWAY),
+            lambda: storage.claim_executions("ex", NOW, 1, LEASE_DURATION),
             lambda: storage.commit_runs([], NOW),
             lambda: storage.release_leases([Lease("te_1", 1)], NOW),
             lambda: storage.find_revoked_leases([Lease("te_1", 1)]),

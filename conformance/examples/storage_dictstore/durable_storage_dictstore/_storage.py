@@ -18,7 +18,8 @@ from pathlib import Path
 import trio
 
 from durable_core.status import TaskExecutionStatus as S
-from durable_core.storage import Capabilities, ExecutionRecord, Lease, LockedStorage, RunCommit
+from durable_core.storage import EXECUTOR_RETENTION, Capabilities, ExecutionRecord, ExecutorInfo, Lease
+from durable_core.storage import LockedStorage, RunCommit
 from durable_core.storage import SingleOperationStorage, SleepingWakeup, StatusChange, Storage, transitions
 
 class DictStore(SingleOperationStorage):
@@ -28,6 +29,7 @@ class DictStore(SingleOperationStorage):
         self.path = None if path is None else Path(path)
         self.capabilities = Capabilities(persistent=self.path is not None)
         self._records: dict[str, ExecutionRecord] = {}
+        self._executors: dict[str, ExecutorInfo] = {}
         if self.path is not None and self.path.exists():
             self._records = pickle.loads(self.path.read_bytes())
 
@@ -126,21 +128,42 @@ class DictStore(SingleOperationStorage):
     # ------------------------------------------------------------------ operations that choose records
 
     async def list_executions(self, *, statuses: Sequence[S] | None = None, task_id: str | None = None,
-                              limit: int = 100) -> list[ExecutionRecord]:
+                              executor_id: str | None = None, limit: int = 100) -> list[ExecutionRecord]:
         matches = [r for r in reversed(await self._scan())
-                   if (statuses is None or r.status in statuses) and task_id in (None, r.task_id)]
+                   if (statuses is None or r.status in statuses) and task_id in (None, r.task_id)
+                   and executor_id in (None, r.executor_id)]
         return sorted(matches, key=attrgetter("created_at"), reverse=True)[:max(limit, 0)]
 
     async def claim_executions(self, executor_id: str, now: float, limit: int,
-                               expire_leeway: float) -> list[ExecutionRecord]:
+                               lease_duration: float) -> list[ExecutionRecord]:
         due = sorted((r for r in await self._scan() if transitions.is_due(r, now)),
                      key=attrgetter("ready_at"))[:max(limit, 0)]
         claimed = []
         for record in due:
-            new = transitions.claim(record, executor_id, now, expire_leeway)
+            new = transitions.claim(record, executor_id, now, lease_duration)
             await self._store(new)
             claimed.append(new)
         return claimed
+
+    async def renew_leases(self, executor: ExecutorInfo, leases: Sequence[Lease], now: float,
+                           lease_duration: float) -> list[str]:
+        lost = []
+        for lease in leases:
+            stored = await self._load(lease.execution_id)
+            if transitions.accepts_renewal(stored, lease):
+                assert stored is not None
+                await self._store(transitions.renew(stored, now, lease_duration))
+            else:
+                lost.append(lease.execution_id)
+        await self._io()
+        self._executors = {i: e for i, e in self._executors.items() if e.heartbeat_at >= now - EXECUTOR_RETENTION}
+        self._executors[executor.executor_id] = executor
+        return lost
+
+    async def list_executors(self, heartbeat_after: float) -> list[ExecutorInfo]:
+        await self._io()
+        live = (e for e in self._executors.values() if e.heartbeat_at >= heartbeat_after)
+        return sorted(live, key=attrgetter("started_at", "executor_id"))
 
     async def expire_leases(self, now: float, max_lease_expirations: int, limit: int) -> list[StatusChange]:
         due = sorted((r for r in await self._scan() if transitions.lease_is_due(r, now)),
