@@ -35,13 +35,21 @@ _CLOSE_SET = """ready_at = CASE WHEN active_children_count = 1
 """Closure: one child of the parent finished (the contract's rule for ``ready_at``)."""
 
 
+_ERROR_COLUMNS = ("error_type", "error_message", "error_is_retryable", "error_is_internal", "error_type_name",
+                  "error_traceback")
+_ERROR_SETS = ", ".join(f"{column} = %({column})s" for column in _ERROR_COLUMNS)
+"""Store the error of ``_error_params``."""
+_EXPIRED_ERROR_SETS = ",\n    ".join(
+    f"{c} = CASE WHEN %(expired)s = 1 AND e.status = 'running' THEN %({c})s ELSE e.{c} END" for c in _ERROR_COLUMNS)
+"""Handing back: an expired running execution gets the error of ``_error_params``, others keep theirs."""
+
+
 def _error_params(error: ErrorInfo | None) -> dict[str, Any]:
-    return {
-        "error_type": error and error.error_type,
-        "error_message": error and error.message,
-        "error_is_retryable": error and error.is_retryable,
-        "error_is_internal": error and error.is_internal,
-    }
+    if error is None:
+        return dict.fromkeys(_ERROR_COLUMNS)
+    values = (error.error_type, error.message, error.is_retryable, error.is_internal, error.type_name,
+              error.traceback)
+    return dict(zip(_ERROR_COLUMNS, values, strict=True))
 
 
 def _payload_params(payload: Payload | None) -> dict[str, Any]:
@@ -95,8 +103,7 @@ WITH RECURSIVE tree (execution_id) AS (
 )
 DELETE FROM {t} WHERE execution_id IN (SELECT execution_id FROM tree)"""
         # one execution: cancelling, waking, expiring and failing finish it with closure and cascade
-        self._finish_sets = """status = %(status)s, error_type = %(error_type)s, error_message = %(error_message)s,
-    error_is_retryable = %(error_is_retryable)s, error_is_internal = %(error_is_internal)s,
+        self._finish_sets = f"""status = %(status)s, {_ERROR_SETS},
     lease_expirations = e.lease_expirations + %(expired)s,
     finished_at = %(now)s, ready_at = NULL, lease_expires_at = NULL, updated_at = %(now)s"""
 
@@ -111,8 +118,7 @@ DELETE FROM {t} WHERE execution_id IN (SELECT execution_id FROM tree)"""
 ), old AS (
     SELECT e.execution_id, e.status FROM {t} AS e JOIN subtree USING (execution_id)
     WHERE e.status NOT IN ({_FINISHED}) FOR UPDATE OF e
-)""", f"""UPDATE {t} AS e SET status = 'cancelled', error_type = %(error_type)s, error_message = %(error_message)s,
-    error_is_retryable = %(error_is_retryable)s, error_is_internal = %(error_is_internal)s,
+)""", f"""UPDATE {t} AS e SET status = 'cancelled', {_ERROR_SETS},
     finished_at = %(now)s, ready_at = NULL, lease_expires_at = NULL, updated_at = %(now)s
 FROM old WHERE e.execution_id = old.execution_id AND e.status NOT IN ({_FINISHED})"""
 
@@ -166,13 +172,7 @@ RETURNING e.task_id, o.status, e.parent_execution_id"""
 UPDATE {self.table} AS e SET
     status = CASE e.status WHEN 'running' THEN 'ready' ELSE e.status END,
     start_at = CASE e.status WHEN 'running' THEN %(now)s ELSE e.start_at END,
-    error_type = CASE WHEN %(expired)s = 1 AND e.status = 'running' THEN %(error_type)s ELSE e.error_type END,
-    error_message = CASE WHEN %(expired)s = 1 AND e.status = 'running' THEN %(error_message)s
-        ELSE e.error_message END,
-    error_is_retryable = CASE WHEN %(expired)s = 1 AND e.status = 'running' THEN %(error_is_retryable)s
-        ELSE e.error_is_retryable END,
-    error_is_internal = CASE WHEN %(expired)s = 1 AND e.status = 'running' THEN %(error_is_internal)s
-        ELSE e.error_is_internal END,
+    {_EXPIRED_ERROR_SETS},
     lease_expirations = e.lease_expirations + %(expired)s,
     ready_at = %(now)s, executor_id = NULL, lease_expires_at = NULL, updated_at = %(now)s
 FROM (SELECT e.execution_id, e.status FROM {self.table} AS e {holding} FOR UPDATE OF e) AS o

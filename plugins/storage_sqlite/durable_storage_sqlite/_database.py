@@ -73,7 +73,8 @@ SELECT e.execution_id, e.task_id, e.status FROM subtree JOIN executions AS e USI
 WHERE e.status IN ({_ACTIVE})"""
 _CANCEL_DESCENDANT = """
 UPDATE executions SET status = 'cancelled', error_type = :error_type, error_message = :message,
-    error_is_retryable = :is_retryable, error_is_internal = :is_internal, finished_at = :now,
+    error_is_retryable = :is_retryable, error_is_internal = :is_internal, error_type_name = NULL,
+    error_traceback = NULL, finished_at = :now,
     ready_at = NULL, lease_expires_at = NULL, updated_at = :now
 WHERE execution_id = :execution_id"""
 _FINISHED_ROOTS = f"""
