@@ -16,7 +16,7 @@ from durable_core.status import FINISHED_TASK_EXECUTION_STATUSES
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
 from durable_core.storage import DuplicateSleepingTaskUniqueIdError, ExecutionRecord, Lease, Payload
-from durable_core.storage import RunCommit, SleepingWakeup, Storage, StorageError, cascade_error
+from durable_core.storage import RunCommit, SleepingWakeup, Storage, StorageError, cascade_error, transitions
 
 from .records import BOOM, LEEWAY, OUTPUT, RUN_OUTPUT, change, child, claim, claim_one, claimed_copy
 from .records import committed_copy, expected, finish, get, get_stored, new, retry, sleeping, spawn, summarize
@@ -710,7 +710,32 @@ class DeleteChecks:
         assert await storage.list_executions() == []
 
 
+class RetryChecks:
+    """``retry_executions``: an errored top-level execution runs again, as a new attempt."""
+
+    async def test_retry_makes_an_errored_execution_ready_again_keeping_its_error(self, storage: Storage) -> None:
+        await _parent_with_children(storage, count=1)
+        await storage.cancel_executions(["te_p"], 2.0)
+        cancelled = await get_stored(storage, "te_p")
+        changes = await storage.retry_executions(["te_p", "te_p_c0", "te_unknown"], 3.0)
+        assert summarize(changes) == expected(change(cancelled, S.CANCELLED, S.READY))
+        assert await get(storage, "te_p") == transitions.retry(cancelled, 3.0)
+        claimed = await claim_one(storage, 3.0, "te_p")
+        assert (claimed.status, claimed.retry_attempts, claimed.error, claimed.children, claimed.finished_at) == (
+            S.RUNNING, 1, CANCELLED_ERROR, (), None)
+        assert (await get_stored(storage, "te_p_c0")).status is S.CANCELLED  # its earlier children stay
+
+    async def test_retry_leaves_active_completed_and_sleeping_executions_alone(self, storage: Storage) -> None:
+        await storage.insert_executions([new("te_1"), new("te_2", status=S.COMPLETED, ready_at=None, finished_at=1.0),
+                                         sleeping("te_3", "u", now=0.0)])
+        await storage.expire_leases(100.0, 10, 10)  # the sleeping execution times out
+        before = [await get(storage, i) for i in ("te_1", "te_2", "te_3")]
+        assert before[2] is not None and before[2].status is S.TIMED_OUT
+        assert await storage.retry_executions(["te_1", "te_2", "te_3"], 200.0) == []
+        assert [await get(storage, i) for i in ("te_1", "te_2", "te_3")] == before
+
+
 OPERATION_CHECKS: tuple[type, ...] = (
     InsertChecks, LookupChecks, ClaimChecks, CommitChecks, ClosureChecks, CascadeChecks, ExpiryChecks,
-    ReleaseChecks, WakeChecks, CancelChecks, DeleteChecks,
+    ReleaseChecks, WakeChecks, CancelChecks, RetryChecks, DeleteChecks,
 )

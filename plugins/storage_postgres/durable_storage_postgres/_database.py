@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 
 from durable_core.errors import ErrorInfo
-from durable_core.status import FINISHED_TASK_EXECUTION_STATUSES
+from durable_core.status import ERRORED_TASK_EXECUTION_STATUSES, FINISHED_TASK_EXECUTION_STATUSES
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
 from durable_core.storage import DuplicateSleepingTaskUniqueIdError, ExecutionRecord, Lease, Payload
@@ -26,6 +26,7 @@ from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, Storag
 from ._rows import COLUMNS, KEPT, STATUSES, from_row, to_row
 
 _FINISHED = ", ".join(f"'{s}'" for s in sorted(FINISHED_TASK_EXECUTION_STATUSES))
+_ERRORED = ", ".join(f"'{s}'" for s in sorted(ERRORED_TASK_EXECUTION_STATUSES))
 _WRITTEN = tuple(i for i, column in enumerate(COLUMNS) if column not in KEPT)
 """Positions in a row of the columns a commit writes."""
 _CLOSE_SET = """ready_at = CASE WHEN active_children_count = 1
@@ -95,6 +96,17 @@ WHERE lease_expires_at <= %s ORDER BY lease_expires_at LIMIT %s FOR UPDATE SKIP 
 SELECT execution_id FROM {t}
 WHERE parent_execution_id IS NULL AND finished_at < %s AND status IN ({_FINISHED})
 ORDER BY finished_at LIMIT %s"""
+        self.retry = f"""
+UPDATE {t} AS e SET status = 'ready', start_at = %(now)s, ready_at = %(now)s, updated_at = %(now)s,
+    retry_attempts = e.retry_attempts + 1, lease_expirations = 0, output_serializer = NULL, output = NULL,
+    run_output_serializer = NULL, run_output = NULL, finalize_task_id = NULL, finalize_execution_id = NULL,
+    children = NULL, active_children_count = 0, finished_at = NULL, waiting_for_children_started_at = NULL,
+    waiting_for_finalize_started_at = NULL, executor_id = NULL, lease_expires_at = NULL
+FROM (SELECT execution_id, status FROM {t}
+      WHERE execution_id = ANY(%(ids)s) AND status IN ({_ERRORED}) AND parent_execution_id IS NULL
+        AND NOT is_sleeping FOR UPDATE) AS o
+WHERE e.execution_id = o.execution_id
+RETURNING e.execution_id, e.task_id, o.status, e.status"""
         self.delete_trees = f"""
 WITH RECURSIVE tree (execution_id) AS (
     SELECT unnest(%s::text[])
@@ -309,6 +321,12 @@ class Database:
         for execution_id in execution_ids:
             changes += self._finish(cur, execution_id, _UNFINISHED, now, S.CANCELLED, CANCELLED_ERROR)
         return changes
+
+    def retry(self, cur: psycopg.Cursor, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
+        """``transitions.retry`` of each id that ``transitions.accepts_retry``, as one statement."""
+        cur.execute(self.q.retry, {"ids": list(execution_ids), "now": now})
+        changes = [StatusChange(i, t, STATUSES[old], STATUSES[new]) for i, t, old, new in cur.fetchall()]
+        return _in_order(changes, execution_ids)
 
     def wake(self, cur: psycopg.Cursor, wakeups: Sequence[SleepingWakeup], now: float) -> list[StatusChange]:
         changes: list[StatusChange] = []

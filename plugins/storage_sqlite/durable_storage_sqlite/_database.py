@@ -16,7 +16,7 @@ from durable_core.status import ACTIVE_TASK_EXECUTION_STATUSES, FINISHED_TASK_EX
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
 from durable_core.storage import DuplicateSleepingTaskUniqueIdError, ExecutionRecord, Lease
-from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, StorageError, cascade_error
+from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, StorageError, cascade_error, transitions
 
 from ._rows import COLUMNS, SELECT_COLUMNS, STATUSES, from_row, to_row
 from ._schema import MIGRATIONS, check_header, migrate, schema_version
@@ -280,6 +280,15 @@ class Database:
                 changes += self._finish(
                     record, now, status=S(wakeup.status), output=wakeup.output, error=wakeup.error
                 )
+        return changes
+
+    def retry(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
+        changes: list[StatusChange] = []
+        for execution_id in execution_ids:
+            record = self._get(execution_id)
+            if record is not None and transitions.accepts_retry(record):
+                self._write(transitions.retry(record, now), record, now)
+                changes.append(StatusChange(execution_id, record.task_id, record.status, S.READY))
         return changes
 
     def delete_finished(self, finished_before: float, limit: int) -> int:
