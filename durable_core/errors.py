@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import traceback as tb
+from dataclasses import dataclass, replace
 from typing import Literal
 
 ErrorType = Literal["generic", "not_found", "timed_out", "cancelled"]
 
+MESSAGE_LIMIT = 4096
+"""Characters of an exception's message kept in its ``ErrorInfo`` (the start is kept)."""
+TRACEBACK_LIMIT = 16384
+"""Characters of a traceback kept in its ``ErrorInfo`` (the end, where the error is, is kept)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
-    """An error as stored with an execution: no traceback, no cause, only what survives a restart."""
+    """An error as stored with an execution: only what survives a restart, as plain text.
+
+    ``type_name`` and ``traceback`` are set when an exception caused the error (None for the
+    engine's own errors, such as an expired lease): the exception type's qualified name, e.g.
+    ``builtins.KeyError``, and its formatted traceback, at most ``TRACEBACK_LIMIT`` characters.
+    """
 
     error_type: ErrorType
     message: str
     is_retryable: bool
     is_internal: bool = False
+    type_name: str | None = None
+    traceback: str | None = None
 
 
 class DurableExecutionError(Exception):
@@ -69,18 +82,55 @@ class DurableExecutionCancelledError(DurableExecutionError):
 
 
 def error_info_from_exception(exc: BaseException, *, prefix: str | None = None) -> ErrorInfo:
-    """Convert anything user code raised into the stored shape.
+    """Convert anything user code raised into the stored shape, never failing itself.
 
     Durable errors keep their type and flags; any other exception is a retryable generic error.
+    Every one keeps its type's qualified name and its traceback; the text is made storable (an
+    exception whose ``__str__`` raises, or whose message holds a lone surrogate or a NUL, is
+    still recorded).
     """
     if isinstance(exc, DurableExecutionError):
-        info = exc.to_info()
+        info = replace(exc.to_info(), message=_storable(str(exc.message))[:MESSAGE_LIMIT])
     else:
-        message = str(exc) or type(exc).__name__
-        info = ErrorInfo("generic", message, is_retryable=True)
+        info = ErrorInfo("generic", describe_exception(exc), is_retryable=True)
     if prefix:
-        info = ErrorInfo(info.error_type, f"{prefix}: {info.message}", info.is_retryable, info.is_internal)
-    return info
+        info = replace(info, message=f"{prefix}: {info.message}")
+    return replace(info, type_name=qualified_type_name(exc), traceback=_traceback(exc))
+
+
+def qualified_type_name(exc: BaseException) -> str:
+    """``module.QualName`` of the exception's type, e.g. ``builtins.KeyError``."""
+    kind = type(exc)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def describe_exception(exc: BaseException) -> str:
+    """A one-line message for any exception: its text, with its type where the text alone says
+    little (empty, or only the key of a ``KeyError``), or why there is no text."""
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except Exception as str_error:
+        return f"{name} (its str() raised {type(str_error).__name__})"
+    if not text:
+        return name
+    if isinstance(exc, KeyError):
+        text = f"{name}: {text}"
+    return _storable(text)[:MESSAGE_LIMIT]
+
+
+def _traceback(exc: BaseException) -> str:
+    """The formatted traceback, its end kept within ``TRACEBACK_LIMIT`` characters."""
+    text = _storable("".join(tb.format_exception(exc)))
+    if len(text) <= TRACEBACK_LIMIT:
+        return text
+    marker = f"[traceback truncated to its last {TRACEBACK_LIMIT} characters]\n"
+    return marker + text[-(TRACEBACK_LIMIT - len(marker)):]
+
+
+def _storable(text: str) -> str:
+    """``text`` as every storage can keep it: valid UTF-8 (lone surrogates escaped), no NUL."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def execution_not_found(execution_id: str) -> DurableExecutionNotFoundError:

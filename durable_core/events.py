@@ -31,6 +31,8 @@ class EventKind(enum.StrEnum):
     """Cancelled by ``handle.cancel()`` (or with a cancelled ancestor)."""
     WOKEN = "woken"
     """A sleeping task was woken up (``wakeup_sleeping_task_execution``)."""
+    RETRIED = "retried"
+    """An execution that ended with an error was made ``ready`` again (``durable executions retry``)."""
 
 
 @dataclass(frozen=True, slots=True)

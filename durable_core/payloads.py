@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from .errors import DurableExecutionError
+from .errors import DurableExecutionError, describe_exception
 from .serialization import Serializer
 from .storage.contract import Payload
 
@@ -35,7 +35,7 @@ class PayloadCodec:
             ) from exc
         except Exception as exc:
             raise DurableExecutionError(
-                f"Cannot serialize {what} of task {task_id}: {exc}", is_retryable=False
+                f"Cannot serialize {what} of task {task_id}: {describe_exception(exc)}", is_retryable=False
             ) from exc
         limit = self._limits[what]
         if len(data) > limit:

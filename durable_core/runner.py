@@ -28,6 +28,7 @@ from .events import EventKind
 from .heartbeat import heartbeat_loop
 from .maintenance import change_loop, maintenance_loop, waiter_refresh_loop
 from .models import TaskRunContext
+from .status import ERRORED_TASK_EXECUTION_STATUSES
 from .status import TaskExecutionStatus as S
 from .steps import Outcome, StepContext, run_step
 from .storage.contract import ChangeNotifications, ExecutionRecord, RunCommit, StatusChange
@@ -131,6 +132,7 @@ class Runner:
                 )
             if commit is not None and not run.revoked and not run.hand_back:
                 await self._commit(commit)
+                _log_failure(record, commit.record, engine.now())
         except Exception:
             log.exception("internal error while running %s %s; its lease will expire and it will be "
                           "retried", record.task_id, record.execution_id)
@@ -210,3 +212,17 @@ class Runner:
             engine.note_ready_at(record.ready_at)
         if commit.record.ready_at is not None:
             engine.note_ready_at(commit.record.ready_at)
+
+
+def _log_failure(claimed: ExecutionRecord, committed: ExecutionRecord, now: float) -> None:
+    """One line for a run that ended in an error: retried (when, which retry) or not (its status)."""
+    error = committed.error
+    if error is None or committed.status not in (S.READY, *ERRORED_TASK_EXECUTION_STATUSES):
+        return
+    failed = (f"task {claimed.task_id} execution {claimed.execution_id} attempt {claimed.retry_attempts} "
+              f"failed: {error.message}")
+    if committed.status is S.READY:
+        log.info("%s; retrying in %g s (retry %d of %d)", failed, committed.start_at - now,
+                 committed.retry_attempts, committed.retry.max_attempts)
+    else:
+        log.warning("%s; not retried (status %s)", failed, committed.status)

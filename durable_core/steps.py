@@ -9,10 +9,10 @@ or finish the parent.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from .errors import DurableExecutionError, ErrorInfo, error_info_from_exception
+from .errors import DurableExecutionError, ErrorInfo, describe_exception, error_info_from_exception
 from .models import ExecutionRef, FinalizeInput, FinishedChildTaskExecution, ParentRef
 from .options import ExecutorOptions
 from .payloads import PayloadCodec
@@ -72,7 +72,7 @@ class StepContext:
             return self._commit(status=S.READY, error=error, retry_attempts=record.retry_attempts + 1,
                                 start_at=start_at, ready_at=start_at, executor_id=None)
         if not retryable and error.is_retryable:
-            error = ErrorInfo(error.error_type, error.message, False, error.is_internal)
+            error = replace(error, is_retryable=False)
         if status is None:
             status = _STATUS_OF_ERROR.get(error.error_type, S.FAILED)
         return self._commit(status=status, error=error, finished_at=self.now, ready_at=None)
@@ -112,10 +112,12 @@ async def run_step(step: StepContext, value: Any = None, outcome: Outcome | None
     """The commit for ``step.record``'s work: a finished run (``outcome``) or a children-done step."""
     try:
         return await _next(step, value, outcome)
-    except DurableExecutionError as exc:
-        in_run = step.record.status is S.RUNNING
-        return step.fail(exc.to_info(), retryable=False,
-                         status=None if in_run else S.FINALIZE_FAILED)
+    except Exception as exc:  # anything unforeseen ends the execution: never a lease-expiry loop
+        if isinstance(exc, UnusableChildrenError) or step.record.status is S.RUNNING:
+            status = None
+        else:
+            status = S.FINALIZE_FAILED
+        return step.fail(error_info_from_exception(exc), retryable=False, status=status)
 
 
 async def _next(step: StepContext, value: Any, outcome: Outcome | None) -> RunCommit:
@@ -167,22 +169,34 @@ async def _children(step: StepContext, refs: tuple[ExecutionRef, ...]) -> list[E
     records = await step.engine.get_executions([r.execution_id for r in refs])
     found = [record for record in records if record is not None]
     if len(found) < len(records):
-        raise _MissingChildren()
+        raise UnusableChildrenError("Some children task executions not found")
     return found
 
 
-class _MissingChildren(DurableExecutionError):
-    def __init__(self) -> None:
-        super().__init__("Some children task executions not found", is_retryable=False)
+class UnusableChildrenError(DurableExecutionError):
+    """Children the parent cannot go on with (missing, or an output that cannot be read): the
+    parent itself fails, as no finalize ran."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, is_retryable=False)
 
 
 def _finished_child(step: StepContext, child: ExecutionRecord) -> FinishedChildTaskExecution:
     if child.status is S.COMPLETED:
-        output = step.engine.codec.decode(child.output) if child.output is not None else None
+        output = None if child.output is None else _decode_output(step, child)
         return FinishedChildTaskExecution(child.task_id, child.execution_id, child.status, output=output)
     error = child.error or ErrorInfo(
         "generic", f"Unknown child task execution error [childTaskId={child.task_id}]", False)
     return FinishedChildTaskExecution(child.task_id, child.execution_id, child.status, error=error)
+
+
+def _decode_output(step: StepContext, child: ExecutionRecord) -> Any:
+    assert child.output is not None
+    try:
+        return step.engine.codec.decode(child.output)
+    except Exception as exc:
+        raise UnusableChildrenError(f"Cannot read the output of child task {child.task_id} "
+                                f"[executionId={child.execution_id}]: {describe_exception(exc)}") from exc
 
 
 def _error_message(child: ExecutionRecord) -> str:
@@ -193,10 +207,7 @@ async def _parent_children_done(step: StepContext, records: list[ExecutionRecord
     record, task, codec = step.record, step.task, step.engine.codec
     assert task is not None
     if records is None:
-        try:
-            records = await _children(step, record.children)
-        except _MissingChildren as exc:
-            return step.fail(exc.to_info(), status=S.FAILED)
+        records = await _children(step, record.children)
     children = [_finished_child(step, c) for c in records]
     output = codec.decode(record.run_output) if record.run_output is not None else None
     finalize = task.finalize
@@ -245,7 +256,7 @@ async def _iteration_done(step: StepContext) -> RunCommit:
     (last,) = await _children(step, record.children[-1:])
     if last.status is not S.COMPLETED or last.output is None:
         return step.finalize_failed(f"Iteration task failed [taskId={iteration.id}]: {_error_message(last)}")
-    result = step.engine.codec.decode(last.output)
+    result = _decode_output(step, last)
     if not isinstance(result, dict) or not isinstance(result.get("is_done"), bool):
         return step.finalize_failed(
             f"Iteration task {iteration.id} must return {{'is_done': bool, 'output': ...}}, got {result!r}")

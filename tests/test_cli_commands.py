@@ -250,6 +250,71 @@ def test_worker_enqueue_and_every_executions_command(project: Path) -> None:
     assert "SIGINT received: stopping" in text and text.endswith("stopped\n")
 
 
+RETRYING_APP = '''
+from pathlib import Path
+from durable_core import DurableExecutor, ParentTaskResult, child_task
+
+executor = DurableExecutor.from_config()
+
+@executor.task(id="once", timeout=5)
+async def once(ctx, input):
+    marker = Path("failed-once")
+    if not marker.exists():
+        marker.touch()
+        return {}["file"]
+    return "ok"
+
+@executor.parent_task(id="parent", timeout=5)
+async def parent(ctx, input):
+    return ParentTaskResult(output=None, children=[child_task(once, None)])
+'''
+
+
+def test_a_failure_is_shown_with_its_type_and_traceback_and_can_be_retried(project: Path) -> None:
+    (project / "retrying.py").write_text(RETRYING_APP)
+    log = project / "worker.log"
+    worker = start("worker", "retrying:executor", cwd=project, log=log)
+    try:
+        wait_for(log, "stop it with Ctrl-C or SIGTERM")
+        failed = durable("enqueue", "retrying:once", "--wait", cwd=project)
+        once_id, outcome = failed.stdout.splitlines()
+        assert outcome == "failed: KeyError: 'file'"
+        wait_for(log, f"task once execution {once_id} attempt 0 failed: KeyError: 'file'; not retried (status failed)")
+
+        shown = durable("executions", "show", once_id, cwd=project).stdout
+        lines = [line.split(None, 1) for line in shown.splitlines()]
+        assert ["error:", "KeyError: 'file'"] in lines
+        assert ["error_type:", "generic"] in lines and ["error_type_name:", "builtins.KeyError"] in lines
+        traceback = shown.split("traceback:\n", 1)[1]
+        assert traceback.startswith("  Traceback (most recent call last):\n")
+        assert '      return {}["file"]\n' in traceback and traceback.endswith("\n  KeyError: 'file'\n")
+        error = json.loads(durable("executions", "show", once_id, "--json", cwd=project).stdout)["error"]
+        assert (error["type_name"], error["message"]) == ("builtins.KeyError", "KeyError: 'file'")
+        assert error["traceback"].endswith("KeyError: 'file'\n")
+
+        retried = durable("executions", "retry", once_id, cwd=project)
+        assert retried.stdout == f"retried once {once_id}: ready, attempt 1 (was failed)\n", retried.stderr
+        deadline = time.monotonic() + 20
+        while (shown_json := json.loads(durable("executions", "show", once_id, "--json", cwd=project).stdout))[
+                "status"] != "completed":
+            assert time.monotonic() < deadline, shown_json
+        assert (shown_json["output"], shown_json["retry_attempts"], shown_json["error"]) == ("ok", 1, None)
+
+        refused = durable("executions", "retry", once_id, cwd=project)
+        assert (refused.returncode, refused.stdout) == (2, "")
+        assert refused.stderr == (f"error: once {once_id} is completed; only an execution that ended failed, "
+                                  "timed_out, cancelled or finalize_failed can be retried\n")
+        family = durable("enqueue", "retrying:parent", "--wait", cwd=project).stdout.splitlines()[0]
+        child_id = durable("executions", "tree", family, cwd=project).stdout.splitlines()[1].split()[2]
+        refused = durable("executions", "retry", child_id, cwd=project)
+        assert refused.returncode == 2
+        assert refused.stderr == (f"error: once {child_id} is a child of parent {family}; only a top-level "
+                                  f"execution can be retried: retry its root, parent {family}\n")
+    finally:
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(timeout=20) == 0
+
+
 def test_sigterm_hands_running_executions_back_at_once(project: Path) -> None:
     log = project / "worker.log"
     worker = start("worker", "app:executor", "--quiet", cwd=project, log=log)

@@ -13,6 +13,7 @@ from durable_core.models import ExecutionRef, ParentRef, RetryOptions
 from durable_core.status import (
     ACTIVE_TASK_EXECUTION_STATUSES,
     ALL_TASK_EXECUTION_STATUSES,
+    ERRORED_TASK_EXECUTION_STATUSES,
     FINISHED_TASK_EXECUTION_STATUSES,
 )
 from durable_core.status import TaskExecutionStatus as S
@@ -128,6 +129,14 @@ def test_only_a_running_sleeping_execution_accepts_a_wake(status: S) -> None:
     assert not transitions.accepts_wake(record(status=status))
 
 
+@pytest.mark.parametrize("status", ALL_TASK_EXECUTION_STATUSES)
+def test_only_an_errored_top_level_execution_that_is_not_sleeping_accepts_a_retry(status: S) -> None:
+    top = record(status=status)
+    assert transitions.accepts_retry(top) is (status in ERRORED_TASK_EXECUTION_STATUSES)
+    assert not transitions.accepts_retry(child_of(top, status=status))
+    assert not transitions.accepts_retry(sleeping(status=status))
+
+
 def test_only_finished_top_level_executions_are_deleted_and_by_when_they_finished() -> None:
     root = record(status=S.COMPLETED, finished_at=50.0, ready_at=None)
     assert transitions.finished_root_at(root) == 50.0
@@ -148,7 +157,7 @@ def test_only_finished_top_level_executions_are_deleted_and_by_when_they_finishe
     lambda r: transitions.release(r, NOW), lambda r: transitions.expire(r, NOW, 0),
     lambda r: transitions.cancel(r, NOW), lambda r: transitions.close(r, NOW),
     lambda r: transitions.wake(r, SleepingWakeup("te_1", S.COMPLETED, output=OUTPUT), NOW),
-    lambda r: transitions.cancel_by_cascade(r, r, NOW),
+    lambda r: transitions.cancel_by_cascade(r, r, NOW), lambda r: transitions.retry(r, NOW),
 ])
 def test_a_transition_returns_a_new_record_and_leaves_its_argument_alone(transition: Any) -> None:
     for before in (leased(), sleeping(), waiting()):
@@ -262,6 +271,19 @@ def test_a_woken_sleeping_execution_takes_the_wakeups_status_output_and_error() 
     declined = ErrorInfo("generic", "declined", is_retryable=False)
     failed = transitions.wake(before.copy(output=OUTPUT), SleepingWakeup("te_1", S.FAILED, error=declined), NOW)
     assert (failed.status, failed.output, failed.error) == (S.FAILED, None, declined)
+
+
+def test_a_retried_execution_is_a_new_attempt_ready_now_that_keeps_its_error() -> None:
+    before = waiting(status=S.FINALIZE_FAILED, error=BOOM, finished_at=60.0, retry_attempts=2, lease_expirations=4,
+                     output=OUTPUT, run_output=OUTPUT, finalize=ExecutionRef("fin", "te_f"), active_children_count=1,
+                     waiting_for_finalize_started_at=50.0, executor_id="de_a")
+    after = transitions.retry(before, NOW)
+    assert changed(before, after) == dict(
+        status=S.READY, start_at=NOW, ready_at=NOW, updated_at=NOW, retry_attempts=3, lease_expirations=0,
+        output=None, run_output=None, finalize=None, children=(), active_children_count=0, finished_at=None,
+        waiting_for_children_started_at=None, waiting_for_finalize_started_at=None, executor_id=None,
+    )
+    assert after.error == BOOM and after.lease_token == before.lease_token
 
 
 def test_finishing_keeps_the_executor_and_the_token() -> None:

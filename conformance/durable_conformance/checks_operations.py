@@ -17,7 +17,7 @@ from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
 from durable_core.storage import EXECUTOR_RETENTION, DuplicateSleepingTaskUniqueIdError, ExecutionRecord, Lease
 from durable_core.storage import Payload
-from durable_core.storage import RunCommit, SleepingWakeup, Storage, StorageError, cascade_error
+from durable_core.storage import RunCommit, SleepingWakeup, Storage, StorageError, cascade_error, transitions
 
 from .records import BOOM, LEASE_DURATION, OUTPUT, RUN_OUTPUT, change, child, claim, claim_one, claimed_copy
 from .records import committed_copy, executor, expected, finish, get, get_stored, new, retry, sleeping, spawn, summarize
@@ -40,7 +40,8 @@ def full_record(execution_id: str = "te_full") -> ExecutionRecord:
         root=ExecutionRef("root", "te_root"), parent=ParentRef("root", "te_root", 4, True),
         is_sleeping=True, sleeping_unique_id="ünïque-id ✓ " + "u" * 200, idempotency_key="kéy " + "k" * 240,
         output=Payload("cbor", b""), run_output=RUN_OUTPUT,
-        error=ErrorInfo("timed_out", "lost ‘quotes’ \"and\" newlines\n", is_retryable=True, is_internal=True),
+        error=ErrorInfo("timed_out", "lost ‘quotes’ \"and\" newlines\n", is_retryable=True, is_internal=True,
+                        type_name="my_app.errors.Lost", traceback="Traceback (most recent call last):\n  …\n"),
         retry_attempts=2, lease_expirations=1,
         children=(ExecutionRef("c", "te_c1"), ExecutionRef("c", "te_c2"), ExecutionRef("d", "te_c3")),
         finalize=ExecutionRef("f", "te_f"), active_children_count=2, started_at=4.5, finished_at=None,
@@ -264,6 +265,22 @@ class CommitChecks:
         again = await claim_one(storage, 31.0, "te_1")
         assert (again.retry_attempts, again.lease_token, again.started_at, again.error) == (1, 2, 31.0, BOOM)
 
+    async def test_an_errors_type_name_and_traceback_survive_a_commit_and_are_replaced_with_it(
+        self, storage: Storage
+    ) -> None:
+        detailed = ErrorInfo("generic", "KeyError: 'file'", is_retryable=True, type_name="builtins.KeyError",
+                             traceback="Traceback (most recent call last):\n  ✓ ‘line’\n" * 400)
+        await storage.insert_executions([new("te_1", timeout=1.0)])
+        claimed = await claim_one(storage, 0.0, "te_1")
+        await storage.commit_runs([retry(claimed, 1.0, 0.0, error=detailed)], 1.0)
+        claimed = await claim_one(storage, 1.0, "te_1")
+        assert claimed.error == detailed
+        await storage.expire_leases(100.0, 10, 10)  # the engine's own error carries no details
+        assert (await get_stored(storage, "te_1")).error == EXPIRED_ERROR
+        claimed = await claim_one(storage, 100.0, "te_1")
+        await storage.commit_runs([finish(claimed, S.FAILED, 101.0, error=detailed)], 101.0)
+        assert (await get_stored(storage, "te_1")).error == detailed
+
     async def test_a_commit_whose_token_is_not_the_stored_one_changes_nothing(self, storage: Storage) -> None:
         await storage.insert_executions([new("te_1")])
         claimed = await claim_one(storage, 0.0, "te_1")
@@ -465,6 +482,15 @@ class CascadeChecks:
         assert f"ended {status}" in cascade_error(ended).message
         assert await storage.find_revoked_leases([running.lease]) == ["te_c"]
         assert await get(storage, "te_f") == finished
+
+    async def test_a_cascade_replaces_a_detailed_error_whole(self, storage: Storage) -> None:
+        parent, (child_record,) = await _parent_with_children(storage, count=1)
+        claimed = await claim_one(storage, 1.0, child_record.execution_id)
+        detailed = ErrorInfo("generic", "boom", is_retryable=True, type_name="my_app.Boom", traceback="Traceback\n")
+        await storage.commit_runs([retry(claimed, 2.0, 50.0, error=detailed)], 2.0)
+        await storage.cancel_executions([parent.execution_id], 3.0)
+        cancelled = await get_stored(storage, child_record.execution_id)
+        assert cancelled.error == cascade_error(await get_stored(storage, parent.execution_id))
 
     async def test_a_completed_parent_cancels_nothing(self, storage: Storage) -> None:
         parent = new("te_p", status=S.RUNNING, ready_at=None, lease_token=1, lease_expires_at=50.0)
@@ -735,7 +761,32 @@ class DeleteChecks:
         assert await storage.list_executions() == []
 
 
+class RetryChecks:
+    """``retry_executions``: an errored top-level execution runs again, as a new attempt."""
+
+    async def test_retry_makes_an_errored_execution_ready_again_keeping_its_error(self, storage: Storage) -> None:
+        await _parent_with_children(storage, count=1)
+        await storage.cancel_executions(["te_p"], 2.0)
+        cancelled = await get_stored(storage, "te_p")
+        changes = await storage.retry_executions(["te_p", "te_p_c0", "te_unknown"], 3.0)
+        assert summarize(changes) == expected(change(cancelled, S.CANCELLED, S.READY))
+        assert await get(storage, "te_p") == transitions.retry(cancelled, 3.0)
+        claimed = await claim_one(storage, 3.0, "te_p")
+        assert (claimed.status, claimed.retry_attempts, claimed.error, claimed.children, claimed.finished_at) == (
+            S.RUNNING, 1, CANCELLED_ERROR, (), None)
+        assert (await get_stored(storage, "te_p_c0")).status is S.CANCELLED  # its earlier children stay
+
+    async def test_retry_leaves_active_completed_and_sleeping_executions_alone(self, storage: Storage) -> None:
+        await storage.insert_executions([new("te_1"), new("te_2", status=S.COMPLETED, ready_at=None, finished_at=1.0),
+                                         sleeping("te_3", "u", now=0.0)])
+        await storage.expire_leases(100.0, 10, 10)  # the sleeping execution times out
+        before = [await get(storage, i) for i in ("te_1", "te_2", "te_3")]
+        assert before[2] is not None and before[2].status is S.TIMED_OUT
+        assert await storage.retry_executions(["te_1", "te_2", "te_3"], 200.0) == []
+        assert [await get(storage, i) for i in ("te_1", "te_2", "te_3")] == before
+
+
 OPERATION_CHECKS: tuple[type, ...] = (
     InsertChecks, LookupChecks, ClaimChecks, CommitChecks, ClosureChecks, CascadeChecks, ExpiryChecks,
-    RenewalChecks, ReleaseChecks, WakeChecks, CancelChecks, DeleteChecks,
+    RenewalChecks, ReleaseChecks, WakeChecks, CancelChecks, RetryChecks, DeleteChecks,
 )

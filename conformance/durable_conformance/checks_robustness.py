@@ -67,6 +67,8 @@ async def _checkpoint_calls(storage: Storage) -> dict[tuple[str, str], Call]:
         ("wake_sleeping_executions", "work"): lambda: storage.wake_sleeping_executions(
             [SleepingWakeup("te_s", S.COMPLETED, output=OUTPUT)], 11.0),
         ("wake_sleeping_executions", "empty"): lambda: storage.wake_sleeping_executions([], 11.0),
+        ("retry_executions", "work"): lambda: storage.retry_executions(["te_done"], 11.0),
+        ("retry_executions", "empty"): lambda: storage.retry_executions([], 11.0),
         ("delete_finished_executions", "work"): lambda: storage.delete_finished_executions(1e9, 10),
         ("delete_finished_executions", "empty"): lambda: storage.delete_finished_executions(0.0, 10),
     }
@@ -175,6 +177,14 @@ async def _prepare(operation: str, sc: _Scenario) -> tuple[Call, Callable[[], Aw
             return sum(r.status is S.COMPLETED for r in await sc.stored(names))
 
         return lambda: storage.wake_sleeping_executions(wakeups, now), woken, 4
+    if operation == "retry_executions":
+        await storage.insert_executions([sc.new(n, ready_at=None) for n in names])
+        await storage.cancel_executions(sc.ids, now)
+
+        async def retried() -> int:
+            return sum(r.status is S.READY for r in await sc.stored(names))
+
+        return lambda: storage.retry_executions(sc.ids, now), retried, 4
     assert operation == "delete_finished_executions"
     roots = [sc.new(n, ready_at=None) for n in names]
     kids = [child(r, f"{r.execution_id}_kid", now=now, ready_at=None) for r in roots]
@@ -191,7 +201,8 @@ async def _prepare(operation: str, sc: _Scenario) -> tuple[Call, Callable[[], Aw
 _STRATEGIES: tuple[str, ...] = ("cancelled before the call", *(f"cancelled after {k} yields" for k in range(6)),
                                 "cancelled once every task is blocked")
 _ATOMIC_OPERATIONS = ("insert_executions", "claim_executions", "commit_runs", "release_leases", "renew_leases",
-                      "expire_leases", "cancel_executions", "wake_sleeping_executions", "delete_finished_executions")
+                      "expire_leases", "cancel_executions", "wake_sleeping_executions", "retry_executions",
+                      "delete_finished_executions")
 
 
 async def _call_cancelled(call: Call, strategy: str) -> bool:

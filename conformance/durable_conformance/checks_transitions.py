@@ -216,6 +216,14 @@ class TransitionChecks:
             await _writes_follow_the_rules(storage, f"cancel_executions of {ids}", lambda model: model.cancel(ids, NOW),
                                            lambda: storage.cancel_executions(ids, NOW))
 
+    async def test_retries_follow_the_rules(self, storage: Storage) -> None:
+        """A retry of every record, one per call, then of the whole catalogue again in one call:
+        only errored top-level executions that are not sleeping accept one."""
+        ids = [r.execution_id for r in await _stored(storage, "te_y")] + ["te_unknown"]
+        for batch in [*([execution_id] for execution_id in ids), ids]:
+            await _writes_follow_the_rules(storage, f"retry_executions of {batch}", lambda model: model.retry(batch, NOW),
+                                           lambda: storage.retry_executions(batch, NOW))
+
     async def test_wakeups_follow_the_rules(self, storage: Storage) -> None:
         """A wake-up for every record, one per call: only running sleeping executions accept one."""
         records = await _stored(storage, "te_w")

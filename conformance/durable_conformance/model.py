@@ -143,6 +143,14 @@ class ContractModel:
                 self._settle(record, transitions.cancel(record, now), now, changes)
         return changes
 
+    def retry(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
+        changes: list[StatusChange] = []
+        for execution_id in execution_ids:
+            record = self.records.get(execution_id)
+            if record is not None and transitions.accepts_retry(record):
+                self._write(record, transitions.retry(record, now), changes)
+        return changes
+
     def wake(self, wakeups: Sequence[SleepingWakeup], now: float) -> list[StatusChange]:
         changes: list[StatusChange] = []
         for wakeup in wakeups:

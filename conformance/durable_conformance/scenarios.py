@@ -151,7 +151,11 @@ class ExecutorScenarios:
         assert [round(b - a) for a, b in itertools.pairwise(starts)] == [60, 120, 200, 200]
         assert [c.attempt for c in contexts] == [0, 1, 2, 3, 4]
         assert contexts[0].prev_error is None
-        assert contexts[3].prev_error == ErrorInfo("generic", "boom 2", is_retryable=True)
+        prev_error = contexts[3].prev_error
+        assert prev_error is not None and prev_error.traceback is not None  # stored and read back
+        assert prev_error == ErrorInfo("generic", "boom 2", is_retryable=True, type_name="builtins.RuntimeError",
+                                       traceback=prev_error.traceback)
+        assert prev_error.traceback.endswith('raise RuntimeError(f"boom {ctx.attempt}")\nRuntimeError: boom 2\n')
         assert done.started_at is not None and done.finished_at is not None and done.expires_at is None
 
     async def test_scenario_failures_timeouts_and_non_retryable_errors(self, storage: Storage) -> None:

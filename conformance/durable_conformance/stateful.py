@@ -329,6 +329,13 @@ class StorageMachine(RuleBasedStateMachine):
         expected = self.model.cancel(ids, self.now)
         self._compare_changes("cancel_executions", expected, self.call("cancel_executions", ids, self.now))
 
+    @precondition(lambda self: self.model.records)
+    @rule(data=st.data())
+    def retry(self, data: st.DataObject) -> None:
+        ids = [data.draw(st.sampled_from([*self.known_ids, "te_unknown"]))]
+        expected = self.model.retry(ids, self.now)
+        self._compare_changes("retry_executions", expected, self.call("retry_executions", ids, self.now))
+
     @precondition(lambda self: any(r.is_sleeping for r in self.model.records.values()))
     @rule(data=st.data())
     def wake(self, data: st.DataObject) -> None:

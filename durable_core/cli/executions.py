@@ -1,4 +1,4 @@
-"""``durable executions list|show|tree|cancel|wakeup|gc``: operate executions from any process.
+"""``durable executions list|show|tree|cancel|retry|wakeup|gc``: operate executions from any process.
 
 All but ``wakeup`` need only the storage the configuration selects, not the user's modules.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import textwrap
 import time
 from typing import Any
 
@@ -50,7 +51,7 @@ MAX_LIMIT = 1_000_000
 
 @click.group("executions")
 def executions() -> None:
-    """List, inspect, cancel, wake up and delete executions in the configured storage."""
+    """List, inspect, cancel, retry, wake up and delete executions in the configured storage."""
 
 
 async def _get(storage: Storage, execution_id: str, config: DurableConfig) -> ExecutionRecord:
@@ -142,11 +143,21 @@ def show(execution_id: str, as_json: bool) -> None:
         return
     fields = {name: value for name, value in shown.items() if value is not None and value != ()}
     fields["status"] = styled(execution.status)
+    error = execution.error
+    traceback = None
+    if error is not None:  # one line each, the traceback last: it is long
+        fields["error"] = error.message
+        fields["error_type"] = error.error_type + ("" if error.is_retryable else ", not retryable")
+        if error.type_name is not None:
+            fields["error_type_name"] = error.type_name
+        traceback = error.traceback
     width = max(map(len, fields)) + 2
     for name, value in fields.items():
         text = to_json(value) if isinstance(value, dict | list | tuple) or name in ("input", "output") else value
         text = value if isinstance(value, Undecodable) else text
         click.echo(f"{name + ':':<{width}}{text}")
+    if traceback is not None:
+        click.echo("traceback:\n" + textwrap.indent(traceback.rstrip("\n"), "  "))
 
 
 @executions.command("tree")
@@ -203,6 +214,48 @@ def cancel(execution_id: str) -> None:
         return f"cancelled {record.task_id} {execution_id}{more}"
 
     click.echo(run(main))
+
+
+@executions.command("retry")
+@click.argument("execution_id")
+def retry(execution_id: str) -> None:
+    """Run an execution that ended with an error again: a new attempt, same id.
+
+    Only a top-level execution that failed, timed out, was cancelled or whose finalize failed;
+    its last error stays visible (the new attempt's prev_error) until the new attempt ends.
+    """
+
+    async def main() -> str:
+        async with configured_storage() as (storage, config):
+            record = await _get(storage, execution_id, config)
+            _check_retryable(record)
+            now = time.time()
+            changes = await storage.retry_executions([execution_id], now)
+        if not changes:
+            raise UserError(f"{record.task_id} {execution_id} changed while it was being retried; look again "
+                            f"with: durable executions show {execution_id}")
+        registry = default_registry()
+        for change in changes:
+            registry.emit(TaskExecutionEvent(EventKind.RETRIED, change.execution_id, change.task_id,
+                                             change.previous_status, change.status, now, "cli"))
+        return (f"retried {record.task_id} {execution_id}: ready, attempt {record.retry_attempts + 1} "
+                f"(was {record.status})")
+
+    click.echo(run(main))
+
+
+def _check_retryable(record: ExecutionRecord) -> None:
+    """Refuse, in one line, what ``retry_executions`` would leave alone."""
+    what = f"{record.task_id} {record.execution_id}"
+    if record.parent is not None:
+        root = record.root or record.parent
+        raise UserError(f"{what} is a child of {record.parent.task_id} {record.parent.execution_id}; only a "
+                        f"top-level execution can be retried: retry its root, {root.task_id} {root.execution_id}")
+    if record.is_sleeping:
+        raise UserError(f"{what} is a sleeping execution, which runs no code of its own; enqueue a new one instead")
+    if record.status not in ERRORED_TASK_EXECUTION_STATUSES:
+        raise UserError(f"{what} is {record.status}; only an execution that ended failed, timed_out, cancelled "
+                        "or finalize_failed can be retried")
 
 
 @executions.command("wakeup")

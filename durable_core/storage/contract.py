@@ -345,6 +345,12 @@ class Storage(Protocol):
         ``commit_runs``. Finished, unknown or non-sleeping ids are left alone."""
         ...
 
+    async def retry_executions(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
+        """Run each errored top-level execution again (``transitions.accepts_retry``): it becomes
+        ``ready`` at ``now`` as a new attempt, keeping its error (``transitions.retry``). Any other
+        id (active, completed, a child, sleeping, unknown) is left alone."""
+        ...
+
     async def delete_finished_executions(self, finished_before: float, limit: int) -> int:
         """Delete up to ``limit`` whole trees whose top-level execution finished before
         ``finished_before``; a finished child whose tree is still active is never deleted.
@@ -387,6 +393,7 @@ STORAGE_METHODS: tuple[str, ...] = (
     "expire_leases",
     "cancel_executions",
     "wake_sleeping_executions",
+    "retry_executions",
     "delete_finished_executions",
 )
 """The domain operations of the contract (``aclose`` aside), in the order documented above."""

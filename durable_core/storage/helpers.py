@@ -83,6 +83,7 @@ class LockedStorage(Storage):
     expire_leases = _serialized(Storage.expire_leases)
     cancel_executions = _serialized(Storage.cancel_executions)
     wake_sleeping_executions = _serialized(Storage.wake_sleeping_executions)
+    retry_executions = _serialized(Storage.retry_executions)
     delete_finished_executions = _serialized(Storage.delete_finished_executions)
 
 
@@ -131,6 +132,9 @@ class SingleOperationStorage(Storage, ABC):
 
     @abstractmethod
     async def wake_sleeping_execution(self, wakeup: SleepingWakeup, now: float) -> list[StatusChange]: ...
+
+    @abstractmethod
+    async def retry_execution(self, execution_id: str, now: float) -> list[StatusChange]: ...
 
     @abstractmethod
     async def list_executions(
@@ -206,6 +210,9 @@ class SingleOperationStorage(Storage, ABC):
 
     async def wake_sleeping_executions(self, wakeups: Sequence[SleepingWakeup], now: float) -> list[StatusChange]:
         return [change for wakeup in wakeups for change in await self.wake_sleeping_execution(wakeup, now)]
+
+    async def retry_executions(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
+        return [change for execution_id in execution_ids for change in await self.retry_execution(execution_id, now)]
 
     async def _check_insertable(self, records: Sequence[ExecutionRecord]) -> None:
         """Raise as the contract says if a record could not be inserted after those before it."""

@@ -55,6 +55,8 @@ class ThreadedDatabase(Protocol):
 
     def wake(self, *args: Any) -> list[StatusChange]: ...
 
+    def retry(self, *args: Any) -> list[StatusChange]: ...
+
     def delete_finished(self, *args: Any) -> int: ...
 
 
@@ -72,7 +74,7 @@ class ThreadedStorage(Generic[K]):
     renewing, deleting)."""
     claimable_write_kind: K
     """The kind of call of an operation whose write may make an execution claimable (inserting,
-    committing, handing back, expiring, cancelling, waking)."""
+    committing, handing back, expiring, cancelling, waking, retrying)."""
 
     def __init__(self, database: ThreadedDatabase, threads: ConnectionThreads[Any, Any, K]):
         self._db = database
@@ -129,6 +131,9 @@ class ThreadedStorage(Generic[K]):
 
     async def wake_sleeping_executions(self, wakeups: Sequence[SleepingWakeup], now: float) -> list[StatusChange]:
         return await self._threads.call(self.claimable_write_kind, self._db.wake, wakeups, now)
+
+    async def retry_executions(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
+        return await self._threads.call(self.claimable_write_kind, self._db.retry, execution_ids, now)
 
     async def delete_finished_executions(self, finished_before: float, limit: int) -> int:
         return await self._threads.call(self.write_kind, self._db.delete_finished, finished_before, limit)

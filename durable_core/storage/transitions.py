@@ -8,8 +8,9 @@ errors the rules store are defined with the contract and importable from here to
 
 An operation of the contract is made of these steps: it picks the records the operation applies
 to (``lease_holds``, ``is_due``, ``lease_is_due``, ``accepts_renewal``, ``accepts_cancel``,
-``accepts_wake``, ``is_deletable_root``), writes each one's next state (``claim``, ``renew``,
-``commit``, ``release``, ``expire``, ``cancel``, ``wake``) and, in the same atomic step, follows a finished record with
+``accepts_wake``, ``accepts_retry``, ``is_deletable_root``), writes each one's next state (``claim``,
+``renew``, ``commit``, ``release``, ``expire``, ``cancel``, ``wake``, ``retry``) and, in the same
+atomic step, follows a finished record with
 the closure of its parent (``parent_to_close``, ``close``) and the cancellation of its
 unfinished descendants (``cancels_descendants``, ``cancel_by_cascade``).
 """
@@ -17,6 +18,7 @@ unfinished descendants (``cancels_descendants``, ``cancel_by_cascade``).
 from __future__ import annotations
 
 from ..errors import ErrorInfo
+from ..status import ERRORED_TASK_EXECUTION_STATUSES
 from ..status import TaskExecutionStatus as S
 from .contract import CANCELLED_ERROR as CANCELLED_ERROR
 from .contract import EXPIRED_ERROR as EXPIRED_ERROR
@@ -60,6 +62,14 @@ def accepts_cancel(record: ExecutionRecord) -> bool:
 def accepts_wake(record: ExecutionRecord) -> bool:
     """Only a sleeping execution that is still ``running`` can be woken."""
     return record.is_sleeping and record.status is S.RUNNING
+
+
+def accepts_retry(record: ExecutionRecord) -> bool:
+    """A top-level execution that finished with an error (failed, timed out, cancelled or finalize
+    failed) can be run again; a child (its parent decides), a sleeping execution (nothing of ours
+    runs) or one still active or completed never."""
+    return (record.parent is None and not record.is_sleeping
+            and record.status in ERRORED_TASK_EXECUTION_STATUSES)
 
 
 def finished_root_at(record: ExecutionRecord) -> float | None:
@@ -166,6 +176,27 @@ def wake(record: ExecutionRecord, wakeup: SleepingWakeup, now: float) -> Executi
     output and error (each replaces the stored one, None included)."""
     new = finish(record, now, S(wakeup.status), wakeup.error)
     new.output = wakeup.output
+    return new
+
+
+def retry(record: ExecutionRecord, now: float) -> ExecutionRecord:
+    """An errored top-level execution (``accepts_retry``) run again from the start, as a new attempt.
+
+    It becomes ``ready`` at ``now`` (``start_at = ready_at = now``) with one more ``retry_attempts``;
+    its error is kept (the new run's ``prev_error``) until the new attempt ends. What the last
+    attempt built is cleared (output, run output, children, finalize, the waiting times, the
+    finish time), as are its executor and lease expirations; its earlier children stay stored.
+    """
+    new = record.copy()
+    new.status = S.READY
+    new.start_at = new.ready_at = new.updated_at = now
+    new.retry_attempts = record.retry_attempts + 1
+    new.lease_expirations = 0
+    new.output = new.run_output = new.finalize = None
+    new.children = ()
+    new.active_children_count = 0
+    new.finished_at = new.waiting_for_children_started_at = new.waiting_for_finalize_started_at = None
+    new.executor_id = new.lease_expires_at = None
     return new
 
 

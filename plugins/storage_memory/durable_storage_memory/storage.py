@@ -249,6 +249,14 @@ class _State:
                 self._settle(record, transitions.wake(record, wakeup, now), now, changes)
         return changes
 
+    def retry(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
+        changes: list[StatusChange] = []
+        for execution_id in execution_ids:
+            record = self.records.get(execution_id)
+            if record is not None and transitions.accepts_retry(record):
+                self._write(record, transitions.retry(record, now), changes)
+        return changes
+
     def delete_finished(self, finished_before: float, limit: int) -> int:
         deleted = 0
         for root_id in itertools.islice(self.finished_roots.due(finished_before, strict=True), max(limit, 0)):
@@ -375,6 +383,9 @@ class MemoryStorage:
 
     async def wake_sleeping_executions(self, wakeups: Sequence[SleepingWakeup], now: float) -> list[StatusChange]:
         return await self._run(self._state.wake, wakeups, now)
+
+    async def retry_executions(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
+        return await self._run(self._state.retry, execution_ids, now)
 
     async def delete_finished_executions(self, finished_before: float, limit: int) -> int:
         return await self._run(self._state.delete_finished, finished_before, limit)

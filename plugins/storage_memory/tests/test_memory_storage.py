@@ -239,6 +239,7 @@ def calls(storage: Storage) -> dict[str, Callable[[], Awaitable[object]]]:
         "expire_leases": lambda: storage.expire_leases(0.0, 10, 10),
         "cancel_executions": lambda: storage.cancel_executions([], 1.0),
         "wake_sleeping_executions": lambda: storage.wake_sleeping_executions([], 1.0),
+        "retry_executions": lambda: storage.retry_executions([], 1.0),
         "delete_finished_executions": lambda: storage.delete_finished_executions(0.0, 10),
         "aclose": storage.aclose,
     }

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 
 from durable_core.errors import ErrorInfo
-from durable_core.status import FINISHED_TASK_EXECUTION_STATUSES
+from durable_core.status import ERRORED_TASK_EXECUTION_STATUSES, FINISHED_TASK_EXECUTION_STATUSES
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
 from durable_core.storage import EXECUTOR_RETENTION, DuplicateSleepingTaskUniqueIdError, ExecutionRecord
@@ -27,6 +27,7 @@ from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, Storag
 from ._rows import COLUMNS, KEPT, STATUSES, from_row, to_row
 
 _FINISHED = ", ".join(f"'{s}'" for s in sorted(FINISHED_TASK_EXECUTION_STATUSES))
+_ERRORED = ", ".join(f"'{s}'" for s in sorted(ERRORED_TASK_EXECUTION_STATUSES))
 _WRITTEN = tuple(i for i, column in enumerate(COLUMNS) if column not in KEPT)
 """Positions in a row of the columns a commit writes."""
 _CLOSE_SET = """ready_at = CASE WHEN active_children_count = 1
@@ -36,13 +37,21 @@ _CLOSE_SET = """ready_at = CASE WHEN active_children_count = 1
 """Closure: one child of the parent finished (the contract's rule for ``ready_at``)."""
 
 
+_ERROR_COLUMNS = ("error_type", "error_message", "error_is_retryable", "error_is_internal", "error_type_name",
+                  "error_traceback")
+_ERROR_SETS = ", ".join(f"{column} = %({column})s" for column in _ERROR_COLUMNS)
+"""Store the error of ``_error_params``."""
+_EXPIRED_ERROR_SETS = ",\n    ".join(
+    f"{c} = CASE WHEN %(expired)s = 1 AND e.status = 'running' THEN %({c})s ELSE e.{c} END" for c in _ERROR_COLUMNS)
+"""Handing back: an expired running execution gets the error of ``_error_params``, others keep theirs."""
+
+
 def _error_params(error: ErrorInfo | None) -> dict[str, Any]:
-    return {
-        "error_type": error and error.error_type,
-        "error_message": error and error.message,
-        "error_is_retryable": error and error.is_retryable,
-        "error_is_internal": error and error.is_internal,
-    }
+    if error is None:
+        return dict.fromkeys(_ERROR_COLUMNS)
+    values = (error.error_type, error.message, error.is_retryable, error.is_internal, error.type_name,
+              error.traceback)
+    return dict(zip(_ERROR_COLUMNS, values, strict=True))
 
 
 def _payload_params(payload: Payload | None) -> dict[str, Any]:
@@ -107,6 +116,17 @@ WHERE lease_expires_at <= %s ORDER BY lease_expires_at LIMIT %s FOR UPDATE SKIP 
 SELECT execution_id FROM {t}
 WHERE parent_execution_id IS NULL AND finished_at < %s AND status IN ({_FINISHED})
 ORDER BY finished_at LIMIT %s"""
+        self.retry = f"""
+UPDATE {t} AS e SET status = 'ready', start_at = %(now)s, ready_at = %(now)s, updated_at = %(now)s,
+    retry_attempts = e.retry_attempts + 1, lease_expirations = 0, output_serializer = NULL, output = NULL,
+    run_output_serializer = NULL, run_output = NULL, finalize_task_id = NULL, finalize_execution_id = NULL,
+    children = NULL, active_children_count = 0, finished_at = NULL, waiting_for_children_started_at = NULL,
+    waiting_for_finalize_started_at = NULL, executor_id = NULL, lease_expires_at = NULL
+FROM (SELECT execution_id, status FROM {t}
+      WHERE execution_id = ANY(%(ids)s) AND status IN ({_ERRORED}) AND parent_execution_id IS NULL
+        AND NOT is_sleeping FOR UPDATE) AS o
+WHERE e.execution_id = o.execution_id
+RETURNING e.execution_id, e.task_id, o.status, e.status"""
         self.delete_trees = f"""
 WITH RECURSIVE tree (execution_id) AS (
     SELECT unnest(%s::text[])
@@ -115,8 +135,7 @@ WITH RECURSIVE tree (execution_id) AS (
 )
 DELETE FROM {t} WHERE execution_id IN (SELECT execution_id FROM tree)"""
         # one execution: cancelling, waking, expiring and failing finish it with closure and cascade
-        self._finish_sets = """status = %(status)s, error_type = %(error_type)s, error_message = %(error_message)s,
-    error_is_retryable = %(error_is_retryable)s, error_is_internal = %(error_is_internal)s,
+        self._finish_sets = f"""status = %(status)s, {_ERROR_SETS},
     lease_expirations = e.lease_expirations + %(expired)s,
     finished_at = %(now)s, ready_at = NULL, lease_expires_at = NULL, updated_at = %(now)s"""
 
@@ -131,8 +150,7 @@ DELETE FROM {t} WHERE execution_id IN (SELECT execution_id FROM tree)"""
 ), old AS (
     SELECT e.execution_id, e.status FROM {t} AS e JOIN subtree USING (execution_id)
     WHERE e.status NOT IN ({_FINISHED}) FOR UPDATE OF e
-)""", f"""UPDATE {t} AS e SET status = 'cancelled', error_type = %(error_type)s, error_message = %(error_message)s,
-    error_is_retryable = %(error_is_retryable)s, error_is_internal = %(error_is_internal)s,
+)""", f"""UPDATE {t} AS e SET status = 'cancelled', {_ERROR_SETS},
     finished_at = %(now)s, ready_at = NULL, lease_expires_at = NULL, updated_at = %(now)s
 FROM old WHERE e.execution_id = old.execution_id AND e.status NOT IN ({_FINISHED})"""
 
@@ -186,13 +204,7 @@ RETURNING e.task_id, o.status, e.parent_execution_id"""
 UPDATE {self.table} AS e SET
     status = CASE e.status WHEN 'running' THEN 'ready' ELSE e.status END,
     start_at = CASE e.status WHEN 'running' THEN %(now)s ELSE e.start_at END,
-    error_type = CASE WHEN %(expired)s = 1 AND e.status = 'running' THEN %(error_type)s ELSE e.error_type END,
-    error_message = CASE WHEN %(expired)s = 1 AND e.status = 'running' THEN %(error_message)s
-        ELSE e.error_message END,
-    error_is_retryable = CASE WHEN %(expired)s = 1 AND e.status = 'running' THEN %(error_is_retryable)s
-        ELSE e.error_is_retryable END,
-    error_is_internal = CASE WHEN %(expired)s = 1 AND e.status = 'running' THEN %(error_is_internal)s
-        ELSE e.error_is_internal END,
+    {_EXPIRED_ERROR_SETS},
     lease_expirations = e.lease_expirations + %(expired)s,
     ready_at = %(now)s, executor_id = NULL, lease_expires_at = NULL, updated_at = %(now)s
 FROM (SELECT e.execution_id, e.status FROM {self.table} AS e {holding} FOR UPDATE OF e) AS o
@@ -346,6 +358,12 @@ class Database:
         for execution_id in execution_ids:
             changes += self._finish(cur, execution_id, _UNFINISHED, now, S.CANCELLED, CANCELLED_ERROR)
         return changes
+
+    def retry(self, cur: psycopg.Cursor, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
+        """``transitions.retry`` of each id that ``transitions.accepts_retry``, as one statement."""
+        cur.execute(self.q.retry, {"ids": list(execution_ids), "now": now})
+        changes = [StatusChange(i, t, STATUSES[old], STATUSES[new]) for i, t, old, new in cur.fetchall()]
+        return _in_order(changes, execution_ids)
 
     def wake(self, cur: psycopg.Cursor, wakeups: Sequence[SleepingWakeup], now: float) -> list[StatusChange]:
         changes: list[StatusChange] = []

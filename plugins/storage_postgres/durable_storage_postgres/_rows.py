@@ -21,10 +21,11 @@ COLUMNS = (
     "root_execution_id", "parent_task_id", "parent_execution_id", "index_in_parent_children",
     "is_finalize_of_parent", "finalize_task_id", "finalize_execution_id", "is_sleeping",
     "sleeping_unique_id", "idempotency_key", "error_type", "error_message", "error_is_retryable",
-    "error_is_internal", "children", "input_serializer", "input", "run_output_serializer",
+    "error_is_internal", "error_type_name", "error_traceback", "children", "input_serializer", "input", "run_output_serializer",
     "run_output", "output_serializer", "output",
 )  # fmt: skip
-"""Every column, in table order (the order of ``to_row`` and ``from_row``)."""
+"""Every column, in the order of ``to_row`` and ``from_row`` (the table's, but for the columns
+added by later migrations, which the table has last)."""
 
 KEPT = frozenset({"execution_id", "lease_token", "lease_expires_at", "updated_at"})
 """Columns a commit does not take from the record: the key, the lease and the write's time."""
@@ -80,7 +81,8 @@ def to_row(r: ExecutionRecord) -> tuple[Any, ...]:
         finalize and finalize.task_id, finalize and finalize.execution_id,
         r.is_sleeping, r.sleeping_unique_id, r.idempotency_key,
         error and error.error_type, error and error.message, error and error.is_retryable,
-        error and error.is_internal, encode_children(r.children), r.input.serializer, r.input.data,
+        error and error.is_internal, error and error.type_name, error and error.traceback,
+        encode_children(r.children), r.input.serializer, r.input.data,
         run_output and run_output.serializer, run_output and run_output.data,
         output and output.serializer, output and output.data,
     )  # fmt: skip
@@ -101,7 +103,7 @@ def from_row(row: tuple[Any, ...]) -> ExecutionRecord:
         retry_max_delay, root_task_id, root_execution_id, parent_task_id, parent_execution_id,
         index_in_parent_children, is_finalize_of_parent, finalize_task_id, finalize_execution_id,
         is_sleeping, sleeping_unique_id, idempotency_key, error_type, error_message,
-        error_is_retryable, error_is_internal, children, input_serializer, input,
+        error_is_retryable, error_is_internal, error_type_name, error_traceback, children, input_serializer, input,
         run_output_serializer, run_output, output_serializer, output,
     ) = row  # fmt: skip
     return ExecutionRecord(
@@ -113,7 +115,8 @@ def from_row(row: tuple[Any, ...]) -> ExecutionRecord:
         else ParentRef(parent_task_id, parent_execution_id, index_in_parent_children, is_finalize_of_parent),
         is_sleeping, sleeping_unique_id, idempotency_key,
         _payload(output_serializer, output), _payload(run_output_serializer, run_output),
-        None if error_type is None else ErrorInfo(error_type, error_message, error_is_retryable, error_is_internal),
+        None if error_type is None else ErrorInfo(error_type, error_message, error_is_retryable, error_is_internal,
+                                                  error_type_name, error_traceback),
         retry_attempts, lease_expirations, decode_children(children),
         None if finalize_execution_id is None else ExecutionRef(finalize_task_id, finalize_execution_id),
         active_children_count, started_at, finished_at, waiting_for_children_started_at,

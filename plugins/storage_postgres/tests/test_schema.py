@@ -8,10 +8,10 @@ import trio
 from psycopg import sql
 
 from durable_conformance.records import new
-from durable_core.storage.contract import StorageError
+from durable_core.storage.contract import CANCELLED_ERROR, StorageError
 from durable_storage_postgres import PostgresStorage
 from durable_storage_postgres import _schema
-from durable_storage_postgres._database import Queries
+from durable_storage_postgres._database import Queries, _error_params
 from durable_storage_postgres._schema import MIGRATIONS, Migration, migrate, schema_version
 
 
@@ -94,8 +94,8 @@ async def test_an_empty_schema_of_our_own_name_is_used(dsn, schema, postgres):
 HOT = {
     "claim": ("claim", {"now": 1.0, "executor_id": "de_x", "lease_duration": 1.0, "limit": 100}, "executions_ready_at"),
     "expire": ("expired", (1.0, 100), "executions_lease_expires_at"),
-    "cascade": ("cascade", {"execution_id": "te_1", "now": 1.0, "error_type": "cancelled", "error_message": "m",
-                            "error_is_retryable": False, "error_is_internal": False}, "executions_parent"),
+    "cascade": ("cascade", {"execution_id": "te_1", "now": 1.0, **_error_params(CANCELLED_ERROR)},
+                "executions_parent"),
     "retention": ("finished_roots", (1.0, 100), "executions_finished_roots"),
     "sleeping": ("sleeping_unique_id_taken", ("u",), "executions_sleeping_unique_id"),
     "idempotency": ("by_idempotency_key", ("t", "k"), "executions_idempotency"),

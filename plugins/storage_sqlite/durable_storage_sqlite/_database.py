@@ -17,7 +17,7 @@ from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
 from durable_core.storage import EXECUTOR_RETENTION, DuplicateSleepingTaskUniqueIdError, ExecutionRecord
 from durable_core.storage import ExecutorInfo, Lease
-from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, StorageError, cascade_error
+from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, StorageError, cascade_error, transitions
 
 from ._rows import COLUMNS, SELECT_COLUMNS, STATUSES, from_row, to_row
 from ._schema import MIGRATIONS, check_header, migrate, schema_version
@@ -84,7 +84,8 @@ SELECT e.execution_id, e.task_id, e.status FROM subtree JOIN executions AS e USI
 WHERE e.status IN ({_ACTIVE})"""
 _CANCEL_DESCENDANT = """
 UPDATE executions SET status = 'cancelled', error_type = :error_type, error_message = :message,
-    error_is_retryable = :is_retryable, error_is_internal = :is_internal, finished_at = :now,
+    error_is_retryable = :is_retryable, error_is_internal = :is_internal, error_type_name = NULL,
+    error_traceback = NULL, finished_at = :now,
     ready_at = NULL, lease_expires_at = NULL, updated_at = :now
 WHERE execution_id = :execution_id"""
 _FINISHED_ROOTS = f"""
@@ -306,6 +307,15 @@ class Database:
                 changes += self._finish(
                     record, now, status=S(wakeup.status), output=wakeup.output, error=wakeup.error
                 )
+        return changes
+
+    def retry(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
+        changes: list[StatusChange] = []
+        for execution_id in execution_ids:
+            record = self._get(execution_id)
+            if record is not None and transitions.accepts_retry(record):
+                self._write(transitions.retry(record, now), record, now)
+                changes.append(StatusChange(execution_id, record.task_id, record.status, S.READY))
         return changes
 
     def delete_finished(self, finished_before: float, limit: int) -> int:

@@ -19,7 +19,7 @@ COLUMNS = (
     "parent_execution_id", "index_in_parent_children", "is_finalize_of_parent", "is_sleeping",
     "sleeping_unique_id", "idempotency_key", "output_serializer", "output", "run_output_serializer",
     "run_output", "error_type", "error_message", "error_is_retryable", "error_is_internal",
-    "retry_attempts", "lease_expirations", "children", "finalize_task_id", "finalize_execution_id",
+    "error_type_name", "error_traceback", "retry_attempts", "lease_expirations", "children", "finalize_task_id", "finalize_execution_id",
     "active_children_count", "started_at", "finished_at", "waiting_for_children_started_at",
     "waiting_for_finalize_started_at", "ready_at", "executor_id",
     "updated_at", "lease_token", "lease_expires_at",
@@ -68,7 +68,7 @@ def to_row(r: ExecutionRecord) -> tuple[Any, ...]:
         output and output.serializer, output and output.data,
         run_output and run_output.serializer, run_output and run_output.data,
         error and error.error_type, error and error.message, error and error.is_retryable,
-        error and error.is_internal,
+        error and error.is_internal, error and error.type_name, error and error.traceback,
         r.retry_attempts, r.lease_expirations, _encode_refs(r.children),
         finalize and finalize.task_id, finalize and finalize.execution_id,
         r.active_children_count, r.started_at, r.finished_at, r.waiting_for_children_started_at,
@@ -86,7 +86,7 @@ def from_row(row: tuple[Any, ...]) -> ExecutionRecord:
         parent_execution_id, index_in_parent_children, is_finalize_of_parent, is_sleeping,
         sleeping_unique_id, idempotency_key, output_serializer, output, run_output_serializer,
         run_output, error_type, error_message, error_is_retryable, error_is_internal,
-        retry_attempts, lease_expirations, children, finalize_task_id, finalize_execution_id,
+        error_type_name, error_traceback, retry_attempts, lease_expirations, children, finalize_task_id, finalize_execution_id,
         active_children_count, started_at, finished_at, waiting_for_children_started_at,
         waiting_for_finalize_started_at, ready_at, executor_id, updated_at, lease_token, lease_expires_at,
     ) = row  # fmt: skip
@@ -111,7 +111,8 @@ def from_row(row: tuple[Any, ...]) -> ExecutionRecord:
         output=None if output_serializer is None else Payload(output_serializer, output),
         run_output=None if run_output_serializer is None else Payload(run_output_serializer, run_output),
         error=None if error_type is None else ErrorInfo(
-            error_type, error_message, bool(error_is_retryable), bool(error_is_internal)
+            error_type, error_message, bool(error_is_retryable), bool(error_is_internal), error_type_name,
+            error_traceback,
         ),
         retry_attempts=retry_attempts,
         lease_expirations=lease_expirations,

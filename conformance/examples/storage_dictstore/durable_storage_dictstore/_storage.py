@@ -119,6 +119,12 @@ class DictStore(SingleOperationStorage):
             return []
         return await self._settle(stored, transitions.cancel(stored, now), now)
 
+    async def retry_execution(self, execution_id: str, now: float) -> list[StatusChange]:
+        stored = await self._load(execution_id)
+        if stored is None or not transitions.accepts_retry(stored):
+            return []
+        return [await self._write(stored, transitions.retry(stored, now))]
+
     async def wake_sleeping_execution(self, wakeup: SleepingWakeup, now: float) -> list[StatusChange]:
         stored = await self._load(wakeup.execution_id)
         if stored is None or not transitions.accepts_wake(stored):

@@ -1,0 +1,2 @@
+-- What caused an error: the exception type's qualified name and its traceback (capped by the engine).
+ALTER TABLE executions ADD COLUMN error_type_name text, ADD COLUMN error_traceback text;
