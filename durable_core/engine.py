@@ -23,6 +23,7 @@ from .models import TaskExecution
 from .options import ExecutorOptions
 from .payloads import PayloadCodec
 from .records import to_task_execution
+from .retrying import StorageFaults
 from .status import TaskExecutionStatus as S
 from .storage.contract import ExecutionRecord, StatusChange, Storage
 from .tasks import Task, call_user_code
@@ -99,6 +100,8 @@ class Engine:
         self.next_ready_at = math.inf
         """The earliest ``ready_at`` this executor stored, for the claimer to wake at."""
         self.stopping = False
+        self.faults = StorageFaults()
+        """How the background's storage calls ride out faults (``retrying``)."""
         self._observers = observers
         self._reads: Coalescer[str, ExecutionRecord | None] = Coalescer(storage.get_executions)
 

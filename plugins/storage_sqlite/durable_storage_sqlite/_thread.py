@@ -110,6 +110,7 @@ class ConnectionThread(ConnectionThreads[Database, sqlite3.Connection, Kind]):
             call.result = outcome.Error(self.error(exc))
 
     def begin(self, database: Database, calls: list[Call[Kind]]) -> sqlite3.Connection:
+        database.check_file()
         conn = database.conn
         conn.execute("BEGIN IMMEDIATE" if any(call.kind is Kind.WRITE for call in calls) else "BEGIN")
         return conn
