@@ -157,7 +157,10 @@ class Runner:
             engine.wake_claimer.set()
 
     def _lease_ends(self, run: Run) -> float:
-        """The trio time at which ``run``'s lease ends: retrying its writes is pointless after."""
+        """The trio time at which ``run``'s lease ends: retrying its writes is pointless after.
+        Once shutdown cut the run off, now: its lease expires rather than hold up the shutdown."""
+        if run.hand_back:
+            return trio.current_time()
         expires_at = run.record.lease_expires_at
         return math.inf if expires_at is None else self._engine.clock.to_trio(expires_at)
 

@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from durable_core import DurableExecutor, TaskExecutionStatus
+from durable_storage_sqlite import SqliteStorage
 
 pytestmark = pytest.mark.real_clock
 
@@ -155,6 +156,42 @@ async def test_sqlite_write_lock_held_beyond_the_busy_timeout(tmp_path: Path) ->
         async with client("sqlite", path=str(tmp_path / "test.db")) as executor:
             await run_all(executor, 10, trio.lowlevel.checkpoint)
         await wait_for(log, "storage back after ")
+
+
+async def test_sqlite_disk_full_then_space_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The executor in this process; SQLITE_FULL comes from ``PRAGMA max_page_count``, a limit
+    of the storage's own connection (so the pragma runs on its connection thread)."""
+    storage = await SqliteStorage.open(tmp_path / "full.db")
+
+    async def limit_pages(extra: int | None) -> None:
+        def limit() -> None:
+            conn = storage._db.conn
+            (count,) = conn.execute("PRAGMA page_count").fetchone()
+            conn.execute(f"PRAGMA max_page_count = {4294967294 if extra is None else count + extra}").fetchone()
+        await storage._threads.call(storage.read_kind, limit)
+
+    runs: list[int] = []
+    executor = DurableExecutor(storage, poll_interval=0.1)
+
+    @executor.task(id="big", timeout=60)
+    async def big(ctx, input):
+        runs.append(input)
+        await trio.sleep(0.2)
+        return "x" * 20_000  # overflow pages: the file must grow
+
+    try:
+        async with executor:
+            handles = await executor.enqueue_tasks(big, list(range(20)))
+            await limit_pages(0)
+            with trio.fail_after(20):
+                while not any("the disk is full" in record.getMessage() for record in caplog.records):
+                    await trio.sleep(0.05)
+            await limit_pages(None)
+            with trio.fail_after(30):
+                finished = [await handle.wait_and_get_finished_execution() for handle in handles]
+    finally:
+        await storage.aclose()
+    assert {f.status for f in finished} == {S.COMPLETED} and sorted(runs) == list(range(20))
 
 
 async def test_sqlite_file_deleted_stops_the_worker_with_one_line(tmp_path: Path) -> None:

@@ -100,6 +100,8 @@ def list_query(status_count: int | None, by_task: bool) -> str:
 
 
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+_ROLLED_BACK_CODES = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_NOMEM)
+"""Errors after which SQLite may have rolled the whole transaction back by itself."""
 _DAMAGED_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
@@ -121,6 +123,12 @@ def _code(exc: sqlite3.Error) -> int | None:
 
 def is_busy(exc: sqlite3.Error) -> bool:
     return _code(exc) in _BUSY_CODES
+
+
+def ends_transaction(exc: sqlite3.Error) -> bool:
+    """Whether the whole transaction failed: busy, or disk full or an I/O error (SQLite may have
+    rolled it back, savepoints and all)."""
+    return _code(exc) in _BUSY_CODES + _ROLLED_BACK_CODES
 
 
 class Database:
