@@ -23,6 +23,7 @@ from .models import TaskExecution
 from .options import ExecutorOptions
 from .payloads import PayloadCodec
 from .records import to_task_execution
+from .retrying import StorageFaults
 from .status import TaskExecutionStatus as S
 from .storage.contract import ExecutionRecord, StatusChange, Storage
 from .tasks import Task, call_user_code
@@ -61,12 +62,14 @@ class Signal:
 class Run:
     """One claimed record being worked on by this executor."""
 
-    __slots__ = ("record", "renew_until", "scope", "revoked", "hand_back")
+    __slots__ = ("record", "renew_until", "lease_expires_at", "scope", "revoked", "hand_back")
 
     def __init__(self, record: ExecutionRecord, renew_until: float):
         self.record = record
         self.renew_until = renew_until
         """The trio time after which heartbeats no longer renew its lease (see ``heartbeat``)."""
+        self.lease_expires_at = record.lease_expires_at
+        """When its lease ends (engine time) unless renewed: the claim's, then the last renewal's."""
         self.scope = trio.CancelScope()
         self.revoked = False
         """Its lease ended elsewhere (cancelled, expired): it must not write."""
@@ -101,6 +104,8 @@ class Engine:
         self.next_ready_at = math.inf
         """The earliest ``ready_at`` this executor stored, for the claimer to wake at."""
         self.stopping = False
+        self.faults = StorageFaults()
+        """How the background's storage calls ride out faults (``retrying``)."""
         self._observers = observers
         self._reads: Coalescer[str, ExecutionRecord | None] = Coalescer(storage.get_executions)
 

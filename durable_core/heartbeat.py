@@ -18,18 +18,21 @@ import trio
 
 from .engine import Engine
 from .errors import DurableExecutionError
-from .storage.contract import ExecutorInfo
+from .storage.contract import ExecutorInfo, StorageError
 
 log = logging.getLogger("durable.executor")
 
 
 async def heartbeat_loop(engine: Engine) -> None:
-    """``beat`` now and every ``heartbeat_interval``, logging (not raising) what the storage refused."""
+    """``beat`` now and every ``heartbeat_interval``; a storage fault is ridden out as every other
+    call's (``retrying``), and a permanent one ends the loop: the runner stops the executor."""
     interval = engine.options.heartbeat_interval
     started_at = engine.now()
     while True:
         try:
-            await beat(engine, started_at)
+            await engine.faults.call("renewing leases", lambda: beat(engine, started_at))
+        except StorageError:
+            return
         except DurableExecutionError as exc:
             log.warning("heartbeat failed, retrying in %ss: %s", interval, exc.message)
         await trio.sleep(interval)
@@ -49,4 +52,7 @@ async def beat(engine: Engine, started_at: float) -> None:
     now = engine.now()
     executor = ExecutorInfo(engine.executor_id, socket.gethostname(), os.getpid(), started_at, now, len(held))
     leases = [run.record.lease for run in held]
-    engine.stop_revoked(held, await engine.storage.renew_leases(executor, leases, now, engine.options.lease_duration))
+    duration = engine.options.lease_duration
+    engine.stop_revoked(held, await engine.storage.renew_leases(executor, leases, now, duration))
+    for run in held:
+        run.lease_expires_at = now + duration

@@ -14,6 +14,7 @@ import trio
 from .engine import Engine
 from .errors import DurableExecutionError
 from .events import EventKind
+from .retrying import is_permanent
 from .storage.contract import ChangeNotifications
 
 log = logging.getLogger("durable.executor")
@@ -23,13 +24,16 @@ _WAITER_REFRESH_GAP = 0.01
 
 
 async def maintenance_loop(engine: Engine) -> None:
-    """Every ``poll_interval``: ``maintain``, logging (not raising) what the storage refused."""
+    """Every ``poll_interval``: ``maintain``, riding out storage faults (``retrying``) and
+    logging (not raising) any other error."""
     interval = engine.options.poll_interval
     while True:
         await trio.sleep(interval)
         try:
-            await maintain(engine)
+            await engine.faults.call("maintenance", lambda: maintain(engine))
         except DurableExecutionError as exc:
+            if is_permanent(exc):
+                raise
             log.warning("maintenance failed, retrying in %ss: %s", interval, exc.message)
 
 
@@ -53,11 +57,13 @@ async def maintain(engine: Engine) -> None:
 async def change_loop(engine: Engine, feed: ChangeNotifications) -> None:
     """Wake the claimer, and handles waiting for executions that may have finished elsewhere,
     as soon as another process changed the storage (its change feed)."""
-    seen = None
+    seen: int | None = None
     while True:
-        try:
-            changed = await feed.wait_for_changes(seen)
-        except DurableExecutionError as exc:  # polling goes on meanwhile
+        try:  # polling goes on meanwhile
+            changed = await engine.faults.call("watching for changes", lambda: feed.wait_for_changes(seen))
+        except DurableExecutionError as exc:
+            if is_permanent(exc):
+                raise
             log.warning("change feed failed, retrying in %ss: %s", engine.options.poll_interval, exc.message)
             seen = None
             await trio.sleep(engine.options.poll_interval)
@@ -75,7 +81,10 @@ async def waiter_refresh_loop(engine: Engine) -> None:
         await engine.waiters_stale.wait()
         engine.waiters_stale.clear()
         try:
-            await engine.wake_finished_waiters(skip_running=True)
+            await engine.faults.call("refreshing waiting handles",
+                                     lambda: engine.wake_finished_waiters(skip_running=True))
         except DurableExecutionError as exc:
+            if is_permanent(exc):
+                raise
             log.warning("refreshing waiting handles failed: %s", exc.message)
         await trio.sleep(_WAITER_REFRESH_GAP)

@@ -12,14 +12,13 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import trio
 
 from .batching import Coalescer
 from .engine import Engine, Run
 from .errors import (
-    DurableExecutionError,
     DurableExecutionNotFoundError,
     DurableExecutionTimedOutError,
     error_info_from_exception,
@@ -31,7 +30,14 @@ from .models import TaskRunContext
 from .status import ERRORED_TASK_EXECUTION_STATUSES
 from .status import TaskExecutionStatus as S
 from .steps import Outcome, StepContext, run_step
-from .storage.contract import ChangeNotifications, ExecutionRecord, RunCommit, StatusChange
+from .storage.contract import (
+    ChangeNotifications,
+    DuplicateSleepingTaskUniqueIdError,
+    ExecutionRecord,
+    RunCommit,
+    StatusChange,
+    StorageError,
+)
 from .tasks import TaskKind
 
 log = logging.getLogger("durable.executor")
@@ -54,19 +60,36 @@ class Runner:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The claim and maintenance loops (and the change feed's, if the storage has one), and
-        the heartbeats of an executor that runs tasks, which go on while ``drain`` waits."""
+        the heartbeats of an executor that runs tasks, which go on while ``drain`` waits.
+
+        A permanent storage fault, noticed by any of them or by a run's commit, stops them all:
+        the runs are handed back (as far as the storage still lets us) and the fault is raised,
+        ending the executor.
+        """
         engine = self._engine
         storage = engine.storage
         if engine.options.max_concurrent_task_executions > 0:
             self._run_nursery.start_soon(self._beat)
         with self._background:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self.claim_loop)
-                nursery.start_soon(maintenance_loop, engine)
-                if storage.capabilities.change_notifications and isinstance(storage, ChangeNotifications):
-                    nursery.start_soon(change_loop, engine, storage)
-                    nursery.start_soon(waiter_refresh_loop, engine)
-                task_status.started()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self.claim_loop)
+                    nursery.start_soon(maintenance_loop, engine)
+                    if storage.capabilities.change_notifications and isinstance(storage, ChangeNotifications):
+                        nursery.start_soon(change_loop, engine, storage)
+                        nursery.start_soon(waiter_refresh_loop, engine)
+                    nursery.start_soon(self._stop_on_permanent_fault, nursery.cancel_scope)
+                    task_status.started()
+            except* StorageError:
+                if engine.faults.permanent is None:
+                    raise
+        if engine.faults.permanent is not None:
+            self._hand_back_all()
+            raise engine.faults.permanent
+
+    async def _stop_on_permanent_fault(self, loops: trio.CancelScope) -> None:
+        await self._engine.faults.stopped.wait()
+        loops.cancel()
 
     async def _beat(self) -> None:
         with self._heartbeats:
@@ -84,14 +107,18 @@ class Runner:
                     engine.capacity_freed.clear()
                     await engine.capacity_freed.wait()
         finally:
-            for run in engine.runs.values():
-                run.hand_back = True
-                run.scope.cancel()
+            self._hand_back_all()
             self._heartbeats.cancel()
 
     def cut_grace_short(self) -> None:
         """End the grace period of ``drain`` now; called before it, ``drain`` gives none."""
         self._grace.cancel()
+
+    def _hand_back_all(self) -> None:
+        """Cut every run off: each hands its execution back to ``ready``."""
+        for run in self._engine.runs.values():
+            run.hand_back = True
+            run.scope.cancel()
 
     async def claim_loop(self) -> None:
         engine, options = self._engine, self._engine.options
@@ -104,8 +131,8 @@ class Runner:
                 now = engine.now()
                 if engine.next_ready_at <= now:
                     engine.next_ready_at = math.inf
-                claimed = await engine.storage.claim_executions(engine.executor_id, now, limit,
-                                                                options.lease_duration)
+                claimed = await engine.faults.call("claiming executions", lambda: engine.storage.claim_executions(
+                    engine.executor_id, engine.now(), limit, options.lease_duration))
                 renew_until = trio.current_time() + options.expire_leeway
                 for record in claimed:
                     engine.emit(EventKind.CLAIMED, StatusChange(record.execution_id, record.task_id,
@@ -131,19 +158,47 @@ class Runner:
                     DurableExecutionTimedOutError().to_info()
                 )
             if commit is not None and not run.revoked and not run.hand_back:
-                await self._commit(commit)
+                await self._commit(commit, lambda: self._lease_ends(run))
                 _log_failure(record, commit.record, engine.now())
+        except StorageError as exc:
+            if engine.faults.permanent is None:  # else the executor stops and says why
+                log.warning("the outcome of %s %s could not be recorded before its lease ended (%s); it "
+                            "will run again", record.task_id, record.execution_id, exc.message)
         except Exception:
             log.exception("internal error while running %s %s; its lease will expire and it will be "
                           "retried", record.task_id, record.execution_id)
         finally:
             if run.hand_back and not run.revoked:
                 with trio.CancelScope(shield=True):
-                    engine.observe(EventKind.RELEASED, await engine.storage.release_leases([record.lease], engine.now()))
+                    await self._hand_back(run)
             if engine.runs.get(record.execution_id) is run:  # a parent may be re-claimed already
                 del engine.runs[record.execution_id]
             engine.capacity_freed.set()
             engine.wake_claimer.set()
+
+    def _lease_ends(self, run: Run) -> float:
+        """The trio time at which ``run``'s lease ends: retrying its writes is pointless after.
+        Once shutdown cut the run off, now: its lease expires rather than hold up the shutdown."""
+        if run.hand_back:
+            return trio.current_time()
+        expires_at = run.lease_expires_at
+        return math.inf if expires_at is None else self._engine.clock.to_trio(expires_at)
+
+    async def _hand_back(self, run: Run) -> None:
+        """Hand ``run``'s execution back to ``ready``, retrying a transient fault for at most
+        ``shutdown_timeout`` (and while the lease holds); if that fails, its lease expires."""
+        engine, record = self._engine, run.record
+        give_up_at = min(trio.current_time() + engine.options.shutdown_timeout, self._lease_ends(run))
+        try:
+            changes = await engine.faults.call(
+                "handing executions back", lambda: engine.storage.release_leases([record.lease], engine.now()),
+                until=lambda: give_up_at)
+        except StorageError as exc:
+            log.log(logging.DEBUG if engine.faults.permanent else logging.WARNING,
+                    "could not hand %s %s back (%s); its lease will expire and it will run again",
+                    record.task_id, record.execution_id, exc.message)
+            return
+        engine.observe(EventKind.RELEASED, changes)
 
     async def _perform(self, run: Run) -> RunCommit | None:
         """Do the claimed work and return the commit that records it (None if it was cut off).
@@ -195,19 +250,21 @@ class Runner:
         engine.observe(EventKind.COMMITTED, changes, stored)
         return [None] * len(commits)
 
-    async def _commit(self, commit: RunCommit) -> None:
+    async def _commit(self, commit: RunCommit, lease_ends: Callable[[], float]) -> None:
         """Commit with the other runs finishing in this tick; one inserting sleeping executions
-        goes alone, as the contract asks (a taken unique id fails the whole call)."""
+        goes alone, as the contract asks (a taken unique id fails the whole call). A transient
+        storage fault is retried until the lease ends (``lease_ends``, in trio time)."""
         engine = self._engine
         if not any(record.is_sleeping for record in commit.new_executions):
-            await self._commits.submit(commit)
+            await engine.faults.call("recording outcomes", lambda: self._commits.submit(commit), until=lease_ends)
         else:
             try:
-                await self._commit_batch([commit])
-            except DurableExecutionError as exc:  # a child's unique id is taken: the parent fails instead
+                await engine.faults.call("recording outcomes", lambda: self._commit_batch([commit]), until=lease_ends)
+            except DuplicateSleepingTaskUniqueIdError as exc:  # a child's unique id is taken: the parent fails
                 failed = commit.record.copy(status=S.FAILED, error=exc.to_info(), finished_at=engine.now(),
                                             ready_at=None)
-                await self._commit_batch([RunCommit(failed)])
+                await engine.faults.call("recording outcomes", lambda: self._commit_batch([RunCommit(failed)]),
+                                         until=lease_ends)
         for record in commit.new_executions:
             engine.note_ready_at(record.ready_at)
         if commit.record.ready_at is not None:

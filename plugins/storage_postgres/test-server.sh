@@ -5,6 +5,8 @@
 #   eval "$(plugins/storage_postgres/test-server.sh start)"   # exports DURABLE_TEST_POSTGRES_DSN
 #   ...                                                       # and DURABLE_TEST_POSTGRES_DIR
 #   plugins/storage_postgres/test-server.sh stop              # stops it and removes the directory
+#   plugins/storage_postgres/test-server.sh pause DIR         # stops the server, keeping its data
+#   plugins/storage_postgres/test-server.sh resume DIR        # starts it again (same port, same data)
 #
 # Needs PostgreSQL's server binaries (Debian: apt-get install postgresql). As root, the cluster
 # runs as the `postgres` system user, since PostgreSQL refuses to run as root.
@@ -59,8 +61,18 @@ stop() {
     rm -rf "$dir"
 }
 
+pause() {
+    as_owner "$(find_bindir)/pg_ctl" -D "$1/data" -m fast -w stop >/dev/null
+}
+
+resume() {  # restart starts a stopped server with the options it last ran with (postmaster.opts)
+    as_owner "$(find_bindir)/pg_ctl" -D "$1/data" -l "$1/server.log" -w restart >/dev/null 2>&1
+}
+
 case "${1:-}" in
     start) start ;;
     stop) stop "${2:-}" ;;
-    *) echo "usage: $0 start | stop [DIR]" >&2; exit 2 ;;
+    pause) pause "$2" ;;
+    resume) resume "$2" ;;
+    *) echo "usage: $0 start | stop [DIR] | pause DIR | resume DIR" >&2; exit 2 ;;
 esac

@@ -17,11 +17,10 @@ import psycopg
 import trio
 from psycopg import sql
 
+from durable_core.retrying import backoff
 from durable_core.storage.contract import StorageError
 
 log = logging.getLogger("durable_storage_postgres")
-
-_MAX_BACKOFF = 10.0
 
 
 class Listener:
@@ -72,23 +71,27 @@ class Listener:
         self._moved = trio.Event()
 
     async def _serve(self) -> None:
-        backoff = 0.1
+        """Listen, reconnecting with the engine's backoff; a lost connection is logged once (at
+        info: the executors say themselves when the server is away)."""
+        failures = 0
         try:
             with self._scope:
                 while True:
                     try:
                         if self._conn is None:
                             self._conn = await trio.to_thread.run_sync(self._listening)
-                            backoff = 0.1
+                            failures = 0
                             self._move()  # what was sent while we were away
                         await self._drain(self._conn)
                     except (psycopg.Error, OSError, StorageError) as exc:
-                        log.warning("listening for changes on %s failed (%s); reconnecting in %.1f s",
-                                    self._channel, exc, backoff)
+                        delay = backoff(failures)
+                        log.log(logging.DEBUG if failures else logging.INFO,
+                                "listening for changes on %s failed (%s); reconnecting in %.1f s",
+                                self._channel, exc, delay)
+                        failures += 1
                         self._drop()
                         self._move()
-                        await trio.sleep(backoff)
-                        backoff = min(backoff * 2, _MAX_BACKOFF)
+                        await trio.sleep(delay)
         finally:
             self._drop()
             self._done.set()

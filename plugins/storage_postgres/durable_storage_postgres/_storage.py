@@ -25,6 +25,10 @@ from .plugin import OPTIONS
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _TRANSIENT_CLASSES = ("08", "40", "53", "57")
 """SQLSTATE classes worth retrying: connection, rollback, resources, operator intervention."""
+_REFUSED = ("authentication failed", "no pg_hba.conf entry", "does not exist", "password")
+"""What the server says when it refuses a login for good (libpq gives no SQLSTATE for it): a
+wrong password, role or database. Anything else (refused, unreachable, starting up, shutting
+down, too many clients) may pass."""
 
 
 def _invalid(name: str, value: object, expected: str) -> StorageError:
@@ -143,7 +147,8 @@ def _connect(dsn: str, where: str, connect_timeout: int, application_name: str) 
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise StorageError(
             f"Cannot connect to {where}: {reason}. Check the storage option dsn and that the server "
-            "is running and reachable."
+            "is running and reachable.",
+            is_retryable=not any(refusal in reason for refusal in _REFUSED),
         ) from exc
 
 

@@ -127,9 +127,8 @@ class Connections(ConnectionThreads[_Link, psycopg.Cursor, Kind]):
             link.conn = None
         try:
             link.conn = self._connect()
-        except Exception as exc:
-            log.warning("reconnecting to %s failed: %s", self._where, exc)
-            raise StorageError(f"Lost the connection to {self._where}, and reconnecting failed; the server "
-                               "may be down or restarting") from None
+        except StorageError as exc:  # a refused login stays refused: permanent; a server away: transient
+            raise StorageError(f"Lost the connection to {self._where}, and reconnecting failed: {exc.message}",
+                               is_retryable=exc.is_retryable) from None
         self.backend_pids.add(link.conn.info.backend_pid)
         return link.conn

@@ -7,6 +7,7 @@ Used only by the storage's connection thread, which runs every operation inside 
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -113,6 +114,8 @@ def list_query(status_count: int | None, by_task: bool, by_executor: bool = Fals
 
 
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+_ROLLED_BACK_CODES = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_NOMEM)
+"""Errors after which SQLite may have rolled the whole transaction back by itself."""
 _DAMAGED_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
@@ -136,6 +139,12 @@ def is_busy(exc: sqlite3.Error) -> bool:
     return _code(exc) in _BUSY_CODES
 
 
+def ends_transaction(exc: sqlite3.Error) -> bool:
+    """Whether the whole transaction failed: busy, or disk full or an I/O error (SQLite may have
+    rolled it back, savepoints and all)."""
+    return _code(exc) in _BUSY_CODES + _ROLLED_BACK_CODES
+
+
 class Database:
     """One connection to ``path`` and the domain operations on it."""
 
@@ -144,6 +153,7 @@ class Database:
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -167,10 +177,28 @@ class Database:
                 conn.execute("BEGIN IMMEDIATE")  # again: another process may have migrated meanwhile
                 migrate(conn, schema_version(conn, self.path, MIGRATIONS))
                 conn.execute("COMMIT")
+            self._file = self._identity()
         except BaseException:
             conn.close()
             self._conn = None
             raise
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    def check_file(self) -> None:
+        """Raise a permanent ``StorageError`` if the file was deleted or replaced since it was
+        opened: SQLite would go on writing to the old file, and every later write would be lost."""
+        if self._file is not None and self._identity() != self._file:
+            raise StorageError(
+                f"SQLite database {self.path} was deleted or replaced while in use; this storage "
+                "stops rather than write where no one reads. Restore the file, or start again on the new one.",
+                is_retryable=False,
+            )
 
     def close(self) -> None:
         if self._conn is not None:
@@ -186,6 +214,8 @@ class Database:
                 f"busy timeout ({self.busy_timeout:g} s, retried); another process holds a long "
                 "write transaction. Raise the storage option busy_timeout or shorten that transaction."
             )
+        if code == sqlite3.SQLITE_FULL:
+            return StorageError(f"SQLite database {self.path} cannot grow: the disk is full ({exc}); free some space.")
         if code in _DAMAGED_CODES:
             return StorageError(
                 f"SQLite database {self.path} is damaged ({exc}); restore it from a backup.",

@@ -24,7 +24,7 @@ import trio
 
 from durable_core.storage.connection_thread import Call, ConnectionThreads
 
-from ._database import Database, is_busy
+from ._database import Database, ends_transaction, is_busy
 
 
 class Kind(enum.Enum):
@@ -110,6 +110,7 @@ class ConnectionThread(ConnectionThreads[Database, sqlite3.Connection, Kind]):
             call.result = outcome.Error(self.error(exc))
 
     def begin(self, database: Database, calls: list[Call[Kind]]) -> sqlite3.Connection:
+        database.check_file()
         conn = database.conn
         conn.execute("BEGIN IMMEDIATE" if any(call.kind is Kind.WRITE for call in calls) else "BEGIN")
         return conn
@@ -126,10 +127,11 @@ class ConnectionThread(ConnectionThreads[Database, sqlite3.Connection, Kind]):
         return call.kind is Kind.WRITE
 
     def fails_transaction(self, exc: Exception) -> bool:
-        """Busy: the whole transaction runs again (``retryable``)."""
-        return isinstance(exc, sqlite3.Error) and is_busy(exc)
+        """Busy (the whole transaction runs again: ``retryable``), disk full, an I/O error."""
+        return isinstance(exc, sqlite3.Error) and ends_transaction(exc)
 
-    retryable = fails_transaction
+    def retryable(self, exc: Exception) -> bool:
+        return isinstance(exc, sqlite3.Error) and is_busy(exc)
 
     def error(self, exc: Exception) -> Exception:
         """SQLite errors become a ``StorageError`` naming the file and saying what to do."""
