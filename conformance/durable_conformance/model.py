@@ -8,7 +8,7 @@ and compare what each stored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter
 from typing import TypeVar
 
@@ -137,18 +137,14 @@ class ContractModel:
 
     def cancel(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
         changes: list[StatusChange] = []
-        for execution_id in execution_ids:
-            record = self.records.get(execution_id)
-            if record is not None and transitions.accepts_cancel(record):
-                self._settle(record, transitions.cancel(record, now), now, changes)
+        for record in self._accepting(execution_ids, transitions.accepts_cancel):
+            self._settle(record, transitions.cancel(record, now), now, changes)
         return changes
 
     def retry(self, execution_ids: Sequence[str], now: float) -> list[StatusChange]:
         changes: list[StatusChange] = []
-        for execution_id in execution_ids:
-            record = self.records.get(execution_id)
-            if record is not None and transitions.accepts_retry(record):
-                self._write(record, transitions.retry(record, now), changes)
+        for record in self._accepting(execution_ids, transitions.accepts_retry):
+            self._write(record, transitions.retry(record, now), changes)
         return changes
 
     def wake(self, wakeups: Sequence[SleepingWakeup], now: float) -> list[StatusChange]:
@@ -190,6 +186,16 @@ class ContractModel:
         if changes is not None:
             changes.append(StatusChange(record.execution_id, record.task_id, None, record.status))
         return record
+
+    def _accepting(
+        self, execution_ids: Sequence[str], accepts: Callable[[ExecutionRecord], bool]
+    ) -> Iterator[ExecutionRecord]:
+        """The stored records of ``execution_ids`` that ``accepts``, each checked when reached
+        (changing one may change whether a later one accepts)."""
+        for execution_id in execution_ids:
+            record = self.records.get(execution_id)
+            if record is not None and accepts(record):
+                yield record
 
     def _settle(self, record: ExecutionRecord, new: ExecutionRecord, now: float, changes: list[StatusChange]) -> None:
         """Write ``new`` over ``record``, with the closure and cascade that follow if it finished."""

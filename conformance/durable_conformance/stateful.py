@@ -112,6 +112,13 @@ class StorageMachine(RuleBasedStateMachine):
             f"{operation}: the contract says {expected!r}, the storage {'returned normally' if actual is None else 'raised ' + repr(actual)}"
         )
 
+    def _on_one_id(
+        self, data: st.DataObject, operation: str, model_operation: Callable[[list[str], float], list[StatusChange]]
+    ) -> None:
+        """Runs ``operation`` on one drawn id (known or not) on the storage and the model, and compares."""
+        ids = [data.draw(st.sampled_from([*self.known_ids, "te_unknown"]))]
+        self._compare_changes(operation, model_operation(ids, self.now), self.call(operation, ids, self.now))
+
     def _compare_changes(self, operation: str, expected: list[StatusChange], actual: list[StatusChange]) -> None:
         assert summarize(actual) == summarize(expected), (
             f"{operation} reported changes {summarize(actual)}, the contract says {summarize(expected)}"
@@ -325,16 +332,12 @@ class StorageMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.model.records)
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
-        ids = [data.draw(st.sampled_from([*self.known_ids, "te_unknown"]))]
-        expected = self.model.cancel(ids, self.now)
-        self._compare_changes("cancel_executions", expected, self.call("cancel_executions", ids, self.now))
+        self._on_one_id(data, "cancel_executions", self.model.cancel)
 
     @precondition(lambda self: self.model.records)
     @rule(data=st.data())
     def retry(self, data: st.DataObject) -> None:
-        ids = [data.draw(st.sampled_from([*self.known_ids, "te_unknown"]))]
-        expected = self.model.retry(ids, self.now)
-        self._compare_changes("retry_executions", expected, self.call("retry_executions", ids, self.now))
+        self._on_one_id(data, "retry_executions", self.model.retry)
 
     @precondition(lambda self: any(r.is_sleeping for r in self.model.records.values()))
     @rule(data=st.data())
