@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from durable_core import DurableExecutor, ErrorInfo, FinalizeInput, ParentTaskResult, RetryOptions
+from durable_core import DurableExecutor, ErrorInfo, FinalizeInput, ParentTaskResult, RetryOptions, Task, TaskExecution
 from durable_core import TaskExecutionStatus as S
 from durable_core import child_task
 from durable_core.errors import MESSAGE_LIMIT, TRACEBACK_LIMIT, error_info_from_exception
@@ -28,6 +28,12 @@ def executor(storage: MemoryStorage | None = None) -> DurableExecutor:
     return DurableExecutor(storage or MemoryStorage(), max_lease_expirations=3)
 
 
+async def run_to_the_end(ex: DurableExecutor, task: Task) -> TaskExecution:
+    """Runs ``task`` once on ``ex``, its executor started for this run, and returns the finished execution."""
+    async with ex:
+        return await (await ex.enqueue_task(task, None)).wait_and_get_finished_execution()
+
+
 async def test_an_exception_whose_str_raises_fails_once_without_retries() -> None:
     ex = executor()
     runs = []
@@ -37,8 +43,7 @@ async def test_an_exception_whose_str_raises_fails_once_without_retries() -> Non
         runs.append(ctx.attempt)
         raise Unprintable()
 
-    async with ex:
-        finished = await (await ex.enqueue_task(unprintable, None)).wait_and_get_finished_execution()
+    finished = await run_to_the_end(ex, unprintable)
     assert runs == [0]
     assert finished.status is S.FAILED
     error = finished.error
@@ -54,8 +59,7 @@ async def test_a_key_error_says_what_it_is_with_its_type_name_and_traceback() ->
     async def lookup(ctx, input):
         return {}["file"]
 
-    async with ex:
-        finished = await (await ex.enqueue_task(lookup, None)).wait_and_get_finished_execution()
+    finished = await run_to_the_end(ex, lookup)
     assert finished.status is S.FAILED
     assert finished.error.message == "KeyError: 'file'"
     assert finished.error.type_name == "builtins.KeyError"
@@ -72,8 +76,7 @@ async def test_an_output_that_cannot_be_serialized_fails_without_retries() -> No
         runs.append(ctx.attempt)
         return object()
 
-    async with ex:
-        finished = await (await ex.enqueue_task(unserializable, None)).wait_and_get_finished_execution()
+    finished = await run_to_the_end(ex, unserializable)
     assert runs == [0]
     assert finished.status is S.FAILED
     assert finished.error.message.startswith("Cannot serialize output of task unserializable")
@@ -87,8 +90,7 @@ async def test_an_error_message_that_cannot_be_stored_is_stored_escaped() -> Non
     async def odd_message(ctx, input):
         raise Boom("lone \ud800 surrogate and a \x00 NUL")
 
-    async with ex:
-        finished = await (await ex.enqueue_task(odd_message, None)).wait_and_get_finished_execution()
+    finished = await run_to_the_end(ex, odd_message)
     assert finished.status is S.FAILED
     assert finished.error.message == "lone \\ud800 surrogate and a \\x00 NUL"
     finished.error.message.encode("utf-8")
@@ -116,8 +118,7 @@ async def test_a_child_output_that_fails_to_decode_fails_its_parent() -> None:
     async def parent(ctx, input):
         return ParentTaskResult(output=None, children=[child_task(child, None)])
 
-    async with ex:
-        finished = await (await ex.enqueue_task(parent, None)).wait_and_get_finished_execution()
+    finished = await run_to_the_end(ex, parent)
     assert finished.status is S.FAILED
     assert "child" in finished.error.message and not finished.error.is_retryable
     assert finished.error.message.startswith("Cannot read the output of child task child [executionId=te_")
@@ -135,8 +136,7 @@ async def test_a_finalize_that_raises_ends_the_parent_finalize_failed() -> None:
     async def parent(ctx, input):
         return ParentTaskResult(output=None, children=[])
 
-    async with ex:
-        finished = await (await ex.enqueue_task(parent, None)).wait_and_get_finished_execution()
+    finished = await run_to_the_end(ex, parent)
     assert finished.status is S.FINALIZE_FAILED
     assert finished.error.type_name == f"{__name__}.Unprintable"
     assert not finished.error.is_retryable
@@ -153,8 +153,7 @@ async def test_a_finalize_output_that_cannot_be_serialized_ends_the_parent_final
     async def parent(ctx, input):
         return ParentTaskResult(output=None, children=[child_task(child, None)])
 
-    async with ex:
-        finished = await (await ex.enqueue_task(parent, None)).wait_and_get_finished_execution()
+    finished = await run_to_the_end(ex, parent)
     assert finished.status is S.FINALIZE_FAILED
     assert finished.error.message.startswith("Cannot serialize output of task parent")
 
@@ -183,8 +182,7 @@ async def test_the_worker_logs_each_failed_attempt_and_each_scheduled_retry(capl
         raise Boom("nope")
 
     with caplog.at_level(logging.INFO, logger="durable.executor"):
-        async with ex:
-            finished = await (await ex.enqueue_task(flaky, None)).wait_and_get_finished_execution()
+        finished = await run_to_the_end(ex, flaky)
     lines = [r.getMessage() for r in caplog.records if r.name == "durable.executor"]
     assert lines == [
         f"task flaky execution {finished.execution_id} attempt 0 failed: nope; retrying in 2 s (retry 1 of 1)",
