@@ -36,21 +36,22 @@ def define(executor: DurableExecutor, log) -> dict:
         record("end", ctx)
         return input * 2
 
-    @executor.task(id="slow", timeout=3)
-    async def slow(ctx, input):
-        record("start", ctx)
-        if ctx.prev_error is None:
-            await trio.sleep(60)  # killed before this ends
-        record("end", ctx)
-        return ctx.prev_error.message
+    def killed_in_its_first_run(task_id: str, timeout: float):
+        """A task whose first run waits until its worker is killed (or its timeout ends it); run
+        again, it returns the message of the error that ended the first run."""
 
-    @executor.task(id="long", timeout=3600)
-    async def long(ctx, input):
-        record("start", ctx)
-        if ctx.prev_error is None:
-            await trio.sleep(3600)  # killed before this ends
-        record("end", ctx)
-        return ctx.prev_error.message
+        @executor.task(id=task_id, timeout=timeout)
+        async def wait_to_be_killed(ctx, input):
+            record("start", ctx)
+            if ctx.prev_error is None:
+                await trio.sleep_forever()
+            record("end", ctx)
+            return ctx.prev_error.message
+
+        return wait_to_be_killed
+
+    slow = killed_in_its_first_run("slow", timeout=3)
+    long = killed_in_its_first_run("long", timeout=3600)
 
     # the reference workload (bench/reference_workload.py), each run logged
     @executor.task(id="child", timeout=30)
