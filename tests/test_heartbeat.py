@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 
+from durable_conformance.scenarios import take_over_a_stalled_lease
 from durable_core import DurableExecutor, TaskExecutionStatus, TaskRunContext
 from durable_storage_memory import MemoryStorage
 
@@ -56,9 +57,7 @@ async def test_a_run_that_lost_its_lease_is_stopped_at_the_next_heartbeat_and_wr
     async with worker:
         handle = await worker.enqueue_task(t)
         await started.wait()
-        later = worker.now() + 100  # another executor's view: this one stalled, its lease expired
-        await storage.expire_leases(later, 10, 10)
-        (theirs,) = await storage.claim_executions("de_other", later, 10, 1000)
+        theirs = await take_over_a_stalled_lease(storage, worker.now() + 100, lease_duration=1000)
         with trio.fail_after(3.1):  # one heartbeat_interval
             await stopped.wait()
         (record,) = await storage.get_executions([handle.execution_id])

@@ -79,6 +79,14 @@ def greeters(ex: DurableExecutor) -> tuple[Task, Task]:
     return hello, broken
 
 
+async def take_over_a_stalled_lease(storage: Storage, later: float, lease_duration: float) -> ExecutionRecord:
+    """Another executor's view at ``later``: the one running execution stalled, its lease expired,
+    and this other executor claimed it. Returns the record it claimed."""
+    await storage.expire_leases(later, 10, 10)
+    (theirs,) = await storage.claim_executions("de_other", later, 10, lease_duration)
+    return theirs
+
+
 async def cancel_a_tree_from_another_executor(
     storage: Storage, poll: float, wait: float
 ) -> tuple[float, list[ExecutionRecord]]:
@@ -424,9 +432,8 @@ class ExecutorScenarios:
         async with ex:
             handle = await ex.enqueue_task(t)
             await started.wait()
-            later = ex.now() + 500  # another executor's view: this one stalled, its lease expired
-            await storage.expire_leases(later, 10, 10)
-            (theirs,) = await storage.claim_executions("de_other", later, 10, 0)
+            later = ex.now() + 500
+            theirs = await take_over_a_stalled_lease(storage, later, lease_duration=0)
             release.set()
             await trio.testing.wait_all_tasks_blocked()
             assert (await handle.get_execution()).status is S.RUNNING  # the stale run wrote nothing
