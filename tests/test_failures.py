@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pytest
 
@@ -34,16 +35,27 @@ async def run_to_the_end(ex: DurableExecutor, task: Task) -> TaskExecution:
         return await (await ex.enqueue_task(task, None)).wait_and_get_finished_execution()
 
 
-async def test_an_exception_whose_str_raises_fails_once_without_retries() -> None:
+async def run_counting_attempts(
+    task_id: str, body: Callable[[], object], retry: RetryOptions | None = None
+) -> tuple[list[int], TaskExecution]:
+    """Runs task ``task_id``, whose every attempt returns ``body()``, to the end on a new executor:
+    the attempts it ran, and the finished execution."""
     ex = executor()
-    runs = []
+    attempts: list[int] = []
 
-    @ex.task(id="unprintable", timeout=5)
-    async def unprintable(ctx, input):
-        runs.append(ctx.attempt)
+    @ex.task(id=task_id, timeout=5, retry=retry)
+    async def task(ctx, input):
+        attempts.append(ctx.attempt)
+        return body()
+
+    return attempts, await run_to_the_end(ex, task)
+
+
+async def test_an_exception_whose_str_raises_fails_once_without_retries() -> None:
+    def unprintable() -> None:
         raise Unprintable()
 
-    finished = await run_to_the_end(ex, unprintable)
+    runs, finished = await run_counting_attempts("unprintable", unprintable)
     assert runs == [0]
     assert finished.status is S.FAILED
     error = finished.error
@@ -68,15 +80,7 @@ async def test_a_key_error_says_what_it_is_with_its_type_name_and_traceback() ->
 
 
 async def test_an_output_that_cannot_be_serialized_fails_without_retries() -> None:
-    ex = executor()
-    runs = []
-
-    @ex.task(id="unserializable", timeout=5, retry=RetryOptions(max_attempts=3))
-    async def unserializable(ctx, input):
-        runs.append(ctx.attempt)
-        return object()
-
-    finished = await run_to_the_end(ex, unserializable)
+    runs, finished = await run_counting_attempts("unserializable", object, retry=RetryOptions(max_attempts=3))
     assert runs == [0]
     assert finished.status is S.FAILED
     assert finished.error.message.startswith("Cannot serialize output of task unserializable")
