@@ -54,32 +54,37 @@ def checkpoint(operation: str, work: str) -> str:
     return f"test_every_operation_is_a_checkpoint[{operation}-{work}]"
 
 
-def test_a_double_claim_fails_the_concurrent_claimers(pytester: pytest.Pytester) -> None:
-    outcomes = run_suite(pytester, "DoubleClaimStorage")
-    assert {"test_concurrent_claimers_claim_each_execution_once",
-            "test_scenario_two_executors_run_each_execution_exactly_once"} <= outcomes["failed"]
+CAUGHT_BY = [
+    pytest.param("DoubleClaimStorage", {
+        "test_concurrent_claimers_claim_each_execution_once",
+        "test_scenario_two_executors_run_each_execution_exactly_once"}, id="a double claim"),
+    pytest.param("LostWriteStorage", {
+        "test_commit_stores_every_field_but_the_lease", "test_storage_agrees_with_the_model",
+        "test_scenario_parent_children_and_finalize", "test_scenario_a_task_retries_with_backoff_in_virtual_time",
+        }, id="a lost write"),
+    pytest.param("IgnoredFencingStorage", {
+        "test_a_commit_whose_token_is_not_the_stored_one_changes_nothing",
+        "test_a_lease_ended_by_anything_can_never_commit_again",
+        "test_scenario_a_late_result_after_a_lost_lease_is_discarded",
+        "test_storage_agrees_with_the_model"}, id="an ignored fencing token"),
+    pytest.param("RevivingHeartbeatStorage", {
+        "test_a_heartbeat_extends_the_leases_that_hold_and_names_the_others",
+        "test_a_renewed_lease_expires_only_once_its_new_end_has_passed",
+        "test_storage_agrees_with_the_model"}, id="a heartbeat that revives lost leases"),
+    pytest.param("NonAtomicBatchStorage", {
+        "test_duplicate_sleeping_unique_id_raises_and_inserts_nothing",
+        "test_existing_execution_id_raises_and_inserts_nothing",
+        "test_an_operation_cancelled_mid_call_is_applied_wholly_or_not_at_all[insert_executions]",
+        "test_storage_agrees_with_the_model"}, id="a non-atomic batch"),
+]
+"""Broken storages, each with (some of) the checks that must fail on it."""
 
 
-def test_a_lost_write_fails_the_commit_checks_the_model_and_the_engine(pytester: pytest.Pytester) -> None:
-    outcomes = run_suite(pytester, "LostWriteStorage")
-    assert {"test_commit_stores_every_field_but_the_lease", "test_storage_agrees_with_the_model",
-            "test_scenario_parent_children_and_finalize", "test_scenario_a_task_retries_with_backoff_in_virtual_time",
-            } <= outcomes["failed"]
-
-
-def test_an_ignored_fencing_token_fails_the_fencing_checks(pytester: pytest.Pytester) -> None:
-    outcomes = run_suite(pytester, "IgnoredFencingStorage")
-    assert {"test_a_commit_whose_token_is_not_the_stored_one_changes_nothing",
-            "test_a_lease_ended_by_anything_can_never_commit_again",
-            "test_scenario_a_late_result_after_a_lost_lease_is_discarded",
-            "test_storage_agrees_with_the_model"} <= outcomes["failed"]
-
-
-def test_a_heartbeat_that_revives_lost_leases_fails_the_renewal_checks(pytester: pytest.Pytester) -> None:
-    outcomes = run_suite(pytester, "RevivingHeartbeatStorage")
-    assert {"test_a_heartbeat_extends_the_leases_that_hold_and_names_the_others",
-            "test_a_renewed_lease_expires_only_once_its_new_end_has_passed",
-            "test_storage_agrees_with_the_model"} <= outcomes["failed"]
+@pytest.mark.parametrize(("storage", "checks"), CAUGHT_BY)
+def test_a_broken_storage_fails_the_checks_that_catch_its_bug(
+    pytester: pytest.Pytester, storage: str, checks: set[str]
+) -> None:
+    assert checks <= run_suite(pytester, storage)["failed"]
 
 
 def test_a_missing_checkpoint_fails_exactly_the_checkpoint_checks(pytester: pytest.Pytester) -> None:
@@ -87,14 +92,6 @@ def test_a_missing_checkpoint_fails_exactly_the_checkpoint_checks(pytester: pyte
     # the engine may stumble too: tasks scheduled in another order meet other races
     direct = {name for name in outcomes["failed"] if not name.startswith("test_scenario_")}
     assert direct == {checkpoint("get_executions", "work"), checkpoint("get_executions", "empty")}
-
-
-def test_a_non_atomic_batch_fails_the_all_or_none_checks(pytester: pytest.Pytester) -> None:
-    outcomes = run_suite(pytester, "NonAtomicBatchStorage")
-    assert {"test_duplicate_sleeping_unique_id_raises_and_inserts_nothing",
-            "test_existing_execution_id_raises_and_inserts_nothing",
-            "test_an_operation_cancelled_mid_call_is_applied_wholly_or_not_at_all[insert_executions]",
-            "test_storage_agrees_with_the_model"} <= outcomes["failed"]
 
 
 # ---------------------------------------------------------------------------------------- declaring failures
