@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-import weakref
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, cast
 
 import trio
-import trio.testing
 
 from durable_core.storage import STORAGE_API, STORAGE_METHODS, Capabilities, ChangeNotifications, Storage
+from durable_core.virtual_time import clock_held
 
 StorageFactory = Callable[[], Storage | Awaitable[Storage] | AbstractAsyncContextManager[Storage]]
 
@@ -131,53 +130,21 @@ class DeferredStorage:
         self.opener = opener
 
 
-class _Hold:
-    """Storage operations in flight under one clock, and its threshold while none is."""
-
-    def __init__(self, threshold: float):
-        self.threshold = threshold
-        self.in_flight = 0
-
-
-_holds: weakref.WeakKeyDictionary[trio.testing.MockClock, _Hold] = weakref.WeakKeyDictionary()
-
-
 class VirtualTimeHolder:
     """Wraps a storage so that trio's virtual clock stands still while one of its operations runs.
 
     Under ``MockClock(autojump_threshold=0)`` the clock jumps to the next deadline as soon as every
     task is blocked, also while a backend waits for its own thread or server, which would make a
-    storage call take minutes of virtual time. The executor scenarios hand their executors this
-    wrapper; it changes nothing else (checkpoints and cancellation are the storage's own).
+    storage call take minutes of virtual time. Backends on the core's ``ConnectionThreads`` hold
+    the clock themselves (``durable_core.virtual_time``); the executor scenarios hand their
+    executors this wrapper so that any other backend passes them too. It changes nothing else
+    (checkpoints and cancellation are the storage's own).
     """
 
     def __init__(self, storage: Storage):
         self.storage = storage
         self.storage_api = storage.storage_api
         self.capabilities = storage.capabilities
-
-    @staticmethod
-    def _hold() -> trio.testing.MockClock | None:
-        clock = trio.lowlevel.current_clock()
-        if not isinstance(clock, trio.testing.MockClock):
-            return None
-        hold = _holds.get(clock)
-        if hold is None:
-            hold = _holds[clock] = _Hold(clock.autojump_threshold)
-        if hold.in_flight == 0:
-            hold.threshold = clock.autojump_threshold
-            clock.autojump_threshold = float("inf")
-        hold.in_flight += 1
-        return clock
-
-    @staticmethod
-    def _release(clock: trio.testing.MockClock | None) -> None:
-        if clock is None:
-            return
-        hold = _holds[clock]
-        hold.in_flight -= 1
-        if hold.in_flight == 0:
-            clock.autojump_threshold = hold.threshold
 
     async def wait_for_changes(self, seen: int | None) -> int:
         """The wrapped storage's change feed, as it is (a long wait, never held or locked)."""
@@ -191,11 +158,8 @@ class VirtualTimeHolder:
 def _held(name: str) -> Callable[..., Any]:
     @functools.wraps(getattr(Storage, name))
     async def operation(self: VirtualTimeHolder, *args: Any, **kwargs: Any) -> Any:
-        clock = self._hold()
-        try:
+        with clock_held():
             return await getattr(self.storage, name)(*args, **kwargs)
-        finally:
-            self._release(clock)
 
     operation.__qualname__ = f"VirtualTimeHolder.{name}"
     return operation

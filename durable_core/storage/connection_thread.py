@@ -17,6 +17,10 @@ caller of a transaction in flight is cancelled (an executor shutting down while 
 on a lock another process holds, say), the transaction is interrupted; if it then failed, nothing
 was applied and the callers see ``Cancelled`` at once instead of waiting.
 
+Virtual time: a call in flight holds an autojumping ``trio.testing.MockClock`` still
+(``durable_core.virtual_time``), so a test in virtual time never sees a storage call outlast its
+timeouts and leases; on the real clock this costs nothing.
+
 A backend subclasses ``ConnectionThreads`` and says how to run a transaction on its driver: the
 hooks below (``begin``, ``commit``, ``rollback`` and ``disconnect`` at least). The SQLite and
 PostgreSQL plugins are two examples.
@@ -36,6 +40,7 @@ from typing import ClassVar, Generic, Protocol, TypeVar, cast
 import outcome
 import trio
 
+from ..virtual_time import clock_held, current_clock_hold
 from .contract import StorageError
 
 
@@ -134,6 +139,7 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
         self.idle_timeout: float | None = None
         """While not None, a thread waiting for calls calls ``after_round`` this often (seconds)."""
         self.trio_token = trio.lowlevel.current_trio_token()
+        self._clock_hold = current_clock_hold()  # a call in flight is no idleness (``virtual_time``)
         self._queue: queue.SimpleQueue[Call[K] | None] = queue.SimpleQueue()  # None: a thread stops
         self._lock = threading.Lock()  # guards Call.state: taking versus dropping
         self._closed = False
@@ -157,6 +163,9 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
             raise self.closed_error()
         await trio.lowlevel.checkpoint_if_cancelled()
         call = Call(fn, args, kind, trio.lowlevel.current_task())
+        hold = self._clock_hold
+        if hold is not None:
+            hold.acquire()
         self._queue.put(call)
 
         def abort(_: object) -> trio.lowlevel.Abort:
@@ -174,6 +183,9 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
         except _Interrupted:
             await trio.lowlevel.checkpoint()  # raises Cancelled: this caller was cancelled
             raise StorageError(f"The {self.name} abandoned a call") from None
+        finally:
+            if hold is not None:
+                hold.release()
         return result
 
     async def close(self) -> None:
@@ -183,7 +195,7 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
         self._closed = True
         for _ in self._threads:
             self._queue.put(None)
-        with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True), clock_held():
             for thread in self._threads:
                 await trio.to_thread.run_sync(thread.join)
 

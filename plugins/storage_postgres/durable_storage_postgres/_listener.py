@@ -19,6 +19,7 @@ from psycopg import sql
 
 from durable_core.retrying import backoff
 from durable_core.storage.contract import StorageError
+from durable_core.virtual_time import clock_held
 
 log = logging.getLogger("durable_storage_postgres")
 
@@ -40,7 +41,7 @@ class Listener:
     async def start(self) -> None:
         """Connect and LISTEN (errors propagate: the storage does not open), then serve in the
         background until ``aclose``."""
-        self._conn = await trio.to_thread.run_sync(self._listening)
+        self._conn = await self._listen()
         trio.lowlevel.spawn_system_task(self._serve, name=f"durable-postgres-listener:{self._channel}")
 
     async def wait_for_changes(self, seen: int | None) -> int:
@@ -55,6 +56,11 @@ class Listener:
         self._scope.cancel()
         with trio.CancelScope(shield=True):
             await self._done.wait()
+
+    async def _listen(self) -> psycopg.Connection:
+        """A new listening connection, opened in a thread (virtual time stands still meanwhile)."""
+        with clock_held():
+            return await trio.to_thread.run_sync(self._listening)
 
     def _listening(self) -> psycopg.Connection:
         conn = self._connect()
@@ -79,7 +85,7 @@ class Listener:
                 while True:
                     try:
                         if self._conn is None:
-                            self._conn = await trio.to_thread.run_sync(self._listening)
+                            self._conn = await self._listen()
                             failures = 0
                             self._move()  # what was sent while we were away
                         await self._drain(self._conn)

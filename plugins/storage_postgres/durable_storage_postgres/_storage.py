@@ -15,6 +15,7 @@ from psycopg.conninfo import conninfo_to_dict
 from durable_core.storage.contract import Capabilities, StorageError
 from durable_core.storage.opening import check_storage_options
 from durable_core.storage.threaded_storage import ThreadedStorage
+from durable_core.virtual_time import clock_held
 
 from ._database import Database
 from ._listener import Listener
@@ -172,7 +173,7 @@ def _storage_error(where: str, exc: psycopg.Error) -> StorageError:
 
 async def _in_thread(fn: Callable[[], psycopg.Connection], errors: Callable[[psycopg.Error], StorageError]) -> Any:
     """``fn()`` in a thread, waited for also if cancelled (so no connection is leaked)."""
-    with trio.CancelScope(shield=True):
+    with trio.CancelScope(shield=True), clock_held():
         try:
             return await trio.to_thread.run_sync(fn)
         except psycopg.Error as exc:
