@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import trio
-import trio.testing
+
+if TYPE_CHECKING:
+    import trio.testing
 
 
 class ClockHold:
@@ -57,7 +61,10 @@ def current_clock_hold() -> ClockHold | None:
         return _hold.get()
     except LookupError:
         clock = trio.lowlevel.current_clock()
-        hold = ClockHold(clock) if isinstance(clock, trio.testing.MockClock) else None
+        # a MockClock exists only once trio.testing is imported: importing it here would cost every
+        # process ~100 ms at start-up
+        testing = sys.modules.get("trio.testing")
+        hold = ClockHold(clock) if testing is not None and isinstance(clock, testing.MockClock) else None
         _hold.set(hold)
         return hold
 
