@@ -158,7 +158,8 @@ class Runner:
                     DurableExecutionTimedOutError().to_info()
                 )
             if commit is not None and not run.revoked and not run.hand_back:
-                await self._commit(commit, lambda: self._lease_ends(run))
+                # once shutdown cut the run off, retrying its commit would hold up the shutdown
+                await self._commit(commit, lambda: trio.current_time() if run.hand_back else self._lease_ends(run))
                 _log_failure(record, commit.record, engine.now())
         except StorageError as exc:
             if engine.faults.permanent is None:  # else the executor stops and says why
@@ -177,10 +178,7 @@ class Runner:
             engine.wake_claimer.set()
 
     def _lease_ends(self, run: Run) -> float:
-        """The trio time at which ``run``'s lease ends: retrying its writes is pointless after.
-        Once shutdown cut the run off, now: its lease expires rather than hold up the shutdown."""
-        if run.hand_back:
-            return trio.current_time()
+        """The trio time at which ``run``'s lease ends: retrying its writes is pointless after."""
         expires_at = run.lease_expires_at
         return math.inf if expires_at is None else self._engine.clock.to_trio(expires_at)
 

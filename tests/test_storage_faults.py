@@ -159,3 +159,27 @@ async def test_a_permanent_fault_stops_the_executor_and_hands_back_the_runs() ->
             await trio.sleep_forever()  # the executor ends this
     (record,) = await storage.inner.get_executions([handle.execution_id])
     assert record is not None and record.status is S.READY  # handed back, not left running
+
+
+async def test_a_hand_back_that_fails_at_shutdown_is_retried_while_the_lease_holds() -> None:
+    storage = FaultyStorage()
+    executor = DurableExecutor(storage, poll_interval=0.5, shutdown_timeout=5)
+
+    @executor.task(id="slow", timeout=600)
+    async def slow(ctx, input):
+        await trio.sleep(600)
+
+    async def storage_back_soon() -> None:
+        await trio.sleep(5 + 1)  # the grace period, then the first hand-back attempts fail
+        storage.fault = None
+
+    async with trio.open_nursery() as nursery:
+        async with executor:
+            handle = await executor.enqueue_task(slow)
+            await wait_until(lambda: executor.running_task_executions_count == 1)
+            storage.fault = OUTAGE
+            storage.failing = frozenset({"release_leases"})
+            nursery.start_soon(storage_back_soon)
+    assert storage.failed["release_leases"]
+    (record,) = await storage.inner.get_executions([handle.execution_id])
+    assert record is not None and record.status is S.READY  # handed back once the storage returned
