@@ -17,7 +17,7 @@ import trio
 
 from .batching import Coalescer
 from .clock import Clock
-from .errors import DurableExecutionError, ErrorInfo, execution_not_found
+from .errors import DurableExecutionError, DurableExecutionNotFoundError, ErrorInfo, execution_not_found
 from .events import EventKind, TaskExecutionEvent
 from .models import TaskExecution
 from .options import ExecutorOptions
@@ -25,7 +25,7 @@ from .payloads import PayloadCodec
 from .records import to_task_execution
 from .retrying import StorageFaults
 from .status import TaskExecutionStatus as S
-from .storage.contract import ExecutionRecord, StatusChange, Storage
+from .storage.contract import ExecutionRecord, SleepingWakeup, StatusChange, Storage
 from .tasks import Task, call_user_code
 from .waiters import Waiters
 
@@ -133,6 +133,50 @@ class Engine:
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await call_user_code(fn, *args)
+
+    # ----------------------------------------------------------------------------- writing
+
+    async def insert(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+        """Store new executions (atomically) and return what is stored for each: the record, or
+        the one stored earlier under the same idempotency key."""
+        stored = await self.storage.insert_executions(records)
+        for record, kept in zip(records, stored):
+            if kept.execution_id == record.execution_id:
+                self.emit(EventKind.ENQUEUED, StatusChange(kept.execution_id, kept.task_id, None, kept.status))
+                self.note_ready_at(kept.ready_at)
+        return stored
+
+    async def wake_sleeping(self, task_id: str, unique_id: str, *, status: str = "completed",
+                            output: Any = None, error: str | None = None) -> TaskExecution:
+        """Finish the sleeping execution of ``task_id`` found by ``unique_id`` (see
+        ``DurableExecutor.wakeup_sleeping_task_execution``); returns it as finished."""
+        (record,) = await self.storage.get_executions_by_sleeping_unique_id([unique_id])
+        if record is None:
+            raise DurableExecutionNotFoundError(
+                f"Sleeping task execution not found [sleepingTaskUniqueId={unique_id}]"
+            )
+        if record.task_id != task_id:
+            raise DurableExecutionNotFoundError(
+                f"Sleeping task execution belongs to another task [providedTaskId={task_id}] "
+                f"[sleepingTaskId={record.task_id}] [sleepingTaskUniqueId={unique_id}]"
+            )
+        if record.status.is_finished:
+            return self.execution(record)
+        if status == S.COMPLETED:
+            wakeup = SleepingWakeup(record.execution_id, S.COMPLETED,
+                                    output=self.codec.encode(output, task_id, "output"))
+        elif status == S.FAILED:
+            message = error if isinstance(error, str) and error else "Sleeping task execution failed"
+            wakeup = SleepingWakeup(record.execution_id, S.FAILED,
+                                    error=ErrorInfo("generic", message, is_retryable=False))
+        else:
+            raise DurableExecutionError(
+                f"Invalid status for sleeping task execution [executionId={record.execution_id}] "
+                f"[status={status}]; use 'completed' or 'failed'",
+                is_retryable=False,
+            )
+        self.observe(EventKind.WOKEN, await self.storage.wake_sleeping_executions([wakeup], self.now()))
+        return await self.get_execution(record.execution_id)
 
     # ----------------------------------------------------------------------------- ExecutionAccess
 

@@ -13,8 +13,7 @@ import trio
 from .config import DEFAULT_SERIALIZER, DEFAULT_STORAGE, DEFAULT_STORAGE_OPTIONS, load_config
 from .definitions import TaskDefinitions
 from .engine import Engine
-from .errors import DurableExecutionError, DurableExecutionNotFoundError, ErrorInfo
-from .events import EventKind
+from .errors import DurableExecutionError, DurableExecutionNotFoundError
 from .handles import TaskExecutionHandle
 from .ids import new_id
 from .metrics import MeteredStorage, StorageOperationMetrics
@@ -24,8 +23,7 @@ from .payloads import PayloadCodec
 from .records import new_record
 from .runner import Runner
 from .serialization import Serializer
-from .status import TaskExecutionStatus as S
-from .storage.contract import Payload, SleepingWakeup, StatusChange, Storage
+from .storage.contract import Payload, Storage
 from .storage.opening import open_storage
 from .tasks import Task, TaskKind
 
@@ -213,6 +211,11 @@ class DurableExecutor(TaskDefinitions):
         )
 
     @property
+    def engine(self) -> Engine:
+        """The running engine: what in-process clients (``durable_core.client``) work through."""
+        return self._running()
+
+    @property
     def storage(self) -> Storage:
         """The storage, once the executor has started."""
         if self._engine is None:
@@ -285,14 +288,7 @@ class DurableExecutor(TaskDefinitions):
         records = [new_record(task, input, now, engine.codec, retry=retry, sleep_before_run=sleep_before_run,
                               timeout=timeout, idempotency_key=idempotency_key)
                    for input in inputs]
-        stored = await engine.storage.insert_executions(records)
-        handles = []
-        for record, kept in zip(records, stored):
-            if kept.execution_id == record.execution_id:
-                engine.emit(EventKind.ENQUEUED, StatusChange(kept.execution_id, kept.task_id, None, kept.status))
-                engine.note_ready_at(kept.ready_at)
-            handles.append(TaskExecutionHandle(engine, kept.task_id, kept.execution_id))
-        return handles
+        return [TaskExecutionHandle(engine, kept.task_id, kept.execution_id) for kept in await engine.insert(records)]
 
     async def get_task_execution_handle(self, task: Task | str, execution_id: str) -> TaskExecutionHandle:
         """A handle to an existing execution of ``task``."""
@@ -317,33 +313,7 @@ class DurableExecutor(TaskDefinitions):
         task = self.get_task(task)
         if task.kind is not TaskKind.SLEEPING:
             raise DurableExecutionError(f"Task is not a sleeping task [taskId={task.id}]", is_retryable=False)
-        (record,) = await engine.storage.get_executions_by_sleeping_unique_id([unique_id])
-        if record is None:
-            raise DurableExecutionNotFoundError(
-                f"Sleeping task execution not found [sleepingTaskUniqueId={unique_id}]"
-            )
-        if record.task_id != task.id:
-            raise DurableExecutionNotFoundError(
-                f"Sleeping task execution belongs to another task [providedTaskId={task.id}] "
-                f"[sleepingTaskId={record.task_id}] [sleepingTaskUniqueId={unique_id}]"
-            )
-        if record.status.is_finished:
-            return engine.execution(record)
-        if status == S.COMPLETED:
-            wakeup = SleepingWakeup(record.execution_id, S.COMPLETED,
-                                    output=engine.codec.encode(output, task.id, "output"))
-        elif status == S.FAILED:
-            message = error if isinstance(error, str) and error else "Sleeping task execution failed"
-            wakeup = SleepingWakeup(record.execution_id, S.FAILED,
-                                    error=ErrorInfo("generic", message, is_retryable=False))
-        else:
-            raise DurableExecutionError(
-                f"Invalid status for sleeping task execution [executionId={record.execution_id}] "
-                f"[status={status}]; use 'completed' or 'failed'",
-                is_retryable=False,
-            )
-        engine.observe(EventKind.WOKEN, await engine.storage.wake_sleeping_executions([wakeup], engine.now()))
-        return await engine.get_execution(record.execution_id)
+        return await engine.wake_sleeping(task.id, unique_id, status=status, output=output, error=error)
 
     async def delete_finished_executions(self, older_than: float, *, batch_size: int = 1000) -> int:
         """Delete every execution tree whose top-level execution finished more than

@@ -54,6 +54,10 @@ class MeteredStorage:
 
     def __init__(self, storage: Any):
         self._storage = storage
+        self.inner = storage
+        """The storage it times, which optional extensions (``ChangeNotifications``,
+        ``TransactionalInserts``) are looked up on: ``isinstance`` with a protocol does not see
+        attributes ``__getattr__`` forwards on every Python."""
         self._timings: dict[str, _Timings] = {}
         for name in STORAGE_METHODS:
             setattr(self, name, self._metered(name, getattr(storage, name)))
@@ -76,3 +80,8 @@ class MeteredStorage:
 
     def metrics(self) -> dict[str, StorageOperationMetrics]:
         return {name: t.summary() for name, t in self._timings.items() if t.count}
+
+
+def unmetered(storage: Any) -> Any:
+    """``storage`` without the ``MeteredStorage`` around it, if any."""
+    return storage.inner if isinstance(storage, MeteredStorage) else storage

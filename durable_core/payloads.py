@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from .errors import DurableExecutionError, describe_exception
-from .serialization import Serializer
+from .serialization import SerializationError, Serializer
 from .storage.contract import Payload
 
 
@@ -25,17 +25,15 @@ class PayloadCodec:
         self._limits = {"input": max_input_size, "output": max_output_size}
 
     def encode(self, value: Any, task_id: str, what: Literal["input", "output"]) -> Payload:
-        """``value`` serialized; a value that cannot be, or is over the limit, is a
-        non-retryable error naming the task and what it was."""
+        """``value`` serialized; a value that cannot be is a ``SerializationError``, one over the
+        limit a non-retryable error, each naming the task and what it was."""
         try:
             data = self.serializer.serialize(value)
         except DurableExecutionError as exc:
-            raise DurableExecutionError(
-                f"Cannot serialize {what} of task {task_id}: {exc.message}", is_retryable=False
-            ) from exc
+            raise SerializationError(f"Cannot serialize {what} of task {task_id}: {exc.message}") from exc
         except Exception as exc:
-            raise DurableExecutionError(
-                f"Cannot serialize {what} of task {task_id}: {describe_exception(exc)}", is_retryable=False
+            raise SerializationError(
+                f"Cannot serialize {what} of task {task_id}: {describe_exception(exc)}"
             ) from exc
         limit = self._limits[what]
         if len(data) > limit:

@@ -48,6 +48,43 @@ def new_record(task: Task, input: Any, now: float, codec: PayloadCodec, *,
     )
 
 
+DEFERRABLE_OPTIONS = ("retry", "timeout", "sleep_before_run")
+
+
+def deferred_record(task_id: str, input: Any, now: float, codec: PayloadCodec, *,
+                    retry: RetryOptions | None = None, sleep_before_run: float | None = None,
+                    timeout: float | None = None, idempotency_key: str | None = None) -> ExecutionRecord:
+    """A new execution of a task this process does not define (a client's enqueue by task id).
+
+    The options not given are the task's defaults, which only the executor that defines it knows:
+    they are stored as placeholders, named in ``deferred_options``, and ``with_task_defaults``
+    replaces them when that executor claims the execution.
+    """
+    given = {"retry": retry, "timeout": timeout, "sleep_before_run": sleep_before_run}
+    placeholder = Task(id=task_id, kind=TaskKind.TASK, timeout=1.0, retry=RetryOptions(), sleep_before_run=0.0)
+    record = new_record(placeholder, input, now, codec, retry=retry, sleep_before_run=sleep_before_run,
+                        timeout=timeout, idempotency_key=idempotency_key)
+    record.deferred_options = frozenset(name for name in DEFERRABLE_OPTIONS if given[name] is None)
+    return record
+
+
+def with_task_defaults(record: ExecutionRecord, task: Task) -> ExecutionRecord:
+    """``record`` with its deferred options (see ``deferred_record``) taken from ``task``. A
+    deferred ``sleep_before_run`` moves ``start_at``: the runner hands such a claim back to
+    ``ready`` until then."""
+    deferred = record.deferred_options
+    if not deferred:
+        return record
+    sleep = task.sleep_before_run if "sleep_before_run" in deferred else record.sleep_before_run
+    return record.copy(
+        retry=task.retry if "retry" in deferred else record.retry,
+        timeout=task.timeout if "timeout" in deferred else record.timeout,
+        sleep_before_run=sleep,
+        start_at=record.created_at + sleep if "sleep_before_run" in deferred else record.start_at,
+        deferred_options=frozenset(),
+    )
+
+
 def check_unique_id(task_id: str, unique_id: object) -> str:
     """A sleeping execution's input: the unique id its waker finds it by, 1..255 characters."""
     if not isinstance(unique_id, str):

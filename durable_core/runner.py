@@ -19,6 +19,7 @@ import trio
 from .batching import Coalescer
 from .engine import Engine, Run
 from .errors import (
+    DurableExecutionError,
     DurableExecutionNotFoundError,
     DurableExecutionTimedOutError,
     error_info_from_exception,
@@ -26,7 +27,9 @@ from .errors import (
 from .events import EventKind
 from .heartbeat import heartbeat_loop
 from .maintenance import change_loop, maintenance_loop, waiter_refresh_loop
+from .metrics import unmetered
 from .models import TaskRunContext
+from .records import with_task_defaults
 from .status import ERRORED_TASK_EXECUTION_STATUSES
 from .status import TaskExecutionStatus as S
 from .steps import Outcome, StepContext, run_step
@@ -75,8 +78,9 @@ class Runner:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self.claim_loop)
                     nursery.start_soon(maintenance_loop, engine)
-                    if storage.capabilities.change_notifications and isinstance(storage, ChangeNotifications):
-                        nursery.start_soon(change_loop, engine, storage)
+                    feed = unmetered(storage)
+                    if storage.capabilities.change_notifications and isinstance(feed, ChangeNotifications):
+                        nursery.start_soon(change_loop, engine, feed)
                         nursery.start_soon(waiter_refresh_loop, engine)
                     nursery.start_soon(self._stop_on_permanent_fault, nursery.cancel_scope)
                     task_status.started()
@@ -135,6 +139,8 @@ class Runner:
                     engine.executor_id, engine.now(), limit, options.lease_duration))
                 renew_until = trio.current_time() + options.expire_leeway
                 for record in claimed:
+                    if record.deferred_options:
+                        record = self._with_task_defaults(record)
                     engine.emit(EventKind.CLAIMED, StatusChange(record.execution_id, record.task_id,
                                                         S.READY if record.status is S.RUNNING else record.status,
                                                         record.status))
@@ -146,6 +152,13 @@ class Runner:
             wake_at = min(trio.current_time() + options.poll_interval, engine.clock.to_trio(engine.next_ready_at))
             with trio.move_on_at(wake_at):
                 await engine.wake_claimer.wait()
+
+    def _with_task_defaults(self, record: ExecutionRecord) -> ExecutionRecord:
+        """A client's enqueue completed with the defaults of the task as defined here."""
+        try:
+            return with_task_defaults(record, self._engine.get_task(record.task_id))
+        except DurableExecutionNotFoundError:
+            return record  # _perform fails it: no such task here
 
     async def _execute(self, run: Run) -> None:
         engine, record = self._engine, run.record
@@ -212,6 +225,15 @@ class Runner:
             return StepContext(engine, record, None).fail(exc.to_info())
         if record.status is not S.RUNNING:
             return await run_step(StepContext(engine, record, task))
+        if record.start_at > engine.now():  # claimed before the task's own sleep_before_run, which
+            # its enqueuer did not know (records.with_task_defaults): back to ready until then
+            return RunCommit(record.copy(status=S.READY, ready_at=record.start_at, started_at=None,
+                                             executor_id=None))
+        if task.kind is TaskKind.SLEEPING and not record.is_sleeping:
+            return StepContext(engine, record, task).fail(DurableExecutionError(
+                f"Sleeping task {task.id} cannot be enqueued by a client without its definition; enqueue "
+                "it from an executor that defines it, or as a child of a parent task", is_retryable=False,
+            ).to_info())
         try:
             value = engine.codec.decode(record.input)
             if task.validator is not None:  # validators are quick: run inline, no thread hop

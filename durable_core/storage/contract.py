@@ -31,7 +31,7 @@ import dataclasses
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..errors import DurableExecutionError, ErrorInfo
 from ..models import ExecutionRef, ParentRef, RetryOptions
@@ -133,6 +133,10 @@ class ExecutionRecord:
     executor_id: str | None = None
     lease_token: int = 0
     lease_expires_at: float | None = None
+    deferred_options: frozenset[str] = frozenset()
+    """Options the enqueuer did not know (some of ``retry``, ``timeout``, ``sleep_before_run``): a
+    client without the task's definition stored placeholders for them, and the first executor that
+    claims the execution replaces them by the task's defaults (and commits it with this empty)."""
 
     def copy(self, **changes: object) -> ExecutionRecord:
         """A copy with ``changes`` applied (5x faster than ``dataclasses.replace``: a hot path)."""
@@ -376,6 +380,24 @@ class ChangeNotifications(Protocol):
         Passing back the last value returned loses no change made after it was returned.
         Cancellable at any time; the engine never relies on it for correctness, only latency.
         """
+        ...
+
+
+@runtime_checkable
+class TransactionalInserts(Protocol):
+    """Optional: insert executions inside a transaction the caller holds on its own connection
+    to the storage's database, so they exist if and only if the caller commits."""
+
+    def insert_executions_on(self, connection: Any, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+        """``insert_executions`` on the caller's sync ``connection``, in its open transaction,
+        on the caller's thread. Never commits or rolls back the caller's transaction; if it
+        fails, it undoes only its own writes (a savepoint) and the caller's transaction stays
+        usable. A connection of the wrong kind, or on another database, is refused with a
+        ``StorageError`` that says what to pass instead."""
+        ...
+
+    async def insert_executions_on_async(self, connection: Any, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+        """The same for an asyncio connection (e.g. psycopg's ``AsyncConnection``)."""
         ...
 
 

@@ -1,0 +1,154 @@
+"""``AsyncClient``: durable executions from asyncio applications (FastAPI, Starlette, aiohttp)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sniffio
+
+from ..errors import DurableExecutionError
+from ..executor import DurableExecutor
+from ..models import RetryOptions, TaskExecution
+from ..serialization import Serializer
+from ..storage.contract import Storage
+from .base import ClientBase, Operation, T, client_executor, config_executor
+from .portal import GuestPortal, Portal, ThreadPortal
+
+
+class AsyncClient(ClientBase):
+    """The asyncio twin of ``Client``: the same methods, awaited.
+
+    Standalone (``AsyncClient("sqlite", ...)``, ``AsyncClient.from_config()``) its trio side runs
+    in a thread of its own, so the event loop never waits on storage I/O; opened on first use or by
+    ``async with``. ``AsyncClient.run_executor(executor)`` instead runs an executor in-process, as
+    a trio guest on the running loop.
+    """
+
+    def __init__(self, storage: Storage | str | None = None, *, storage_options: dict[str, Any] | None = None,
+                 serializer: Serializer | str | None = None, **executor_options: Any):
+        self._init(ThreadPortal(client_executor(storage, storage_options, serializer, executor_options)))
+
+    def _init(self, portal: Portal) -> None:
+        super().__init__(portal.executor)
+        self._portal = portal
+        self._opening: asyncio.Lock | None = None
+        self._started = False
+
+    @classmethod
+    def from_config(cls, path: str | None = None) -> AsyncClient:
+        """A client of the storage ``durable.toml`` (or ``path``) configures."""
+        client = cls.__new__(cls)
+        client._init(ThreadPortal(config_executor(path)))
+        return client
+
+    @classmethod
+    @asynccontextmanager
+    async def run_executor(cls, executor: DurableExecutor) -> AsyncIterator[AsyncClient]:
+        """Run ``executor`` on the running asyncio loop (trio's guest mode) while the block runs,
+        and give a client of it — for example for the lifespan of a FastAPI app.
+
+        Leaving the block shuts the executor down as ``durable worker`` does: running executions
+        get ``shutdown_timeout`` seconds, then go back to ``ready`` for another worker.
+        """
+        portal = GuestPortal(executor)
+        client = cls.__new__(cls)
+        client._init(portal)
+        await portal.start()
+        client._started = True
+        try:
+            yield client
+        finally:
+            await portal.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Start the client's thread and open the storage; the first call does it if not done."""
+        if self._started:
+            return
+        self._opening = self._opening or asyncio.Lock()
+        async with self._opening:
+            if not self._started:
+                portal = self._portal
+                assert isinstance(portal, ThreadPortal)
+                await asyncio.to_thread(portal.start)
+                self._started = True
+
+    async def close(self) -> None:
+        """Stop the executor and its thread (calls still in flight fail). Idempotent."""
+        portal = self._portal
+        if isinstance(portal, ThreadPortal):
+            await asyncio.to_thread(portal.close)
+        elif isinstance(portal, GuestPortal):
+            await portal.close()
+
+    async def _call(self, operation: Operation[T]) -> T:
+        _check_asyncio()
+        await self.open()
+        call = self._portal.submit(operation.fn, *operation.args)
+        try:
+            return await asyncio.wrap_future(call.future)
+        except asyncio.CancelledError:
+            self._portal.cancel(call)
+            raise
+
+    # ----------------------------------------------------------------------------- operations
+
+    async def enqueue(self, task_id: str, input: Any = None, *, idempotency_key: str | None = None,
+                      timeout: float | None = None, retry: RetryOptions | None = None,
+                      sleep_before_run: float | None = None, connection: Any = None) -> str:
+        """Store a new execution of ``task_id`` and return its id. With ``connection`` (a psycopg
+        ``AsyncConnection``, or a ``sqlite3`` connection, on the storage's database), it is
+        written in that connection's open transaction: it exists if and only if the caller commits."""
+        operation = self._enqueue(task_id, [input], idempotency_key, timeout, retry, sleep_before_run)
+        (execution_id,) = await (self._call(operation) if connection is None
+                                 else self._insert_on(connection, operation))
+        return execution_id
+
+    async def enqueue_many(self, task_id: str, inputs: Sequence[Any], *, timeout: float | None = None,
+                           retry: RetryOptions | None = None, sleep_before_run: float | None = None,
+                           connection: Any = None) -> list[str]:
+        """Store one execution per input, atomically, and return their ids in input order."""
+        operation = self._enqueue(task_id, inputs, None, timeout, retry, sleep_before_run)
+        return await (self._call(operation) if connection is None else self._insert_on(connection, operation))
+
+    async def _insert_on(self, connection: Any, operation: Operation[list[str]]) -> list[str]:
+        await self.open()
+        return await self._operations.insert_on_async(connection, *operation.args)
+
+    async def get(self, execution_id: str) -> TaskExecution:
+        """The execution as stored now; ``DurableExecutionNotFoundError`` for an unknown id."""
+        return await self._call(self._get(execution_id))
+
+    async def wait(self, execution_id: str, *, timeout: float | None = None) -> TaskExecution:
+        """The execution once finished; ``TimeoutError`` after ``timeout`` seconds."""
+        return await self._call(self._wait(execution_id, timeout))
+
+    async def cancel(self, execution_id: str) -> None:
+        """Cancel the execution and its unfinished descendants (no-op once it finished)."""
+        await self._call(self._cancel(execution_id))
+
+    async def wakeup(self, task_id: str, unique_id: str, *, output: Any = None,
+                     error: str | None = None) -> TaskExecution:
+        """Finish the sleeping execution of ``task_id`` waiting under ``unique_id``: completed
+        with ``output``, or failed with the message ``error``. Returns it as finished."""
+        return await self._call(self._wakeup(task_id, unique_id, output, error))
+
+    async def list(self, *, status: str | Sequence[str] | None = None, task_id: str | None = None,
+                   limit: int = 100) -> list[TaskExecution]:
+        """Executions, newest first, filtered by status(es) and task id."""
+        return await self._call(self._list(status, task_id, limit))
+
+
+def _check_asyncio() -> None:
+    if sniffio.current_async_library() != "asyncio":
+        raise DurableExecutionError("AsyncClient runs on asyncio; under trio, await the DurableExecutor's "
+                                    "methods instead", is_retryable=False)
