@@ -131,10 +131,9 @@ class Runner:
             capacity = options.max_concurrent_task_executions - len(engine.runs)
             limit = min(capacity, options.max_task_executions_per_batch)
             claimed: list[ExecutionRecord] = []
+            if engine.next_ready_at <= engine.now():  # due: claimed now, or when capacity frees
+                engine.next_ready_at = math.inf
             if limit > 0:
-                now = engine.now()
-                if engine.next_ready_at <= now:
-                    engine.next_ready_at = math.inf
                 claimed = await engine.faults.call("claiming executions", lambda: engine.storage.claim_executions(
                     engine.executor_id, engine.now(), limit, options.lease_duration))
                 renew_until = trio.current_time() + options.expire_leeway

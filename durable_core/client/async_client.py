@@ -15,7 +15,7 @@ from ..models import RetryOptions, TaskExecution
 from ..serialization import Serializer
 from ..storage.contract import Storage
 from .base import ClientBase, Operation, T, client_executor, config_executor
-from .portal import GuestPortal, Portal, ThreadPortal
+from .portal import GuestPortal, ThreadPortal
 
 
 class AsyncClient(ClientBase):
@@ -28,21 +28,22 @@ class AsyncClient(ClientBase):
     """
 
     def __init__(self, storage: Storage | str | None = None, *, storage_options: dict[str, Any] | None = None,
-                 serializer: Serializer | str | None = None, **executor_options: Any):
-        self._init(ThreadPortal(client_executor(storage, storage_options, serializer, executor_options)))
-
-    def _init(self, portal: Portal) -> None:
-        super().__init__(portal.executor)
-        self._portal = portal
+                 serializer: Serializer | str | None = None, executor: DurableExecutor | None = None,
+                 on_loop: bool = False, **executor_options: Any):
+        """``executor``, instead of a storage: a client of that executor, which the client runs
+        (tasks included) while open — in a thread, or with ``on_loop`` on the running asyncio loop
+        (see ``run_executor``)."""
+        if executor is None:
+            executor = client_executor(storage, storage_options, serializer, executor_options)
+        super().__init__(executor)
+        self._portal: GuestPortal | ThreadPortal = GuestPortal(executor) if on_loop else ThreadPortal(executor)
         self._opening: asyncio.Lock | None = None
         self._started = False
 
     @classmethod
     def from_config(cls, path: str | None = None) -> AsyncClient:
         """A client of the storage ``durable.toml`` (or ``path``) configures."""
-        client = cls.__new__(cls)
-        client._init(ThreadPortal(config_executor(path)))
-        return client
+        return cls(executor=config_executor(path))
 
     @classmethod
     @asynccontextmanager
@@ -53,15 +54,8 @@ class AsyncClient(ClientBase):
         Leaving the block shuts the executor down as ``durable worker`` does: running executions
         get ``shutdown_timeout`` seconds, then go back to ``ready`` for another worker.
         """
-        portal = GuestPortal(executor)
-        client = cls.__new__(cls)
-        client._init(portal)
-        await portal.start()
-        client._started = True
-        try:
+        async with cls(executor=executor, on_loop=True) as client:
             yield client
-        finally:
-            await portal.close()
 
     async def __aenter__(self) -> AsyncClient:
         await self.open()
@@ -71,24 +65,20 @@ class AsyncClient(ClientBase):
         await self.close()
 
     async def open(self) -> None:
-        """Start the client's thread and open the storage; the first call does it if not done."""
+        """Start the executor and open the storage; the first call does it if not done."""
         if self._started:
             return
         self._opening = self._opening or asyncio.Lock()
         async with self._opening:
             if not self._started:
                 portal = self._portal
-                assert isinstance(portal, ThreadPortal)
-                await asyncio.to_thread(portal.start)
+                await (portal.start() if isinstance(portal, GuestPortal) else asyncio.to_thread(portal.start))
                 self._started = True
 
     async def close(self) -> None:
-        """Stop the executor and its thread (calls still in flight fail). Idempotent."""
+        """Stop the executor (calls still in flight fail). Idempotent."""
         portal = self._portal
-        if isinstance(portal, ThreadPortal):
-            await asyncio.to_thread(portal.close)
-        elif isinstance(portal, GuestPortal):
-            await portal.close()
+        await (portal.close() if isinstance(portal, GuestPortal) else asyncio.to_thread(portal.close))
 
     async def _call(self, operation: Operation[T]) -> T:
         _check_asyncio()

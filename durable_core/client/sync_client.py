@@ -29,10 +29,12 @@ class Client(ClientBase):
     """
 
     def __init__(self, storage: Storage | str | None = None, *, storage_options: dict[str, Any] | None = None,
-                 serializer: Serializer | str | None = None, **executor_options: Any):
-        self._init(client_executor(storage, storage_options, serializer, executor_options))
-
-    def _init(self, executor: DurableExecutor) -> None:
+                 serializer: Serializer | str | None = None, executor: DurableExecutor | None = None,
+                 **executor_options: Any):
+        """``executor``, instead of a storage: a client of that executor, which the client runs
+        (tasks included) in its thread while open; see ``run_executor``."""
+        if executor is None:
+            executor = client_executor(storage, storage_options, serializer, executor_options)
         super().__init__(executor)
         self._portal = ThreadPortal(executor)
         self._lock = threading.Lock()
@@ -41,9 +43,7 @@ class Client(ClientBase):
     @classmethod
     def from_config(cls, path: str | None = None) -> Client:
         """A client of the storage ``durable.toml`` (or ``path``) configures."""
-        client = cls.__new__(cls)
-        client._init(config_executor(path))
-        return client
+        return cls(executor=config_executor(path))
 
     @classmethod
     @contextmanager
@@ -53,9 +53,7 @@ class Client(ClientBase):
         Leaving the block shuts the executor down as ``durable worker`` does: running executions
         get ``shutdown_timeout`` seconds, then go back to ``ready`` for another worker.
         """
-        client = cls.__new__(cls)
-        client._init(executor)
-        with client:
+        with cls(executor=executor) as client:
             yield client
 
     def __enter__(self) -> Client:

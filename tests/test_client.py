@@ -1,0 +1,284 @@
+"""``Client`` and ``AsyncClient`` as plain-Python and asyncio code uses them: real threads, a real
+SQLite file, executors run in a background thread or as a trio guest on asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from durable_core import (
+    DurableExecutionError,
+    DurableExecutionNotFoundError,
+    DurableExecutor,
+    RetryOptions,
+    SerializationError,
+    TaskExecutionStatus,
+)
+from durable_core.client import AsyncClient, Client, PortalClosedError
+
+S = TaskExecutionStatus
+
+
+def sqlite(path: Path) -> dict:
+    return {"storage": "sqlite", "storage_options": {"path": str(path)}}
+
+
+def worker(path: Path, started: threading.Event | None = None, **options) -> DurableExecutor:
+    """An executor defining the tasks the clients below enqueue by id."""
+    executor = DurableExecutor(**sqlite(path), **options)
+
+    @executor.task(id="add", timeout=5)
+    async def add(ctx, input):
+        return input["a"] + input["b"]
+
+    @executor.task(id="fail", timeout=5, retry=RetryOptions(max_attempts=0))
+    async def fail(ctx, input):
+        raise ValueError(f"bad input {input!r}")
+
+    @executor.task(id="forever", timeout=600)
+    async def forever(ctx, input):
+        if started is not None:
+            started.set()
+        await trio.sleep_forever()
+
+    executor.sleeping_task(id="approval", timeout=600)
+
+    @executor.parent_task(id="ask", timeout=5)
+    async def ask(ctx, input):
+        from durable_core import ParentTaskResult, child_task
+        return ParentTaskResult(children=[child_task(executor.get_task("approval"), input)])
+
+    return executor
+
+
+def eventually(condition, timeout: float = 10.0) -> None:
+    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not true within {timeout} s"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "app.db"
+
+
+def test_a_client_without_definitions_enqueues_and_a_worker_runs_it(db):
+    with Client(**sqlite(db)) as client:
+        execution_id = client.enqueue("add", {"a": 2, "b": 3})
+        assert client.get(execution_id).status is S.READY
+        with Client.run_executor(worker(db)):
+            finished = client.wait(execution_id, timeout=10)
+    assert finished.status is S.COMPLETED and finished.output == 5
+    assert finished.execution_id == execution_id
+
+
+def test_enqueue_many_list_and_idempotency(db):
+    with Client.run_executor(worker(db)) as client:
+        ids = client.enqueue_many("add", [{"a": i, "b": i} for i in range(5)])
+        outputs = [client.wait(i, timeout=10).output for i in ids]
+        first = client.enqueue("add", {"a": 1, "b": 1}, idempotency_key="order-7")
+        again = client.enqueue("add", {"a": 9, "b": 9}, idempotency_key="order-7")
+        client.wait(first, timeout=10)
+        completed = client.list(status="completed", task_id="add", limit=100)
+        assert client.list(status=["failed", "cancelled"]) == []
+        assert client.enqueue_many("add", []) == []
+    assert outputs == [0, 2, 4, 6, 8]
+    assert again == first
+    assert {e.execution_id for e in completed} == {*ids, first}
+
+
+def test_failure_cancel_and_wakeup(db):
+    started = threading.Event()
+    with Client.run_executor(worker(db, started)) as client:
+        failed = client.wait(client.enqueue("fail", "x"), timeout=10)
+        running = client.enqueue("forever")
+        assert started.wait(10)
+        client.cancel(running)
+        cancelled = client.wait(running, timeout=10)
+        parent = client.enqueue("ask", "order-1")
+        eventually(lambda: client.list(task_id="approval", status="running"))  # the parent's child
+        woken = client.wakeup("approval", "order-1", output={"approved": True})
+        finished_parent = client.wait(parent, timeout=10)
+    assert failed.status is S.FAILED and "bad input 'x'" in failed.error.message
+    assert cancelled.status is S.CANCELLED
+    assert woken.status is S.COMPLETED and woken.output == {"approved": True}
+    assert finished_parent.status is S.COMPLETED
+
+
+def test_bad_input_gets_one_clear_error_and_stores_nothing(db):
+    with Client(**sqlite(db)) as client:
+        with pytest.raises(DurableExecutionNotFoundError, match="te_nope"):
+            client.get("te_nope")
+        with pytest.raises(DurableExecutionNotFoundError):
+            client.wait("te_nope", timeout=1)
+        with pytest.raises(DurableExecutionNotFoundError):
+            client.cancel("te_nope")
+        with pytest.raises(DurableExecutionNotFoundError, match="nope"):
+            client.wakeup("approval", "nope")
+        with pytest.raises(SerializationError, match="type 'object'"):
+            client.enqueue("add", {"a": object()})
+        with pytest.raises(SerializationError):
+            client.enqueue_many("add", [1, 2, {3}, object()])
+        with pytest.raises(ValueError, match="Task id can only contain"):
+            client.enqueue("no such-task!")
+        with pytest.raises(TypeError, match="list of inputs"):
+            client.enqueue_many("add", "abc")
+        with pytest.raises(ValueError, match="idempotency_key"):
+            client.enqueue("add", idempotency_key="")
+        with pytest.raises(ValueError, match="Unknown status"):
+            client.list(status="done")
+        with pytest.raises(ValueError, match="limit"):
+            client.list(limit=10**9)
+        with pytest.raises(ValueError, match="timeout"):
+            client.wait("te_x", timeout=-1)
+        with pytest.raises(ValueError, match="Invalid timeout value for task add"):
+            client.enqueue("add", timeout=float("nan"))
+        with pytest.raises(DurableExecutionError, match="error must be a non-empty message"):
+            client.wakeup("approval", "x", error="")
+        assert client.list() == []
+
+
+def test_wait_times_out_with_the_status(db):
+    with Client(**sqlite(db)) as client:
+        execution_id = client.enqueue("add", {"a": 1, "b": 1})
+        with pytest.raises(TimeoutError, match=f"{execution_id} did not finish within 0.2 s .it is ready."):
+            client.wait(execution_id, timeout=0.2)
+
+
+def test_a_sync_call_on_an_event_loop_says_to_use_the_async_client(db):
+    client = Client(**sqlite(db))
+
+    async def in_asyncio():
+        client.get("te_x")
+
+    with pytest.raises(DurableExecutionError, match="use AsyncClient"):
+        asyncio.run(in_asyncio())
+
+    async def in_trio():
+        client.get("te_x")
+
+    with pytest.raises(DurableExecutionError, match="await the DurableExecutor's methods"):
+        trio.run(in_trio)
+    client.close()
+
+
+def test_async_client_under_trio_is_refused(db):
+    async def in_trio():
+        await AsyncClient(**sqlite(db)).get("te_x")
+
+    with pytest.raises(DurableExecutionError, match="AsyncClient runs on asyncio"):
+        trio.run(in_trio)
+
+
+def test_an_unknown_storage_fails_at_open_with_the_install_hint(tmp_path):
+    client = Client("nosuchstorage")
+    with pytest.raises(DurableExecutionError, match="durable install nosuchstorage"):
+        client.enqueue("add")
+    with pytest.raises(DurableExecutionError, match="durable install nosuchstorage"):
+        asyncio.run(AsyncClient("nosuchstorage").open())
+
+
+def test_from_config_reads_durable_toml(db, tmp_path, monkeypatch):
+    (tmp_path / "durable.toml").write_text(f'[storage]\nname = "sqlite"\n[storage.options]\npath = "{db}"\n')
+    monkeypatch.chdir(tmp_path)
+    with Client.from_config() as client:
+        execution_id = client.enqueue("add", {"a": 1, "b": 2})
+    with Client.run_executor(worker(db)) as client:
+        assert client.wait(execution_id, timeout=10).output == 3
+
+
+def test_calls_on_a_closed_client_fail_clearly(db):
+    client = Client(**sqlite(db))
+    client.enqueue("add", {"a": 1, "b": 1})  # opened on first use
+    client.close()
+    client.close()
+    with pytest.raises(PortalClosedError, match="closed"):
+        client.enqueue("add", {"a": 1, "b": 1})
+
+
+def test_leaving_run_executor_hands_running_executions_back(db):
+    started = threading.Event()
+    with Client.run_executor(worker(db, started, shutdown_timeout=0.1)) as client:
+        execution_id = client.enqueue("forever")
+        assert started.wait(10)
+    with Client(**sqlite(db)) as client:
+        handed_back = client.get(execution_id)
+    assert handed_back.status is S.READY
+    assert handed_back.retry_attempts == 0
+
+
+def test_a_thread_pool_shares_one_client(db):
+    with Client.run_executor(worker(db)) as client:
+        results: list[int] = []
+
+        def produce(n: int) -> None:
+            ids = [client.enqueue("add", {"a": n, "b": i}) for i in range(20)]
+            results.extend(client.wait(i, timeout=10).output for i in ids)
+
+        threads = [threading.Thread(target=produce, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert sorted(results) == sorted(n + i for n in range(4) for i in range(20))
+
+
+# ----------------------------------------------------------------------------- asyncio
+
+
+def test_async_client_and_an_executor_in_asyncio_guest_mode(db):
+    async def main():
+        async with AsyncClient(**sqlite(db)) as client:
+            execution_id = await client.enqueue("add", {"a": 20, "b": 22})
+            async with AsyncClient.run_executor(worker(db)) as in_process:
+                finished = await client.wait(execution_id, timeout=10)
+                own = await in_process.wait(await in_process.enqueue("add", {"a": 1, "b": 1}), timeout=10)
+                listed = await in_process.list(status="completed")
+        return finished, own, listed
+
+    finished, own, listed = asyncio.run(main())
+    assert finished.output == 42 and own.output == 2
+    assert len(listed) == 2
+
+
+def test_asyncio_cancellation_stops_a_wait_and_the_loop_stays_responsive(db):
+    async def main():
+        async with AsyncClient(**sqlite(db)) as client:
+            execution_id = await client.enqueue("add", {"a": 1, "b": 1})
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(client.wait(execution_id), 0.2)
+            ticks = 0
+
+            async def tick():
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0)
+
+            ticker = asyncio.create_task(tick())
+            ids = [await client.enqueue("add", {"a": i, "b": 0}) for i in range(50)]
+            ticker.cancel()
+            return ticks, ids, await client.get(execution_id)
+
+    ticks, ids, still = asyncio.run(main())
+    assert still.status is S.READY
+    assert len(set(ids)) == 50 and ticks >= 50  # the loop ran while the storage worked elsewhere
+
+
+def test_leaving_the_asyncio_run_executor_hands_running_executions_back(db):
+    started = threading.Event()
+
+    async def main():
+        async with AsyncClient.run_executor(worker(db, started, shutdown_timeout=0.1)) as client:
+            execution_id = await client.enqueue("forever")
+            assert await asyncio.to_thread(started.wait, 10)
+        async with AsyncClient(**sqlite(db)) as client:
+            return await client.get(execution_id)
+
+    assert asyncio.run(main()).status is S.READY
