@@ -14,7 +14,7 @@ from ..executor import DurableExecutor
 from ..models import RetryOptions, TaskExecution
 from ..serialization import Serializer
 from ..storage.contract import Storage
-from .base import ClientBase, Operation, T, client_executor, config_executor
+from .base import ClientBase, Operation, T, client_executor
 from .portal import GuestPortal, ThreadPortal
 
 
@@ -39,11 +39,6 @@ class AsyncClient(ClientBase):
         self._portal: GuestPortal | ThreadPortal = GuestPortal(executor) if on_loop else ThreadPortal(executor)
         self._opening: asyncio.Lock | None = None
         self._started = False
-
-    @classmethod
-    def from_config(cls, path: str | None = None) -> AsyncClient:
-        """A client of the storage ``durable.toml`` (or ``path``) configures."""
-        return cls(executor=config_executor(path))
 
     @classmethod
     @asynccontextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from ..executor import DurableExecutor
 from ..models import RetryOptions, TaskExecution
@@ -50,6 +50,11 @@ class ClientBase:
 
     def __init__(self, executor: DurableExecutor):
         self._operations = ClientOperations(executor)
+
+    @classmethod
+    def from_config(cls, path: str | None = None) -> Self:
+        """A client of the storage ``durable.toml`` (or ``path``) configures."""
+        return cls(executor=config_executor(path))
 
     @property
     def executor(self) -> DurableExecutor:

@@ -15,7 +15,7 @@ from ..executor import DurableExecutor
 from ..models import RetryOptions, TaskExecution
 from ..serialization import Serializer
 from ..storage.contract import Storage
-from .base import ClientBase, Operation, T, client_executor, config_executor
+from .base import ClientBase, Operation, T, client_executor
 from .portal import ThreadPortal
 
 
@@ -39,11 +39,6 @@ class Client(ClientBase):
         self._portal = ThreadPortal(executor)
         self._lock = threading.Lock()
         self._started = False
-
-    @classmethod
-    def from_config(cls, path: str | None = None) -> Client:
-        """A client of the storage ``durable.toml`` (or ``path``) configures."""
-        return cls(executor=config_executor(path))
 
     @classmethod
     @contextmanager
