@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from durable_core import (
     DurableExecutionError,
@@ -282,3 +283,22 @@ def test_leaving_the_asyncio_run_executor_hands_running_executions_back(db):
             return await client.get(execution_id)
 
     assert asyncio.run(main()).status is S.READY
+
+
+def test_a_client_on_a_virtual_clock_waits_through_an_hour_of_backoff(db):
+    executor = DurableExecutor(**sqlite(db), poll_interval=60, heartbeat_interval=20, lease_duration=60)
+    attempts: list[float] = []
+
+    @executor.task(id="charge", timeout=30, retry=RetryOptions(max_attempts=3, base_delay=1200))
+    async def charge(ctx, input):
+        attempts.append(trio.current_time())
+        if ctx.attempt < 3:
+            raise ConnectionError("gateway down")
+        return "charged"
+
+    with Client.run_executor(executor, clock=trio.testing.MockClock(autojump_threshold=0)) as client:
+        execution_id = client.enqueue("charge")
+        assert client.get(execution_id).status in (S.READY, S.RUNNING)  # time stands still between calls
+        finished = client.wait(execution_id)
+    assert finished.output == "charged"
+    assert [round(b - a) for a, b in zip(attempts, attempts[1:])] == [1200, 1200, 1200]

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import sniffio
+import trio
 
 from ..errors import DurableExecutionError
 from ..executor import DurableExecutor
@@ -29,27 +30,29 @@ class AsyncClient(ClientBase):
 
     def __init__(self, storage: Storage | str | None = None, *, storage_options: dict[str, Any] | None = None,
                  serializer: Serializer | str | None = None, executor: DurableExecutor | None = None,
-                 on_loop: bool = False, **executor_options: Any):
+                 on_loop: bool = False, clock: trio.abc.Clock | None = None, **executor_options: Any):
         """``executor``, instead of a storage: a client of that executor, which the client runs
         (tasks included) while open — in a thread, or with ``on_loop`` on the running asyncio loop
-        (see ``run_executor``)."""
+        (see ``run_executor``). ``clock``: the trio clock of the client's run, as in
+        ``Client``."""
         if executor is None:
             executor = client_executor(storage, storage_options, serializer, executor_options)
         super().__init__(executor)
-        self._portal: GuestPortal | ThreadPortal = GuestPortal(executor) if on_loop else ThreadPortal(executor)
+        self._portal: GuestPortal | ThreadPortal = (GuestPortal if on_loop else ThreadPortal)(executor, clock)
         self._opening: asyncio.Lock | None = None
         self._started = False
 
     @classmethod
     @asynccontextmanager
-    async def run_executor(cls, executor: DurableExecutor) -> AsyncIterator[AsyncClient]:
+    async def run_executor(cls, executor: DurableExecutor, *,
+                           clock: trio.abc.Clock | None = None) -> AsyncIterator[AsyncClient]:
         """Run ``executor`` on the running asyncio loop (trio's guest mode) while the block runs,
         and give a client of it — for example for the lifespan of a FastAPI app.
 
         Leaving the block shuts the executor down as ``durable worker`` does: running executions
         get ``shutdown_timeout`` seconds, then go back to ``ready`` for another worker.
         """
-        async with cls(executor=executor, on_loop=True) as client:
+        async with cls(executor=executor, on_loop=True, clock=clock) as client:
             yield client
 
     async def __aenter__(self) -> AsyncClient:

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import outcome
 import trio
 
 from ..errors import DurableExecutionError
+from ..virtual_time import ClockHold, current_clock_hold
 
 if TYPE_CHECKING:
     from ..executor import DurableExecutor
@@ -46,10 +48,18 @@ class Call(Generic[T]):
 
 
 class Portal:
-    """Keeps ``executor`` running in a trio run until ``stop``; see the module docstring."""
+    """Keeps ``executor`` running in a trio run until ``stop``; see the module docstring.
 
-    def __init__(self, executor: DurableExecutor):
+    ``clock`` is the run's trio clock. Under an autojumping ``trio.testing.MockClock`` virtual
+    time moves only while a call is in flight (a ``wait`` jumps over the backoffs and sleeps it
+    waits through); between calls the caller's own code runs, and the clock stands still.
+    """
+
+    def __init__(self, executor: DurableExecutor, clock: trio.abc.Clock | None = None):
         self.executor = executor
+        self.clock = clock
+        self._hold: ClockHold | None = None
+        self._in_flight = 0
         self._token: trio.lowlevel.TrioToken | None = None
         self._calls: trio.Nursery | None = None
         self._stop_requested = False
@@ -61,15 +71,17 @@ class Portal:
     async def _main(self, started: Callable[[BaseException | None], None]) -> None:
         """Run the executor and serve calls until ``stop``; ``started`` hears how starting went."""
         try:
-            async with self.executor, trio.open_nursery() as calls:
-                self._token = trio.lowlevel.current_trio_token()
-                self._calls = calls
-                self._stop = trio.Event()
-                started(None)
-                if not self._stop_requested:
-                    await self._stop.wait()
-                self._closed = True
-                calls.cancel_scope.cancel()  # calls still in flight end with PortalClosedError
+            async with self.executor:
+                with self._still_between_calls():
+                    async with trio.open_nursery() as calls:
+                        self._token = trio.lowlevel.current_trio_token()
+                        self._calls = calls
+                        self._stop = trio.Event()
+                        started(None)
+                        if not self._stop_requested:
+                            await self._stop.wait()
+                        self._closed = True
+                        calls.cancel_scope.cancel()  # calls in flight end with PortalClosedError
         except BaseException as exc:
             self._closed = True
             if self._token is None:
@@ -80,6 +92,38 @@ class Portal:
     async def _serve(self, call: Call[T], fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> None:
         if not call.future.set_running_or_notify_cancel():
             return
+        with self._call_in_flight():
+            await self._outcome(call, fn, args)
+
+    @contextlib.contextmanager
+    def _still_between_calls(self) -> Iterator[None]:
+        """Under a ``MockClock``, hold virtual time while no call is in flight (the caller's code
+        runs), until the portal stops: its shutdown moves in virtual time."""
+        self._hold = current_clock_hold()
+        if self._hold is not None:
+            self._hold.acquire()
+        try:
+            yield
+        finally:
+            if self._hold is not None and self._in_flight == 0:
+                self._hold.release()
+            self._hold = None
+
+    @contextlib.contextmanager
+    def _call_in_flight(self) -> Iterator[None]:
+        """Virtual time moves only while calls are in flight (see the class docstring)."""
+        if self._in_flight == 0 and self._hold is not None:
+            self._hold.release()
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0 and self._hold is not None:
+                self._hold.acquire()
+
+    @staticmethod
+    async def _outcome(call: Call[T], fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> None:
         try:
             with call.scope:
                 call.future.set_result(await fn(*args))
@@ -139,8 +183,8 @@ class Portal:
 class ThreadPortal(Portal):
     """A portal whose trio run has a thread of its own."""
 
-    def __init__(self, executor: DurableExecutor):
-        super().__init__(executor)
+    def __init__(self, executor: DurableExecutor, clock: trio.abc.Clock | None = None):
+        super().__init__(executor, clock)
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -155,7 +199,7 @@ class ThreadPortal(Portal):
 
         def run() -> None:
             try:
-                trio.run(self._main, started)
+                trio.run(self._main, started, clock=self.clock)
             except BaseException as exc:  # after start: the executor stopped on its own
                 self._closed = True
                 if not done.is_set():
@@ -180,8 +224,8 @@ class GuestPortal(Portal):
     """A portal whose trio run is a guest on the running asyncio loop (trio's guest mode): trio
     and asyncio share the loop's thread, so the executor costs no thread of its own."""
 
-    def __init__(self, executor: DurableExecutor):
-        super().__init__(executor)
+    def __init__(self, executor: DurableExecutor, clock: trio.abc.Clock | None = None):
+        super().__init__(executor, clock)
         self._finished: asyncio.Future[outcome.Outcome[None]] | None = None
 
     async def start(self) -> None:
@@ -207,6 +251,7 @@ class GuestPortal(Portal):
             run_sync_soon_not_threadsafe=loop.call_soon,
             done_callback=on_done,
             host_uses_signal_set_wakeup_fd=True,
+            clock=self.clock,
         )
         failure = await started
         if failure is not None:

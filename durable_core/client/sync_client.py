@@ -30,25 +30,27 @@ class Client(ClientBase):
 
     def __init__(self, storage: Storage | str | None = None, *, storage_options: dict[str, Any] | None = None,
                  serializer: Serializer | str | None = None, executor: DurableExecutor | None = None,
-                 **executor_options: Any):
+                 clock: trio.abc.Clock | None = None, **executor_options: Any):
         """``executor``, instead of a storage: a client of that executor, which the client runs
-        (tasks included) in its thread while open; see ``run_executor``."""
+        (tasks included) in its thread while open; see ``run_executor``. ``clock``: the trio clock
+        of the client's run; under an autojumping ``trio.testing.MockClock`` virtual time moves
+        only while a call is in flight (the testing kit, docs/testing.md)."""
         if executor is None:
             executor = client_executor(storage, storage_options, serializer, executor_options)
         super().__init__(executor)
-        self._portal = ThreadPortal(executor)
+        self._portal = ThreadPortal(executor, clock)
         self._lock = threading.Lock()
         self._started = False
 
     @classmethod
     @contextmanager
-    def run_executor(cls, executor: DurableExecutor) -> Iterator[Client]:
+    def run_executor(cls, executor: DurableExecutor, *, clock: trio.abc.Clock | None = None) -> Iterator[Client]:
         """Run ``executor`` in a background thread while the block runs, and give a client of it.
 
         Leaving the block shuts the executor down as ``durable worker`` does: running executions
         get ``shutdown_timeout`` seconds, then go back to ``ready`` for another worker.
         """
-        with cls(executor=executor) as client:
+        with cls(executor=executor, clock=clock) as client:
             yield client
 
     def __enter__(self) -> Client:
