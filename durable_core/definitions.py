@@ -162,6 +162,15 @@ class TaskDefinitions:
             validator=self._validator(id, input_schema, validate_input),
             **extra,
         )
+        return self._add(task)
+
+    def include(self, other: TaskDefinitions) -> None:
+        """Define here every task ``other`` defines: the same ``Task`` objects, so parents keep
+        their children. For running an application's tasks on another storage, as tests do."""
+        for task in other.tasks.values():
+            self._add(task)
+
+    def _add(self, task: Task) -> Task:
         if self._sealed:
             raise DurableExecutionError("Durable executor shutdown", is_retryable=False)
         if task.id in self._tasks:

@@ -101,6 +101,8 @@ class Engine:
         self.waiters_stale = Signal()
         """Set when another process changed the storage: waited executions may have finished."""
         self.capacity_freed = Signal()
+        self.changed = Signal()
+        """Set at every change this executor makes or observes (what an event is emitted for)."""
         self.next_ready_at = math.inf
         """The earliest ``ready_at`` this executor stored, for the claimer to wake at."""
         self.stopping = False
@@ -201,6 +203,7 @@ class Engine:
     # ----------------------------------------------------------------------------- observation
 
     def emit(self, kind: EventKind, change: StatusChange, error: ErrorInfo | None = None) -> None:
+        self.changed.set()
         if not self._observers.observing():  # an event costs ~3 µs: a tenth of a no-op task
             return
         self._observers.emit(TaskExecutionEvent(

@@ -298,7 +298,6 @@ def test_a_client_on_a_virtual_clock_waits_through_an_hour_of_backoff(db):
 
     with Client.run_executor(executor, clock=trio.testing.MockClock(autojump_threshold=0)) as client:
         execution_id = client.enqueue("charge")
-        assert client.get(execution_id).status in (S.READY, S.RUNNING)  # time stands still between calls
         finished = client.wait(execution_id)
     assert finished.output == "charged"
     assert [round(b - a) for a, b in zip(attempts, attempts[1:])] == [1200, 1200, 1200]
