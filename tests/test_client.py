@@ -4,6 +4,7 @@ SQLite file, executors run in a background thread or as a trio guest on asyncio.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -301,3 +302,23 @@ def test_a_client_on_a_virtual_clock_waits_through_an_hour_of_backoff(db):
         finished = client.wait(execution_id)
     assert finished.output == "charged"
     assert [round(b - a) for a, b in zip(attempts, attempts[1:])] == [1200, 1200, 1200]
+
+
+def test_a_client_used_before_a_fork_says_so_in_the_child(db):
+    with Client(**sqlite(db)) as client:
+        execution_id = client.enqueue("add", {"a": 1, "b": 1})
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report the error's message through the pipe, then leave at once
+            try:
+                client.get(execution_id)
+                message = "no error"
+            except DurableExecutionError as exc:
+                message = str(exc)
+            os.write(write, message.encode()[:4000])
+            os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        message = os.read(read, 4000).decode()
+        assert client.get(execution_id).status is S.READY  # the parent's client still works
+    assert "has since forked" in message and "Open clients after forking" in message

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import os
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -60,6 +61,7 @@ class Portal:
         self.clock = clock
         self._hold: ClockHold | None = None
         self._in_flight = 0
+        self._pid: int | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._calls: trio.Nursery | None = None
         self._stop_requested = False
@@ -75,6 +77,7 @@ class Portal:
                 with self._still_between_calls():
                     async with trio.open_nursery() as calls:
                         self._token = trio.lowlevel.current_trio_token()
+                        self._pid = os.getpid()
                         self._calls = calls
                         self._stop = trio.Event()
                         started(None)
@@ -153,6 +156,11 @@ class Portal:
 
     def submit(self, fn: Callable[..., Awaitable[T]], *args: Any) -> Call[T]:
         """Start ``fn(*args)`` in the trio run; its result (or error) arrives in ``call.future``."""
+        if self._pid is not None and self._pid != os.getpid():
+            raise DurableExecutionError(
+                f"This durable client was opened in process {self._pid}, which has since forked: its "
+                "thread does not survive a fork. Open clients after forking (a client opens on first "
+                "use, so one made at import time is fine until then)", is_retryable=False)
         if self._closed or self._token is None or self._calls is None:
             raise PortalClosedError()
         call: Call[T] = Call()
