@@ -37,8 +37,9 @@ from ..errors import DurableExecutionError, ErrorInfo
 from ..models import ExecutionRef, ParentRef, RetryOptions
 from ..status import TaskExecutionStatus
 
-STORAGE_API = 2
-"""Version of this contract. Backends declare the version they implement as ``storage_api``."""
+STORAGE_API = 3
+"""Version of this contract. Backends declare the version they implement as ``storage_api``; 3
+added ``ExecutionRecord.deferred_options`` (a backend written for 2 would drop it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,10 @@ class ExecutionRecord:
     executor_id: str | None = None
     lease_token: int = 0
     lease_expires_at: float | None = None
+    deferred_options: frozenset[str] = frozenset()
+    """Options the enqueuer did not know (some of ``retry``, ``timeout``, ``sleep_before_run``): a
+    client without the task's definition stored placeholders for them, and the first executor that
+    claims the execution replaces them by the task's defaults (and commits it with this empty)."""
 
     def copy(self, **changes: object) -> ExecutionRecord:
         """A copy with ``changes`` applied (5x faster than ``dataclasses.replace``: a hot path)."""
@@ -213,7 +218,7 @@ def cascade_error(ancestor: ExecutionRecord | StatusChange) -> ErrorInfo:
 
 @runtime_checkable
 class Storage(Protocol):
-    """The storage contract (``STORAGE_API`` 2). All methods are async, atomic and checkpoints.
+    """The storage contract (``STORAGE_API`` 3). All methods are async, atomic and checkpoints.
 
     Batch methods take and return sequences; each element is handled as if alone (one failing
     fence does not stop the others), unless the method says the whole batch is atomic.
