@@ -31,7 +31,7 @@ import dataclasses
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..errors import DurableExecutionError, ErrorInfo
 from ..models import ExecutionRef, ParentRef, RetryOptions
@@ -381,6 +381,32 @@ class ChangeNotifications(Protocol):
         Passing back the last value returned loses no change made after it was returned.
         Cancellable at any time; the engine never relies on it for correctness, only latency.
         """
+        ...
+
+
+@runtime_checkable
+class TransactionalInserts(Protocol):
+    """Optional: insert executions inside a transaction the caller holds on its own connection
+    to the storage's database, so they exist if and only if the caller commits (the outbox pattern).
+
+    Called on the caller's thread or asyncio event loop, never in the storage's trio run: an
+    implementation uses only the connection given and the storage's immutable configuration (its
+    path, database identity, schema, channel), never its own connections or threads. Semantics
+    are ``insert_executions``'s: all or none, idempotency-key twins return the stored record, a
+    taken sleeping unique id raises ``DuplicateSleepingTaskUniqueIdError`` and inserts nothing."""
+
+    def insert_executions_on(self, connection: Any, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+        """``insert_executions`` on the caller's sync ``connection``, in its open transaction,
+        on the caller's thread. Never commits or rolls back the caller's transaction; if it
+        fails, it undoes only its own writes (a savepoint) and the caller's transaction stays
+        usable. A connection of the wrong kind, or on another database, is refused with a
+        ``StorageError`` that says what to pass instead."""
+        ...
+
+    async def insert_executions_on_async(
+        self, connection: Any, records: Sequence[ExecutionRecord]
+    ) -> list[ExecutionRecord]:
+        """The same for an asyncio connection (e.g. psycopg's ``AsyncConnection``)."""
         ...
 
 
