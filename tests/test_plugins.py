@@ -388,6 +388,34 @@ async def test_open_storage_checks_options_against_the_declarations_before_openi
     assert sys.modules["durable_storage_declared_declared"].OPENED == []  # the factory never ran
 
 
+OLD_API_PLUGIN = """
+from durable_core import hookimpl
+
+CLOSED = []
+
+class OldStorage:
+    storage_api = 2  # written before deferred_options: it would drop them
+
+    async def aclose(self):
+        CLOSED.append(self)
+
+@hookimpl
+def durable_register_storages(register):
+    register("old", OldStorage)
+"""
+
+
+async def test_open_storage_refuses_a_storage_written_for_another_storage_api(site) -> None:
+    site("durable-storage-old", "1.0", {"old": OLD_API_PLUGIN})
+    with pytest.raises(StorageError) as caught:
+        async with durable_core.open_storage("old", plugins=PluginRegistry.load()):
+            pass
+    assert caught.value.message == (f"storage 'old' implements storage API 2, but this durable-core needs "
+                                    f"{durable_core.STORAGE_API}; upgrade the plugin or durable-core")
+    assert not caught.value.is_retryable
+    assert len(sys.modules["durable_storage_old_old"].CLOSED) == 1
+
+
 README = {"memory": "plugins/storage_memory/README.md", "sqlite": "plugins/storage_sqlite/README.md",
           "postgres": "plugins/storage_postgres/README.md", "dictstore": "conformance/examples/storage_dictstore/README.md"}
 

@@ -19,8 +19,9 @@ from durable_core.storage import EXECUTOR_RETENTION, DuplicateSleepingTaskUnique
 from durable_core.storage import Payload
 from durable_core.storage import RunCommit, SleepingWakeup, Storage, StorageError, cascade_error, transitions
 
-from .records import BOOM, LEASE_DURATION, OUTPUT, RUN_OUTPUT, change, child, claim, claim_one, claimed_copy
-from .records import committed_copy, executor, expected, finish, get, get_stored, new, retry, sleeping, spawn, summarize
+from .records import BOOM, DEFERRABLE, LEASE_DURATION, OUTPUT, RUN_OUTPUT, change, child, claim, claim_one
+from .records import claimed_copy, committed_copy, executor, expected, finish, get, get_stored, new, retry, sleeping
+from .records import spawn, summarize
 
 W = S.WAITING_FOR_CHILDREN
 MiB = 1024 * 1024
@@ -47,6 +48,7 @@ def full_record(execution_id: str = "te_full") -> ExecutionRecord:
         finalize=ExecutionRef("f", "te_f"), active_children_count=2, started_at=4.5, finished_at=None,
         waiting_for_children_started_at=5.0, waiting_for_finalize_started_at=6.0, ready_at=9.75,
         executor_id="de_x", lease_token=3, lease_expires_at=20.5,
+        deferred_options=frozenset({"retry", "sleep_before_run"}),
     )
 
 
@@ -71,6 +73,21 @@ class InsertChecks:
         record, plain = full_record(), new("te_plain", now=0.5)
         assert await storage.insert_executions([record, plain]) == [record, plain]
         assert await storage.get_executions(["te_full", "te_unknown", "te_plain"]) == [record, None, plain]
+
+    async def test_deferred_options_round_trip_through_get_list_and_claim(self, storage: Storage) -> None:
+        """A client that enqueues without the task's definition marks the options it did not know;
+        the executor that claims the record must see exactly those."""
+        every, one = frozenset(DEFERRABLE), frozenset({"timeout"})
+        records = [new("te_every", deferred_options=every), new("te_one", now=0.5, deferred_options=one),
+                   new("te_none", now=0.75)]
+        assert await storage.insert_executions(records) == records
+        assert await storage.get_executions(_ids(records)) == records
+        assert await storage.list_executions() == records[::-1]
+        twin = new("te_twin", now=0.9, deferred_options=every, idempotency_key="k")
+        assert await storage.insert_executions([twin, new("te_twin2", idempotency_key="k")]) == [twin, twin]
+        claimed = await claim(storage, 1.0)
+        assert claimed == [claimed_copy(r, 1.0) for r in [*records, twin]]
+        assert [r.deferred_options for r in claimed] == [every, one, frozenset(), every]
 
     async def test_get_returns_records_in_the_order_asked_with_none_for_unknown_ids(self, storage: Storage) -> None:
         await storage.insert_executions([new("te_a"), new("te_b", task_id="other")])
@@ -253,6 +270,27 @@ class CommitChecks:
         commit = finish(claimed, S.COMPLETED, 4.0, output=Payload("cbor", b"\x00\xff" * 1000), error=None)
         assert summarize(await storage.commit_runs([commit], 4.0)) == expected(change(claimed, S.RUNNING, S.COMPLETED))
         assert await get(storage, "te_2") == committed_copy(commit, 4.0)
+
+    async def test_a_commit_stores_deferred_options_as_sent_cleared_or_kept(self, storage: Storage) -> None:
+        """The executor that claims a record with deferred options fills in the task's defaults and
+        commits it with none left; a commit that keeps them keeps them, and so does every other
+        operation."""
+        deferred, one = frozenset(DEFERRABLE), frozenset({"timeout"})
+        await storage.insert_executions([new(f"te_{i}", now=i / 10, deferred_options=deferred) for i in range(3)])
+        first, kept, parent = await claim(storage, 0.5)
+        filled = finish(first, S.COMPLETED, 1.0, retry=RetryOptions(max_attempts=3), timeout=30.0,
+                        sleep_before_run=0.5, deferred_options=frozenset())
+        kid = child(parent, "te_kid", now=1.0, deferred_options=one)
+        commits = [filled, retry(kept, 1.0, 0.5), spawn(parent, [kid], 1.0, deferred_options=frozenset())]
+        await storage.commit_runs(commits, 1.0)
+        stored = await storage.get_executions(["te_0", "te_1", "te_2", "te_kid"])
+        assert stored == [*(committed_copy(c, 1.0) for c in commits), kid]
+        assert _ids(await claim(storage, 2.0)) == ["te_kid", "te_1"]
+        await storage.expire_leases(100.0, 10, 10)
+        await storage.cancel_executions(["te_2", "te_1"], 101.0)
+        after = await storage.get_executions(["te_0", "te_1", "te_2", "te_kid"])
+        assert [r and (r.status, r.deferred_options) for r in after] == [
+            (S.COMPLETED, frozenset()), (S.CANCELLED, deferred), (S.CANCELLED, frozenset()), (S.CANCELLED, one)]
 
     async def test_a_retry_is_claimable_again_at_its_start(self, storage: Storage) -> None:
         await storage.insert_executions([new("te_1", timeout=1.0)])

@@ -22,7 +22,7 @@ from durable_core.storage import EXPIRED_ERROR, ExecutionRecord, Lease
 from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, Storage
 
 from .model import ContractModel, difference
-from .records import BOOM, OUTPUT, child, finish, new, retry, sleeping, spawn, summarize
+from .records import BOOM, DEFERRABLE, OUTPUT, child, finish, new, retry, sleeping, spawn, summarize
 
 NOW = 100.0
 """When the operations happen; every lease of a catalogue is due by then, and no due ``ready_at``
@@ -73,11 +73,11 @@ def catalogue(p: str) -> list[ExecutionRecord]:
     old = _finished(f"{p}_old", status=S.COMPLETED, finished_at=20.0,
                     children=(ExecutionRef("task", f"{p}_old_c0"),))
     return [
-        new(f"{p}_ready", now=5.0, ready_at=50.0, start_at=50.0),
-        new(f"{p}_later", now=5.0, ready_at=150.0, start_at=150.0),
+        new(f"{p}_ready", now=5.0, ready_at=50.0, start_at=50.0, deferred_options=frozenset(DEFERRABLE)),
+        new(f"{p}_later", now=5.0, ready_at=150.0, start_at=150.0, deferred_options=frozenset({"timeout"})),
         new(f"{p}_retrying", now=5.0, ready_at=51.0, start_at=51.0, retry_attempts=1, error=BOOM, lease_token=1,
             started_at=20.0, updated_at=30.0),
-        _leased(f"{p}_running", expires_at=61.0),
+        _leased(f"{p}_running", expires_at=61.0, deferred_options=frozenset({"retry", "timeout"})),
         _leased(f"{p}_worn", expires_at=62.0, lease_expirations=2, error=EXPIRED_ERROR, lease_token=3),
         sleeping(f"{p}_sleep", f"{p}_u0", now=10.0, lease_expires_at=63.0),
         sleeping(f"{p}_woken", f"{p}_u3", now=10.0, status=S.COMPLETED, output=OUTPUT, finished_at=19.0,
@@ -89,7 +89,8 @@ def catalogue(p: str) -> list[ExecutionRecord]:
         child(middle, f"{p}_tree_c0_g0", now=20.0, make=_leased, expires_at=64.0),
         child(middle, f"{p}_tree_c0_g1", now=20.0, index=1, make=sleeping, unique_id=f"{p}_u1",
               lease_expires_at=65.0),
-        child(tree, f"{p}_tree_c1", now=10.0, index=1, ready_at=52.0, start_at=52.0),
+        child(tree, f"{p}_tree_c1", now=10.0, index=1, ready_at=52.0, start_at=52.0,
+              deferred_options=frozenset({"sleep_before_run"})),
         child(tree, f"{p}_tree_c2", now=10.0, index=2, make=_leased, expires_at=66.0),
         child(tree, f"{p}_tree_c3", now=10.0, index=3, make=_finished, status=S.COMPLETED, finished_at=40.0),
         last,
@@ -147,10 +148,12 @@ async def _writes_follow_the_rules(storage: Storage, operation: str,
 
 
 def _outcomes(record: ExecutionRecord) -> dict[str, RunCommit]:
-    """Commits the engine could send for the claimed ``record``, by name."""
+    """Commits the engine could send for the claimed ``record``, by name. A completion fills in
+    deferred options (none left), the other outcomes keep them (the contract stores either)."""
     execution_id, index = record.execution_id, len(record.children)
-    kids = [child(record, f"{execution_id}_k{i}", now=NOW, index=index + i) for i in range(2)]
-    outcomes = {"completed": finish(record, S.COMPLETED, NOW)}
+    kids = [child(record, f"{execution_id}_k{i}", now=NOW, index=index + i, deferred_options=frozenset({"retry"}))
+            for i in range(2)]
+    outcomes = {"completed": finish(record, S.COMPLETED, NOW, timeout=12.5, deferred_options=frozenset())}
     if record.status is S.RUNNING:
         asleep = child(record, f"{execution_id}_z", now=NOW, index=index + 2, make=sleeping,
                        unique_id=f"{execution_id}_z")

@@ -20,6 +20,9 @@ RUN_OUTPUT = Payload("cbor", b"\x82\x01\x02")
 BOOM = ErrorInfo("generic", "boom", is_retryable=False)
 LEASE_DURATION = 15.0
 """The ``lease_duration`` the checks claim with."""
+DEFERRABLE = ("retry", "sleep_before_run", "timeout")
+"""The options an enqueuer without the task's definition may leave to the executor
+(``ExecutionRecord.deferred_options``)."""
 
 
 def executor(executor_id: str = "de_a", now: float = 0.0, running: int = 0) -> ExecutorInfo:

@@ -100,3 +100,23 @@ class NonAtomicBatchStorage(MemoryStorage):
         for record in records:
             stored += await super().insert_executions([record])
         return stored
+
+
+class DroppedDeferredOptionsStorage(MemoryStorage):
+    """Stores no ``deferred_options`` (a backend written for storage API 2, without the column):
+    an executor would run a client's enqueue with placeholder options."""
+
+    async def insert_executions(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+        return await super().insert_executions([r.copy(deferred_options=frozenset()) for r in records])
+
+
+class StickyDeferredOptionsStorage(MemoryStorage):
+    """A commit never writes ``deferred_options`` (a column missing from its UPDATE): the options
+    an executor filled in stay marked as deferred."""
+
+    async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
+        with self._lock:
+            stored = {c.record.execution_id: self._state.records.get(c.record.execution_id) for c in commits}
+        sticky = [RunCommit(c.record.copy(deferred_options=s.deferred_options), c.new_executions)
+                  if (s := stored[c.record.execution_id]) is not None else c for c in commits]
+        return await super().commit_runs(sticky, now)

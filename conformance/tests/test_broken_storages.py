@@ -54,6 +54,8 @@ def checkpoint(operation: str, work: str) -> str:
     return f"test_every_operation_is_a_checkpoint[{operation}-{work}]"
 
 
+COMMITTED_DEFERRED_OPTIONS = "test_a_commit_stores_deferred_options_as_sent_cleared_or_kept"
+
 CAUGHT_BY = [
     pytest.param("DoubleClaimStorage", {
         "test_concurrent_claimers_claim_each_execution_once",
@@ -76,6 +78,11 @@ CAUGHT_BY = [
         "test_existing_execution_id_raises_and_inserts_nothing",
         "test_an_operation_cancelled_mid_call_is_applied_wholly_or_not_at_all[insert_executions]",
         "test_storage_agrees_with_the_model"}, id="a non-atomic batch"),
+    pytest.param("DroppedDeferredOptionsStorage", {"test_inserted_record_round_trips_every_field",
+                  "test_deferred_options_round_trip_through_get_list_and_claim", "test_claims_follow_the_rules",
+                  COMMITTED_DEFERRED_OPTIONS}, id="deferred options dropped"),
+    pytest.param("StickyDeferredOptionsStorage", {COMMITTED_DEFERRED_OPTIONS, "test_commits_follow_the_rules"},
+                 id="deferred options never committed"),
 ]
 """Broken storages, each with (some of) the checks that must fail on it."""
 

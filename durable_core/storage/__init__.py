@@ -21,6 +21,7 @@ from .contract import SleepingWakeup as SleepingWakeup
 from .contract import StatusChange as StatusChange
 from .contract import Storage as Storage
 from .contract import StorageError as StorageError
+from .contract import TransactionalInserts as TransactionalInserts
 from .contract import cascade_error as cascade_error
 from .helpers import LockedStorage as LockedStorage
 from .helpers import SingleOperationStorage as SingleOperationStorage

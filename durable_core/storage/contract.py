@@ -37,8 +37,9 @@ from ..errors import DurableExecutionError, ErrorInfo
 from ..models import ExecutionRef, ParentRef, RetryOptions
 from ..status import TaskExecutionStatus
 
-STORAGE_API = 2
-"""Version of this contract. Backends declare the version they implement as ``storage_api``."""
+STORAGE_API = 3
+"""Version of this contract. Backends declare the version they implement as ``storage_api``; 3
+added ``ExecutionRecord.deferred_options`` (a backend written for 2 would drop it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +218,7 @@ def cascade_error(ancestor: ExecutionRecord | StatusChange) -> ErrorInfo:
 
 @runtime_checkable
 class Storage(Protocol):
-    """The storage contract (``STORAGE_API`` 2). All methods are async, atomic and checkpoints.
+    """The storage contract (``STORAGE_API`` 3). All methods are async, atomic and checkpoints.
 
     Batch methods take and return sequences; each element is handled as if alone (one failing
     fence does not stop the others), unless the method says the whole batch is atomic.
@@ -386,7 +387,13 @@ class ChangeNotifications(Protocol):
 @runtime_checkable
 class TransactionalInserts(Protocol):
     """Optional: insert executions inside a transaction the caller holds on its own connection
-    to the storage's database, so they exist if and only if the caller commits."""
+    to the storage's database, so they exist if and only if the caller commits (the outbox pattern).
+
+    Called on the caller's thread or asyncio event loop, never in the storage's trio run: an
+    implementation uses only the connection given and the storage's immutable configuration (its
+    path, database identity, schema, channel), never its own connections or threads. Semantics
+    are ``insert_executions``'s: all or none, idempotency-key twins return the stored record, a
+    taken sleeping unique id raises ``DuplicateSleepingTaskUniqueIdError`` and inserts nothing."""
 
     def insert_executions_on(self, connection: Any, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
         """``insert_executions`` on the caller's sync ``connection``, in its open transaction,
@@ -396,7 +403,9 @@ class TransactionalInserts(Protocol):
         ``StorageError`` that says what to pass instead."""
         ...
 
-    async def insert_executions_on_async(self, connection: Any, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+    async def insert_executions_on_async(
+        self, connection: Any, records: Sequence[ExecutionRecord]
+    ) -> list[ExecutionRecord]:
         """The same for an asyncio connection (e.g. psycopg's ``AsyncConnection``)."""
         ...
 

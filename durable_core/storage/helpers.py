@@ -6,6 +6,8 @@ key-value store with one awaited call per record, writes single-record operation
 ``SingleOperationStorage`` and wraps the result in ``LockedStorage``::
 
     storage = LockedStorage(MyStorage())
+
+SQL backends share ``encode_names``/``decode_names``: a set of names in one text column.
 """
 
 from __future__ import annotations
@@ -24,6 +26,18 @@ from .contract import StorageError
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+def encode_names(names: frozenset[str]) -> str | None:
+    """A set of names (``ExecutionRecord.deferred_options``) as one text column of a SQL backend:
+    sorted and joined by commas, None (NULL) when empty."""
+    return ",".join(sorted(names)) if names else None
+
+
+@functools.lru_cache(maxsize=64)
+def decode_names(text: str | None) -> frozenset[str]:
+    """The set of names ``encode_names`` wrote (few distinct values: cached)."""
+    return frozenset(text.split(",")) if text else frozenset()
 
 
 def _serialized(

@@ -25,6 +25,7 @@ from durable_core.storage import ExecutorInfo, Lease, Payload
 from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, StorageError, cascade_error
 
 from ._rows import COLUMNS, KEPT, STATUSES, from_row, to_row
+from ._steps import Statement, Steps, run_steps
 
 _FINISHED = ", ".join(f"'{s}'" for s in sorted(FINISHED_TASK_EXECUTION_STATUSES))
 _ERRORED = ", ".join(f"'{s}'" for s in sorted(ERRORED_TASK_EXECUTION_STATUSES))
@@ -242,12 +243,25 @@ def _in_order(changes: list[StatusChange], ids: Sequence[str]) -> list[StatusCha
     return [by_id[execution_id] for execution_id in dict.fromkeys(ids) if execution_id in by_id]
 
 
-class Database:
-    """The domain operations of one schema, on the cursor each call is given."""
+IDENTITY = "SELECT (SELECT system_identifier FROM pg_control_system()), current_database(), current_setting('port')"
+"""Which server and database a connection is on: the cluster's system identifier (chosen by
+initdb), the database, and the server's port (clusters restored from one backup share the
+identifier). Not the server's address: it differs between a Unix socket and TCP, and per interface."""
 
-    def __init__(self, schema: str, where: str):
+
+def describe_identity(identity: tuple[Any, ...]) -> str:
+    system_identifier, database, port = identity
+    return f"database {database!r} of the server with system identifier {system_identifier} (port {port})"
+
+
+class Database:
+    """The domain operations of one schema, on the cursor each call is given. ``identity``: what
+    ``IDENTITY`` gave on the storage's connection when it opened."""
+
+    def __init__(self, schema: str, where: str, identity: tuple[Any, ...]):
         self.schema = schema
         self.where = where
+        self.identity = identity
         self.q = Queries(schema)
 
     # ------------------------------------------------------------------ reads
@@ -290,16 +304,28 @@ class Database:
         return lost
 
     def insert(self, cur: psycopg.Cursor, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
-        """Insert what is new; idempotency-key twins return the stored record (see ``_twin``)."""
+        return run_steps(cur, self.insert_steps(records))
+
+    def insert_steps(self, records: Sequence[ExecutionRecord]) -> Steps[list[ExecutionRecord]]:
+        """Insert what is new; idempotency-key twins return the stored record (see ``_twin``). As
+        ``Steps``, so that a caller's connection, sync or asyncio, inserts the same way."""
         if not records:
             return []
-        cur.executemany(self.q.insert, [to_row(record) for record in records], returning=True)
-        inserted: set[str] = set()
-        while True:
-            inserted.update(execution_id for (execution_id,) in cur.fetchall())
-            if not cur.nextset():
-                break
-        return [record if record.execution_id in inserted else self._twin(cur, record) for record in records]
+        rows = yield Statement(self.q.insert, [to_row(record) for record in records], many=True)
+        inserted = {execution_id for (execution_id,) in rows}
+        stored = []
+        for record in records:
+            stored.append(record if record.execution_id in inserted else (yield from self._twin(record)))
+        return stored
+
+    def caller_insert_steps(self, records: Sequence[ExecutionRecord], channel: str | None
+                            ) -> Steps[list[ExecutionRecord]]:
+        """``insert_steps`` in a caller's transaction, then, if it inserted anything, NOTIFY on
+        ``channel`` (None: no one listens), which the server delivers when the caller commits."""
+        stored = yield from self.insert_steps(records)
+        if channel is not None and any(kept is new for new, kept in zip(records, stored)):
+            yield Statement("SELECT pg_notify(%s, '')", (channel,))
+        return stored
 
     def claim(self, cur: psycopg.Cursor, executor_id: str, now: float, limit: int,
               lease_duration: float) -> list[ExecutionRecord]:
@@ -427,16 +453,14 @@ class Database:
         return [StatusChange(new.execution_id, new.task_id, None, new.status)
                 for new, kept in zip(records, stored) if kept is new]
 
-    def _twin(self, cur: psycopg.Cursor, record: ExecutionRecord) -> ExecutionRecord:
+    def _twin(self, record: ExecutionRecord) -> Steps[ExecutionRecord]:
         """Why ``record`` was not inserted: the stored record with its idempotency key, or an error."""
         if record.idempotency_key is not None:
-            cur.execute(self.q.by_idempotency_key, (record.task_id, record.idempotency_key))
-            row = cur.fetchone()
-            if row is not None:
-                return from_row(row)
+            rows = yield Statement(self.q.by_idempotency_key, (record.task_id, record.idempotency_key))
+            if rows:
+                return from_row(rows[0])
         if record.sleeping_unique_id is not None:
-            cur.execute(self.q.sleeping_unique_id_taken, (record.sleeping_unique_id,))
-            if cur.fetchone() is not None:
+            if (yield Statement(self.q.sleeping_unique_id_taken, (record.sleeping_unique_id,))):
                 raise DuplicateSleepingTaskUniqueIdError(record.sleeping_unique_id)
         raise StorageError(f"Task execution {record.execution_id} already exists", is_retryable=False)
 

@@ -5,24 +5,28 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import psycopg
 import trio
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
 
-from durable_core.storage.contract import Capabilities, StorageError
+from durable_core.storage.contract import Capabilities, ExecutionRecord, StorageError
 from durable_core.storage.opening import check_storage_options
 from durable_core.storage.threaded_storage import ThreadedStorage
 from durable_core.virtual_time import clock_held
 
-from ._database import Database
+from ._database import IDENTITY, Database, describe_identity
 from ._listener import Listener
 from ._schema import open_schema
+from ._steps import Statement, Steps, run_steps, run_steps_async
 from ._thread import Connections, Kind
 from .plugin import OPTIONS
 
+C = TypeVar("C", psycopg.Connection[Any], psycopg.AsyncConnection[Any])
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _TRANSIENT_CLASSES = ("08", "40", "53", "57")
 """SQLSTATE classes worth retrying: connection, rollback, resources, operator intervention."""
@@ -59,11 +63,14 @@ class PostgresStorage(ThreadedStorage[Kind]):
     read_kind = write_kind = Kind.QUIET
     claimable_write_kind = Kind.NOTIFY
 
-    def __init__(self, database: Database, connections: Connections, listener: Listener | None):
+    def __init__(self, database: Database, connections: Connections, listener: Listener | None,
+                 channel: str | None):
         super().__init__(database, connections)
         self.capabilities = Capabilities(persistent=True, multi_process=True,
                                          change_notifications=listener is not None)
         self._listener = listener
+        self._database = database  # only its immutable parts, from a caller's thread or event loop
+        self._channel = channel  # NOTIFY'd by inserts in a caller's transaction (None: notify=False)
 
     @classmethod
     async def open(
@@ -97,10 +104,14 @@ class PostgresStorage(ThreadedStorage[Kind]):
         connect = functools.partial(_connect, dsn, where, int(connect_timeout), application_name)
         channel = f"durable:{schema}"
 
+        identity: list[tuple[Any, ...]] = []
+
         def first() -> psycopg.Connection:
             conn = connect()
             try:
                 open_schema(conn, schema, where)
+                with conn.transaction():
+                    identity.extend(conn.execute(IDENTITY).fetchall())
             except BaseException:
                 conn.close()
                 raise
@@ -126,7 +137,7 @@ class PostgresStorage(ThreadedStorage[Kind]):
             except BaseException:
                 await connections.close()
                 raise
-        return cls(Database(schema, where), connections, listener)
+        return cls(Database(schema, where, identity[0]), connections, listener, channel if notify else None)
 
     async def wait_for_changes(self, seen: int | None) -> int:
         """The change feed (LISTEN/NOTIFY); only with the option ``notify`` (the default)."""
@@ -135,10 +146,79 @@ class PostgresStorage(ThreadedStorage[Kind]):
                                is_retryable=False)
         return await self._listener.wait_for_changes(seen)
 
+    def insert_executions_on(self, connection: Any, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+        """``insert_executions`` in the transaction of a caller's sync ``psycopg.Connection`` to this
+        storage's database (``TransactionalInserts``; the README says how each transaction state
+        is handled). Safe from any thread: it uses only ``connection`` and immutable settings."""
+        conn = self._caller(connection, psycopg.Connection, "insert_executions_on")
+        try:
+            with conn.cursor(row_factory=tuple_row) as cur:
+                self._check_identity(run_steps(cur, _identity()), "insert_executions_on")
+                with conn.transaction():  # a savepoint in the caller's transaction
+                    return run_steps(cur, self._database.caller_insert_steps(records, self._channel))
+        except psycopg.Error as exc:
+            raise _storage_error(self._database.where, exc) from exc
+
+    async def insert_executions_on_async(self, connection: Any, records: Sequence[ExecutionRecord]
+                                         ) -> list[ExecutionRecord]:
+        """The same on a caller's ``psycopg.AsyncConnection``, in its asyncio event loop."""
+        conn = self._caller(connection, psycopg.AsyncConnection, "insert_executions_on_async")
+        try:
+            async with conn.cursor(row_factory=tuple_row) as cur:
+                self._check_identity(await run_steps_async(cur, _identity()), "insert_executions_on_async")
+                async with conn.transaction():
+                    return await run_steps_async(cur, self._database.caller_insert_steps(records, self._channel))
+        except psycopg.Error as exc:
+            raise _storage_error(self._database.where, exc) from exc
+
+    def _caller(self, connection: Any, kind: type[C], method: str) -> C:
+        """``connection`` if it is of ``kind``, open, and its transaction usable."""
+        if not isinstance(connection, kind):
+            raise StorageError(_wrong_kind(connection, method), is_retryable=False)
+        if connection.closed:
+            raise StorageError(f"PostgresStorage.{method}: the connection is closed; pass an open one",
+                               is_retryable=False)
+        if connection.info.transaction_status is TransactionStatus.INERROR:
+            raise StorageError(
+                f"PostgresStorage.{method}: the caller's transaction is aborted (a statement in it failed); "
+                "roll it back, then call again",
+                is_retryable=False,
+            )
+        return connection
+
+    def _check_identity(self, identity: tuple[Any, ...], method: str) -> None:
+        if identity != self._database.identity:
+            raise StorageError(
+                f"PostgresStorage.{method}: the connection is on {describe_identity(identity)}, this storage "
+                f"on {describe_identity(self._database.identity)} ({self._database.where}); pass a connection "
+                "to the storage's database",
+                is_retryable=False,
+            )
+
     async def aclose(self) -> None:
         if self._listener is not None:
             await self._listener.aclose()
         await super().aclose()
+
+
+_KINDS = {"insert_executions_on": ("a sync psycopg.Connection", psycopg.Connection, "the Client"),
+          "insert_executions_on_async": ("a psycopg.AsyncConnection", psycopg.AsyncConnection, "the AsyncClient")}
+"""What each method takes, and who calls it."""
+
+
+def _wrong_kind(connection: object, method: str) -> str:
+    kind = type(connection)
+    message = (f"PostgresStorage.{method} takes {_KINDS[method][0]} (psycopg 3) to the storage's database, in "
+               f"the caller's transaction; got {kind.__module__}.{kind.__qualname__}")
+    other = next((name for name, (_, cls, _) in _KINDS.items() if isinstance(connection, cls)), None)
+    if other is not None:
+        message += f": for that, call {other} ({_KINDS[other][2]})"
+    return message
+
+
+def _identity() -> Steps[tuple[Any, ...]]:
+    rows = yield Statement(IDENTITY, ())
+    return tuple(rows[0])
 
 
 def _connect(dsn: str, where: str, connect_timeout: int, application_name: str) -> psycopg.Connection:

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import functools
 import inspect
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import trio
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from durable_storage_postgres import PostgresStorage
 from durable_storage_postgres.testing import scratch_schema, test_dsn
@@ -44,6 +48,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def dsn() -> str:
     return test_dsn()
+
+
+@pytest.fixture
+def scratch_database(dsn: str) -> Iterator[str]:
+    """The DSN of a new, empty database on the test server, dropped afterwards."""
+    name = f"scratch_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(dsn, dbname=name)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

@@ -51,6 +51,31 @@ async def test_an_older_schema_gets_the_migrations_it_lacks(dsn, schema, postgre
     assert rows == [("te_1", None)]
 
 
+async def test_a_version_3_schema_gains_deferred_options_and_keeps_its_executions(dsn, schema, postgres):
+    """Migration 0004: rows written before it read back with no deferred options; new rows store them."""
+    with psycopg.connect(dsn) as conn:
+        migrate(conn, schema, 0, MIGRATIONS[:3])
+        conn.execute(sql.SQL("COMMENT ON TABLE {}.schema_migrations IS {}").format(
+            sql.Identifier(schema), sql.Literal(_schema.MARKER)))
+        conn.execute(sql.SQL(
+            "INSERT INTO {}.executions (execution_id, task_id, status, lease_token, active_children_count, "
+            "retry_attempts, lease_expirations, created_at, updated_at, start_at, timeout, sleep_before_run, "
+            "retry_max_attempts, retry_base_delay, retry_delay_multiplier, is_sleeping, input_serializer, input, "
+            "ready_at) VALUES ('te_old', 'task', 'ready', 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 1, false, 'json', '', 0)"
+        ).format(sql.Identifier(schema)))
+    deferred = new("te_new", deferred_options=frozenset({"timeout", "retry"}))
+    async with postgres() as storage:
+        await storage.insert_executions([deferred])
+        old, stored = await storage.get_executions(["te_old", "te_new"])
+    assert old is not None and (old.task_id, old.deferred_options) == ("task", frozenset())
+    assert stored == deferred
+    with psycopg.connect(dsn) as conn:
+        assert schema_version(conn, schema, "test") == 4
+        rows = conn.execute(sql.SQL("SELECT execution_id, deferred_options FROM {}.executions ORDER BY 1").format(
+            sql.Identifier(schema))).fetchall()
+    assert rows == [("te_new", "retry,timeout"), ("te_old", None)]
+
+
 async def test_a_newer_schema_is_refused_and_left_untouched(dsn, schema, postgres):
     async with postgres():
         pass

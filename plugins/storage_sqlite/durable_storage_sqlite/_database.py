@@ -6,6 +6,7 @@ Used only by the storage's connection thread, which runs every operation inside 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sqlite3
@@ -135,6 +136,13 @@ def _code(exc: sqlite3.Error) -> int | None:
     return None if code is None else code & 0xFF
 
 
+def _autocommit(conn: sqlite3.Connection) -> bool:
+    """Whether ``conn`` commits each statement by itself: ``isolation_level=None`` in the legacy
+    transaction control, or Python 3.12's ``autocommit=True``."""
+    mode = getattr(conn, "autocommit", None)  # Python 3.12+: True, False or LEGACY_TRANSACTION_CONTROL
+    return mode is True or (mode is not False and conn.isolation_level is None)
+
+
 def is_busy(exc: sqlite3.Error) -> bool:
     return _code(exc) in _BUSY_CODES
 
@@ -146,14 +154,19 @@ def ends_transaction(exc: sqlite3.Error) -> bool:
 
 
 class Database:
-    """One connection to ``path`` and the domain operations on it."""
+    """One connection to ``path`` and the domain operations on it: the storage's own (``open``), or
+    ``conn``, a caller's connection lent for one call (see ``insert_joining``)."""
 
-    def __init__(self, path: Path, *, synchronous: str, busy_timeout: float):
+    def __init__(self, path: Path, *, synchronous: str, busy_timeout: float, conn: sqlite3.Connection | None = None):
         self.path = path
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
-        self._conn: sqlite3.Connection | None = None
+        self._conn = conn
         self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
+
+    def on(self, conn: sqlite3.Connection) -> Database:
+        """The operations on ``conn``, a caller's connection to the same file (never closed here)."""
+        return Database(self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout, conn=conn)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -268,6 +281,35 @@ class Database:
 
     def insert(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
         return [self._insert(record) for record in records]
+
+    def insert_joining(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+        """``insert`` on a caller's connection (``conn``), in the caller's transaction: inside a
+        savepoint, so a failure undoes only this call. Not in a transaction, it begins one (``BEGIN
+        IMMEDIATE``, as the caller's own first write would) and, in autocommit mode, commits it at
+        once (there is no transaction of the caller's to join); on failure it rolls back what it began."""
+        conn = self.conn
+        began = not conn.in_transaction
+        if began:
+            conn.execute("BEGIN IMMEDIATE")
+        conn.execute("SAVEPOINT durable_insert")
+        try:
+            stored = self.insert(records)
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):  # disk full, say: SQLite rolled back everything
+                conn.execute("ROLLBACK TO durable_insert")
+                conn.execute("RELEASE durable_insert")
+                if began:
+                    conn.execute("ROLLBACK")
+            raise
+        conn.execute("RELEASE durable_insert")
+        if began and _autocommit(conn):
+            conn.execute("COMMIT")
+        return stored
+
+    def main_file(self) -> str:
+        """The file of the connection's main database ("" for an in-memory or temporary one)."""
+        file: str = next(row[2] for row in self.conn.execute("PRAGMA database_list") if row[1] == "main")
+        return file
 
     def claim(self, executor_id: str, now: float, limit: int, lease_duration: float) -> list[ExecutionRecord]:
         rowids = [rowid for (rowid,) in self.conn.execute(_CLAIMABLE, (now, max(limit, 0)))]

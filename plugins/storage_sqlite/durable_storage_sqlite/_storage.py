@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-from durable_core.storage.contract import Capabilities, StorageError
+from durable_core.storage.contract import Capabilities, ExecutionRecord, StorageError
 from durable_core.storage.opening import check_storage_options
 from durable_core.storage.threaded_storage import ThreadedStorage
 
@@ -14,6 +18,24 @@ from ._thread import ConnectionThread, Kind
 from .plugin import OPTIONS
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+@contextlib.contextmanager
+def _plain_rows(conn: sqlite3.Connection) -> Iterator[None]:
+    """Rows as tuples and text as ``str`` on a caller's ``conn`` while we use it, whatever it set."""
+    factories = conn.row_factory, conn.text_factory
+    conn.row_factory, conn.text_factory = None, str
+    try:
+        yield
+    finally:
+        conn.row_factory, conn.text_factory = factories
+
+
+def _same_file(file: str, path: Path) -> bool:
+    try:
+        return os.path.samefile(file, path)
+    except OSError:
+        return False
 
 
 def _create(path: Path, mode: int) -> None:
@@ -40,6 +62,8 @@ class SqliteStorage(ThreadedStorage[Kind]):
     def __init__(self, database: Database, thread: ConnectionThread):
         super().__init__(database, thread)
         self._thread = thread
+        self._database = database  # only its immutable settings, from a caller's thread
+        self._path = database.path
 
     @classmethod
     async def open(
@@ -78,3 +102,42 @@ class SqliteStorage(ThreadedStorage[Kind]):
     async def wait_for_changes(self, seen: int | None) -> int:
         return await self._thread.wait_for_changes(seen)
 
+    def insert_executions_on(self, connection: Any, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+        """``insert_executions`` in the transaction of a caller's ``sqlite3.Connection`` to this
+        storage's file (``TransactionalInserts``; the README says how each transaction mode is
+        handled). Safe from any thread: it uses only ``connection`` and the storage's path."""
+        return self._insert_on(connection, records, "insert_executions_on")
+
+    async def insert_executions_on_async(self, connection: Any, records: Sequence[ExecutionRecord]
+                                         ) -> list[ExecutionRecord]:
+        """The same from an asyncio event loop. There is no asyncio sqlite3: this takes the same
+        ``sqlite3.Connection`` and works on the loop's thread (a connection belongs to the thread
+        that opened it), blocking the loop for the insert, or while another process holds the
+        write lock, up to the connection's ``timeout``."""
+        return self._insert_on(connection, records, "insert_executions_on_async")
+
+    def _insert_on(self, connection: Any, records: Sequence[ExecutionRecord], method: str) -> list[ExecutionRecord]:
+        if not isinstance(connection, sqlite3.Connection):
+            kind = type(connection)
+            raise StorageError(
+                f"SqliteStorage.{method} takes a sqlite3.Connection (the standard library's) to {self._path}, "
+                f"in the caller's transaction; got {kind.__module__}.{kind.__qualname__}",
+                is_retryable=False,
+            )
+        database = self._database.on(connection)
+        try:
+            with _plain_rows(connection):
+                file = database.main_file()
+                if not file or not _same_file(file, self._path):
+                    raise StorageError(
+                        f"SqliteStorage.{method}: the connection is on {file or 'an in-memory database'}, this "
+                        f"storage on {self._path}; pass a connection to the storage's file: "
+                        f"sqlite3.connect({str(self._path)!r})",
+                        is_retryable=False,
+                    )
+                return database.insert_joining(records)
+        except sqlite3.ProgrammingError as exc:  # closed, or opened in another thread
+            raise StorageError(f"SqliteStorage.{method} cannot use this connection: {exc}",
+                               is_retryable=False) from exc
+        except sqlite3.Error as exc:
+            raise database.error(exc) from exc

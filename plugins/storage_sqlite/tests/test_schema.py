@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from durable_conformance.records import new
 from durable_core.storage.contract import StorageError
 from durable_storage_sqlite import SqliteStorage
 from durable_storage_sqlite import _database as q
@@ -46,6 +47,30 @@ def test_an_older_database_gets_the_migrations_it_lacks(tmp_path: Path) -> None:
     create(conn, newer)
     assert conn.execute("SELECT execution_id, note FROM executions").fetchall() == [("te_1", None)]
     assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone() == (len(newer),)
+
+
+async def test_a_version_3_database_gains_deferred_options_and_keeps_its_executions(path: Path) -> None:
+    """Migration 0004: rows written before it read back with no deferred options; new rows store them."""
+    conn = connect(path)
+    create(conn, MIGRATIONS[:3])
+    conn.execute("INSERT INTO executions (execution_id, task_id, status, lease_token, active_children_count, "
+                 "retry_attempts, lease_expirations, created_at, updated_at, start_at, timeout, sleep_before_run, "
+                 "retry_max_attempts, retry_base_delay, retry_delay_multiplier, is_sleeping, input_serializer, input, "
+                 "ready_at) VALUES ('te_old', 'task', 'ready', 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 1, 0, 'json', x'', 0)")
+    conn.close()
+    deferred = new("te_new", deferred_options=frozenset({"timeout", "retry"}))
+    storage = await SqliteStorage.open(path)
+    try:
+        await storage.insert_executions([deferred])
+        old, stored = await storage.get_executions(["te_old", "te_new"])
+        assert old is not None and (old.task_id, old.deferred_options) == ("task", frozenset())
+        assert stored == deferred
+    finally:
+        await storage.aclose()
+    conn = connect(path)
+    assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone() == (4,)
+    assert conn.execute("SELECT execution_id, deferred_options FROM executions ORDER BY execution_id").fetchall() == [
+        ("te_new", "retry,timeout"), ("te_old", None)]
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
