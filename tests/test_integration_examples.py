@@ -1,6 +1,6 @@
-"""The integration examples (examples/integration) served for real: uvicorn serving the FastAPI app
-with its executor in-process, and the Flask app's werkzeug server beside a ``durable worker``
-process, on one SQLite file, driven over HTTP."""
+"""The integration examples (examples/integration) served for real and driven over HTTP: uvicorn
+serving the FastAPI app with its executor in-process, and the Flask app's werkzeug server beside a
+``durable worker`` process on the same SQLite file. Every process starts once, at the start."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,18 +29,47 @@ SHUTDOWN_TIMEOUT = 0.5
 
 @dataclass
 class Workspace:
-    db: Path
-    env: dict[str, str]
-    logs: Path
-
-
-def make_workspace(tmp: Path) -> Workspace:
     """A ``durable.toml`` on a fresh SQLite file, named to every process by ``DURABLE_CONFIG``."""
-    db = tmp / "app.db"
-    config = tmp / "durable.toml"
-    config.write_text(f'[storage]\nname = "sqlite"\n\n[storage.options]\npath = "{db.as_posix()}"\n\n'
-                      f"[executor]\nshutdown_timeout = {SHUTDOWN_TIMEOUT}\n", encoding="utf-8")
-    return Workspace(db, {**os.environ, "DURABLE_CONFIG": str(config)}, tmp)
+
+    dir: Path
+
+    def __post_init__(self) -> None:
+        self.db = self.dir / "app.db"
+        config = self.dir / "durable.toml"
+        config.write_text(f'[storage]\nname = "sqlite"\n\n[storage.options]\npath = "{self.db.as_posix()}"\n\n'
+                          f"[executor]\nshutdown_timeout = {SHUTDOWN_TIMEOUT}\n", encoding="utf-8")
+        self.env = {**os.environ, "DURABLE_CONFIG": str(config)}
+
+    def client(self) -> Client:
+        return Client("sqlite", storage_options={"path": str(self.db)})
+
+
+@dataclass
+class Process:
+    """``python -m ARGS`` started in the repository's root, its output in a log file."""
+
+    name: str
+    args: list[str]
+    ws: Workspace
+
+    def __post_init__(self) -> None:
+        self.log = self.ws.dir / f"{self.name}.log"
+        with self.log.open("wb") as out:
+            self.popen = subprocess.Popen([sys.executable, "-m", *self.args], cwd=ROOT, env=self.ws.env,
+                                          stdout=out, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        return f"--- {self.name} output:\n{self.log.read_text(errors='replace')}"
+
+    def stop(self) -> None:
+        """SIGTERM if it still runs (a graceful shutdown), SIGKILL if that takes too long."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(DEADLINE)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
 
 
 def free_port() -> int:
@@ -50,57 +78,81 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def until(condition: Callable[[], Any], what: str, process: subprocess.Popen[bytes] | None = None) -> Any:
+def until(condition: Callable[[], Any], what: str, process: Process | None = None) -> Any:
     """Poll ``condition`` until it returns something true (and return it), for at most DEADLINE
     seconds; fails early if ``process`` exits meanwhile."""
     deadline = time.monotonic() + DEADLINE
     while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            pytest.fail(f"{what}: the process exited with code {process.returncode}")
+        if process is not None and process.popen.poll() is not None:
+            pytest.fail(f"{what}: {process.name} exited with code {process.popen.returncode}\n{process.output()}")
         if result := condition():
             return result
         time.sleep(0.02)
-    pytest.fail(f"{what}: not within {DEADLINE} s")
+    pytest.fail(f"{what}: not within {DEADLINE} s" + (f"\n{process.output()}" if process else ""))
 
 
-@contextmanager
-def started(name: str, args: list[str], ws: Workspace) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``python -m ARGS`` in the repository's root; on the way out, stop it with SIGTERM if it
-    still runs. Its output goes to ``NAME.log``, shown if the test fails."""
-    log = ws.logs / f"{name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=ws.env, stdout=out,
-                                   stderr=subprocess.STDOUT)
-    try:
-        yield process
-    except BaseException:
-        print(f"--- {name} output:\n{log.read_text(errors='replace')}")
-        raise
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+class Server(Process):
+    """A web server process, told to serve on a free port of 127.0.0.1, and an HTTP client of it."""
+
+    def __init__(self, name: str, args: list[str], ws: Workspace):
+        port = free_port()
+        super().__init__(name, [*args, "--host", "127.0.0.1", "--port", str(port)], ws)
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=DEADLINE)
+
+    def wait_until_serving(self) -> None:
+        def answers() -> bool:
             try:
-                process.wait(DEADLINE)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+                self.http.get("/executions/te_probe")
+            except httpx.TransportError:
+                return False
+            return True
+
+        until(answers, f"{self.name} answering", self)
+
+    def stop(self) -> None:
+        super().stop()
+        self.http.close()
 
 
-@contextmanager
-def serving(process: subprocess.Popen[bytes], port: int) -> Iterator[httpx.Client]:
-    """An HTTP client of the server ``process`` starts on ``port``, once it answers."""
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=DEADLINE)
+@dataclass
+class Apps:
+    processes: list[Process]
+    fastapi: Server
+    """uvicorn serving the FastAPI app, its executor in-process."""
+    fastapi_to_stop: Server
+    """Another, on a file of its own, for the test that stops it."""
+    flask: Server
+    """werkzeug serving the Flask app, beside a ``durable worker`` of the tasks on the same file."""
 
-    def answers() -> bool:
-        try:
-            http.get("/executions/te_probe")
-        except httpx.TransportError:
-            return False
-        return True
 
-    with http:
-        until(answers, f"the server on port {port} answering", process)
-        yield http
+@pytest.fixture(scope="module")
+def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Apps]:
+    """Every process of this module, started at once (each takes a second or two to start)."""
+    fastapi_ws, stopped_ws, flask_ws = (Workspace(tmp_path_factory.mktemp(name))
+                                        for name in ("fastapi", "stopped", "flask"))
+    uvicorn = ["uvicorn", "examples.integration.fastapi_app:app"]
+    processes: list[Process] = []
+    try:
+        processes.append(Server("uvicorn", uvicorn, fastapi_ws))
+        processes.append(Server("uvicorn_to_stop", uvicorn, stopped_ws))
+        processes.append(Process("worker", ["durable_core.cli", "worker", "examples.integration.tasks:executor"],
+                                 flask_ws))
+        processes.append(Server("flask", ["flask", "--app", "examples.integration.flask_app", "run"], flask_ws))
+        servers = [process for process in processes if isinstance(process, Server)]
+        for server in servers:
+            server.wait_until_serving()
+        yield Apps(processes, *servers)
+    finally:
+        for process in processes:
+            process.stop()
+
+
+@pytest.fixture(autouse=True)
+def output_if_failed(apps: Apps) -> Iterator[None]:
+    """Every process's output so far, which pytest shows with a failed test (only)."""
+    yield
+    for process in apps.processes:
+        print(process.output())
 
 
 def accepted(response: httpx.Response) -> str:
@@ -118,22 +170,8 @@ def status_of(http: httpx.Client, execution_id: str, **params: Any) -> dict[str,
 # ----------------------------------------------------------------------------- FastAPI, executor in-process
 
 
-@contextmanager
-def fastapi_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client, Workspace]]:
-    ws, port = make_workspace(tmp_path), free_port()
-    command = ["uvicorn", "examples.integration.fastapi_app:app", "--host", "127.0.0.1", "--port", str(port)]
-    with started("uvicorn", command, ws) as server, serving(server, port) as http:
-        yield server, http, ws
-
-
-@pytest.fixture(scope="module")
-def fastapi_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    with fastapi_server(tmp_path_factory.mktemp("fastapi")) as (_, http, _):
-        yield http
-
-
-def test_fastapi_app_runs_enqueued_work_in_process_and_reports_it(fastapi_app: httpx.Client):
-    http = fastapi_app
+def test_fastapi_app_runs_enqueued_work_in_process_and_reports_it(apps: Apps):
+    http = apps.fastapi.http
     album = {"album": "holidays", "max_side": 100, "images": [
         {"image": "beach.jpg", "width": 4000, "height": 3000},
         {"image": "broken.jpg", "width": 0, "height": 3000},
@@ -148,8 +186,8 @@ def test_fastapi_app_runs_enqueued_work_in_process_and_reports_it(fastapi_app: h
     assert (unknown.status_code, unknown.json()) == (404, {"detail": "no execution te_doesnotexist"})
 
 
-def test_fastapi_webhook_wakes_the_checkout_waiting_for_it(fastapi_app: httpx.Client):
-    http = fastapi_app
+def test_fastapi_webhook_wakes_the_checkout_waiting_for_it(apps: Apps):
+    http = apps.fastapi.http
     order_id = accepted(http.post("/orders/o-17/checkout"))
     assert accepted(http.post("/orders/o-17/checkout")) == order_id  # idempotent per order
 
@@ -167,16 +205,17 @@ def test_fastapi_webhook_wakes_the_checkout_waiting_for_it(fastapi_app: httpx.Cl
     assert "payment-o-18" in nobody_waits.json()["detail"]
 
 
-def test_sigterm_hands_the_running_executions_back_for_the_next_worker(tmp_path: Path):
-    with fastapi_server(tmp_path) as (server, http, ws):
-        report_id = accepted(http.post("/reports", json={"name": "sales", "rows": 6000}))  # 10 minutes
-        until(lambda: status_of(http, report_id)["status"] == "running", "the report running")
-        stopping_at = time.monotonic()
-        server.send_signal(signal.SIGTERM)
-        # uvicorn exits by the signal it caught, once the app's lifespan has ended
-        assert server.wait(DEADLINE) == -signal.SIGTERM
-        assert time.monotonic() - stopping_at < SHUTDOWN_TIMEOUT + 10  # not the report's 10 minutes
-    with Client("sqlite", storage_options={"path": str(ws.db)}) as client:
+def test_sigterm_hands_the_running_executions_back_for_the_next_worker(apps: Apps):
+    server, http = apps.fastapi_to_stop, apps.fastapi_to_stop.http
+    report_id = accepted(http.post("/reports", json={"name": "sales", "rows": 6000}))  # 10 minutes
+    until(lambda: status_of(http, report_id)["status"] == "running", "the report running")
+    stopping_at = time.monotonic()
+    server.popen.send_signal(signal.SIGTERM)
+    # uvicorn exits by the signal it caught, once the app's lifespan has ended
+    assert server.popen.wait(DEADLINE) == -signal.SIGTERM, server.output()
+    assert "Application shutdown complete." in server.output()
+    assert time.monotonic() - stopping_at < SHUTDOWN_TIMEOUT + 10  # not the report's 10 minutes
+    with server.ws.client() as client:
         report = client.get(report_id)
     assert (report.status, report.error, report.retry_attempts) == ("ready", None, 0)  # not a failed attempt
 
@@ -184,28 +223,18 @@ def test_sigterm_hands_the_running_executions_back_for_the_next_worker(tmp_path:
 # ----------------------------------------------------------------------------- Flask, a worker process
 
 
-@pytest.fixture(scope="module")
-def flask_with_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, Client]]:
-    """The Flask app (a standalone ``Client``, no task definitions) and a ``durable worker`` of
-    the tasks, on one SQLite file; and a client of that file for the test."""
-    ws, port = make_workspace(tmp_path_factory.mktemp("flask")), free_port()
-    flask = ["flask", "--app", "examples.integration.flask_app", "run", "--host", "127.0.0.1", "--port", str(port)]
-    with (started("worker", ["durable_core.cli", "worker", "examples.integration.tasks:executor"], ws),
-          started("flask", flask, ws) as server, serving(server, port) as http,
-          Client("sqlite", storage_options={"path": str(ws.db)}) as client):
-        yield http, client
-
-
-def test_flask_app_enqueues_by_task_id_for_a_worker_process(flask_with_worker):
-    http, client = flask_with_worker
+def test_flask_app_enqueues_by_task_id_for_a_worker_process(apps: Apps):
+    http = apps.flask.http
     image = {"image": "beach.jpg", "width": 3000, "height": 4000}
     execution_id = accepted(http.post("/thumbnails", json=image, headers={"Idempotency-Key": "upload-1"}))
     assert accepted(http.post("/thumbnails", json=image, headers={"Idempotency-Key": "upload-1"})) == execution_id
 
-    assert client.wait(execution_id, timeout=DEADLINE).status == "completed"
+    with apps.flask.ws.client() as client:
+        assert client.wait(execution_id, timeout=DEADLINE).status == "completed"
     assert status_of(http, execution_id) == {
         "id": execution_id, "task_id": "resize_image", "status": "completed",
         "output": {"image": "beach.jpg", "width": 192, "height": 256}, "error": None,
     }
     unknown = http.get("/executions/te_doesnotexist")
     assert (unknown.status_code, unknown.json()) == (404, {"error": "no execution te_doesnotexist"})
+
