@@ -238,3 +238,11 @@ def test_flask_app_enqueues_by_task_id_for_a_worker_process(apps: Apps):
     unknown = http.get("/executions/te_doesnotexist")
     assert (unknown.status_code, unknown.json()) == (404, {"error": "no execution te_doesnotexist"})
 
+
+def test_the_worker_runs_what_the_flask_app_enqueued_with_the_tasks_own_options(apps: Apps):
+    """The Flask app gives no timeout: the worker that claims the report applies the one
+    generate_report declares (600 s), so a report of over a second completes."""
+    report_id = accepted(apps.flask.http.post("/reports", json={"name": "weekly", "rows": 12}))
+    with apps.flask.ws.client() as client:
+        finished = client.wait(report_id, timeout=DEADLINE)
+    assert (finished.status, finished.output) == ("completed", {"report": "weekly", "rows": 12, "attempt": 0})
