@@ -36,6 +36,7 @@ def runs(postgres: str | None) -> list[tuple[list[str], list[str]]]:
                  ["reference_workload.py", *storage, "--iterations", "0", "--executors", "2"]),
                 (["latency.py", *storage, "--from-process"],
                  ["latency.py", *storage, "--samples", "5", "--from-process"]),
+                (["clients.py", *storage], ["clients.py", *storage, "--executions", "100", "--samples", "5"]),
             ]
     listed += [
         (["reference_workload.py", "memory", "--executors", "2"],

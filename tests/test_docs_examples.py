@@ -31,3 +31,15 @@ def test_the_testing_guides_worked_example_passes(tmp_path, storage):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
     print(result.stdout)  # with -s: the real time it took (--durations)
+
+
+def test_integration_guide_quotes_the_examples_as_they_are():
+    """A block of docs/integration.md whose first line names an example file is that file's code."""
+    quoted = 0
+    for block in code_blocks("integration.md"):
+        first, _, code = block.partition("\n")
+        if first.startswith("# examples/"):
+            source = (DOCS.parent / first.removeprefix("# ")).read_text(encoding="utf-8")
+            assert code in source, f"docs/integration.md quotes {first} as it no longer is:\n{code}"
+            quoted += 1
+    assert quoted >= 5

@@ -1,0 +1,116 @@
+"""Clients from plain Python and asyncio, against one ``durable worker`` process running a no-op.
+
+    python bench/clients.py [sqlite|postgres] [--executions 3000] [--samples 300] [--option KEY=VALUE ...]
+
+A standalone ``Client`` and ``AsyncClient`` (no task definitions) and a worker process
+(``durable worker _noop_worker:executor``) share a fresh SQLite file (or the storage given).
+Measured, one after the other, each once the worker has run everything enqueued before:
+
+- ``Client.enqueue``, one call at a time from a plain thread: executions/s;
+- ``AsyncClient.enqueue``, one call at a time from an asyncio task: executions/s;
+- round trip, ``Client.enqueue`` → the worker runs the no-op → ``Client.wait`` returns: p50, p99;
+- finish → ``wait`` returns: the no-op returns ``time.time()`` as it ends; the client subtracts it
+  from the time ``wait`` returned (one machine, one wall clock): p50, p99.
+
+Round trips are made one at a time, 20 ms apart, so that the worker is idle when each arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+from _harness import parser, storage_options
+from durable_core.client import AsyncClient, Client
+
+BENCH = Path(__file__).parent
+
+
+def start_worker(storage: str, options: dict[str, Any] | None) -> subprocess.Popen[bytes]:
+    """``durable worker _noop_worker:executor`` on the storage, through a ``durable.toml`` of its own."""
+    config = Path(tempfile.mkdtemp()) / "durable.toml"
+    config.write_text(tomlkit.dumps({"storage": {"name": storage, "options": options or {}}}), encoding="utf-8")
+    return subprocess.Popen([sys.executable, "-m", "durable_core.cli", "worker", "_noop_worker:executor", "--quiet"],
+                            cwd=BENCH, env={**os.environ, "DURABLE_CONFIG": str(config)})
+
+
+def wait_all(client: Client, execution_ids: list[str]) -> None:
+    """Until the worker has run them all (so that the next figure starts with an idle worker)."""
+    for execution_id in execution_ids:
+        assert client.wait(execution_id, timeout=120).status == "completed"
+
+
+def enqueue_rate(client: Client, n: int) -> float:
+    started = time.perf_counter()
+    ids = [client.enqueue("noop", i) for i in range(n)]
+    rate = n / (time.perf_counter() - started)
+    wait_all(client, ids)
+    return rate
+
+
+async def async_enqueue_rate(storage: str, options: dict[str, Any] | None, n: int) -> tuple[float, list[str]]:
+    async with AsyncClient(storage, storage_options=options) as client:
+        started = time.perf_counter()
+        ids = [await client.enqueue("noop", i) for i in range(n)]
+        return n / (time.perf_counter() - started), ids
+
+
+def round_trips(client: Client, samples: int) -> tuple[list[float], list[float]]:
+    """Seconds from enqueue to ``wait`` returning, and from the no-op's end to ``wait`` returning."""
+    round_trip, finish_to_wait = [], []
+    for i in range(samples):
+        started = time.perf_counter()
+        finished = client.wait(client.enqueue("noop", i), timeout=60)
+        returned_at = time.time()
+        round_trip.append(time.perf_counter() - started)
+        finish_to_wait.append(returned_at - finished.output)
+        time.sleep(0.02)
+    return round_trip, finish_to_wait
+
+
+def percentiles(seconds: list[float]) -> str:
+    ordered = sorted(seconds)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return f"p50 {statistics.median(ordered) * 1e3:6.2f} ms, p99 {p99 * 1e3:6.2f} ms ({len(ordered)} samples)"
+
+
+def main(storage: str, options: dict[str, Any] | None, n: int, samples: int) -> None:
+    worker = start_worker(storage, options)
+    try:
+        with Client(storage, storage_options=options) as client:
+            round_trips(client, 10)  # warm-up; the first waits for the worker to start
+            sync_rate = enqueue_rate(client, n)
+            async_rate, ids = asyncio.run(async_enqueue_rate(storage, options, n))
+            wait_all(client, ids)
+            round_trip, finish_to_wait = round_trips(client, samples)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait()
+    targets = {"enqueue": "; target >= 3,000/s", "finish": "; target p50 < 50 ms"} if storage == "sqlite" else {}
+    print(f"{storage}, clients in this process, one `durable worker` process running a no-op task:")
+    print(f"  Client.enqueue, one at a time, plain thread:       {sync_rate:8,.0f} executions/s "
+          f"({n} executions{targets.get('enqueue', '')})")
+    print(f"  AsyncClient.enqueue, one at a time, asyncio task:  {async_rate:8,.0f} executions/s ({n} executions)")
+    print(f"  round trip, enqueue -> run -> wait returns:        {percentiles(round_trip)}")
+    print(f"  finish -> wait returns:                            {percentiles(finish_to_wait)}{targets.get('finish', '')}")
+
+
+if __name__ == "__main__":
+    arguments = parser(__doc__)
+    arguments.set_defaults(storage="sqlite")
+    arguments.add_argument("--executions", type=int, default=3000, help="enqueues per client (default 3000)")
+    arguments.add_argument("--samples", type=int, default=300, help="round trips (default 300)")
+    args = arguments.parse_args()
+    if args.storage == "memory":
+        raise SystemExit("clients.py needs a storage shared by processes (sqlite, postgres); memory is not")
+    main(args.storage, storage_options(args), args.executions, args.samples)
