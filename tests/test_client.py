@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from durable_core import (
     TaskExecutionStatus,
 )
 from durable_core.client import AsyncClient, Client, PortalClosedError
+from durable_core.storage import StorageError
+from durable_storage_memory import MemoryStorage
 
 S = TaskExecutionStatus
 
@@ -322,3 +325,62 @@ def test_a_client_used_before_a_fork_says_so_in_the_child(db):
         message = os.read(read, 4000).decode()
         assert client.get(execution_id).status is S.READY  # the parent's client still works
     assert "has since forked" in message and "Open clients after forking" in message
+
+
+# ----------------------------------------------------------------------------- transactional enqueue
+
+
+def test_enqueue_joins_the_callers_sqlite_transaction(db, tmp_path):
+    with Client(**sqlite(db)) as client:
+        client.list()  # opened: durable's schema is in the file
+        app = sqlite3.connect(db)
+        app.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total INTEGER)")
+        app.commit()
+        app.execute("INSERT INTO orders VALUES (1, 30)")
+        kept = client.enqueue("add", {"a": 1, "b": 2}, connection=app)
+        app.commit()
+        app.execute("INSERT INTO orders VALUES (2, 40)")
+        (dropped,) = client.enqueue_many("add", [{"a": 5, "b": 5}], connection=app)
+        app.rollback()
+        with pytest.raises(StorageError, match="other.db"):
+            client.enqueue("add", {"a": 0, "b": 0}, connection=sqlite3.connect(tmp_path / "other.db"))
+        assert client.get(kept).status is S.READY
+        with pytest.raises(DurableExecutionNotFoundError):
+            client.get(dropped)
+        with Client.run_executor(worker(db)):
+            assert client.wait(kept, timeout=10).output == 3
+        assert [e.execution_id for e in client.list()] == [kept]
+        assert app.execute("SELECT id FROM orders").fetchall() == [(1,)]
+
+
+def test_connection_on_a_storage_without_transactions_is_refused():
+    with Client(MemoryStorage()) as client:
+        with pytest.raises(DurableExecutionError, match="cannot enqueue in your transaction"):
+            client.enqueue("add", connection=object())
+        assert client.list() == []
+
+
+def test_enqueue_joins_the_callers_postgres_transaction_sync_and_async():
+    import psycopg
+    from durable_storage_postgres.testing import scratch_schema, test_dsn
+
+    dsn = test_dsn()
+    with scratch_schema(dsn) as schema:
+        options = {"storage": "postgres", "storage_options": {"dsn": dsn, "schema": schema}}
+        with Client(**options) as client, psycopg.connect(dsn) as app:
+            kept = client.enqueue("add", {"a": 1, "b": 1}, connection=app)
+            app.commit()
+            dropped = client.enqueue("add", {"a": 2, "b": 2}, connection=app)
+            app.rollback()
+            assert client.get(kept).status is S.READY
+            with pytest.raises(DurableExecutionNotFoundError):
+                client.get(dropped)
+
+        async def in_asyncio():
+            async with AsyncClient(**options) as client:
+                async with await psycopg.AsyncConnection.connect(dsn) as app:
+                    committed = await client.enqueue("add", {"a": 3, "b": 3}, connection=app)
+                    await app.commit()
+                return await client.get(committed)
+
+        assert asyncio.run(in_asyncio()).status is S.READY
