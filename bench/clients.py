@@ -50,12 +50,10 @@ def wait_all(client: Client, execution_ids: list[str]) -> None:
         assert client.wait(execution_id, timeout=120).status == "completed"
 
 
-def enqueue_rate(client: Client, n: int) -> float:
+def enqueue_rate(client: Client, n: int) -> tuple[float, list[str]]:
     started = time.perf_counter()
     ids = [client.enqueue("noop", i) for i in range(n)]
-    rate = n / (time.perf_counter() - started)
-    wait_all(client, ids)
-    return rate
+    return n / (time.perf_counter() - started), ids
 
 
 async def async_enqueue_rate(storage: str, options: dict[str, Any] | None, n: int) -> tuple[float, list[str]]:
@@ -84,23 +82,33 @@ def percentiles(seconds: list[float]) -> str:
     return f"p50 {statistics.median(ordered) * 1e3:6.2f} ms, p99 {p99 * 1e3:6.2f} ms ({len(ordered)} samples)"
 
 
+def enqueue_rates(client: Client, storage: str, options: dict[str, Any] | None,
+                  n: int) -> tuple[tuple[float, float], list[str]]:
+    """``Client.enqueue`` and ``AsyncClient.enqueue`` rates, and the executions they enqueued."""
+    sync_rate, sync_ids = enqueue_rate(client, n)
+    async_rate, async_ids = asyncio.run(async_enqueue_rate(storage, options, n))
+    return (sync_rate, async_rate), sync_ids + async_ids
+
+
 def main(storage: str, options: dict[str, Any] | None, n: int, samples: int) -> None:
-    worker = start_worker(storage, options)
-    try:
-        with Client(storage, storage_options=options) as client:
-            round_trips(client, 10)  # warm-up; the first waits for the worker to start
-            sync_rate = enqueue_rate(client, n)
-            async_rate, ids = asyncio.run(async_enqueue_rate(storage, options, n))
-            wait_all(client, ids)
+    with Client(storage, storage_options=options) as client:
+        alone, queued = enqueue_rates(client, storage, options, n)
+        worker = start_worker(storage, options)
+        try:
+            wait_all(client, queued)  # the worker runs what was enqueued before it started
+            busy, queued = enqueue_rates(client, storage, options, n)
+            wait_all(client, queued)
             round_trip, finish_to_wait = round_trips(client, samples)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait()
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait()
     targets = {"enqueue": "; target >= 3,000/s", "finish": "; target p50 < 50 ms"} if storage == "sqlite" else {}
-    print(f"{storage}, clients in this process, one `durable worker` process running a no-op task:")
-    print(f"  Client.enqueue, one at a time, plain thread:       {sync_rate:8,.0f} executions/s "
-          f"({n} executions{targets.get('enqueue', '')})")
-    print(f"  AsyncClient.enqueue, one at a time, asyncio task:  {async_rate:8,.0f} executions/s ({n} executions)")
+    print(f"{storage}, clients in this process (no task definitions), one `durable worker` process:")
+    for what, (sync_rate, async_rate) in (("no worker running", alone), ("the worker running them", busy)):
+        print(f"  Client.enqueue, one at a time, plain thread, {what}:{sync_rate:>{32 - len(what)},.0f} "
+              f"executions/s ({n} executions{targets.get('enqueue', '')})")
+        print(f"  AsyncClient.enqueue, one at a time, asyncio task, {what}:{async_rate:>{26 - len(what)},.0f} "
+              f"executions/s ({n} executions)")
     print(f"  round trip, enqueue -> run -> wait returns:        {percentiles(round_trip)}")
     print(f"  finish -> wait returns:                            {percentiles(finish_to_wait)}{targets.get('finish', '')}")
 

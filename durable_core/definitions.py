@@ -47,6 +47,10 @@ class TaskDefinitions:
             raise DurableExecutionNotFoundError(f"Task not found [taskId={task_id}]")
         return found
 
+    def find_task(self, task_id: str) -> Task | None:
+        """The defined task with id ``task_id``, if there is one."""
+        return self._tasks.get(task_id)
+
     def seal(self) -> None:
         """Refuse further definitions: the executor has shut down."""
         self._sealed = True

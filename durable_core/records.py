@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -61,11 +62,16 @@ def deferred_record(task_id: str, input: Any, now: float, codec: PayloadCodec, *
     replaces them when that executor claims the execution.
     """
     given = {"retry": retry, "timeout": timeout, "sleep_before_run": sleep_before_run}
-    placeholder = Task(id=task_id, kind=TaskKind.TASK, timeout=1.0, retry=RetryOptions(), sleep_before_run=0.0)
-    record = new_record(placeholder, input, now, codec, retry=retry, sleep_before_run=sleep_before_run,
+    record = new_record(_placeholder(task_id), input, now, codec, retry=retry, sleep_before_run=sleep_before_run,
                         timeout=timeout, idempotency_key=idempotency_key)
     record.deferred_options = frozenset(name for name in DEFERRABLE_OPTIONS if given[name] is None)
     return record
+
+
+@functools.lru_cache(maxsize=1024)
+def _placeholder(task_id: str) -> Task:
+    """The stand-in for a task a client does not define: its defaults are the placeholders."""
+    return Task(id=task_id, kind=TaskKind.TASK, timeout=1.0, retry=RetryOptions(), sleep_before_run=0.0)
 
 
 def with_task_defaults(record: ExecutionRecord, task: Task) -> ExecutionRecord:

@@ -36,7 +36,7 @@ def client_and_worker(storage: MemoryStorage) -> tuple[DurableExecutor, DurableE
 
 
 async def enqueue(client: DurableExecutor, task_id: str, input=None, **options) -> str:
-    (execution_id,) = await ClientOperations(client).enqueue(task_id, [input], EnqueueOptions(**options))
+    (execution_id,) = await ClientOperations(client, on_caller_thread=False).enqueue(task_id, [input], EnqueueOptions(**options))
     return execution_id
 
 

@@ -37,7 +37,7 @@ class AsyncClient(ClientBase):
         ``Client``."""
         if executor is None:
             executor = client_executor(storage, storage_options, serializer, executor_options)
-        super().__init__(executor)
+        super().__init__(executor, on_caller_thread=clock is None)
         self._portal: GuestPortal | ThreadPortal = (GuestPortal if on_loop else ThreadPortal)(executor, clock)
         self._opening: asyncio.Lock | None = None
         self._started = False
@@ -75,6 +75,7 @@ class AsyncClient(ClientBase):
 
     async def close(self) -> None:
         """Stop the executor (calls still in flight fail). Idempotent."""
+        self._operations.close()
         portal = self._portal
         await (portal.close() if isinstance(portal, GuestPortal) else asyncio.to_thread(portal.close))
 
@@ -97,20 +98,27 @@ class AsyncClient(ClientBase):
         ``AsyncConnection``, or a ``sqlite3`` connection, on the storage's database), it is
         written in that connection's open transaction: it exists if and only if the caller commits."""
         operation = self._enqueue(task_id, [input], idempotency_key, timeout, retry, sleep_before_run)
-        (execution_id,) = await (self._call(operation) if connection is None
-                                 else self._insert_on(connection, operation))
+        (execution_id,) = await self._store(operation, connection)
         return execution_id
 
     async def enqueue_many(self, task_id: str, inputs: Sequence[Any], *, timeout: float | None = None,
                            retry: RetryOptions | None = None, sleep_before_run: float | None = None,
                            connection: Any = None) -> list[str]:
         """Store one execution per input, atomically, and return their ids in input order."""
-        operation = self._enqueue(task_id, inputs, None, timeout, retry, sleep_before_run)
-        return await (self._call(operation) if connection is None else self._insert_on(connection, operation))
+        return await self._store(self._enqueue(task_id, inputs, None, timeout, retry, sleep_before_run), connection)
 
-    async def _insert_on(self, connection: Any, operation: Operation[list[str]]) -> list[str]:
+    async def _store(self, enqueue: Operation[list[str]], connection: Any) -> list[str]:
+        """In the caller's transaction (``connection``), on a worker thread of the loop's through
+        a connection of its own (``direct``: the loop never waits on storage I/O), or through the
+        portal."""
+        _check_asyncio()
         await self.open()
-        return await self._operations.insert_on_async(connection, *operation.args)
+        if connection is not None:
+            return await self._operations.insert_on_async(connection, *enqueue.args)
+        connections = self._operations.thread_connections()
+        if connections is None:
+            return await self._call(enqueue)
+        return await asyncio.to_thread(self._operations.enqueue_here, connections, *enqueue.args)
 
     async def get(self, execution_id: str) -> TaskExecution:
         """The execution as stored now; ``DurableExecutionNotFoundError`` for an unknown id."""

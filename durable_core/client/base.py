@@ -48,8 +48,8 @@ def config_executor(path: str | None) -> DurableExecutor:
 class ClientBase:
     """Holds the executor the client works through and prepares each operation."""
 
-    def __init__(self, executor: DurableExecutor):
-        self._operations = ClientOperations(executor)
+    def __init__(self, executor: DurableExecutor, *, on_caller_thread: bool = True):
+        self._operations = ClientOperations(executor, on_caller_thread=on_caller_thread)
 
     @classmethod
     def from_config(cls, path: str | None = None) -> Self:

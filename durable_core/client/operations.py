@@ -9,6 +9,7 @@ with their own defaults and validation, like ``enqueue_task``.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from ..records import deferred_record, new_record
 from ..status import TaskExecutionStatus
 from ..storage.contract import ExecutionRecord, TransactionalInserts
 from ..tasks import check_task_id
+from .direct import ThreadConnections
 
 if TYPE_CHECKING:
     from ..executor import DurableExecutor
@@ -83,15 +85,42 @@ def check_wait_timeout(timeout: object) -> float:
 class ClientOperations:
     """The clients' operations, run in the portal's trio run on ``executor`` (running)."""
 
-    def __init__(self, executor: DurableExecutor):
+    def __init__(self, executor: DurableExecutor, *, on_caller_thread: bool):
         self.executor = executor
+        self._on_caller_thread = on_caller_thread
+        """Whether enqueues may be written on the caller's thread (``direct``): not on a virtual
+        clock, whose time only the trio run knows."""
+        self._thread_connections: ThreadConnections | None = None
+        self._lock = threading.Lock()
+
+    def thread_connections(self) -> ThreadConnections | None:
+        """The calling threads' own connections, if the storage lends them (``direct``)."""
+        if self._on_caller_thread and self._thread_connections is None:
+            with self._lock:
+                storage = unmetered(self.executor.engine.storage)
+                if not isinstance(storage, TransactionalInserts):
+                    self._on_caller_thread = False
+                elif self._thread_connections is None:
+                    self._thread_connections = ThreadConnections(storage)
+        return self._thread_connections
+
+    def enqueue_here(self, connections: ThreadConnections, task_id: str, inputs: Sequence[Any],
+                     options: EnqueueOptions) -> list[str]:
+        """``enqueue`` on the caller's thread, through its own connection."""
+        stored = connections.insert(self.build_records(task_id, inputs, options, time.time()))
+        return [record.execution_id for record in stored]
+
+    def close(self) -> None:
+        """Close the calling threads' connections."""
+        if self._thread_connections is not None:
+            self._thread_connections.close()
 
     def build_records(self, task_id: str, inputs: Sequence[Any], options: EnqueueOptions,
                       now: float) -> list[ExecutionRecord]:
         """The records of new executions of ``task_id``; pure, so callable from any thread."""
         check_task_id(task_id)
         codec = self.executor.codec
-        task = self.executor.tasks.get(task_id)
+        task = self.executor.find_task(task_id)
         if task is not None:
             return [new_record(task, input, now, codec, retry=options.retry, timeout=options.timeout,
                                sleep_before_run=options.sleep_before_run,

@@ -37,7 +37,7 @@ class Client(ClientBase):
         only while a call is in flight (the testing kit, docs/testing.md)."""
         if executor is None:
             executor = client_executor(storage, storage_options, serializer, executor_options)
-        super().__init__(executor)
+        super().__init__(executor, on_caller_thread=clock is None)
         self._portal = ThreadPortal(executor, clock)
         self._lock = threading.Lock()
         self._started = False
@@ -69,6 +69,7 @@ class Client(ClientBase):
 
     def close(self) -> None:
         """Stop the executor and its thread (calls still in flight fail). Idempotent."""
+        self._operations.close()
         self._portal.close()
 
     def _call(self, operation: Operation[T]) -> T:
@@ -81,9 +82,17 @@ class Client(ClientBase):
             self._portal.cancel(call)  # e.g. KeyboardInterrupt while waiting
             raise
 
-    def _insert_on(self, connection: Any, operation: Operation[list[str]]) -> list[str]:
+    def _store(self, enqueue: Operation[list[str]], connection: Any) -> list[str]:
+        """In the caller's transaction (``connection``), on the caller's thread (``direct``), or
+        through the portal."""
+        _check_thread(self._portal.on_portal_thread())
         self.open()
-        return self._operations.insert_on(connection, *operation.args)
+        if connection is not None:
+            return self._operations.insert_on(connection, *enqueue.args)
+        connections = self._operations.thread_connections()
+        if connections is None:
+            return self._call(enqueue)
+        return self._operations.enqueue_here(connections, *enqueue.args)
 
     # ----------------------------------------------------------------------------- operations
 
@@ -94,15 +103,14 @@ class Client(ClientBase):
         ``sqlite3`` or psycopg connection on the storage's database), it is written in that
         connection's open transaction: it exists if and only if the caller commits."""
         operation = self._enqueue(task_id, [input], idempotency_key, timeout, retry, sleep_before_run)
-        (execution_id,) = self._call(operation) if connection is None else self._insert_on(connection, operation)
+        (execution_id,) = self._store(operation, connection)
         return execution_id
 
     def enqueue_many(self, task_id: str, inputs: Sequence[Any], *, timeout: float | None = None,
                      retry: RetryOptions | None = None, sleep_before_run: float | None = None,
                      connection: Any = None) -> list[str]:
         """Store one execution per input, atomically, and return their ids in input order."""
-        operation = self._enqueue(task_id, inputs, None, timeout, retry, sleep_before_run)
-        return self._call(operation) if connection is None else self._insert_on(connection, operation)
+        return self._store(self._enqueue(task_id, inputs, None, timeout, retry, sleep_before_run), connection)
 
     def get(self, execution_id: str) -> TaskExecution:
         """The execution as stored now; ``DurableExecutionNotFoundError`` for an unknown id."""

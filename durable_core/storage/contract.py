@@ -409,6 +409,13 @@ class TransactionalInserts(Protocol):
         """The same for an asyncio connection (e.g. psycopg's ``AsyncConnection``)."""
         ...
 
+    def connect(self) -> Any:
+        """A new sync connection to the storage's database, set up as the storage's own, usable
+        from any one thread at a time, for ``insert_executions_on`` then ``commit()``: how
+        ``Client.enqueue`` stores an execution on the caller's thread, with no hop to the
+        storage's. The caller closes it."""
+        ...
+
 
 STORAGE_METHODS: tuple[str, ...] = (
     "insert_executions",

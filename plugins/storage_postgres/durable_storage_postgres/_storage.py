@@ -64,8 +64,9 @@ class PostgresStorage(ThreadedStorage[Kind]):
     claimable_write_kind = Kind.NOTIFY
 
     def __init__(self, database: Database, connections: Connections, listener: Listener | None,
-                 channel: str | None):
+                 channel: str | None, connect: Callable[[], psycopg.Connection]):
         super().__init__(database, connections)
+        self._connect = connect
         self.capabilities = Capabilities(persistent=True, multi_process=True,
                                          change_notifications=listener is not None)
         self._listener = listener
@@ -137,7 +138,8 @@ class PostgresStorage(ThreadedStorage[Kind]):
             except BaseException:
                 await connections.close()
                 raise
-        return cls(Database(schema, where, identity[0]), connections, listener, channel if notify else None)
+        return cls(Database(schema, where, identity[0]), connections, listener, channel if notify else None,
+                   connect)
 
     async def wait_for_changes(self, seen: int | None) -> int:
         """The change feed (LISTEN/NOTIFY); only with the option ``notify`` (the default)."""
@@ -158,6 +160,10 @@ class PostgresStorage(ThreadedStorage[Kind]):
                     return run_steps(cur, self._database.caller_insert_steps(records, self._channel))
         except psycopg.Error as exc:
             raise _storage_error(self._database.where, exc) from exc
+
+    def connect(self) -> psycopg.Connection:
+        """A new connection to this storage's database with its settings (``TransactionalInserts``)."""
+        return self._connect()
 
     async def insert_executions_on_async(self, connection: Any, records: Sequence[ExecutionRecord]
                                          ) -> list[ExecutionRecord]:

@@ -25,6 +25,13 @@ from ._rows import COLUMNS, SELECT_COLUMNS, STATUSES, from_row, to_row
 from ._schema import MIGRATIONS, check_header, migrate, schema_version
 
 
+class StorageConnection(sqlite3.Connection):
+    """A connection ``connect_for_caller`` made: known to be on the storage's file, so that
+    inserting on it needs no check of which file it is on."""
+
+    storage_path: Path | None = None
+
+
 def _sql_list(statuses: frozenset[S]) -> str:
     return ", ".join(f"'{s}'" for s in sorted(statuses))
 
@@ -196,6 +203,15 @@ class Database:
             self._conn = None
             raise
 
+    def connect_for_caller(self) -> sqlite3.Connection:
+        """A connection with this database's settings for a caller's thread (not shared with the
+        storage's); not bound to the thread that made it, as the caller closes it from another."""
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False,
+                               factory=StorageConnection)
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.storage_path = self.path
+        return conn
+
     def _identity(self) -> tuple[int, int] | None:
         try:
             stat = os.stat(self.path)
@@ -289,20 +305,20 @@ class Database:
         once (there is no transaction of the caller's to join); on failure it rolls back what it began."""
         conn = self.conn
         began = not conn.in_transaction
-        if began:
-            conn.execute("BEGIN IMMEDIATE")
-        conn.execute("SAVEPOINT durable_insert")
+        conn.execute("BEGIN IMMEDIATE" if began else "SAVEPOINT durable_insert")
         try:
             stored = self.insert(records)
         except BaseException:
             with contextlib.suppress(sqlite3.Error):  # disk full, say: SQLite rolled back everything
-                conn.execute("ROLLBACK TO durable_insert")
-                conn.execute("RELEASE durable_insert")
                 if began:
                     conn.execute("ROLLBACK")
+                else:
+                    conn.execute("ROLLBACK TO durable_insert")
+                    conn.execute("RELEASE durable_insert")
             raise
-        conn.execute("RELEASE durable_insert")
-        if began and _autocommit(conn):
+        if not began:
+            conn.execute("RELEASE durable_insert")
+        elif _autocommit(conn):
             conn.execute("COMMIT")
         return stored
 

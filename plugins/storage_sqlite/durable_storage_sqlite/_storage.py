@@ -13,7 +13,7 @@ from durable_core.storage.contract import Capabilities, ExecutionRecord, Storage
 from durable_core.storage.opening import check_storage_options
 from durable_core.storage.threaded_storage import ThreadedStorage
 
-from ._database import Database
+from ._database import StorageConnection, Database
 from ._thread import ConnectionThread, Kind
 from .plugin import OPTIONS
 
@@ -108,6 +108,10 @@ class SqliteStorage(ThreadedStorage[Kind]):
         handled). Safe from any thread: it uses only ``connection`` and the storage's path."""
         return self._insert_on(connection, records, "insert_executions_on")
 
+    def connect(self) -> sqlite3.Connection:
+        """A new connection to this storage's file with its settings (``TransactionalInserts``)."""
+        return self._database.connect_for_caller()
+
     async def insert_executions_on_async(self, connection: Any, records: Sequence[ExecutionRecord]
                                          ) -> list[ExecutionRecord]:
         """The same from an asyncio event loop. There is no asyncio sqlite3: this takes the same
@@ -127,8 +131,9 @@ class SqliteStorage(ThreadedStorage[Kind]):
         database = self._database.on(connection)
         try:
             with _plain_rows(connection):
-                file = database.main_file()
-                if not file or not _same_file(file, self._path):
+                ours = isinstance(connection, StorageConnection) and connection.storage_path == self._path
+                file = "" if ours else database.main_file()
+                if not ours and (not file or not _same_file(file, self._path)):
                     raise StorageError(
                         f"SqliteStorage.{method}: the connection is on {file or 'an in-memory database'}, this "
                         f"storage on {self._path}; pass a connection to the storage's file: "
