@@ -1,5 +1,8 @@
 """Failures are recorded, never stuck: every way a run can go wrong ends the execution with an
-``ErrorInfo`` that says what happened (type name, capped traceback), and the worker logs it."""
+``ErrorInfo`` that says what happened (type name, capped traceback), and the worker logs it.
+
+Each runs on memory, SQLite and PostgreSQL (the ``shared_storage`` fixture), except the child
+output that cannot be decoded: a memory storage that corrupts what it stores makes it."""
 
 from __future__ import annotations
 
@@ -25,8 +28,8 @@ class Boom(Exception):
     pass
 
 
-def executor(storage: MemoryStorage | None = None) -> DurableExecutor:
-    return DurableExecutor(storage or MemoryStorage(), max_lease_expirations=3)
+def executor(shared_storage) -> DurableExecutor:
+    return shared_storage.executor(max_lease_expirations=3)
 
 
 async def run_to_the_end(ex: DurableExecutor, task: Task) -> TaskExecution:
@@ -36,11 +39,11 @@ async def run_to_the_end(ex: DurableExecutor, task: Task) -> TaskExecution:
 
 
 async def run_counting_attempts(
-    task_id: str, body: Callable[[], object], retry: RetryOptions | None = None
+    shared_storage, task_id: str, body: Callable[[], object], retry: RetryOptions | None = None
 ) -> tuple[list[int], TaskExecution]:
     """Runs task ``task_id``, whose every attempt returns ``body()``, to the end on a new executor:
     the attempts it ran, and the finished execution."""
-    ex = executor()
+    ex = executor(shared_storage)
     attempts: list[int] = []
 
     @ex.task(id=task_id, timeout=5, retry=retry)
@@ -51,11 +54,11 @@ async def run_counting_attempts(
     return attempts, await run_to_the_end(ex, task)
 
 
-async def test_an_exception_whose_str_raises_fails_once_without_retries() -> None:
+async def test_an_exception_whose_str_raises_fails_once_without_retries(shared_storage) -> None:
     def unprintable() -> None:
         raise Unprintable()
 
-    runs, finished = await run_counting_attempts("unprintable", unprintable)
+    runs, finished = await run_counting_attempts(shared_storage, "unprintable", unprintable)
     assert runs == [0]
     assert finished.status is S.FAILED
     error = finished.error
@@ -64,8 +67,8 @@ async def test_an_exception_whose_str_raises_fails_once_without_retries() -> Non
     assert error.is_retryable and "raise Unprintable()" in error.traceback
 
 
-async def test_a_key_error_says_what_it_is_with_its_type_name_and_traceback() -> None:
-    ex = executor()
+async def test_a_key_error_says_what_it_is_with_its_type_name_and_traceback(shared_storage) -> None:
+    ex = executor(shared_storage)
 
     @ex.task(id="lookup", timeout=5)
     async def lookup(ctx, input):
@@ -79,16 +82,17 @@ async def test_a_key_error_says_what_it_is_with_its_type_name_and_traceback() ->
     assert 'return {}["file"]' in finished.error.traceback
 
 
-async def test_an_output_that_cannot_be_serialized_fails_without_retries() -> None:
-    runs, finished = await run_counting_attempts("unserializable", object, retry=RetryOptions(max_attempts=3))
+async def test_an_output_that_cannot_be_serialized_fails_without_retries(shared_storage) -> None:
+    runs, finished = await run_counting_attempts(shared_storage, "unserializable", object,
+                                                 retry=RetryOptions(max_attempts=3))
     assert runs == [0]
     assert finished.status is S.FAILED
     assert finished.error.message.startswith("Cannot serialize output of task unserializable")
     assert not finished.error.is_retryable
 
 
-async def test_an_error_message_that_cannot_be_stored_is_stored_escaped() -> None:
-    ex = executor()
+async def test_an_error_message_that_cannot_be_stored_is_stored_escaped(shared_storage) -> None:
+    ex = executor(shared_storage)
 
     @ex.task(id="odd_message", timeout=5)
     async def odd_message(ctx, input):
@@ -112,7 +116,7 @@ class CorruptingStorage(MemoryStorage):
 
 
 async def test_a_child_output_that_fails_to_decode_fails_its_parent() -> None:
-    ex = executor(CorruptingStorage())
+    ex = DurableExecutor(CorruptingStorage(), max_lease_expirations=3)  # memory only: it corrupts what it stores
 
     @ex.task(id="child", timeout=5)
     async def child(ctx, input):
@@ -130,8 +134,8 @@ async def test_a_child_output_that_fails_to_decode_fails_its_parent() -> None:
     assert "durable_core.serialization.SerializationError: invalid 'json' payload" in finished.error.traceback
 
 
-async def test_a_finalize_that_raises_ends_the_parent_finalize_failed() -> None:
-    ex = executor()
+async def test_a_finalize_that_raises_ends_the_parent_finalize_failed(shared_storage) -> None:
+    ex = executor(shared_storage)
 
     def finalize(input: FinalizeInput) -> None:
         raise Unprintable()
@@ -146,8 +150,8 @@ async def test_a_finalize_that_raises_ends_the_parent_finalize_failed() -> None:
     assert not finished.error.is_retryable
 
 
-async def test_a_finalize_output_that_cannot_be_serialized_ends_the_parent_finalize_failed() -> None:
-    ex = executor()
+async def test_a_finalize_output_that_cannot_be_serialized_ends_the_parent_finalize_failed(shared_storage) -> None:
+    ex = executor(shared_storage)
 
     @ex.task(id="child", timeout=5)
     async def child(ctx, input):
@@ -178,8 +182,9 @@ def test_error_info_made_the_old_way_has_no_type_name_nor_traceback() -> None:
     assert (info.type_name, info.traceback, info.is_internal) == (None, None, False)
 
 
-async def test_the_worker_logs_each_failed_attempt_and_each_scheduled_retry(caplog: pytest.LogCaptureFixture) -> None:
-    ex = executor()
+async def test_the_worker_logs_each_failed_attempt_and_each_scheduled_retry(
+        shared_storage, caplog: pytest.LogCaptureFixture) -> None:
+    ex = executor(shared_storage)
 
     @ex.task(id="flaky", timeout=5, retry=RetryOptions(max_attempts=1, base_delay=2.0))
     async def flaky(ctx, input):

@@ -1,5 +1,6 @@
 """Heartbeats in virtual time: leases renewed while a run lasts, lost leases stop their run, stuck
-runs are given up, and live executors are listed."""
+runs are given up, and live executors are listed; each on memory, SQLite and PostgreSQL (the
+``shared_storage`` fixture)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ from durable_storage_memory import MemoryStorage
 S = TaskExecutionStatus
 
 
-async def test_a_run_longer_than_its_lease_keeps_it_by_heartbeats_and_completes_once() -> None:
-    storage = MemoryStorage()
-    worker = DurableExecutor(storage, lease_duration=10, heartbeat_interval=3)
-    watcher = DurableExecutor(storage, max_concurrent_task_executions=0, poll_interval=0.5)  # expires leases
+async def test_a_run_longer_than_its_lease_keeps_it_by_heartbeats_and_completes_once(shared_storage) -> None:
+    # polls every 5 s: a lease that lapsed (at 10 s without a heartbeat) would be expired by 15 s
+    worker = shared_storage.executor(lease_duration=10, heartbeat_interval=3, poll_interval=5)
+    watcher = shared_storage.executor(max_concurrent_task_executions=0, poll_interval=5)  # expires leases
     runs = []
 
     @worker.task(id="long", timeout=600)
@@ -30,7 +31,7 @@ async def test_a_run_longer_than_its_lease_keeps_it_by_heartbeats_and_completes_
         return "done"
 
     watcher.task(id="long", timeout=600)(long.run)
-    async with worker, watcher:
+    async with worker, watcher, shared_storage.open() as storage:
         handle = await watcher.enqueue_task(long)
         await trio.sleep(100)
         (record,) = await storage.get_executions([handle.execution_id])
@@ -40,9 +41,8 @@ async def test_a_run_longer_than_its_lease_keeps_it_by_heartbeats_and_completes_
     assert (done.status, done.output, runs) == (S.COMPLETED, "done", [0])
 
 
-async def test_a_run_that_lost_its_lease_is_stopped_at_the_next_heartbeat_and_writes_nothing() -> None:
-    storage = MemoryStorage()
-    worker = DurableExecutor(storage, poll_interval=3600, lease_duration=10, heartbeat_interval=3)
+async def test_a_run_that_lost_its_lease_is_stopped_at_the_next_heartbeat_and_writes_nothing(shared_storage) -> None:
+    worker = shared_storage.executor(poll_interval=3600, lease_duration=10, heartbeat_interval=3)
     started, stopped = trio.Event(), trio.Event()
 
     @worker.task(id="t", timeout=600)
@@ -54,7 +54,7 @@ async def test_a_run_that_lost_its_lease_is_stopped_at_the_next_heartbeat_and_wr
             stopped.set()
         return "stale"
 
-    async with worker:
+    async with worker, shared_storage.open() as storage:
         handle = await worker.enqueue_task(t)
         await started.wait()
         theirs = await take_over_a_stalled_lease(storage, worker.now() + 100, lease_duration=1000)
@@ -64,10 +64,9 @@ async def test_a_run_that_lost_its_lease_is_stopped_at_the_next_heartbeat_and_wr
     assert record == theirs
 
 
-async def test_a_run_that_ignores_its_timeout_is_given_up_after_expire_leeway() -> None:
-    storage = MemoryStorage()
-    worker = DurableExecutor(storage, expire_leeway=20, lease_duration=10, heartbeat_interval=3,
-                             max_lease_expirations=0)
+async def test_a_run_that_ignores_its_timeout_is_given_up_after_expire_leeway(shared_storage) -> None:
+    worker = shared_storage.executor(expire_leeway=20, lease_duration=10, heartbeat_interval=3,
+                                     max_lease_expirations=0)
     release = trio.Event()
 
     @worker.task(id="stuck", timeout=5)
@@ -86,17 +85,16 @@ async def test_a_run_that_ignores_its_timeout_is_given_up_after_expire_leeway() 
         S.FAILED, "Task execution expired too many times")
 
 
-async def test_live_executors_are_listed_with_what_they_run() -> None:
-    storage = MemoryStorage()
-    worker = DurableExecutor(storage, heartbeat_interval=3)
-    client = DurableExecutor(storage, max_concurrent_task_executions=0)  # runs nothing: no heartbeat
+async def test_live_executors_are_listed_with_what_they_run(shared_storage) -> None:
+    worker = shared_storage.executor(heartbeat_interval=3)
+    client = shared_storage.executor(max_concurrent_task_executions=0)  # runs nothing: no heartbeat
     release = trio.Event()
 
     @worker.task(id="t", timeout=60)
     async def t(ctx: TaskRunContext, input: None) -> None:
         await release.wait()
 
-    async with worker, client:
+    async with worker, client, shared_storage.open() as storage:
         await worker.enqueue_tasks(t, [None, None])
         await trio.sleep(3.5)
         (live,) = await storage.list_executors(worker.now() - 10)

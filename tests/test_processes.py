@@ -2,8 +2,8 @@
 SIGKILL mid-run.
 
 These tests start real worker processes (``tests/processes/worker.py``) and use the real clock.
-Each runs for every multi-process storage installed; PostgreSQL needs a test server (see
-``durable_storage_postgres.testing``).
+Each runs for every multi-process storage installed (the ``shared_storage`` fixture without
+memory); PostgreSQL needs a test server (see ``durable_storage_postgres.testing``).
 """
 
 from __future__ import annotations
@@ -14,15 +14,12 @@ import signal
 import subprocess
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
 from durable_core import DurableExecutor, TaskExecutionStatus
-
-pytestmark = pytest.mark.real_clock
 
 WORKER = Path(__file__).parent / "processes" / "worker.py"
 S = TaskExecutionStatus
@@ -67,25 +64,17 @@ def _installed(name: str) -> list:
     return [] if importlib.util.find_spec(name) else [pytest.mark.skip(reason=f"{name} is not installed")]
 
 
-@pytest.fixture(params=[pytest.param("sqlite", marks=_installed("durable_storage_sqlite")),
-                        pytest.param("postgres", marks=_installed("durable_storage_postgres"))])
-def storage(request, tmp_path) -> Iterator[Storage]:
-    if request.param == "sqlite":
-        yield "sqlite", {"path": str(tmp_path / "shared.db")}
-        return
-    from durable_storage_postgres.testing import scratch_schema, test_dsn
-
-    dsn = test_dsn()
-    with scratch_schema(dsn, "processes") as schema:
-        yield "postgres", {"dsn": dsn, "schema": schema}
+pytestmark = [pytest.mark.real_clock, pytest.mark.parametrize(
+    "shared_storage", [pytest.param("sqlite", marks=_installed("durable_storage_sqlite")),
+                       pytest.param("postgres", marks=_installed("durable_storage_postgres"))], indirect=True)]
 
 
 @pytest.fixture
-def workspace(storage, tmp_path, monkeypatch):
+def workspace(shared_storage, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     logs = tmp_path / "logs"
     logs.mkdir()
-    return storage, logs
+    return (shared_storage.name, shared_storage.options), logs
 
 
 async def run_on_three_workers(storage: Storage, logs: Path, enqueue) -> tuple[list, list]:

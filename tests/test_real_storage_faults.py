@@ -119,17 +119,25 @@ async def test_postgres_stopped_and_started_under_a_worker(own_postgres: tuple[s
     assert text.count("storage unavailable: ") == 1, text
 
 
+async def claimed(executor: DurableExecutor) -> None:
+    """Until the worker has claimed one of the executions: its runs are in flight."""
+    with trio.fail_after(20):
+        while not await executor.storage.list_executions(statuses=[S.RUNNING, S.COMPLETED], limit=1):
+            await trio.sleep(0.01)
+
+
 async def test_postgres_connections_killed_under_a_worker(own_postgres: tuple[str, str], tmp_path: Path) -> None:
     dsn, _ = own_postgres
     async with worker(tmp_path, postgres_config(dsn, "killed")) as (process, log):
-
-        async def kill_connections() -> None:
-            await trio.sleep(0.2)
-            await trio.to_thread.run_sync(lambda: subprocess.run(
-                ["psql", dsn, "-c", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                 "WHERE application_name = 'durable' AND pid <> pg_backend_pid()"], check=True, capture_output=True))
-
         async with client("postgres", dsn=dsn, schema="killed", application_name="durable-test") as executor:
+
+            async def kill_connections() -> None:
+                await claimed(executor)
+                await trio.to_thread.run_sync(lambda: subprocess.run(
+                    ["psql", dsn, "-c", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE application_name = 'durable' AND pid <> pg_backend_pid()"], check=True,
+                    capture_output=True))
+
             await run_all(executor, 30, kill_connections)
         assert process.returncode is None
 

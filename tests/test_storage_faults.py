@@ -1,17 +1,20 @@
 """Storage faults in virtual time: a transient fault is retried with capped backoff and logged once
 per episode, outcomes are recorded once the storage is back (while their lease holds), and a
 permanent fault stops the executor after handing back what it can. The real faults (PostgreSQL
-stopped, SQLite locked or full or deleted) are in ``tests/test_real_storage_faults.py``."""
+stopped, SQLite locked or full or deleted) are in ``tests/test_real_storage_faults.py``.
+
+Memory only: the faults are injected by a wrapper around a memory storage that fails the calls
+chosen, at the virtual time chosen, which a real storage cannot be made to do on cue."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from durable_core import DurableExecutor, TaskExecutionStatus
 from durable_core.retrying import FIRST_DELAY, MAX_DELAY, backoff
@@ -52,11 +55,6 @@ def storage_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "durable.executor" and r.levelno >= logging.WARNING]
 
 
-async def wait_until(condition: Callable[[], bool]) -> None:
-    while not condition():
-        await trio.sleep(0.01)
-
-
 def test_backoff_doubles_up_to_its_cap_with_jitter() -> None:
     for attempt in range(40):
         ceiling = min(FIRST_DELAY * 2**attempt, MAX_DELAY)
@@ -79,7 +77,8 @@ async def test_an_outage_is_ridden_out_and_every_outcome_recorded(caplog: pytest
 
     async with executor:
         handles = [await executor.enqueue_task(work, i) for i in range(20)]
-        await wait_until(lambda: executor.running_task_executions_count == 20)
+        await trio.testing.wait_all_tasks_blocked()  # the memory storage answers at once: all run now
+        assert executor.running_task_executions_count == 20
         storage.fault = OUTAGE  # the bodies go on; their commits fail and are retried
         await trio.sleep(30)
         assert executor.running_task_executions_count == 20  # done, each waiting to record its outcome
@@ -129,7 +128,8 @@ async def test_an_outcome_is_given_up_when_its_lease_ends_and_the_execution_runs
 
     async with executor:
         handle = await executor.enqueue_task(work)
-        await wait_until(lambda: executor.running_task_executions_count == 1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert executor.running_task_executions_count == 1
         storage.fault = OUTAGE
         storage.failing = frozenset({"commit_runs", "claim_executions", "renew_leases"})
         await trio.sleep(10)  # past the lease (3 s, not renewed): the outcome is given up
@@ -153,7 +153,8 @@ async def test_a_permanent_fault_stops_the_executor_and_hands_back_the_runs() ->
     with pytest.RaisesGroup(pytest.RaisesExc(StorageError, match="the schema is newer"), flatten_subgroups=True):
         async with executor:
             handle = await executor.enqueue_task(slow)
-            await wait_until(lambda: executor.running_task_executions_count == 1)
+            await trio.testing.wait_all_tasks_blocked()
+            assert executor.running_task_executions_count == 1
             storage.fault = gone
             storage.failing = frozenset({"expire_leases"})  # maintenance notices it
             await trio.sleep_forever()  # the executor ends this
@@ -176,7 +177,8 @@ async def test_a_hand_back_that_fails_at_shutdown_is_retried_while_the_lease_hol
     async with trio.open_nursery() as nursery:
         async with executor:
             handle = await executor.enqueue_task(slow)
-            await wait_until(lambda: executor.running_task_executions_count == 1)
+            await trio.testing.wait_all_tasks_blocked()
+            assert executor.running_task_executions_count == 1
             storage.fault = OUTAGE
             storage.failing = frozenset({"release_leases"})
             nursery.start_soon(storage_back_soon)

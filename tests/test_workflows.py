@@ -1,5 +1,6 @@
-"""Parent tasks, finalize, sequences, loops, sleeping tasks and cascading cancellation (nested
-and recursive parents: ``durable_conformance.scenarios``, run on every storage, memory included)."""
+"""Parent tasks, finalize, sequences, loops, sleeping tasks and cascading cancellation, each on
+memory, SQLite and PostgreSQL (the ``shared_storage`` fixture) in virtual time. Nested and
+recursive parents: ``durable_conformance.scenarios``, run on every storage too."""
 
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ from durable_core import (
     ParentRef,
     ParentTaskResult,
     RetryOptions,
+    TaskExecutionEvent,
     TaskExecutionStatus,
     child_task,
+    hookimpl,
 )
 from durable_conformance.scenarios import cancel_a_tree_from_another_executor
-from durable_storage_memory import MemoryStorage
+from durable_core.plugins.manager import PluginRegistry, get_plugin_manager
 
 S = TaskExecutionStatus
 
@@ -39,8 +42,8 @@ def define_greeters(ex: DurableExecutor):
     return hello, broken
 
 
-async def test_parent_without_finalize_completes_with_all_children_in_order():
-    ex = DurableExecutor(MemoryStorage())
+async def test_parent_without_finalize_completes_with_all_children_in_order(shared_storage):
+    ex = shared_storage.executor()
     hello, broken = define_greeters(ex)
     contexts = []
 
@@ -72,8 +75,8 @@ async def test_parent_without_finalize_completes_with_all_children_in_order():
     assert ctx.parent == ParentRef("parent", handle.execution_id, 2, False)
 
 
-async def test_finalize_task_receives_input_output_and_every_child():
-    ex = DurableExecutor(MemoryStorage())
+async def test_finalize_task_receives_input_output_and_every_child(shared_storage):
+    ex = shared_storage.executor()
     hello, broken = define_greeters(ex)
     received = []
 
@@ -99,8 +102,8 @@ async def test_finalize_task_receives_input_output_and_every_child():
     assert finished.waiting_for_finalize_started_at is not None
 
 
-async def test_finalize_failures_make_the_parent_finalize_failed():
-    ex = DurableExecutor(MemoryStorage())
+async def test_finalize_failures_make_the_parent_finalize_failed(shared_storage):
+    ex = shared_storage.executor()
     hello, broken = define_greeters(ex)
 
     def strict(input: FinalizeInput):
@@ -135,8 +138,8 @@ async def test_finalize_failures_make_the_parent_finalize_failed():
     assert (t.status, t.error.message) == (S.FINALIZE_FAILED, "finalize said no")
 
 
-async def test_too_many_children_fail_the_parent_naming_both_numbers():
-    ex = DurableExecutor(MemoryStorage(), max_children_per_task_execution=3)
+async def test_too_many_children_fail_the_parent_naming_both_numbers(shared_storage):
+    ex = shared_storage.executor(max_children_per_task_execution=3)
     hello, _ = define_greeters(ex)
 
     @ex.parent_task(id="greedy", timeout=5)
@@ -147,12 +150,15 @@ async def test_too_many_children_fail_the_parent_naming_both_numbers():
         finished = await (await ex.enqueue_task(greedy)).wait_and_get_finished_execution()
     assert finished.status is S.FAILED
     assert "returned 4 children, more than the limit of 3" in finished.error.message
-    assert len(await ex.storage.list_executions()) == 1
+    async with shared_storage.open() as storage:
+        assert len(await storage.list_executions()) == 1
 
 
-async def test_a_thousand_children_on_two_executors_keep_their_order():
-    storage = MemoryStorage()
-    executors = [DurableExecutor(storage, poll_interval=0.1, max_concurrent_task_executions=300) for _ in range(2)]
+# memory only: a thousand children cost about a second of storage work on SQLite or PostgreSQL;
+# tests/test_processes.py runs thousands of executions on them from several processes
+@pytest.mark.parametrize("shared_storage", ["memory"], indirect=True)
+async def test_a_thousand_children_on_two_executors_keep_their_order(shared_storage):
+    executors = [shared_storage.executor(poll_interval=0.1, max_concurrent_task_executions=300) for _ in range(2)]
     parents = []
     for ex in executors:
         @ex.task(id="square", timeout=30)
@@ -170,12 +176,13 @@ async def test_a_thousand_children_on_two_executors_keep_their_order():
         handle = await executors[0].enqueue_task(parents[0])
         finished = await handle.wait_and_get_finished_execution()
     assert [c.output for c in finished.output["children"]] == [i * i for i in range(1000)]
-    by_executor = {r.executor_id for r in await storage.list_executions(limit=2000) if r.task_id == "square"}
+    async with shared_storage.open() as storage:
+        by_executor = {r.executor_id for r in await storage.list_executions(limit=2000) if r.task_id == "square"}
     assert by_executor == {executors[0].executor_id, executors[1].executor_id}
 
 
-async def test_sequential_tasks_chain_outputs_and_report_the_failing_index():
-    ex = DurableExecutor(MemoryStorage())
+async def test_sequential_tasks_chain_outputs_and_report_the_failing_index(shared_storage):
+    ex = shared_storage.executor()
 
     @ex.task(id="add_one", timeout=5)
     async def add_one(ctx, input):
@@ -203,8 +210,8 @@ async def test_sequential_tasks_chain_outputs_and_report_the_failing_index():
     assert bad.error.message == "Sequential task failed [parentTaskId=failing] [index=1]: cannot handle 2"
 
 
-async def test_sequence_of_parent_tasks_with_children():
-    ex = DurableExecutor(MemoryStorage())
+async def test_sequence_of_parent_tasks_with_children(shared_storage):
+    ex = shared_storage.executor()
     hello, _ = define_greeters(ex)
 
     def outputs(input: FinalizeInput):
@@ -224,8 +231,8 @@ async def test_sequence_of_parent_tasks_with_children():
     assert finished.output == 4
 
 
-async def test_looping_task_until_done_until_max_attempts_and_on_failure():
-    ex = DurableExecutor(MemoryStorage())
+async def test_looping_task_until_done_until_max_attempts_and_on_failure(shared_storage):
+    ex = shared_storage.executor(**shared_storage.LONG_WAITS)
     flag = {"up_at": None}
     iteration_times = []
 
@@ -263,8 +270,28 @@ async def test_looping_task_until_done_until_max_attempts_and_on_failure():
     assert broken.error.message == "Iteration task failed [taskId=poll_fails]: no connection"
 
 
-async def test_sleeping_task_woken_completed_failed_or_timed_out():
-    ex = DurableExecutor(MemoryStorage())
+class StatusReached:
+    """A plugin whose ``reached`` is set once an execution of ``task_id`` is stored with ``status``."""
+
+    def __init__(self, task_id: str, status: S):
+        self.task_id, self.status = task_id, status
+        self.reached = trio.Event()
+
+    @hookimpl
+    def durable_task_execution_event(self, event: TaskExecutionEvent) -> None:
+        if event.task_id == self.task_id and event.status is self.status:
+            self.reached.set()
+
+    def plugins(self) -> PluginRegistry:
+        """The installed plugins and this one, for an executor's ``plugins``."""
+        pm = get_plugin_manager()
+        pm.register(self)
+        return PluginRegistry.load(pm)
+
+
+async def test_sleeping_task_woken_completed_failed_or_timed_out(shared_storage):
+    parent_waits = StatusReached("await_payment", S.WAITING_FOR_CHILDREN)
+    ex = shared_storage.executor(plugins=parent_waits.plugins(), **shared_storage.LONG_WAITS)
     webhook = ex.sleeping_task(id="webhook", timeout=300)
     other = ex.sleeping_task(id="other_webhook", timeout=300)
 
@@ -281,8 +308,7 @@ async def test_sleeping_task_woken_completed_failed_or_timed_out():
 
     async with ex:
         parent = await ex.enqueue_task(await_payment, 1)
-        while (await parent.get_execution()).status is not S.WAITING_FOR_CHILDREN:
-            await trio.sleep(0.1)
+        await parent_waits.reached.wait()
         woken = await ex.wakeup_sleeping_task_execution(webhook, "payment-1", output={"paid": True})
         assert (woken.status, woken.output) == (S.COMPLETED, {"paid": True})
         assert (await parent.wait_and_get_finished_execution()).output == {"paid": True}
@@ -312,9 +338,10 @@ async def test_sleeping_task_woken_completed_failed_or_timed_out():
             await ex.enqueue_task(webhook, 42)
 
 
-async def test_cancelling_a_parent_cancels_a_running_grandchild_on_another_executor():
+async def test_cancelling_a_parent_cancels_a_running_grandchild_on_another_executor(shared_storage):
     poll = 0.5
-    cancelled_after, records = await cancel_a_tree_from_another_executor(MemoryStorage(), poll, wait=poll * 2)
+    async with shared_storage.open() as storage:
+        cancelled_after, records = await cancel_a_tree_from_another_executor(storage, poll, wait=poll * 2)
     assert cancelled_after <= poll
     assert {r.task_id: r.status for r in records} == {
         "root": S.CANCELLED, "middle": S.CANCELLED, "grandchild": S.CANCELLED}
@@ -322,8 +349,8 @@ async def test_cancelling_a_parent_cancels_a_running_grandchild_on_another_execu
     assert "Parent task execution ended cancelled" in grand.error.message
 
 
-async def test_parent_retries_run_again_before_spawning_children():
-    ex = DurableExecutor(MemoryStorage())
+async def test_parent_retries_run_again_before_spawning_children(shared_storage):
+    ex = shared_storage.executor()
     hello, _ = define_greeters(ex)
 
     @ex.parent_task(id="flaky_parent", timeout=5, retry=RetryOptions(max_attempts=1))
@@ -338,8 +365,8 @@ async def test_parent_retries_run_again_before_spawning_children():
     assert finished.output["children"][0].output == "Hello from task r, world!"
 
 
-async def test_retention_deletes_old_finished_trees_but_never_part_of_an_active_one():
-    ex = DurableExecutor(MemoryStorage())
+async def test_retention_deletes_old_finished_trees_but_never_part_of_an_active_one(shared_storage):
+    ex = shared_storage.executor(**shared_storage.LONG_WAITS)
     hello, _ = define_greeters(ex)
     gate = ex.sleeping_task(id="gate", timeout=10_000)
 
