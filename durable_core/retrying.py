@@ -59,6 +59,8 @@ class StorageFaults:
         self._down_since: float | None = None
         self._retrying = 0
         """Calls waiting to be made again: the episode lasts while there are any."""
+        self._answered = False
+        """A retried call of this episode succeeded."""
         self.permanent: StorageError | None = None
         """The first permanent fault: the executor stops (the runner waits on ``stopped``)."""
         self.stopped = trio.Event()
@@ -86,13 +88,13 @@ class StorageFaults:
                     await trio.sleep(delay)
                 else:
                     if attempt:
-                        self._note_success()
+                        self._answered = True
                     return result
         finally:
             if attempt:
                 self._retrying -= 1
                 if not self._retrying:
-                    self._down_since = None
+                    self._end_episode()
 
     def note_permanent(self, exc: StorageError) -> None:
         if self.permanent is None:
@@ -107,7 +109,10 @@ class StorageFaults:
         else:
             log.debug("%s failed again: %s; retrying in %.1f s", what, exc.message, delay)
 
-    def _note_success(self) -> None:
-        """A retried call succeeded: if it was the last one waiting, the episode is over."""
-        if self._retrying == 1 and self._down_since is not None:
+    def _end_episode(self) -> None:
+        """No call waits to be made again: the storage is back if a retried call succeeded (the
+        last one waiting may have been cancelled instead, say by a shutdown)."""
+        if self._answered and self._down_since is not None:
             log.warning("storage back after %.1f s", trio.current_time() - self._down_since)
+        self._down_since = None
+        self._answered = False

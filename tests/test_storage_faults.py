@@ -185,3 +185,29 @@ async def test_a_hand_back_that_fails_at_shutdown_is_retried_while_the_lease_hol
     assert storage.failed["release_leases"]
     (record,) = await storage.inner.get_executions([handle.execution_id])
     assert record is not None and record.status is S.READY  # handed back once the storage returned
+
+
+async def test_the_storage_is_said_back_even_if_the_last_retrying_call_is_cancelled(
+        caplog: pytest.LogCaptureFixture) -> None:
+    storage = FaultyStorage()
+    storage.failing = frozenset({"commit_runs", "claim_executions"})
+    executor = DurableExecutor(storage, poll_interval=0.5, lease_duration=60)
+    started = trio.Event()
+
+    @executor.task(id="work", timeout=60)
+    async def work(ctx, input):
+        started.set()
+        await trio.sleep(1)
+        return "ok"
+
+    async with executor:
+        handle = await executor.enqueue_task(work)
+        await started.wait()
+        storage.fault = OUTAGE  # the commit and the claim loop retry, each on its own backoff
+        await trio.sleep(30)
+        storage.fault = None
+        done = await handle.wait_and_get_finished_execution()
+        # leaving now cancels the claim loop, maybe in its backoff sleep: the last call retrying
+    assert done.status is S.COMPLETED
+    lines = storage_lines(caplog)
+    assert len(lines) == 2 and lines[1].startswith("storage back after "), lines
