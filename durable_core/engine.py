@@ -109,6 +109,8 @@ class Engine:
         self.faults = StorageFaults()
         """How the background's storage calls ride out faults (``retrying``)."""
         self._observers = observers
+        self._inserting: dict[str, ExecutionRecord] = {}
+        """The records of ``insert`` calls that have not returned yet."""
         self._reads: Coalescer[str, ExecutionRecord | None] = Coalescer(storage.get_executions)
 
     def now(self) -> float:
@@ -141,12 +143,30 @@ class Engine:
     async def insert(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
         """Store new executions (atomically) and return what is stored for each: the record, or
         the one stored earlier under the same idempotency key."""
-        stored = await self.storage.insert_executions(records)
+        inserting = self._inserting
+        for record in records:
+            inserting[record.execution_id] = record
+        try:
+            stored = await self.storage.insert_executions(records)
+        finally:
+            emitted_by_claimer = {r.execution_id for r in records if inserting.pop(r.execution_id, None) is None}
         for record, kept in zip(records, stored):
             if kept.execution_id == record.execution_id:
-                self.emit(EventKind.ENQUEUED, StatusChange(kept.execution_id, kept.task_id, None, kept.status))
+                if record.execution_id not in emitted_by_claimer:
+                    self.emit_enqueued(kept)
                 self.note_ready_at(kept.ready_at)
         return stored
+
+    def emit_enqueued(self, record: ExecutionRecord) -> None:
+        self.emit(EventKind.ENQUEUED, StatusChange(record.execution_id, record.task_id, None, record.status))
+
+    def claimed(self, record: ExecutionRecord) -> None:
+        """Called before the claimer's ``claimed`` event: a storage whose calls run in a thread
+        may hand trio the claim of a new execution before its insert's return, and ``enqueued``
+        must come first; then the claimer emits it, not ``insert``."""
+        inserted = self._inserting.pop(record.execution_id, None)
+        if inserted is not None:
+            self.emit_enqueued(inserted)
 
     async def wake_sleeping(self, task_id: str, unique_id: str, *, status: str = "completed",
                             output: Any = None, error: str | None = None) -> TaskExecution:

@@ -140,6 +140,7 @@ class Runner:
                 for record in claimed:
                     if record.deferred_options:
                         record = self._with_task_defaults(record)
+                    engine.claimed(record)
                     engine.emit(EventKind.CLAIMED, StatusChange(record.execution_id, record.task_id,
                                                         S.READY if record.status is S.RUNNING else record.status,
                                                         record.status))

@@ -357,11 +357,7 @@ def test_status_sets_and_backoff_formula():
     assert math.isclose(RetryOptions(max_attempts=1, base_delay=0.5, delay_multiplier=1.5).delay_after_failure(2), 1.125)
 
 
-async def test_every_state_change_is_emitted_as_an_event(shared_storage, request):
-    if shared_storage.name != "memory":
-        request.applymarker(pytest.mark.xfail(strict=False, reason=(
-            "engine bug: on a storage whose calls run outside trio, the claimer's claim can be handled "
-            "before the enqueue's insert returns, so 'claimed' is emitted before 'enqueued'")))
+async def test_every_state_change_is_emitted_as_an_event(shared_storage):
     events = []
 
     class Recorder:
