@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import re
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -67,6 +68,8 @@ class PostgresStorage(ThreadedStorage[Kind]):
                  channel: str | None, connect: Callable[[], psycopg.Connection]):
         super().__init__(database, connections)
         self._connect = connect
+        self._own: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
+        """The connections ``connect`` made."""
         self.capabilities = Capabilities(persistent=True, multi_process=True,
                                          change_notifications=listener is not None)
         self._listener = listener
@@ -155,15 +158,19 @@ class PostgresStorage(ThreadedStorage[Kind]):
         conn = self._caller(connection, psycopg.Connection, "insert_executions_on")
         try:
             with conn.cursor(row_factory=tuple_row) as cur:
-                self._check_identity(run_steps(cur, _identity()), "insert_executions_on")
+                if conn not in self._own:
+                    self._check_identity(run_steps(cur, _identity()), "insert_executions_on")
                 with conn.transaction():  # a savepoint in the caller's transaction
                     return run_steps(cur, self._database.caller_insert_steps(records, self._channel))
         except psycopg.Error as exc:
             raise _storage_error(self._database.where, exc) from exc
 
     def connect(self) -> psycopg.Connection:
-        """A new connection to this storage's database with its settings (``TransactionalInserts``)."""
-        return self._connect()
+        """A new connection to this storage's database with its settings (``TransactionalInserts``):
+        known to be on it, so that inserting on it needs no check of which database it is on."""
+        conn = self._connect()
+        self._own.add(conn)
+        return conn
 
     async def insert_executions_on_async(self, connection: Any, records: Sequence[ExecutionRecord]
                                          ) -> list[ExecutionRecord]:
