@@ -24,7 +24,6 @@ from ..models import RetryOptions, TaskExecution
 from ..records import deferred_record, new_record
 from ..status import TaskExecutionStatus
 from ..storage.contract import ExecutionRecord, TransactionalInserts
-from ..tasks import check_task_id
 from .direct import ThreadConnections
 
 if TYPE_CHECKING:
@@ -117,8 +116,8 @@ class ClientOperations:
 
     def build_records(self, task_id: str, inputs: Sequence[Any], options: EnqueueOptions,
                       now: float) -> list[ExecutionRecord]:
-        """The records of new executions of ``task_id``; pure, so callable from any thread."""
-        check_task_id(task_id)
+        """The records of new executions of ``task_id`` (checked by the client); pure, so
+        callable from any thread."""
         codec = self.executor.codec
         task = self.executor.find_task(task_id)
         if task is not None:

@@ -149,10 +149,7 @@ class Portal:
     def on_portal_thread(self) -> bool:
         """Whether the caller runs inside this portal's trio run (a call from there would wait
         for itself)."""
-        try:
-            return trio.lowlevel.current_trio_token() is self._token
-        except RuntimeError:
-            return False
+        return trio.lowlevel.in_trio_run() and trio.lowlevel.current_trio_token() is self._token
 
     def submit(self, fn: Callable[..., Awaitable[T]], *args: Any) -> Call[T]:
         """Start ``fn(*args)`` in the trio run; its result (or error) arrives in ``call.future``."""

@@ -62,6 +62,8 @@ class Client(ClientBase):
 
     def open(self) -> None:
         """Start the client's thread and open the storage; the first call does it if not done."""
+        if self._started:
+            return
         with self._lock:
             if not self._started:
                 self._portal.start()
@@ -140,16 +142,10 @@ def _check_thread(on_portal_thread: bool) -> None:
     if on_portal_thread:
         raise DurableExecutionError("Client methods block; inside the executor's own trio run, await the "
                                     "DurableExecutor's methods instead", is_retryable=False)
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
+    if asyncio._get_running_loop() is not None:  # get_running_loop, without raising when none runs
         raise DurableExecutionError("Client methods block, and this thread runs an asyncio event loop; "
                                     "use AsyncClient (await client.enqueue(...)) instead", is_retryable=False)
-    try:
-        trio.lowlevel.current_trio_token()
-    except RuntimeError:
+    if not trio.lowlevel.in_trio_run():
         return
     raise DurableExecutionError("Client methods block, and this thread runs trio; await the DurableExecutor's "
                                 "methods instead", is_retryable=False)
