@@ -62,8 +62,9 @@ class Runner:
         self._heartbeats = trio.CancelScope()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The claim and maintenance loops (and the change feed's, if the storage has one), and
-        the heartbeats of an executor that runs tasks, which go on while ``drain`` waits.
+        """The maintenance loop (and the change feed's, if the storage has one), and for an
+        executor that runs tasks the claim loop and the heartbeats, which go on while ``drain``
+        waits.
 
         A permanent storage fault, noticed by any of them or by a run's commit, stops them all:
         the runs are handed back (as far as the storage still lets us) and the fault is raised,
@@ -76,7 +77,8 @@ class Runner:
         with self._background:
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self.claim_loop)
+                    if engine.options.max_concurrent_task_executions > 0:  # a client claims nothing
+                        nursery.start_soon(self.claim_loop)
                     nursery.start_soon(maintenance_loop, engine)
                     feed = unmetered(storage)
                     if storage.capabilities.change_notifications and isinstance(feed, ChangeNotifications):
