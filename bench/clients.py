@@ -32,6 +32,8 @@ import tomlkit
 
 from _harness import parser, storage_options
 from durable_core.client import AsyncClient, Client
+from durable_core.client.operations import ClientOperations, EnqueueOptions
+from durable_core.metrics import unmetered
 
 BENCH = Path(__file__).parent
 
@@ -82,6 +84,23 @@ def percentiles(seconds: list[float]) -> str:
     return f"p50 {statistics.median(ordered) * 1e3:6.2f} ms, p99 {p99 * 1e3:6.2f} ms ({len(ordered)} samples)"
 
 
+def bare_write_rate(client: Client, n: int) -> float:
+    """The ceiling of one enqueue per transaction: the same records written and committed one by
+    one on a connection of the storage's (``TransactionalInserts``), with no client around them."""
+    storage = unmetered(client.executor.engine.storage)
+    records = ClientOperations(client.executor, on_caller_thread=True).build_records(
+        "noop", list(range(n)), EnqueueOptions(), time.time())
+    connection = storage.connect()
+    try:
+        started = time.perf_counter()
+        for record in records:
+            storage.insert_executions_on(connection, [record])
+            connection.commit()
+        return n / (time.perf_counter() - started)
+    finally:
+        connection.close()
+
+
 def enqueue_rates(client: Client, storage: str, options: dict[str, Any] | None,
                   n: int) -> tuple[tuple[float, float], list[str]]:
     """``Client.enqueue`` and ``AsyncClient.enqueue`` rates, and the executions they enqueued."""
@@ -92,6 +111,7 @@ def enqueue_rates(client: Client, storage: str, options: dict[str, Any] | None,
 
 def main(storage: str, options: dict[str, Any] | None, n: int, samples: int) -> None:
     with Client(storage, storage_options=options) as client:
+        ceiling = bare_write_rate(client, n)
         alone, queued = enqueue_rates(client, storage, options, n)
         worker = start_worker(storage, options)
         try:
@@ -104,6 +124,7 @@ def main(storage: str, options: dict[str, Any] | None, n: int, samples: int) -> 
             worker.wait()
     targets = {"enqueue": "; target >= 3,000/s", "finish": "; target p50 < 50 ms"} if storage == "sqlite" else {}
     print(f"{storage}, clients in this process (no task definitions), one `durable worker` process:")
+    print(f"  one insert + commit at a time, no client (the ceiling):{ceiling:>22,.0f} executions/s ({n} executions)")
     for what, (sync_rate, async_rate) in (("no worker running", alone), ("the worker running them", busy)):
         print(f"  Client.enqueue, one at a time, plain thread, {what}:{sync_rate:>{32 - len(what)},.0f} "
               f"executions/s ({n} executions{targets.get('enqueue', '')})")
