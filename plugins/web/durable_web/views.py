@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import enum
 import json
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from durable_core.errors import DurableExecutionError, ErrorInfo
@@ -88,8 +90,22 @@ def worker(executor: ExecutorInfo) -> dict[str, Any]:
 
 
 def to_json(value: Any) -> bytes:
-    """Compact UTF-8 JSON; a decoded payload JSON cannot hold (bytes, a date) is shown as text."""
-    return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON of a decoded payload too: dataclasses (a parent's
+    ``FinishedChildTaskExecution``s) as objects, enums as their values, sets as lists, times as
+    ISO text; anything else JSON cannot hold (bytes, say) as its ``str``."""
+    return json.dumps(value, default=_jsonable, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
 
 
 # ----------------------------------------------------------------------------- cursor

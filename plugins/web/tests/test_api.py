@@ -91,6 +91,8 @@ def test_the_tree_shows_a_parent_with_its_children(server: Server) -> None:
     with server.client() as client:
         parent = wait_for(client, enqueue(client, "fan_out", ["a", "b", "c"]), "completed")
         assert [c["task_id"] for c in parent["children"]] == ["greet"] * 3
+        finished = parent["output"]["children"]  # the children's outcomes, as JSON objects
+        assert [(c["status"], c["output"]) for c in finished] == [("completed", {"hello": n}) for n in "abc"]
         child_id = parent["children"][1]["execution_id"]
         child = client.get(f"/api/v1/executions/{child_id}").json()
         assert child["parent"]["execution_id"] == parent["execution_id"] and child["parent"]["index_in_parent_children"] == 1
