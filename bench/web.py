@@ -78,7 +78,7 @@ def start_server(directory: Path, db: Path) -> tuple[subprocess.Popen[str], str,
     raise SystemExit(f"durable serve did not start (exit code {server.wait()})")
 
 
-def load(host: str, port: int, count: int, seconds: float, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def load(host: str, port: int, count: int, seconds: float, results: multiprocessing.Queue[int]) -> None:
     """One client process: GET random executions on one keep-alive connection for ``seconds``."""
     connection = http.client.HTTPConnection(host, port)
     done = 0
@@ -93,7 +93,7 @@ def load(host: str, port: int, count: int, seconds: float, results: multiprocess
 
 
 def gets_per_second(host: str, port: int, count: int, seconds: float, clients: int) -> float:
-    results: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    results: multiprocessing.Queue[int] = multiprocessing.Queue()
     processes = [multiprocessing.Process(target=load, args=(host, port, count, seconds, results))
                  for _ in range(clients)]
     started = time.perf_counter()
