@@ -44,6 +44,8 @@ def runs(postgres: str | None) -> list[tuple[list[str], list[str]]]:
         (["scale.py", "history"], ["scale.py", "history", "--history", "100", "300", "--tasks", "200"]),
         (["sqlite_storage_ops.py"], ["sqlite_storage_ops.py", "--records", "300"]),
         (["serializers.py"], ["serializers.py", "0.001"]),
+        (["web.py"], ["web.py", "--executions", "2000", "--list-rows", "3000", "--seconds", "1", "--clients", "2",
+                      "--samples", "5"]),
     ]
     return listed
 

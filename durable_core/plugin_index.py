@@ -12,4 +12,5 @@ PLUGIN_DISTRIBUTIONS: dict[str, str] = {
     "memory": "durable-storage-memory",
     "postgres": "durable-storage-postgres",
     "sqlite": "durable-storage-sqlite",
+    "web": "durable-web",
 }

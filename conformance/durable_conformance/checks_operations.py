@@ -17,7 +17,8 @@ from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
 from durable_core.storage import EXECUTOR_RETENTION, DuplicateSleepingTaskUniqueIdError, ExecutionRecord, Lease
 from durable_core.storage import Payload
-from durable_core.storage import RunCommit, SleepingWakeup, Storage, StorageError, cascade_error, transitions
+from durable_core.storage import RunCommit, SleepingWakeup, StatusCounts, Storage, StorageError, cascade_error, list_key
+from durable_core.storage import transitions
 
 from .records import BOOM, DEFERRABLE, LEASE_DURATION, OUTPUT, RUN_OUTPUT, change, child, claim, claim_one
 from .records import claimed_copy, committed_copy, executor, expected, finish, get, get_stored, new, retry, sleeping
@@ -184,6 +185,33 @@ class LookupChecks:
         assert await storage.list_executions(task_id="nobody") == []
         listed = await storage.list_executions(statuses=[S.CANCELLED])
         assert listed == [await get(storage, "te_d")]
+
+    async def test_list_orders_ties_by_id_and_pages_from_a_cursor(self, storage: Storage) -> None:
+        """``before``: the key of a page's last record gives the next page, which a newer record
+        does not shift; equal ``created_at`` are ordered by ``execution_id``, both descending."""
+        await storage.insert_executions([new("te_a", now=1.0), new("te_c", now=2.0), new("te_b", now=2.0),
+                                         new("te_d", now=2.0, task_id="other"), new("te_e", now=3.0)])
+        assert _ids(await storage.list_executions()) == ["te_e", "te_d", "te_c", "te_b", "te_a"]
+        first = await storage.list_executions(limit=2)
+        await storage.insert_executions([new("te_f", now=4.0)])
+        assert _ids(await storage.list_executions(limit=2, before=list_key(first[-1]))) == ["te_c", "te_b"]
+        assert _ids(await storage.list_executions(before=(2.0, "te_c"))) == ["te_b", "te_a"]
+        assert _ids(await storage.list_executions(task_id="task", before=(2.0, "te_d"))) == ["te_c", "te_b", "te_a"]
+        assert _ids(await storage.list_executions(statuses=[S.READY], before=(2.0, "te_b"), limit=5)) == ["te_a"]
+        assert await storage.list_executions(before=(1.0, "te_a")) == []
+        assert _ids(await storage.list_executions(before=(9.0, ""))) == ["te_f", "te_e", "te_d", "te_c", "te_b", "te_a"]
+
+    async def test_counts_by_status_when_the_storage_counts(self, storage: Storage) -> None:
+        """``StatusCounts`` is optional (nothing to check without it); a storage that has it
+        counts every stored execution."""
+        if not isinstance(storage, StatusCounts):
+            return
+        assert {s: n for s, n in (await storage.count_executions()).items() if n} == {}
+        await storage.insert_executions([new("te_a"), new("te_b", now=1.0), new("te_c", now=1.0, task_id="other")])
+        await claim_one(storage, 0.5, "te_a")
+        await storage.cancel_executions(["te_b"], 1.0)
+        counts = {s: n for s, n in (await storage.count_executions()).items() if n}
+        assert counts == {S.RUNNING: 1, S.CANCELLED: 1, S.READY: 1}
 
 
 # ---------------------------------------------------------------------------------------- claiming

@@ -15,7 +15,7 @@ from typing import TypeVar
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import transitions
 from durable_core.storage import DuplicateSleepingTaskUniqueIdError, ExecutionRecord, Lease
-from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, StorageError
+from durable_core.storage import ListCursor, RunCommit, SleepingWakeup, StatusChange, StorageError, list_key
 
 T = TypeVar("T")
 
@@ -47,12 +47,12 @@ class ContractModel:
         due = [r for r in self.records.values() if transitions.lease_is_due(r, now)]
         return sorted(due, key=attrgetter("lease_expires_at"))
 
-    def listed(self, statuses: Sequence[S] | None, task_id: str | None,
-               executor_id: str | None = None) -> list[ExecutionRecord]:
+    def listed(self, statuses: Sequence[S] | None, task_id: str | None, executor_id: str | None = None,
+               before: ListCursor | None = None) -> list[ExecutionRecord]:
         matches = [r for r in self.records.values()
                    if (statuses is None or r.status in statuses) and task_id in (None, r.task_id)
-                   and executor_id in (None, r.executor_id)]
-        return sorted(matches, key=lambda r: -r.created_at)
+                   and executor_id in (None, r.executor_id) and (before is None or list_key(r) < before)]
+        return sorted(matches, key=list_key, reverse=True)
 
     def children_of(self, execution_id: str) -> list[ExecutionRecord]:
         return [r for r in self.records.values() if r.parent is not None and r.parent.execution_id == execution_id]

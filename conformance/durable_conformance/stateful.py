@@ -31,7 +31,7 @@ from durable_core.models import ExecutionRef, ParentRef, RetryOptions
 from durable_core.status import ALL_TASK_EXECUTION_STATUSES
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import DuplicateSleepingTaskUniqueIdError, ExecutionRecord, ExecutorInfo, Lease, Payload
-from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, Storage, StorageError
+from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, Storage, StorageError, list_key
 
 from .model import ContractModel, difference
 from .opening import StorageOpener
@@ -378,15 +378,19 @@ class StorageMachine(RuleBasedStateMachine):
 
     @rule(statuses=st.none() | st.lists(st.sampled_from(ALL_TASK_EXECUTION_STATUSES), min_size=1, max_size=3),
           task_id=st.sampled_from([None, "a", "w"]), executor_id=st.sampled_from([None, "de_1", "de_3"]),
-          limit=st.sampled_from([1, 3, 1000]))
+          limit=st.sampled_from([1, 3, 1000]), after=st.none() | st.integers(0, 50))
     def list_executions(self, statuses: list[S] | None, task_id: str | None, executor_id: str | None,
-                        limit: int) -> None:
-        matches = self.model.listed(statuses, task_id, executor_id)
+                        limit: int, after: int | None) -> None:
+        """``after``: page on from the cursor of that record (by position among all, newest first)."""
+        every = self.model.listed(None, None)
+        before = list_key(every[after]) if after is not None and after < len(every) else None
+        matches = self.model.listed(statuses, task_id, executor_id, before)
         listed = self.call("list_executions", statuses=statuses, task_id=task_id, executor_id=executor_id,
-                           limit=limit)
-        created = [r.created_at for r in listed]
-        assert created == sorted(created, reverse=True), "list_executions is not newest first"
-        assert created == [r.created_at for r in matches[:limit]], "list_executions did not list the newest"
+                           limit=limit, before=before)
+        keys = [list_key(r) for r in listed]
+        assert keys == sorted(keys, reverse=True), "list_executions is not newest first (created_at, execution_id)"
+        assert keys == [list_key(r) for r in matches[:limit]], (
+            "list_executions did not list the newest" + (f" before {before}" if before else ""))
         for record in listed:
             assert statuses is None or record.status in statuses, f"list_executions listed a {record.status} one"
             assert task_id is None or record.task_id == task_id, f"list_executions listed one of {record.task_id}"

@@ -15,14 +15,17 @@ from .contract import DuplicateSleepingTaskUniqueIdError as DuplicateSleepingTas
 from .contract import ExecutionRecord as ExecutionRecord
 from .contract import ExecutorInfo as ExecutorInfo
 from .contract import Lease as Lease
+from .contract import ListCursor as ListCursor
 from .contract import Payload as Payload
 from .contract import RunCommit as RunCommit
 from .contract import SleepingWakeup as SleepingWakeup
 from .contract import StatusChange as StatusChange
+from .contract import StatusCounts as StatusCounts
 from .contract import Storage as Storage
 from .contract import StorageError as StorageError
 from .contract import TransactionalInserts as TransactionalInserts
 from .contract import cascade_error as cascade_error
+from .contract import list_key as list_key
 from .helpers import LockedStorage as LockedStorage
 from .helpers import SingleOperationStorage as SingleOperationStorage
 from .threaded_storage import ThreadedStorage as ThreadedStorage

@@ -37,9 +37,14 @@ from ..errors import DurableExecutionError, ErrorInfo
 from ..models import ExecutionRef, ParentRef, RetryOptions
 from ..status import TaskExecutionStatus
 
-STORAGE_API = 3
-"""Version of this contract. Backends declare the version they implement as ``storage_api``; 3
-added ``ExecutionRecord.deferred_options`` (a backend written for 2 would drop it)."""
+STORAGE_API = 4
+"""Version of this contract. Backends declare the version they implement as ``storage_api``; 4
+added the cursor ``before`` of ``list_executions`` (a backend written for 3 would ignore it and
+list the first page again); 3 added ``ExecutionRecord.deferred_options`` (a backend written for 2
+would drop it)."""
+
+ListCursor = tuple[float, str]
+"""Where a page of ``list_executions`` ended: the ``(created_at, execution_id)`` of its last record."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +156,11 @@ class ExecutionRecord:
         return Lease(self.execution_id, self.lease_token)
 
 
+def list_key(record: ExecutionRecord) -> ListCursor:
+    """The key ``list_executions`` orders by (descending), and the cursor after ``record``."""
+    return record.created_at, record.execution_id
+
+
 _record_values = operator.attrgetter(*(f.name for f in dataclasses.fields(ExecutionRecord)))
 
 
@@ -218,7 +228,7 @@ def cascade_error(ancestor: ExecutionRecord | StatusChange) -> ErrorInfo:
 
 @runtime_checkable
 class Storage(Protocol):
-    """The storage contract (``STORAGE_API`` 3). All methods are async, atomic and checkpoints.
+    """The storage contract (``STORAGE_API`` 4). All methods are async, atomic and checkpoints.
 
     Batch methods take and return sequences; each element is handled as if alone (one failing
     fence does not stop the others), unless the method says the whole batch is atomic.
@@ -256,11 +266,16 @@ class Storage(Protocol):
         task_id: str | None = None,
         executor_id: str | None = None,
         limit: int = 100,
+        before: ListCursor | None = None,
     ) -> list[ExecutionRecord]:
-        """Executions matching the filters, newest ``created_at`` first, at most ``limit``.
+        """Executions matching the filters, newest first, at most ``limit``: ordered by
+        ``(created_at, execution_id)`` descending (ids made in the same millisecond sort by time).
 
         ``executor_id`` selects the records whose ``executor_id`` is that one (who holds, or last
-        held, their lease)."""
+        held, their lease). ``before`` pages: only records whose ``(created_at, execution_id)`` is
+        smaller than it, so passing the key of the last record listed gives the next page, and a
+        record inserted meanwhile never shifts one into or out of it. A backend lists a page from
+        an index on those keys (after the filter's column), as the first page."""
         ...
 
     async def claim_executions(
@@ -381,6 +396,16 @@ class ChangeNotifications(Protocol):
         Passing back the last value returned loses no change made after it was returned.
         Cancellable at any time; the engine never relies on it for correctness, only latency.
         """
+        ...
+
+
+@runtime_checkable
+class StatusCounts(Protocol):
+    """Optional: how many executions there are in each status, from an index (a dashboard's
+    counts); a storage without it simply shows none."""
+
+    async def count_executions(self) -> dict[TaskExecutionStatus, int]:
+        """The number of stored executions of each status; statuses with none may be left out."""
         ...
 
 

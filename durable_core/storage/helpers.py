@@ -22,7 +22,7 @@ import trio
 from ..status import TaskExecutionStatus
 from .contract import STORAGE_API, Capabilities, ChangeNotifications, DuplicateSleepingTaskUniqueIdError
 from .contract import ExecutionRecord, ExecutorInfo, Lease, RunCommit, SleepingWakeup, StatusChange, Storage
-from .contract import StorageError
+from .contract import ListCursor, StorageError
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -158,6 +158,7 @@ class SingleOperationStorage(Storage, ABC):
         task_id: str | None = None,
         executor_id: str | None = None,
         limit: int = 100,
+        before: ListCursor | None = None,
     ) -> list[ExecutionRecord]: ...
 
     @abstractmethod

@@ -16,7 +16,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from ..status import TaskExecutionStatus
 from .connection_thread import ConnectionThreads
 from .contract import STORAGE_API, Capabilities, ExecutionRecord, ExecutorInfo, Lease, RunCommit, SleepingWakeup
-from .contract import StatusChange
+from .contract import ListCursor, StatusChange
 
 K = TypeVar("K")
 """The backend's kind of call (see ``ConnectionThreads``)."""
@@ -36,6 +36,8 @@ class ThreadedDatabase(Protocol):
     def get_by_sleeping_unique_id(self, *args: Any) -> list[ExecutionRecord | None]: ...
 
     def list_records(self, *args: Any) -> list[ExecutionRecord]: ...
+
+    def count_by_status(self, *args: Any) -> dict[TaskExecutionStatus, int]: ...
 
     def claim(self, *args: Any) -> list[ExecutionRecord]: ...
 
@@ -96,9 +98,14 @@ class ThreadedStorage(Generic[K]):
         task_id: str | None = None,
         executor_id: str | None = None,
         limit: int = 100,
+        before: ListCursor | None = None,
     ) -> list[ExecutionRecord]:
         return await self._threads.call(self.read_kind, self._db.list_records, statuses, task_id, executor_id,
-                                        limit)
+                                        limit, before)
+
+    async def count_executions(self) -> dict[TaskExecutionStatus, int]:
+        """``StatusCounts``: one grouped count over the status index."""
+        return await self._threads.call(self.read_kind, self._db.count_by_status)
 
     async def claim_executions(
         self, executor_id: str, now: float, limit: int, lease_duration: float

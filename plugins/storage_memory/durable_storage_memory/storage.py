@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter
 from typing import Any, TypeVar
@@ -21,7 +22,7 @@ from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import transitions
 from durable_core.storage import STORAGE_API, Capabilities, DuplicateSleepingTaskUniqueIdError
 from durable_core.storage import EXECUTOR_RETENTION, ExecutionRecord, ExecutorInfo, Lease, RunCommit, SleepingWakeup
-from durable_core.storage import StatusChange, StorageError
+from durable_core.storage import ListCursor, StatusChange, StorageError, list_key
 
 T = TypeVar("T")
 
@@ -155,15 +156,19 @@ class _State:
         return self.get([self.by_unique_id.get(unique_id) for unique_id in unique_ids])
 
     def select(self, statuses: Sequence[S] | None, task_id: str | None, executor_id: str | None,
-               limit: int) -> list[ExecutionRecord]:
+               limit: int, before: ListCursor | None) -> list[ExecutionRecord]:
         wanted = None if statuses is None else frozenset(statuses)
         matches = (
             record
-            for record in reversed(self.records.values())  # newest first among equal created_at
+            for record in self.records.values()
             if (wanted is None or record.status in wanted) and (task_id is None or record.task_id == task_id)
             and (executor_id is None or record.executor_id == executor_id)
+            and (before is None or list_key(record) < before)
         )
-        return [record.copy() for record in heapq.nlargest(max(limit, 0), matches, key=attrgetter("created_at"))]
+        return [record.copy() for record in heapq.nlargest(max(limit, 0), matches, key=list_key)]
+
+    def count(self) -> dict[S, int]:
+        return dict(Counter(record.status for record in self.records.values()))
 
     def find_revoked(self, leases: Sequence[Lease]) -> list[str]:
         return [lease.execution_id for lease in leases if self._held(lease) is None]
@@ -356,8 +361,13 @@ class MemoryStorage:
         task_id: str | None = None,
         executor_id: str | None = None,
         limit: int = 100,
+        before: ListCursor | None = None,
     ) -> list[ExecutionRecord]:
-        return await self._run(self._state.select, statuses, task_id, executor_id, limit)
+        return await self._run(self._state.select, statuses, task_id, executor_id, limit, before)
+
+    async def count_executions(self) -> dict[S, int]:
+        """``StatusCounts``: a pass over every record (the memory storage has no index)."""
+        return await self._run(self._state.count)
 
     async def claim_executions(
         self, executor_id: str, now: float, limit: int, lease_duration: float

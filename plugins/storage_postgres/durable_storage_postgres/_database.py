@@ -21,7 +21,7 @@ from durable_core.status import ERRORED_TASK_EXECUTION_STATUSES, FINISHED_TASK_E
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
 from durable_core.storage import EXECUTOR_RETENTION, DuplicateSleepingTaskUniqueIdError, ExecutionRecord
-from durable_core.storage import ExecutorInfo, Lease, Payload
+from durable_core.storage import ExecutorInfo, Lease, ListCursor, Payload
 from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, StorageError, cascade_error
 
 from ._rows import COLUMNS, KEPT, STATUSES, from_row, to_row
@@ -71,6 +71,7 @@ class Queries:
         self.by_sleeping_unique_id = f"SELECT {cols} FROM {t} WHERE sleeping_unique_id = ANY(%s)"
         self.by_idempotency_key = f"SELECT {cols} FROM {t} WHERE task_id = %s AND idempotency_key = %s"
         self.sleeping_unique_id_taken = f"SELECT 1 FROM {t} WHERE sleeping_unique_id = %s"
+        self.count_by_status = f"SELECT status, count(*) FROM {t} GROUP BY status"
         self.revoked = f"""
 SELECT l.execution_id FROM unnest(%s::text[], %s::bigint[]) WITH ORDINALITY AS l (execution_id, token, n)
 LEFT JOIN {t} AS e ON e.execution_id = l.execution_id AND e.lease_token = l.token
@@ -220,11 +221,14 @@ RETURNING e.execution_id, e.task_id, o.status, e.status"""
         return f"INSERT INTO {self.table} ({self.cols}) VALUES ({values}) ON CONFLICT DO NOTHING RETURNING execution_id"
 
     @functools.lru_cache(maxsize=8)
-    def list(self, by_status: bool, by_task: bool, by_executor: bool = False) -> str:
+    def list(self, by_status: bool, by_task: bool, by_executor: bool = False, after: bool = False) -> str:
+        """Ids compare in the indexes' collation "C", byte by byte, whatever the database's."""
         conditions = (["status = ANY(%(statuses)s)"] if by_status else []) + (["task_id = %(task_id)s"] if by_task else [])
         conditions += ["executor_id = %(executor_id)s"] if by_executor else []
+        conditions += ['(created_at, execution_id COLLATE "C") < (%(created_at)s, %(execution_id)s)'] if after else []
         where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
-        return f"SELECT {self.cols} FROM {self.table} {where}ORDER BY created_at DESC, seq DESC LIMIT %(limit)s"
+        return (f'SELECT {self.cols} FROM {self.table} {where}ORDER BY created_at DESC, execution_id COLLATE "C" DESC '
+                "LIMIT %(limit)s")
 
 
 _HOLDING_LEASE = (
@@ -273,11 +277,17 @@ class Database:
         return self._by(cur, self.q.by_sleeping_unique_id, unique_ids, lambda r: r.sleeping_unique_id)
 
     def list_records(self, cur: psycopg.Cursor, statuses: Sequence[S] | None, task_id: str | None,
-                     executor_id: str | None, limit: int) -> list[ExecutionRecord]:
+                     executor_id: str | None, limit: int, before: ListCursor | None) -> list[ExecutionRecord]:
+        created_at, execution_id = before or (None, None)
         params = {"statuses": [str(s) for s in statuses or ()], "task_id": task_id, "executor_id": executor_id,
-                  "limit": max(limit, 0)}
-        cur.execute(self.q.list(statuses is not None, task_id is not None, executor_id is not None), params)
+                  "limit": max(limit, 0), "created_at": created_at, "execution_id": execution_id}
+        cur.execute(self.q.list(statuses is not None, task_id is not None, executor_id is not None,
+                                before is not None), params)
         return [from_row(row) for row in cur.fetchall()]
+
+    def count_by_status(self, cur: psycopg.Cursor) -> dict[S, int]:
+        cur.execute(self.q.count_by_status)
+        return {S(status): count for status, count in cur.fetchall()}
 
     def find_revoked(self, cur: psycopg.Cursor, leases: Sequence[Lease]) -> list[str]:
         """Asks only whether each lease holds: no payload is read."""

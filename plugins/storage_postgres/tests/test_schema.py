@@ -70,7 +70,7 @@ async def test_a_version_3_schema_gains_deferred_options_and_keeps_its_execution
     assert old is not None and (old.task_id, old.deferred_options) == ("task", frozenset())
     assert stored == deferred
     with psycopg.connect(dsn) as conn:
-        assert schema_version(conn, schema, "test") == 4
+        assert schema_version(conn, schema, "test") == len(MIGRATIONS)
         rows = conn.execute(sql.SQL("SELECT execution_id, deferred_options FROM {}.executions ORDER BY 1").format(
             sql.Identifier(schema))).fetchall()
     assert rows == [("te_new", "retry,timeout"), ("te_old", None)]
@@ -138,6 +138,19 @@ async def test_every_hot_query_uses_its_index(dsn, schema, postgres, name):
         plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + getattr(Queries(schema), attribute), params))
         conn.rollback()
     assert index in plan, plan
+
+
+@pytest.mark.parametrize("by_status,by_task", [(False, False), (True, False), (False, True)])
+async def test_a_page_of_the_list_is_read_in_index_order(dsn, schema, postgres, by_status, by_task):
+    async with postgres() as storage:
+        await storage.insert_executions([new(f"te_{i}", now=float(i)) for i in range(2000)])
+    params = {"statuses": ["ready"], "task_id": "task", "executor_id": None, "limit": 10, "created_at": 5.0,
+              "execution_id": "te_5"}
+    with psycopg.connect(dsn) as conn:
+        conn.execute("ANALYZE " + sql.Identifier(schema, "executions").as_string(conn))
+        query = Queries(schema).list(by_status, by_task, after=True)
+        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + query, params))
+    assert "Index Scan Backward" in plan and "Sort" not in plan, plan
 
 
 def test_the_marker_names_this_distribution():

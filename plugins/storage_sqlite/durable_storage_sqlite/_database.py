@@ -18,7 +18,7 @@ from durable_core.status import ACTIVE_TASK_EXECUTION_STATUSES, FINISHED_TASK_EX
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
 from durable_core.storage import EXECUTOR_RETENTION, DuplicateSleepingTaskUniqueIdError, ExecutionRecord
-from durable_core.storage import ExecutorInfo, Lease
+from durable_core.storage import ExecutorInfo, Lease, ListCursor
 from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, StorageError, cascade_error, transitions
 
 from ._rows import COLUMNS, SELECT_COLUMNS, STATUSES, from_row, to_row
@@ -111,14 +111,19 @@ def _write_query(columns: tuple[str, ...]) -> str:
     return f"UPDATE executions SET {sets}updated_at = ?, lease_expires_at = NULL WHERE execution_id = ?"
 
 
-def list_query(status_count: int | None, by_task: bool, by_executor: bool = False) -> str:
+def list_query(status_count: int | None, by_task: bool, by_executor: bool = False, after: bool = False) -> str:
     """``list_executions``: ``status_count`` statuses (None: any), then the task id, then the
-    executor id, then the limit."""
+    executor id, then the cursor's created_at and execution id (``after`` a page), then the limit.
+    Indexes on (filter, created_at, execution_id) serve each shape in order, without sorting."""
     conditions = [] if status_count is None else [f"status IN ({', '.join('?' * status_count)})"]
     conditions += ["task_id = ?"] if by_task else []
     conditions += ["executor_id = ?"] if by_executor else []
+    conditions += ["(created_at, execution_id) < (?, ?)"] if after else []
     where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
-    return f"SELECT {SELECT_COLUMNS} FROM executions {where}ORDER BY created_at DESC, rowid DESC LIMIT ?"
+    return f"SELECT {SELECT_COLUMNS} FROM executions {where}ORDER BY created_at DESC, execution_id DESC LIMIT ?"
+
+
+_COUNT_BY_STATUS = "SELECT status, count(*) FROM executions GROUP BY status"
 
 
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -267,11 +272,15 @@ class Database:
         return [self._one(_BY_SLEEPING_UNIQUE_ID, (unique_id,)) for unique_id in unique_ids]
 
     def list_records(self, statuses: Sequence[S] | None, task_id: str | None, executor_id: str | None,
-                     limit: int) -> list[ExecutionRecord]:
+                     limit: int, before: ListCursor | None) -> list[ExecutionRecord]:
         filters = [value for value in (task_id, executor_id) if value is not None]
-        params = [*(str(status) for status in statuses or ()), *filters]
-        sql = list_query(None if statuses is None else len(statuses), task_id is not None, executor_id is not None)
+        params = [*(str(status) for status in statuses or ()), *filters, *(before or ())]
+        sql = list_query(None if statuses is None else len(statuses), task_id is not None, executor_id is not None,
+                         before is not None)
         return [from_row(row) for row in self.conn.execute(sql, (*params, max(limit, 0)))]
+
+    def count_by_status(self) -> dict[S, int]:
+        return {S(status): count for status, count in self.conn.execute(_COUNT_BY_STATUS)}
 
     def find_revoked(self, leases: Sequence[Lease]) -> list[str]:
         """Asks only whether each lease holds: no payload is read."""

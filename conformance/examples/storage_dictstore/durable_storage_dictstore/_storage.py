@@ -19,7 +19,7 @@ import trio
 
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import EXECUTOR_RETENTION, Capabilities, ExecutionRecord, ExecutorInfo, Lease
-from durable_core.storage import LockedStorage, RunCommit
+from durable_core.storage import ListCursor, LockedStorage, RunCommit, list_key
 from durable_core.storage import SingleOperationStorage, SleepingWakeup, StatusChange, Storage, transitions
 
 class DictStore(SingleOperationStorage):
@@ -134,11 +134,12 @@ class DictStore(SingleOperationStorage):
     # ------------------------------------------------------------------ operations that choose records
 
     async def list_executions(self, *, statuses: Sequence[S] | None = None, task_id: str | None = None,
-                              executor_id: str | None = None, limit: int = 100) -> list[ExecutionRecord]:
-        matches = [r for r in reversed(await self._scan())
+                              executor_id: str | None = None, limit: int = 100,
+                              before: ListCursor | None = None) -> list[ExecutionRecord]:
+        matches = [r for r in await self._scan()
                    if (statuses is None or r.status in statuses) and task_id in (None, r.task_id)
-                   and executor_id in (None, r.executor_id)]
-        return sorted(matches, key=attrgetter("created_at"), reverse=True)[:max(limit, 0)]
+                   and executor_id in (None, r.executor_id) and (before is None or list_key(r) < before)]
+        return sorted(matches, key=list_key, reverse=True)[:max(limit, 0)]
 
     async def claim_executions(self, executor_id: str, now: float, limit: int,
                                lease_duration: float) -> list[ExecutionRecord]:
