@@ -91,7 +91,8 @@ CAUGHT_BY = [
 def test_a_broken_storage_fails_the_checks_that_catch_its_bug(
     pytester: pytest.Pytester, storage: str, checks: set[str]
 ) -> None:
-    assert checks <= run_suite(pytester, storage)["failed"]
+    only_these = " or ".join(sorted({check.partition("[")[0] for check in checks}))  # the suite takes minutes
+    assert checks <= run_suite(pytester, storage, "-k", only_these)["failed"]
 
 
 def test_a_missing_checkpoint_fails_exactly_the_checkpoint_checks(pytester: pytest.Pytester) -> None:

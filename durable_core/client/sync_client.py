@@ -142,7 +142,11 @@ def _check_thread(on_portal_thread: bool) -> None:
     if on_portal_thread:
         raise DurableExecutionError("Client methods block; inside the executor's own trio run, await the "
                                     "DurableExecutor's methods instead", is_retryable=False)
-    if asyncio._get_running_loop() is not None:  # get_running_loop, without raising when none runs
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
         raise DurableExecutionError("Client methods block, and this thread runs an asyncio event loop; "
                                     "use AsyncClient (await client.enqueue(...)) instead", is_retryable=False)
     if not trio.lowlevel.in_trio_run():

@@ -1,5 +1,7 @@
-"""The whole conformance suite through the command line, ``durable conformance postgres``, against
-a scratch database that is dropped afterwards (every check gets a schema of its own in it)."""
+"""The conformance suite through the command line, ``durable conformance postgres``, against a
+scratch database that is dropped afterwards (every check gets a schema of its own in it). The
+model-based state machine, the slowest check by far, is left to conformance/tests/test_postgres.py,
+which runs every check by the pytest route."""
 
 from __future__ import annotations
 
@@ -9,11 +11,11 @@ import sys
 from pathlib import Path
 
 
-def test_the_whole_suite_passes_through_durable_conformance(scratch_database: str, tmp_path: Path) -> None:
+def test_the_suite_passes_through_durable_conformance(scratch_database: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     result = subprocess.run(
         [sys.executable, "-m", "durable_core.cli", "conformance", "postgres", "--option",
-         f"dsn={scratch_database}", "--option", "pool_size=2", "--", "-q"],
+         f"dsn={scratch_database}", "--option", "pool_size=2", "--", "-q", "-k", "not agrees_with_the_model"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
