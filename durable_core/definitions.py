@@ -32,12 +32,18 @@ class TaskDefinitions:
     def __init__(self, validators: ValidatorSource):
         self._validators = validators
         self._tasks: dict[str, Task] = {}
+        self._task_ids: frozenset[str] = frozenset()
         self._sealed = False
 
     @property
     def tasks(self) -> dict[str, Task]:
         """The tasks defined on this executor, by id."""
         return dict(self._tasks)
+
+    @property
+    def task_ids(self) -> frozenset[str]:
+        """The ids of the tasks defined here: what this executor claims (``routing``)."""
+        return self._task_ids
 
     def get_task(self, task: Task | str) -> Task:
         """The defined task with ``task``'s id; ``DurableExecutionNotFoundError`` if there is none."""
@@ -180,6 +186,7 @@ class TaskDefinitions:
         if task.id in self._tasks:
             raise ValueError(f"Task with given id already exists [taskId={task.id}]")
         self._tasks[task.id] = task
+        self._task_ids = frozenset(self._tasks)
         return task
 
     def _validator(self, task_id: str, input_schema: Any, validate_input: InputValidator | None) -> InputValidator | None:

@@ -155,7 +155,7 @@ class DurableExecutor(TaskDefinitions):
                 shutdown_event=self.shutdown_event,
             )
             run_nursery = await stack.enter_async_context(trio.open_nursery())
-            self._runner = Runner(engine, run_nursery)
+            self._runner = Runner(engine, run_nursery, self)
             await run_nursery.start(self._runner.serve)
         except BaseException:
             await stack.aclose()

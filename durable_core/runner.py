@@ -30,6 +30,7 @@ from .maintenance import change_loop, maintenance_loop, waiter_refresh_loop
 from .metrics import unmetered
 from .models import TaskRunContext
 from .records import with_task_defaults
+from .routing import Routes, claim_routed
 from .status import ERRORED_TASK_EXECUTION_STATUSES
 from .status import TaskExecutionStatus as S
 from .steps import Outcome, StepContext, run_step
@@ -53,8 +54,9 @@ class Runner:
     live in ``run_nursery``, so that they can finish (or be handed back) after claiming stopped.
     """
 
-    def __init__(self, engine: Engine, run_nursery: trio.Nursery):
+    def __init__(self, engine: Engine, run_nursery: trio.Nursery, routes: Routes):
         self._engine = engine
+        self._routes = routes
         self._run_nursery = run_nursery
         self._commits: Coalescer[RunCommit, None] = Coalescer(self._commit_batch)
         self._background = trio.CancelScope()
@@ -136,8 +138,8 @@ class Runner:
             if engine.next_ready_at <= engine.now():  # due: claimed now, or when capacity frees
                 engine.next_ready_at = math.inf
             if limit > 0:
-                claimed = await engine.faults.call("claiming executions", lambda: engine.storage.claim_executions(
-                    engine.executor_id, engine.now(), limit, options.lease_duration))
+                claimed = await engine.faults.call("claiming executions", lambda: claim_routed(
+                    engine, self._routes, limit))
                 renew_until = trio.current_time() + options.expire_leeway
                 for record in claimed:
                     if record.deferred_options:

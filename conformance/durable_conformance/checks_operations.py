@@ -20,6 +20,7 @@ from durable_core.storage import Payload
 from durable_core.storage import RunCommit, SleepingWakeup, StatusCounts, Storage, StorageError, cascade_error, list_key
 from durable_core.storage import transitions
 
+from .marks import requires
 from .records import BOOM, DEFERRABLE, LEASE_DURATION, OUTPUT, RUN_OUTPUT, change, child, claim, claim_one
 from .records import claimed_copy, committed_copy, executor, expected, finish, get, get_stored, new, retry, sleeping
 from .records import spawn, summarize
@@ -240,6 +241,20 @@ class ClaimChecks:
         assert _ids(first)[0] == "te_z" and len(first) == 3
         rest = await claim(storage, 2.0, 10)
         assert sorted(_ids(first[1:]) + _ids(rest)) == [f"te_{i}" for i in range(5)]
+
+    @requires("routing", why="a claim for some tasks takes only theirs")
+    async def test_a_claim_for_some_tasks_takes_only_theirs_earliest_first(self, storage: Storage) -> None:
+        records = [new("te_a1", task_id="a", ready_at=3.0), new("te_b1", task_id="b", ready_at=1.0),
+                   new("te_c1", task_id="c", ready_at=0.5), new("te_a2", task_id="a", ready_at=2.0),
+                   new("te_b2", task_id="b", ready_at=4.0)]
+        await storage.insert_executions(records)
+        claimed = await storage.claim_executions("de_1", 5.0, 3, LEASE_DURATION, task_ids=frozenset({"a", "b"}))
+        assert claimed == [claimed_copy(records[i], 5.0, "de_1") for i in (1, 3, 0)]
+        assert await storage.get_executions(["te_c1", "te_b2"]) == [records[2], records[4]]  # untouched
+        assert await storage.claim_executions("de_1", 5.0, 10, LEASE_DURATION, task_ids=frozenset({"x"})) == []
+        assert await storage.claim_executions("de_1", 5.0, 10, LEASE_DURATION, task_ids=frozenset()) == []
+        rest = await storage.claim_executions("de_2", 5.0, 10, LEASE_DURATION, task_ids=frozenset({"c", "b", "x"}))
+        assert _ids(rest) == ["te_c1", "te_b2"]
 
     async def test_claim_does_not_take_what_is_not_due(self, storage: Storage) -> None:
         await storage.insert_executions([

@@ -497,6 +497,38 @@ class ExecutorScenarios:
         assert seen == [(0, ErrorInfo("generic", "Task execution expired", is_retryable=True))]
         assert (failed.status, error_of(failed).message) == (S.FAILED, "Task execution expired too many times")
 
+    async def test_scenario_a_worker_runs_only_the_tasks_it_defines(self, storage: Storage) -> None:
+        """Two applications on one storage: a worker never touches (with ``routing``: never
+        claims) the other's executions, which wait ``ready`` for a worker that defines them."""
+        storage = holding_virtual_time(storage)
+        mailer = executor(storage, poll_interval=0.5)
+        reports, reporter = executor(storage, max_concurrent_task_executions=0), executor(storage)
+
+        @mailer.task(id="send_mail", timeout=5)
+        async def send_mail(ctx: TaskRunContext, input: int) -> int:
+            return input
+
+        async def report(ctx: TaskRunContext, input: int) -> str:
+            return f"report {input}"
+
+        report_task = [ex.task(id="report", timeout=5, run=report) for ex in (reports, reporter)][1]
+        async with mailer:
+            async with reports:
+                waiting = [await reports.enqueue_task("report", i) for i in range(5)]
+            sent = [await run(mailer, send_mail, i) for i in range(3)]
+            await trio.sleep(5.0)  # ten polls of the mailer
+            stored = await storage.get_executions([h.execution_id for h in waiting])
+            assert [r and r.status for r in stored] == [S.READY] * 5 or not storage.capabilities.routing, stored
+            assert all(r is not None and r.status in (S.READY, S.RUNNING) and r.executor_id != mailer.executor_id
+                       for r in stored), f"the mailer touched executions of a task it does not define: {stored}"
+            if storage.capabilities.routing:
+                assert all(r is not None and r.lease_token == 0 for r in stored), f"claimed by the mailer: {stored}"
+        async with reporter:
+            done = [await finished(await reporter.get_task_execution_handle(report_task, h.execution_id))
+                    for h in waiting]
+        assert [e.output for e in sent] == [0, 1, 2]
+        assert [e.output for e in done] == [f"report {i}" for i in range(5)]
+
     async def test_scenario_idempotency_keys_and_listing(self, storage: Storage) -> None:
         ex = executor(storage)
 

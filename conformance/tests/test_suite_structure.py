@@ -29,10 +29,11 @@ def test_every_check_has_one_name_is_async_and_documented_by_its_mixin() -> None
 
 
 def test_only_declared_capabilities_make_a_check_optional() -> None:
-    assert CAPABILITIES == ("persistent", "multi_process", "change_notifications")
+    assert CAPABILITIES == ("persistent", "multi_process", "change_notifications", "routing")
     optional = {name: required_capabilities(getattr(mixin, name))[0]
                 for name, mixin in conformance_checks().items() if required_capabilities(getattr(mixin, name))[0]}
-    assert set(optional.values()) <= {("persistent",), ("multi_process",), ("change_notifications", "multi_process")}
+    assert set(optional.values()) <= {("persistent",), ("multi_process",), ("change_notifications", "multi_process"),
+                                      ("routing",)}
     assert all(hasattr(Capabilities(), c) for caps in optional.values() for c in caps)
     assert len(optional) * 10 <= len(conformance_checks())  # nearly everything is required
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -37,11 +37,18 @@ from ..errors import DurableExecutionError, ErrorInfo
 from ..models import ExecutionRef, ParentRef, RetryOptions
 from ..status import TaskExecutionStatus
 
-STORAGE_API = 4
-"""Version of this contract. Backends declare the version they implement as ``storage_api``; 4
+STORAGE_API = 5
+"""Version of this contract. Backends declare the version they implement as ``storage_api``; 5
+added ``task_ids`` to ``claim_executions``, honoured by a backend with ``Capabilities.routing`` (a
+backend written for 4 lacks it and still works: see ``COMPATIBLE_STORAGE_APIS``); 4
 added the cursor ``before`` of ``list_executions`` (a backend written for 3 would ignore it and
 list the first page again); 3 added ``ExecutionRecord.deferred_options`` (a backend written for 2
 would drop it)."""
+
+COMPATIBLE_STORAGE_APIS = frozenset({4, STORAGE_API})
+"""The versions this core opens. A backend written for 4 has no ``task_ids`` in its claims: the
+engine claims from it as before and hands back at once what it does not define (slower, but
+correct; see ``Capabilities.routing``)."""
 
 ListCursor = tuple[float, str]
 """Where a page of ``list_executions`` ended: the ``(created_at, execution_id)`` of its last record."""
@@ -58,6 +65,11 @@ class Capabilities:
     change_notifications: bool = False
     """The storage has ``wait_for_changes`` (see ``ChangeNotifications``): executors are woken as
     soon as another process makes work claimable, instead of at their next poll."""
+    routing: bool = False
+    """``claim_executions`` honours ``task_ids``, from an index on the task id, so that executions
+    of tasks a worker does not define cost its claims nothing. Without it the engine claims
+    without ``task_ids`` and hands back at once (``ready`` again, for a worker that defines it)
+    what it does not define: correct, but each such execution costs claims and writes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +240,7 @@ def cascade_error(ancestor: ExecutionRecord | StatusChange) -> ErrorInfo:
 
 @runtime_checkable
 class Storage(Protocol):
-    """The storage contract (``STORAGE_API`` 4). All methods are async, atomic and checkpoints.
+    """The storage contract (``STORAGE_API`` 5). All methods are async, atomic and checkpoints.
 
     Batch methods take and return sequences; each element is handled as if alone (one failing
     fence does not stop the others), unless the method says the whole batch is atomic.
@@ -279,9 +291,16 @@ class Storage(Protocol):
         ...
 
     async def claim_executions(
-        self, executor_id: str, now: float, limit: int, lease_duration: float
+        self, executor_id: str, now: float, limit: int, lease_duration: float, *,
+        task_ids: Collection[str] | None = None,
     ) -> list[ExecutionRecord]:
         """Claim up to ``limit`` records whose ``ready_at <= now``, earliest ``ready_at`` first.
+
+        With ``task_ids`` (a backend with ``Capabilities.routing``), only records of those tasks,
+        found through an index on the task id: records of other tasks are never claimed, and
+        however many are due they do not slow the claim. None claims records of any task; the
+        engine passes None only to a backend without ``routing``, which need not take the
+        argument at all.
 
         Each claimed record gets ``ready_at=None``, ``executor_id``, ``lease_token + 1``,
         ``lease_expires_at = now + lease_duration`` and ``updated_at = now``; a ``ready`` one

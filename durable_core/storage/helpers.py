@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import trio
@@ -163,7 +163,8 @@ class SingleOperationStorage(Storage, ABC):
 
     @abstractmethod
     async def claim_executions(
-        self, executor_id: str, now: float, limit: int, lease_duration: float
+        self, executor_id: str, now: float, limit: int, lease_duration: float, *,
+        task_ids: Collection[str] | None = None,
     ) -> list[ExecutionRecord]: ...
 
     @abstractmethod

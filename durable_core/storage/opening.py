@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..options import Option
-from .contract import STORAGE_API, Storage, StorageError
+from .contract import COMPATIBLE_STORAGE_APIS, STORAGE_API, Storage, StorageError
 
 if TYPE_CHECKING:
     from ..plugins.manager import PluginRegistry
@@ -36,7 +36,7 @@ async def open_storage(name: str, *, plugins: PluginRegistry | None = None, **op
     if inspect.isawaitable(storage):
         storage = await storage
     api = getattr(storage, "storage_api", None)
-    if api != STORAGE_API:
+    if api not in COMPATIBLE_STORAGE_APIS:
         await storage.aclose()
         raise StorageError(
             f"storage {name!r} implements storage API {api!r}, but this durable-core needs "

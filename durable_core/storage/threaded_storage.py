@@ -10,7 +10,7 @@ execution claimable (which other executors may want to hear of).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from ..status import TaskExecutionStatus
@@ -108,9 +108,11 @@ class ThreadedStorage(Generic[K]):
         return await self._threads.call(self.read_kind, self._db.count_by_status)
 
     async def claim_executions(
-        self, executor_id: str, now: float, limit: int, lease_duration: float
+        self, executor_id: str, now: float, limit: int, lease_duration: float, *,
+        task_ids: Collection[str] | None = None,
     ) -> list[ExecutionRecord]:
-        return await self._threads.call(self.write_kind, self._db.claim, executor_id, now, limit, lease_duration)
+        return await self._threads.call(self.write_kind, self._db.claim, executor_id, now, limit, lease_duration,
+                                        task_ids)
 
     async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
         return await self._threads.call(self.claimable_write_kind, self._db.commit_runs, commits, now)

@@ -2,8 +2,8 @@
 
 Every operation runs synchronously under one ``threading.Lock``, so executors in several threads
 (each with its own ``trio.run``) may share one storage. Indexes keep every operation independent of
-the number of finished records: claims and expiry pop from heaps keyed by ``ready_at`` and
-``lease_expires_at``; lookups go through dicts.
+the number of finished records: claims and expiry pop from heaps keyed by ``ready_at`` (one per task,
+so a claim reads only its tasks') and ``lease_expires_at``; lookups go through dicts.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import heapq
 import itertools
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -34,10 +34,11 @@ class _Schedule:
     rebuilt when such stale entries outnumber the live ones, so it never grows without bound.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, order: Iterator[int] | None = None) -> None:
         self._heap: list[tuple[float, int, str]] = []
         self._live: dict[str, tuple[float, int, str]] = {}
-        self._order = itertools.count()
+        self._order = itertools.count() if order is None else order
+        """Ties break by this count; schedules sharing one merge into one first-in first-out order."""
 
     def set(self, execution_id: str, at: float | None) -> None:
         """Schedule ``execution_id`` at ``at``, or unschedule it (None)."""
@@ -58,12 +59,16 @@ class _Schedule:
 
         The caller must unschedule each id it receives before asking for the next one.
         """
+        return (entry[2] for entry in self.due_entries(until, strict=strict))
+
+    def due_entries(self, until: float, *, strict: bool = False) -> Iterator[tuple[float, int, str]]:
+        """``due``, as ``(at, order, id)`` entries: in order, for ``heapq.merge`` with other schedules."""
         while self._heap:
             at, _, execution_id = entry = self._heap[0]
             if self._live.get(execution_id) is not entry:
                 heapq.heappop(self._heap)
             elif at < until or (at == until and not strict):
-                yield execution_id
+                yield entry
             else:
                 return
 
@@ -80,7 +85,9 @@ class _State:
         self.children: dict[str, set[str]] = {}
         self.by_unique_id: dict[str, str] = {}
         self.by_idempotency_key: dict[tuple[str, str], str] = {}
-        self.ready = _Schedule()
+        self.ready: dict[str, _Schedule] = {}
+        """Claimable ids by ``ready_at``, one schedule per task: a claim reads only its tasks'."""
+        self._ready_order = itertools.count()
         self.leases = _Schedule()
         self.finished_roots = _Schedule()
         self.executors: dict[str, ExecutorInfo] = {}
@@ -116,10 +123,16 @@ class _State:
             self.records[execution_id] = new
             if old is None:
                 self._link(record, add=True)
-        self.ready.set(execution_id, None if new is None else new.ready_at)
+        self._ready_of(record.task_id).set(execution_id, None if new is None else new.ready_at)
         self.leases.set(execution_id, None if new is None else new.lease_expires_at)
         self.finished_roots.set(execution_id, None if new is None else transitions.finished_root_at(new))
         self._undo.append((old, new))
+
+    def _ready_of(self, task_id: str) -> _Schedule:
+        schedule = self.ready.get(task_id)
+        if schedule is None:
+            schedule = self.ready[task_id] = _Schedule(self._ready_order)
+        return schedule
 
     def _link(self, record: ExecutionRecord, *, add: bool) -> None:
         """Add ``record`` to (or remove it from) the indexes of fields that never change."""
@@ -187,9 +200,12 @@ class _State:
     def insert(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
         return [(self._twin(record) or self._add(record)).copy() for record in records]
 
-    def claim(self, executor_id: str, now: float, limit: int, lease_duration: float) -> list[ExecutionRecord]:
+    def claim(self, executor_id: str, now: float, limit: int, lease_duration: float,
+              task_ids: Collection[str] | None) -> list[ExecutionRecord]:
+        schedules = self.ready.values() if task_ids is None else filter(None, map(self.ready.get, task_ids))
+        due = heapq.merge(*(schedule.due_entries(now) for schedule in schedules))
         claimed = []
-        for execution_id in itertools.islice(self.ready.due(now), max(limit, 0)):
+        for _, _, execution_id in itertools.islice(due, max(limit, 0)):
             record = self.records[execution_id]
             new = transitions.claim(record, executor_id, now, lease_duration)
             self._replace(record, new)
@@ -327,7 +343,7 @@ class MemoryStorage:
     """
 
     storage_api = STORAGE_API
-    capabilities = Capabilities(persistent=False, multi_process=False)
+    capabilities = Capabilities(persistent=False, multi_process=False, routing=True)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -370,9 +386,10 @@ class MemoryStorage:
         return await self._run(self._state.count)
 
     async def claim_executions(
-        self, executor_id: str, now: float, limit: int, lease_duration: float
+        self, executor_id: str, now: float, limit: int, lease_duration: float, *,
+        task_ids: Collection[str] | None = None,
     ) -> list[ExecutionRecord]:
-        return await self._run(self._state.claim, executor_id, now, limit, lease_duration)
+        return await self._run(self._state.claim, executor_id, now, limit, lease_duration, task_ids)
 
     async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
         return await self._run(self._state.commit, commits, now)

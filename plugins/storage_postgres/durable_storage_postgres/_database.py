@@ -11,7 +11,7 @@ in order there, and cost one round trip, not one per element.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import psycopg
@@ -96,7 +96,7 @@ ON CONFLICT (executor_id) DO UPDATE SET (host, pid, started_at, heartbeat_at, ru
     (EXCLUDED.host, EXCLUDED.pid, EXCLUDED.started_at, EXCLUDED.heartbeat_at, EXCLUDED.running)"""
         self.live_executors = (
             f"SELECT {executor_columns} FROM {x} WHERE heartbeat_at >= %s ORDER BY started_at, executor_id")
-        self.claim = f"""
+        claim = f"""
 UPDATE {t} AS e SET
     status = CASE e.status WHEN 'ready' THEN 'running' ELSE e.status END,
     started_at = CASE e.status WHEN 'ready' THEN %(now)s ELSE e.started_at END,
@@ -105,10 +105,21 @@ UPDATE {t} AS e SET
     lease_token = e.lease_token + 1,
     lease_expires_at = %(now)s + %(lease_duration)s,
     updated_at = %(now)s
-FROM (SELECT execution_id, ready_at FROM {t} WHERE ready_at <= %(now)s ORDER BY ready_at LIMIT %(limit)s
-      FOR UPDATE SKIP LOCKED) AS c
+FROM ({{}}) AS c
 WHERE e.execution_id = c.execution_id
 RETURNING c.ready_at, {", ".join(f"e.{c}" for c in COLUMNS)}"""
+        self.claim = claim.format(f"""
+SELECT c.execution_id, c.ready_at FROM unnest(%(task_ids)s::text[]) AS k (task_id) CROSS JOIN LATERAL (
+    SELECT execution_id, ready_at FROM {t} WHERE task_id = k.task_id AND ready_at <= %(now)s
+    ORDER BY ready_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS c
+ORDER BY c.ready_at LIMIT %(limit)s""")
+        """Each task's earliest due executions from its range of the claim index (task_id, ready_at),
+        the earliest of them claimed. Each task locks up to ``limit`` rows until the transaction
+        ends, of which only the earliest ``limit`` in all are claimed: with several busy tasks
+        other claimers skip a few more rows for that short while."""
+        self.claim_any = claim.format(f"""
+SELECT execution_id, ready_at FROM {t} WHERE ready_at <= %(now)s ORDER BY ready_at LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED""")
         self.close = f"UPDATE {t} SET {_CLOSE_SET} WHERE execution_id = %(execution_id)s RETURNING task_id, status"
         self.cascade = "WITH RECURSIVE {}\n{}\nRETURNING e.execution_id, e.task_id, old.status".format(*self._cascading(""))
         self.expired = f"""
@@ -338,11 +349,12 @@ class Database:
         return stored
 
     def claim(self, cur: psycopg.Cursor, executor_id: str, now: float, limit: int,
-              lease_duration: float) -> list[ExecutionRecord]:
-        if limit <= 0:
+              lease_duration: float, task_ids: Collection[str] | None = None) -> list[ExecutionRecord]:
+        if limit <= 0 or (task_ids is not None and not task_ids):
             return []
-        params = {"now": now, "executor_id": executor_id, "lease_duration": lease_duration, "limit": limit}
-        cur.execute(self.q.claim, params)
+        params = {"now": now, "executor_id": executor_id, "lease_duration": lease_duration, "limit": limit,
+                  "task_ids": None if task_ids is None else list(task_ids)}
+        cur.execute(self.q.claim_any if task_ids is None else self.q.claim, params)
         rows = sorted(cur.fetchall(), key=lambda row: row[0])
         return [from_row(row[1:]) for row in rows]
 

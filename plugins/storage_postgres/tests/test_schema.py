@@ -76,6 +76,29 @@ async def test_a_version_3_schema_gains_deferred_options_and_keeps_its_execution
     assert rows == [("te_new", "retry,timeout"), ("te_old", None)]
 
 
+async def test_a_version_5_schema_claims_by_task_from_a_new_index_and_keeps_its_executions(dsn, schema, postgres):
+    """Migration 0006: the claim index on (task_id, ready_at) replaces the one on ready_at; rows
+    written before it are claimed by their task."""
+    with psycopg.connect(dsn) as conn:
+        migrate(conn, schema, 0, MIGRATIONS[:5])
+        conn.execute(sql.SQL("COMMENT ON TABLE {}.schema_migrations IS {}").format(
+            sql.Identifier(schema), sql.Literal(_schema.MARKER)))
+        for execution_id, task_id, ready_at in (("te_old", "mine", 1.0), ("te_foreign", "theirs", 0.0)):
+            conn.execute(sql.SQL(
+                "INSERT INTO {}.executions (execution_id, task_id, status, lease_token, active_children_count, "
+                "retry_attempts, lease_expirations, created_at, updated_at, start_at, timeout, sleep_before_run, "
+                "retry_max_attempts, retry_base_delay, retry_delay_multiplier, is_sleeping, input_serializer, "
+                "input, ready_at) VALUES (%s, %s, 'ready', 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 1, false, 'json', '', %s)"
+            ).format(sql.Identifier(schema)), (execution_id, task_id, ready_at))
+    async with postgres() as storage:
+        claimed = await storage.claim_executions("de_1", 2.0, 10, 15.0, task_ids=frozenset({"mine"}))
+        (foreign,) = await storage.get_executions(["te_foreign"])
+    assert [r.execution_id for r in claimed] == ["te_old"]
+    assert foreign is not None and foreign.lease_token == 0 and foreign.ready_at == 0.0
+    names = {name for name, kind in tables(dsn, schema) if kind == "i"}
+    assert "executions_claim" in names and "executions_ready_at" not in names
+
+
 async def test_a_newer_schema_is_refused_and_left_untouched(dsn, schema, postgres):
     async with postgres():
         pass
@@ -117,7 +140,8 @@ async def test_an_empty_schema_of_our_own_name_is_used(dsn, schema, postgres):
 
 
 HOT = {
-    "claim": ("claim", {"now": 1.0, "executor_id": "de_x", "lease_duration": 1.0, "limit": 100}, "executions_ready_at"),
+    "claim": ("claim", {"now": 1.0, "executor_id": "de_x", "lease_duration": 1.0, "limit": 100, "task_ids": ["task"]},
+              "executions_claim"),
     "expire": ("expired", (1.0, 100), "executions_lease_expires_at"),
     "cascade": ("cascade", {"execution_id": "te_1", "now": 1.0, **_error_params(CANCELLED_ERROR)},
                 "executions_parent"),

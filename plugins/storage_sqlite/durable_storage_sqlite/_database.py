@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import heapq
+import itertools
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,9 @@ _FORGET_EXECUTORS = "DELETE FROM executors WHERE heartbeat_at < ?"
 _LIVE_EXECUTORS = (
     f"SELECT {_EXECUTOR_COLUMNS} FROM executors WHERE heartbeat_at >= ? ORDER BY started_at, executor_id"
 )
-_CLAIMABLE = "SELECT rowid FROM executions WHERE ready_at <= ? ORDER BY ready_at LIMIT ?"
+_CLAIMABLE = "SELECT ready_at, rowid FROM executions WHERE task_id = ? AND ready_at <= ? ORDER BY ready_at LIMIT ?"
+"""One task's due executions, read in the order of the claim index (task_id, ready_at)."""
+_CLAIMABLE_ANY = "SELECT ready_at, rowid FROM executions WHERE ready_at <= ? ORDER BY ready_at, rowid LIMIT ?"
 _CLAIM = """
 UPDATE executions SET
     status = CASE status WHEN 'ready' THEN 'running' ELSE status END,
@@ -336,8 +340,19 @@ class Database:
         file: str = next(row[2] for row in self.conn.execute("PRAGMA database_list") if row[1] == "main")
         return file
 
-    def claim(self, executor_id: str, now: float, limit: int, lease_duration: float) -> list[ExecutionRecord]:
-        rowids = [rowid for (rowid,) in self.conn.execute(_CLAIMABLE, (now, max(limit, 0)))]
+    def claim(self, executor_id: str, now: float, limit: int, lease_duration: float,
+              task_ids: Collection[str] | None = None) -> list[ExecutionRecord]:
+        """Each task's earliest due executions from its range of the claim index (one query per
+        task: each reads at most ``limit`` entries, never a sort), merged, the earliest first."""
+        limit = max(limit, 0)
+        if task_ids is None:
+            due = self.conn.execute(_CLAIMABLE_ANY, (now, limit)).fetchall()
+        elif len(task_ids) == 1:
+            due = self.conn.execute(_CLAIMABLE, (next(iter(task_ids)), now, limit)).fetchall()
+        else:
+            due = heapq.nsmallest(limit, itertools.chain.from_iterable(
+                self.conn.execute(_CLAIMABLE, (task_id, now, limit)) for task_id in task_ids))
+        rowids = [rowid for _, rowid in due]
         if not rowids:
             return []
         params = {"now": now, "executor_id": executor_id, "lease_duration": lease_duration, "rowids": str(rowids)}

@@ -73,6 +73,35 @@ async def test_a_version_3_database_gains_deferred_options_and_keeps_its_executi
         ("te_new", "retry,timeout"), ("te_old", None)]
 
 
+async def test_a_version_5_database_claims_by_task_from_a_new_index_and_keeps_its_executions(path: Path) -> None:
+    """Migration 0006: the claim index on (task_id, ready_at) replaces the one on ready_at; rows
+    written before it are claimed by their task."""
+    conn = connect(path)
+    create(conn, MIGRATIONS[:5])
+    conn.execute("INSERT INTO executions (execution_id, task_id, status, lease_token, active_children_count, "
+                 "retry_attempts, lease_expirations, created_at, updated_at, start_at, timeout, sleep_before_run, "
+                 "retry_max_attempts, retry_base_delay, retry_delay_multiplier, is_sleeping, input_serializer, input, "
+                 "ready_at) VALUES (?, ?, 'ready', 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 1, 0, 'json', x'', ?)",
+                 ("te_old", "mine", 1.0))
+    conn.execute("INSERT INTO executions (execution_id, task_id, status, lease_token, active_children_count, "
+                 "retry_attempts, lease_expirations, created_at, updated_at, start_at, timeout, sleep_before_run, "
+                 "retry_max_attempts, retry_base_delay, retry_delay_multiplier, is_sleeping, input_serializer, input, "
+                 "ready_at) VALUES (?, ?, 'ready', 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 1, 0, 'json', x'', ?)",
+                 ("te_foreign", "theirs", 0.0))
+    conn.close()
+    storage = await SqliteStorage.open(path)
+    try:
+        claimed = await storage.claim_executions("de_1", 2.0, 10, 15.0, task_ids=frozenset({"mine"}))
+        (foreign,) = await storage.get_executions(["te_foreign"])
+    finally:
+        await storage.aclose()
+    assert [r.execution_id for r in claimed] == ["te_old"]
+    assert foreign is not None and foreign.lease_token == 0 and foreign.ready_at == 0.0
+    conn = connect(path)
+    indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "executions_claim" in indexes and "executions_ready_at" not in indexes
+
+
 def snapshot(directory: Path) -> dict[str, bytes]:
     return {file.name: file.read_bytes() for file in sorted(directory.iterdir())}
 
@@ -159,7 +188,7 @@ HOT_QUERIES: dict[str, tuple[str, tuple[object, ...] | dict[str, object]]] = {
     "by idempotency key": (q._BY_IDEMPOTENCY_KEY, ("t", "k")),
     "lease holds": (q._HOLDING, ("te", 1)),
     "write": (q._write_query(("status", "ready_at")), ("completed", None, 1.0, "te")),
-    "claimable": (q._CLAIMABLE, (1.0, 10)),
+    "claimable": (q._CLAIMABLE, ("t", 1.0, 10)),
     "claim": (q._CLAIM, {"now": 1.0, "executor_id": "ex", "lease_duration": 1.0, "rowids": "[1]"}),
     "claimed": (q._CLAIMED, ("[1]",)),
     "expired": (q._EXPIRED, (1.0, 10)),
@@ -181,7 +210,7 @@ HOT_QUERIES: dict[str, tuple[str, tuple[object, ...] | dict[str, object]]] = {
 }
 
 FULL_SCAN = re.compile(r"\bSCAN (executions|e)\b(?! USING (COVERING )?INDEX)")
-INDEX_FOR = {"finished roots": "executions_finished_roots", "claimable": "executions_ready_at"}
+INDEX_FOR = {"finished roots": "executions_finished_roots", "claimable": "executions_claim"}
 
 
 @pytest.mark.parametrize("name", HOT_QUERIES)
@@ -192,5 +221,5 @@ def test_hot_query_uses_an_index(tmp_path: Path, name: str) -> None:
     plan = [detail for *_, detail in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
     assert plan and not any(FULL_SCAN.search(detail) for detail in plan), plan
     assert INDEX_FOR.get(name, "") in plan[0], plan
-    if name in ("list", "list by task") or name.startswith("list page"):  # read in index order, unsorted
+    if name in ("list", "list by task", "claimable") or name.startswith("list page"):  # in index order, unsorted
         assert not any("TEMP B-TREE" in detail for detail in plan), plan

@@ -634,7 +634,8 @@ async def test_opened_by_name_with_tuning(path: Path) -> None:
     async with open_storage("sqlite", path=path, synchronous="full") as storage:
         assert isinstance(storage, SqliteStorage) and isinstance(storage, Storage)
         assert storage.storage_api == STORAGE_API
-        assert storage.capabilities == Capabilities(persistent=True, multi_process=True, change_notifications=True)
+        assert storage.capabilities == Capabilities(persistent=True, multi_process=True, change_notifications=True,
+                                                    routing=True)
 
         def pragmas() -> list[object]:
             conn = storage._db.conn

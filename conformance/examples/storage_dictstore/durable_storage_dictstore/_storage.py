@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from operator import attrgetter
 from pathlib import Path
 
@@ -27,7 +27,7 @@ class DictStore(SingleOperationStorage):
 
     def __init__(self, path: str | os.PathLike[str] | None = None):
         self.path = None if path is None else Path(path)
-        self.capabilities = Capabilities(persistent=self.path is not None)
+        self.capabilities = Capabilities(persistent=self.path is not None, routing=True)
         self._records: dict[str, ExecutionRecord] = {}
         self._executors: dict[str, ExecutorInfo] = {}
         if self.path is not None and self.path.exists():
@@ -141,9 +141,10 @@ class DictStore(SingleOperationStorage):
                    and executor_id in (None, r.executor_id) and (before is None or list_key(r) < before)]
         return sorted(matches, key=list_key, reverse=True)[:max(limit, 0)]
 
-    async def claim_executions(self, executor_id: str, now: float, limit: int,
-                               lease_duration: float) -> list[ExecutionRecord]:
-        due = sorted((r for r in await self._scan() if transitions.is_due(r, now)),
+    async def claim_executions(self, executor_id: str, now: float, limit: int, lease_duration: float, *,
+                               task_ids: Collection[str] | None = None) -> list[ExecutionRecord]:
+        due = sorted((r for r in await self._scan() if transitions.is_due(r, now)
+                      and (task_ids is None or r.task_id in task_ids)),
                      key=attrgetter("ready_at"))[:max(limit, 0)]
         claimed = []
         for record in due:
