@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, overload
 
 from .errors import DurableExecutionError, DurableExecutionNotFoundError
 from .models import RetryOptions
-from .tasks import Task, TaskKind, check_retry, check_sleep_before_run, check_task_id, check_timeout
+from .storage.contract import DEFAULT_QUEUE
+from .tasks import Task, TaskKind, check_queue, check_retry, check_sleep_before_run, check_task_id, check_timeout
 
 RunFunction = Callable[..., Any]
 """``run(ctx, input)``: ``async def``, or a plain ``def`` run in a worker thread."""
@@ -33,6 +34,8 @@ class TaskDefinitions:
         self._validators = validators
         self._tasks: dict[str, Task] = {}
         self._task_ids: frozenset[str] = frozenset()
+        self._task_queues: frozenset[str] = frozenset()
+        self._queues: frozenset[str] | None = None
         self._sealed = False
 
     @property
@@ -44,6 +47,16 @@ class TaskDefinitions:
     def task_ids(self) -> frozenset[str]:
         """The ids of the tasks defined here: what this executor claims (``routing``)."""
         return self._task_ids
+
+    @property
+    def queues(self) -> frozenset[str]:
+        """The queues this executor claims from: those given to ``serve_queues`` (``durable
+        worker --queue``), else every queue its tasks use."""
+        return self._task_queues if self._queues is None else self._queues
+
+    def serve_queues(self, queues: Iterable[str] | None) -> None:
+        """Claim only from ``queues`` (None: from every queue the tasks defined here use)."""
+        self._queues = None if queues is None else frozenset(check_queue("the worker", queue) for queue in queues)
 
     def get_task(self, task: Task | str) -> Task:
         """The defined task with ``task``'s id; ``DurableExecutionNotFoundError`` if there is none."""
@@ -66,25 +79,28 @@ class TaskDefinitions:
     @overload
     def task(self, *, id: str, timeout: float, retry: RetryOptions | None = None,
              sleep_before_run: float = 0.0, input_schema: Any = None,
-             validate_input: InputValidator | None = None, run: None = None) -> Callable[[RunFunction], Task]: ...
+             validate_input: InputValidator | None = None, queue: str = DEFAULT_QUEUE,
+             run: None = None) -> Callable[[RunFunction], Task]: ...
 
     @overload
     def task(self, *, id: str, timeout: float, retry: RetryOptions | None = None,
              sleep_before_run: float = 0.0, input_schema: Any = None,
-             validate_input: InputValidator | None = None, run: RunFunction) -> Task: ...
+             validate_input: InputValidator | None = None, queue: str = DEFAULT_QUEUE,
+             run: RunFunction) -> Task: ...
 
     def task(self, *, id: str, timeout: float, retry: RetryOptions | None = None,
              sleep_before_run: float = 0.0, input_schema: Any = None,
-             validate_input: InputValidator | None = None,
+             validate_input: InputValidator | None = None, queue: str = DEFAULT_QUEUE,
              run: RunFunction | None = None) -> Task | Callable[[RunFunction], Task]:
         """Define a task. With ``run=`` returns the ``Task``; without, a decorator that does.
 
         ``run(ctx, input)`` may be ``async def`` or a plain ``def`` (run in a worker thread).
+        ``queue`` is where its executions wait unless an enqueue names another.
         """
         def define(fn: RunFunction) -> Task:
             return self._define(TaskKind.TASK, fn, id=id, timeout=timeout, retry=retry,
                                 sleep_before_run=sleep_before_run, input_schema=input_schema,
-                                validate_input=validate_input)
+                                validate_input=validate_input, queue=queue)
 
         return define(run) if run is not None else define
 
@@ -92,18 +108,18 @@ class TaskDefinitions:
     def parent_task(self, *, id: str, timeout: float, finalize: Task | Callable[..., Any] | None = None,
                     retry: RetryOptions | None = None, sleep_before_run: float = 0.0,
                     input_schema: Any = None, validate_input: InputValidator | None = None,
-                    run: None = None) -> Callable[[RunFunction], Task]: ...
+                    queue: str = DEFAULT_QUEUE, run: None = None) -> Callable[[RunFunction], Task]: ...
 
     @overload
     def parent_task(self, *, id: str, timeout: float, finalize: Task | Callable[..., Any] | None = None,
                     retry: RetryOptions | None = None, sleep_before_run: float = 0.0,
                     input_schema: Any = None, validate_input: InputValidator | None = None,
-                    run: RunFunction) -> Task: ...
+                    queue: str = DEFAULT_QUEUE, run: RunFunction) -> Task: ...
 
     def parent_task(self, *, id: str, timeout: float, finalize: Task | Callable[..., Any] | None = None,
                     retry: RetryOptions | None = None, sleep_before_run: float = 0.0,
                     input_schema: Any = None, validate_input: InputValidator | None = None,
-                    run: RunFunction | None = None) -> Task | Callable[[RunFunction], Task]:
+                    queue: str = DEFAULT_QUEUE, run: RunFunction | None = None) -> Task | Callable[[RunFunction], Task]:
         """Define a parent task whose run returns ``ParentTaskResult(output, children)``.
 
         ``finalize`` is a task of this executor (plain or parent) or a callable run inline; it
@@ -120,7 +136,7 @@ class TaskDefinitions:
         def define(fn: RunFunction) -> Task:
             return self._define(TaskKind.PARENT, fn, id=id, timeout=timeout, retry=retry,
                                 sleep_before_run=sleep_before_run, input_schema=input_schema,
-                                validate_input=validate_input, finalize=finalize)
+                                validate_input=validate_input, finalize=finalize, queue=queue)
 
         return define(run) if run is not None else define
 
@@ -129,18 +145,19 @@ class TaskDefinitions:
         input is a unique id (1..255 chars) that the waker uses."""
         return self._define(TaskKind.SLEEPING, None, id=id, timeout=timeout)
 
-    def sequential_tasks(self, id: str, tasks: Sequence[Task], *, timeout: float = 30.0) -> Task:
+    def sequential_tasks(self, id: str, tasks: Sequence[Task], *, timeout: float = 30.0,
+                         queue: str = DEFAULT_QUEUE) -> Task:
         """Define a task running ``tasks`` one after another, each output the next one's input."""
         steps = tuple(tasks)
         if not steps:
             raise ValueError(f"Sequential task {id}: No tasks provided")
         for step in steps:
             self._check_defined(id, step)
-        return self._define(TaskKind.SEQUENTIAL, None, id=id, timeout=timeout, steps=steps)
+        return self._define(TaskKind.SEQUENTIAL, None, id=id, timeout=timeout, steps=steps, queue=queue)
 
     def looping_task(self, id: str, iteration_task: Task, max_attempts: int,
                      sleep_before_run: float | Callable[[int], float] | None = None, *,
-                     timeout: float = 30.0) -> Task:
+                     timeout: float = 30.0, queue: str = DEFAULT_QUEUE) -> Task:
         """Define a task re-running ``iteration_task`` until it returns ``{"is_done": True, ...}``.
 
         Result: ``{"is_success": True, "output": x}``, or ``{"is_success": False}`` after
@@ -153,14 +170,14 @@ class TaskDefinitions:
         if sleep_before_run is not None and not callable(sleep_before_run):
             check_sleep_before_run(id, sleep_before_run)
         return self._define(TaskKind.LOOPING, None, id=id, timeout=timeout, steps=(iteration_task,),
-                            max_attempts=max_attempts, iteration_sleep=sleep_before_run)
+                            max_attempts=max_attempts, iteration_sleep=sleep_before_run, queue=queue)
 
     # ----------------------------------------------------------------------------- checking
 
     def _define(self, kind: TaskKind, run: RunFunction | None, *, id: str, timeout: float,
                 retry: RetryOptions | None = None, sleep_before_run: float | None = 0.0,
                 input_schema: Any = None, validate_input: InputValidator | None = None,
-                **extra: Any) -> Task:
+                queue: str = DEFAULT_QUEUE, **extra: Any) -> Task:
         check_task_id(id)
         task = Task(
             id=id,
@@ -170,6 +187,7 @@ class TaskDefinitions:
             sleep_before_run=check_sleep_before_run(id, sleep_before_run),
             run=run,
             validator=self._validator(id, input_schema, validate_input),
+            queue=check_queue(f"task {id}", queue),
             **extra,
         )
         return self._add(task)
@@ -187,6 +205,7 @@ class TaskDefinitions:
             raise ValueError(f"Task with given id already exists [taskId={task.id}]")
         self._tasks[task.id] = task
         self._task_ids = frozenset(self._tasks)
+        self._task_queues = frozenset(task.queue for task in self._tasks.values() if task.kind is not TaskKind.SLEEPING)
         return task
 
     def _validator(self, task_id: str, input_schema: Any, validate_input: InputValidator | None) -> InputValidator | None:

@@ -23,7 +23,7 @@ from .payloads import PayloadCodec
 from .records import new_record
 from .runner import Runner
 from .serialization import Serializer
-from .storage.contract import Payload, Storage
+from .storage.contract import DEFAULT_QUEUE, QUEUES_STORAGE_API, Payload, Storage
 from .storage.opening import open_storage
 from .tasks import Task, TaskKind
 
@@ -258,36 +258,41 @@ class DurableExecutor(TaskDefinitions):
     async def enqueue_task(self, task: Task | str, input: Any = None, *,
                            retry: RetryOptions | None = None, sleep_before_run: float | None = None,
                            timeout: float | None = None,
-                           idempotency_key: str | None = None) -> TaskExecutionHandle:
+                           idempotency_key: str | None = None, queue: str | None = None) -> TaskExecutionHandle:
         """Store a new execution of ``task`` and return its handle.
 
         With ``idempotency_key``, a second enqueue of the same task and key returns the first
-        execution's handle and stores nothing.
+        execution's handle and stores nothing. ``queue`` overrides the task's queue.
         """
         check_idempotency_key(idempotency_key)
         (handle,) = await self._enqueue(task, [input], retry=retry, sleep_before_run=sleep_before_run,
-                                        timeout=timeout, idempotency_key=idempotency_key)
+                                        timeout=timeout, idempotency_key=idempotency_key, queue=queue)
         return handle
 
     async def enqueue_tasks(self, task: Task | str, inputs: Sequence[Any], *,
                             retry: RetryOptions | None = None, sleep_before_run: float | None = None,
-                            timeout: float | None = None) -> list[TaskExecutionHandle]:
+                            timeout: float | None = None, queue: str | None = None) -> list[TaskExecutionHandle]:
         """Store one execution of ``task`` per input, all in one atomic storage call.
 
         The fast way to enqueue many: all or none are stored; handles come back in input order.
         """
         return await self._enqueue(task, inputs, retry=retry, sleep_before_run=sleep_before_run,
-                                   timeout=timeout)
+                                   timeout=timeout, queue=queue)
 
     async def _enqueue(self, task: Task | str, inputs: Sequence[Any], *, retry: RetryOptions | None,
                        sleep_before_run: float | None, timeout: float | None,
-                       idempotency_key: str | None = None) -> list[TaskExecutionHandle]:
+                       idempotency_key: str | None = None, queue: str | None = None) -> list[TaskExecutionHandle]:
         engine = self._running()
         task = self.get_task(task)
         now = engine.now()
         records = [new_record(task, input, now, engine.codec, retry=retry, sleep_before_run=sleep_before_run,
-                              timeout=timeout, idempotency_key=idempotency_key)
+                              timeout=timeout, idempotency_key=idempotency_key, queue=queue)
                    for input in inputs]
+        if records and records[0].queue != DEFAULT_QUEUE and engine.storage.storage_api < QUEUES_STORAGE_API:
+            raise DurableExecutionError(
+                f"Cannot enqueue {task.id} on queue {records[0].queue!r}: the storage implements storage API "
+                f"{engine.storage.storage_api}, which stores no queues; upgrade it, or use the default queue",
+                is_retryable=False)
         return [TaskExecutionHandle(engine, kept.task_id, kept.execution_id) for kept in await engine.insert(records)]
 
     async def get_task_execution_handle(self, task: Task | str, execution_id: str) -> TaskExecutionHandle:

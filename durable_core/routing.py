@@ -1,4 +1,4 @@
-"""Which executions a worker claims: only those of the tasks it defines.
+"""Which executions a worker claims: only those of the tasks it defines, in the queues it serves.
 
 A storage with ``Capabilities.routing`` is asked for those tasks alone, from an index, so that
 executions of tasks defined elsewhere stay ``ready`` for a worker that knows them and cost this
@@ -29,20 +29,25 @@ class Routes(Protocol):
         """The ids of the tasks it defines."""
         ...
 
+    @property
+    def queues(self) -> frozenset[str]:
+        """The queues it claims from."""
+        ...
+
 
 async def claim_routed(engine: Engine, routes: Routes, limit: int) -> list[ExecutionRecord]:
     """Claim up to ``limit`` due executions of ``routes`` for ``engine``."""
     storage, options, now = engine.storage, engine.options, engine.now()
-    task_ids = routes.task_ids
+    task_ids, queues = routes.task_ids, routes.queues
     if storage.capabilities.routing:
         return await storage.claim_executions(engine.executor_id, now, limit, options.lease_duration,
-                                              task_ids=task_ids)
+                                              task_ids=task_ids, queues=queues)
     claimed = await storage.claim_executions(engine.executor_id, now, limit, options.lease_duration)
-    foreign = [record for record in claimed if record.task_id not in task_ids]
-    if not foreign:
-        return claimed
-    await storage.commit_runs([RunCommit(_handed_back(record, now)) for record in foreign], now)
-    return [record for record in claimed if record.task_id in task_ids]
+    mine = [record for record in claimed if record.task_id in task_ids and record.queue in queues]
+    if len(mine) < len(claimed):
+        await storage.commit_runs([RunCommit(_handed_back(record, now)) for record in claimed
+                                   if record.task_id not in task_ids or record.queue not in queues], now)
+    return mine
 
 
 def _handed_back(claimed: ExecutionRecord, ready_at: float) -> ExecutionRecord:

@@ -15,8 +15,10 @@ from typing import Any
 import trio
 
 from .models import RetryOptions
+from .storage.contract import DEFAULT_QUEUE
 
 _TASK_ID = re.compile(r"[A-Za-z0-9_]+")
+_QUEUE = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
 
 
 class TaskKind(StrEnum):
@@ -47,6 +49,7 @@ class Task:
     steps: tuple[Task, ...] = ()
     max_attempts: int = 0
     iteration_sleep: float | Callable[[int], float] | None = None
+    queue: str = DEFAULT_QUEUE
 
     def __repr__(self) -> str:
         return f"<Task {self.id} ({self.kind})>"
@@ -62,6 +65,14 @@ def check_task_id(task_id: object) -> str:
             f"Task id can only contain alphanumeric characters and underscores (got {task_id!r})"
         )
     return task_id
+
+
+def check_queue(owner: str, queue: object) -> str:
+    """A queue name (of ``owner``: "task x", "the worker"): 1..255 letters, digits, ``_-.:``."""
+    if not isinstance(queue, str) or not _QUEUE.fullmatch(queue):
+        raise ValueError(f"Invalid queue for {owner}: a name of 1 to 255 letters, digits, '_', '-', '.' "
+                         f"or ':' is expected, got {queue!r}")
+    return queue
 
 
 def check_timeout(task_id: str, timeout: object) -> float:

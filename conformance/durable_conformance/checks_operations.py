@@ -50,7 +50,7 @@ def full_record(execution_id: str = "te_full") -> ExecutionRecord:
         finalize=ExecutionRef("f", "te_f"), active_children_count=2, started_at=4.5, finished_at=None,
         waiting_for_children_started_at=5.0, waiting_for_finalize_started_at=6.0, ready_at=9.75,
         executor_id="de_x", lease_token=3, lease_expires_at=20.5,
-        deferred_options=frozenset({"retry", "sleep_before_run"}),
+        deferred_options=frozenset({"retry", "sleep_before_run"}), queue="emails.high-1",
     )
 
 
@@ -187,6 +187,15 @@ class LookupChecks:
         listed = await storage.list_executions(statuses=[S.CANCELLED])
         assert listed == [await get(storage, "te_d")]
 
+    async def test_list_by_queue_pages_too(self, storage: Storage) -> None:
+        await storage.insert_executions([new("te_a", now=1.0, queue="emails"), new("te_b", now=2.0),
+                                         new("te_c", now=3.0, queue="emails"), new("te_d", now=4.0, queue="emails")])
+        assert _ids(await storage.list_executions(queue="emails")) == ["te_d", "te_c", "te_a"]
+        assert _ids(await storage.list_executions(queue="default")) == ["te_b"]
+        assert _ids(await storage.list_executions(queue="emails", statuses=[S.READY], task_id="task",
+                                                  before=(4.0, "te_d"), limit=1)) == ["te_c"]
+        assert await storage.list_executions(queue="nowhere") == []
+
     async def test_list_orders_ties_by_id_and_pages_from_a_cursor(self, storage: Storage) -> None:
         """``before``: the key of a page's last record gives the next page, which a newer record
         does not shift; equal ``created_at`` are ordered by ``execution_id``, both descending."""
@@ -255,6 +264,23 @@ class ClaimChecks:
         assert await storage.claim_executions("de_1", 5.0, 10, LEASE_DURATION, task_ids=frozenset()) == []
         rest = await storage.claim_executions("de_2", 5.0, 10, LEASE_DURATION, task_ids=frozenset({"c", "b", "x"}))
         assert _ids(rest) == ["te_c1", "te_b2"]
+
+    @requires("routing", why="a claim for some queues takes only theirs")
+    async def test_a_claim_for_some_queues_takes_only_theirs(self, storage: Storage) -> None:
+        records = [new("te_a_mail", task_id="a", queue="emails", ready_at=1.0),
+                   new("te_a_default", task_id="a", ready_at=0.5),
+                   new("te_b_mail", task_id="b", queue="emails", ready_at=0.25),
+                   new("te_a_other", task_id="a", queue="other", ready_at=0.0)]
+        await storage.insert_executions(records)
+        claimed = await storage.claim_executions("de_1", 5.0, 10, LEASE_DURATION, task_ids=frozenset({"a"}),
+                                                 queues=frozenset({"emails", "default"}))
+        assert claimed == [claimed_copy(records[i], 5.0, "de_1") for i in (1, 0)]
+        assert [r and r.queue for r in claimed] == ["default", "emails"]
+        assert await storage.claim_executions("de_1", 5.0, 10, LEASE_DURATION, task_ids=frozenset({"a", "b"}),
+                                              queues=frozenset()) == []
+        rest = await storage.claim_executions("de_1", 5.0, 10, LEASE_DURATION, task_ids=frozenset({"a", "b"}),
+                                              queues=frozenset({"other", "emails"}))
+        assert _ids(rest) == ["te_a_other", "te_b_mail"]
 
     async def test_claim_does_not_take_what_is_not_due(self, storage: Storage) -> None:
         await storage.insert_executions([

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import trio
 
-from durable_core.storage import COMPATIBLE_STORAGE_APIS, STORAGE_API, STORAGE_METHODS, Capabilities, ChangeNotifications, Storage
+from durable_core.storage import STORAGE_API, STORAGE_METHODS, Capabilities, ChangeNotifications, Storage
 from durable_core.virtual_time import clock_held
 
 StorageFactory = Callable[[], Storage | Awaitable[Storage] | AbstractAsyncContextManager[Storage]]
@@ -44,11 +44,10 @@ def check_storage(storage: object, origin: str) -> Storage:
             "it must implement durable_core.storage.Storage"
         )
     api = getattr(storage, "storage_api", None)
-    if api not in COMPATIBLE_STORAGE_APIS:
+    if api != STORAGE_API:
         raise ConformanceSetupError(
             f"{origin} returned a storage implementing storage API {api!r}; this suite checks "
-            f"STORAGE_API {STORAGE_API} (or {', '.join(map(str, sorted(COMPATIBLE_STORAGE_APIS - {STORAGE_API})))}, "
-            "without routing)"
+            f"STORAGE_API {STORAGE_API}"
         )
     if not isinstance(getattr(storage, "capabilities", None), Capabilities):
         raise ConformanceSetupError(

@@ -85,6 +85,7 @@ def _summary(record: ExecutionRecord) -> dict[str, Any]:
     return {
         "execution_id": record.execution_id,
         "task_id": record.task_id,
+        "queue": record.queue,
         "status": str(record.status),
         "retry_attempts": record.retry_attempts,
         "created_at": timestamp(record.created_at),
@@ -100,16 +101,19 @@ def _summary(record: ExecutionRecord) -> dict[str, Any]:
               help="Only these statuses (repeatable); active, finished and errored name groups.")
 @click.option("--task", "task_id", help="Only executions of this task id.")
 @click.option("--executor", "executor_id", help="Only executions this executor runs or last ran (see: durable workers).")
+@click.option("--queue", help="Only executions in this queue.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1, max=MAX_LIMIT))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines, one object per execution.")
-def list_(statuses: tuple[str, ...], task_id: str | None, executor_id: str | None, limit: int, as_json: bool) -> None:
+def list_(statuses: tuple[str, ...], task_id: str | None, executor_id: str | None, queue: str | None, limit: int,
+          as_json: bool) -> None:
     """List executions, newest first."""
     wanted = {status for name in statuses for status in STATUS_GROUPS.get(name) or {TaskExecutionStatus(name)}}
 
     async def main() -> list[ExecutionRecord]:
         async with configured_storage() as (storage, _):
             return await storage.list_executions(statuses=sorted(wanted) or None, task_id=task_id,
-                                                 executor_id=executor_id, limit=limit)
+                                                 executor_id=executor_id, limit=limit,
+                                                 **({} if queue is None else {"queue": queue}))
 
     records = run(main)
     if as_json:

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..executor import DurableExecutor, check_idempotency_key
-from ..tasks import Task
+from ..tasks import Task, check_queue
 from .common import (
     client,
     json_value,
@@ -32,22 +32,40 @@ def _print_events() -> None:
 @click.command("worker")
 @click.argument("target", metavar="MODULE:EXECUTOR")
 @click.option("--quiet", "-q", is_flag=True, help="Do not print every state change.")
+@click.option("--queue", "queues", multiple=True, metavar="NAME",
+              help="Claim only from this queue (repeatable; default: every queue its tasks use).")
 @click.pass_context
-def worker(ctx: click.Context, target: str, quiet: bool) -> None:
+def worker(ctx: click.Context, target: str, quiet: bool, queues: tuple[str, ...]) -> None:
     """Run the tasks of MODULE:EXECUTOR until SIGINT or SIGTERM, then shut down gracefully:
     running tasks get the executor's shutdown_timeout to finish, the rest are handed back.
     A second signal hands them back at once (exit code 130)."""
     executor = load_executor(target)
+    if queues:
+        _serve(executor, queues)
     if not quiet:
         _print_events()
     ctx.exit(run(_work, executor, target))
+
+
+def _serve(executor: DurableExecutor, queues: tuple[str, ...]) -> None:
+    """Claim from ``queues`` only; a name none of the executor's tasks uses is likely a typo: say so once."""
+    try:
+        executor.serve_queues(queues)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--queue") from None
+    used = {task.queue for task in executor.tasks.values()}
+    for name in sorted(set(queues) - used):
+        click.echo(f"warning: no task of this executor is defined on queue {name!r} (its tasks use: "
+                   f"{', '.join(sorted(used)) or 'none'}); it claims there only executions enqueued with "
+                   f"queue={name!r}", err=True)
 
 
 async def _work(executor: DurableExecutor, target: str) -> int:
     async with stopped_by_signals(executor) as interruption, executor:
         tasks = ", ".join(f"{task.id} ({task.kind})" for task in executor.tasks.values())
         click.echo(f"worker {executor.executor_id} for {target}: up to {executor.max_concurrent_task_executions} "
-                   f"executions at once; tasks: {tasks or 'none'}", err=True)
+                   f"executions at once; tasks: {tasks or 'none'}; queues: {', '.join(sorted(executor.queues))}",
+                   err=True)
         click.echo("stop it with Ctrl-C or SIGTERM", err=True)
         await interruption.received.wait()
         if executor.running_task_executions_count:
@@ -70,17 +88,25 @@ def _idempotency_key(value: str | None) -> str | None:
 @click.option("--input", "input_", callback=json_value, metavar="JSON", help="The input, as JSON (default: null).")
 @click.option("--idempotency-key", callback=lambda _ctx, _param, key: _idempotency_key(key),
               help="Enqueue at most once per task and key; again, return the first one.")
+@click.option("--queue", metavar="NAME", help="Enqueue on this queue instead of the task's.")
 @click.option("--wait", is_flag=True, help="Follow it until it finishes and print its output; exit 1 unless completed.")
 @click.pass_context
-def enqueue(ctx: click.Context, target: str, input_: Any, idempotency_key: str | None, wait: bool) -> None:
+def enqueue(ctx: click.Context, target: str, input_: Any, idempotency_key: str | None, queue: str | None,
+            wait: bool) -> None:
     """Enqueue an execution of MODULE:TASK and print its id; a worker runs it."""
     executor, task = load_task(target)
-    ctx.exit(run(_enqueue, executor, task, input_, idempotency_key, wait))
+    if queue is not None:
+        try:
+            check_queue(f"task {task.id}", queue)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--queue") from None
+    ctx.exit(run(_enqueue, executor, task, input_, idempotency_key, queue, wait))
 
 
-async def _enqueue(executor: DurableExecutor, task: Task, input: Any, key: str | None, wait: bool) -> int:
+async def _enqueue(executor: DurableExecutor, task: Task, input: Any, key: str | None, queue: str | None,
+                   wait: bool) -> int:
     async with client(executor):
-        handle = await executor.enqueue_task(task, input, idempotency_key=key)
+        handle = await executor.enqueue_task(task, input, idempotency_key=key, queue=queue)
         click.echo(handle.execution_id)
         if not wait:
             return 0

@@ -4,6 +4,7 @@ from .connection_thread import Call as Call
 from .connection_thread import ConnectionThreads as ConnectionThreads
 from .contract import CANCELLED_ERROR as CANCELLED_ERROR
 from .contract import COMPATIBLE_STORAGE_APIS as COMPATIBLE_STORAGE_APIS
+from .contract import DEFAULT_QUEUE as DEFAULT_QUEUE
 from .contract import EXECUTOR_RETENTION as EXECUTOR_RETENTION
 from .contract import EXPIRED_ERROR as EXPIRED_ERROR
 from .contract import EXPIRED_TOO_OFTEN_ERROR as EXPIRED_TOO_OFTEN_ERROR

@@ -37,18 +37,27 @@ from ..errors import DurableExecutionError, ErrorInfo
 from ..models import ExecutionRef, ParentRef, RetryOptions
 from ..status import TaskExecutionStatus
 
-STORAGE_API = 5
-"""Version of this contract. Backends declare the version they implement as ``storage_api``; 5
-added ``task_ids`` to ``claim_executions``, honoured by a backend with ``Capabilities.routing`` (a
+STORAGE_API = 6
+"""Version of this contract. Backends declare the version they implement as ``storage_api``; 6
+added ``ExecutionRecord.queue``, ``queues`` to ``claim_executions`` and ``queue`` to
+``list_executions`` (a backend written for 5 or 4 would drop the queue: on one, the engine
+enqueues only on the default queue); 5 added ``task_ids`` to ``claim_executions``, honoured by a backend with ``Capabilities.routing`` (a
 backend written for 4 lacks it and still works: see ``COMPATIBLE_STORAGE_APIS``); 4
 added the cursor ``before`` of ``list_executions`` (a backend written for 3 would ignore it and
 list the first page again); 3 added ``ExecutionRecord.deferred_options`` (a backend written for 2
 would drop it)."""
 
-COMPATIBLE_STORAGE_APIS = frozenset({4, STORAGE_API})
+COMPATIBLE_STORAGE_APIS = frozenset({4, 5, STORAGE_API})
 """The versions this core opens. A backend written for 4 has no ``task_ids`` in its claims: the
 engine claims from it as before and hands back at once what it does not define (slower, but
-correct; see ``Capabilities.routing``)."""
+correct; see ``Capabilities.routing``). One written for 4 or 5 stores no queue: the engine
+refuses to enqueue on any queue but ``DEFAULT_QUEUE`` there."""
+
+QUEUES_STORAGE_API = 6
+"""The first storage API whose records keep their queue."""
+
+DEFAULT_QUEUE = "default"
+"""The queue of an execution enqueued without one, of a task defined without one."""
 
 ListCursor = tuple[float, str]
 """Where a page of ``list_executions`` ended: the ``(created_at, execution_id)`` of its last record."""
@@ -66,8 +75,8 @@ class Capabilities:
     """The storage has ``wait_for_changes`` (see ``ChangeNotifications``): executors are woken as
     soon as another process makes work claimable, instead of at their next poll."""
     routing: bool = False
-    """``claim_executions`` honours ``task_ids``, from an index on the task id, so that executions
-    of tasks a worker does not define cost its claims nothing. Without it the engine claims
+    """``claim_executions`` honours ``task_ids`` and ``queues``, from an index on the task id and
+    queue, so that executions of tasks (or queues) a worker does not serve cost its claims nothing. Without it the engine claims
     without ``task_ids`` and hands back at once (``ready`` again, for a worker that defines it)
     what it does not define: correct, but each such execution costs claims and writes."""
 
@@ -155,6 +164,8 @@ class ExecutionRecord:
     """Options the enqueuer did not know (some of ``retry``, ``timeout``, ``sleep_before_run``): a
     client without the task's definition stored placeholders for them, and the first executor that
     claims the execution replaces them by the task's defaults (and commits it with this empty)."""
+    queue: str = DEFAULT_QUEUE
+    """The named queue it waits in: workers claim only from their queues (``durable worker --queue``)."""
 
     def copy(self, **changes: object) -> ExecutionRecord:
         """A copy with ``changes`` applied (5x faster than ``dataclasses.replace``: a hot path)."""
@@ -240,7 +251,7 @@ def cascade_error(ancestor: ExecutionRecord | StatusChange) -> ErrorInfo:
 
 @runtime_checkable
 class Storage(Protocol):
-    """The storage contract (``STORAGE_API`` 5). All methods are async, atomic and checkpoints.
+    """The storage contract (``STORAGE_API`` 6). All methods are async, atomic and checkpoints.
 
     Batch methods take and return sequences; each element is handled as if alone (one failing
     fence does not stop the others), unless the method says the whole batch is atomic.
@@ -279,8 +290,9 @@ class Storage(Protocol):
         executor_id: str | None = None,
         limit: int = 100,
         before: ListCursor | None = None,
+        queue: str | None = None,
     ) -> list[ExecutionRecord]:
-        """Executions matching the filters, newest first, at most ``limit``: ordered by
+        """Executions matching the filters (``queue``: in that queue), newest first, at most ``limit``: ordered by
         ``(created_at, execution_id)`` descending (ids made in the same millisecond sort by time).
 
         ``executor_id`` selects the records whose ``executor_id`` is that one (who holds, or last
@@ -292,15 +304,15 @@ class Storage(Protocol):
 
     async def claim_executions(
         self, executor_id: str, now: float, limit: int, lease_duration: float, *,
-        task_ids: Collection[str] | None = None,
+        task_ids: Collection[str] | None = None, queues: Collection[str] | None = None,
     ) -> list[ExecutionRecord]:
         """Claim up to ``limit`` records whose ``ready_at <= now``, earliest ``ready_at`` first.
 
         With ``task_ids`` (a backend with ``Capabilities.routing``), only records of those tasks,
-        found through an index on the task id: records of other tasks are never claimed, and
-        however many are due they do not slow the claim. None claims records of any task; the
-        engine passes None only to a backend without ``routing``, which need not take the
-        argument at all.
+        and with ``queues`` only records in those queues, found through an index on the task id
+        and queue: other records are never claimed, and however many are due they do not slow
+        the claim. None claims records of any task (in any queue); the engine passes both only
+        to a backend with ``routing``, and neither to one without, which need not take them.
 
         Each claimed record gets ``ready_at=None``, ``executor_id``, ``lease_token + 1``,
         ``lease_expires_at = now + lease_duration`` and ``updated_at = now``; a ``ready`` one

@@ -159,12 +159,13 @@ class SingleOperationStorage(Storage, ABC):
         executor_id: str | None = None,
         limit: int = 100,
         before: ListCursor | None = None,
+        queue: str | None = None,
     ) -> list[ExecutionRecord]: ...
 
     @abstractmethod
     async def claim_executions(
         self, executor_id: str, now: float, limit: int, lease_duration: float, *,
-        task_ids: Collection[str] | None = None,
+        task_ids: Collection[str] | None = None, queues: Collection[str] | None = None,
     ) -> list[ExecutionRecord]: ...
 
     @abstractmethod

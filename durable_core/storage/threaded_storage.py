@@ -99,9 +99,10 @@ class ThreadedStorage(Generic[K]):
         executor_id: str | None = None,
         limit: int = 100,
         before: ListCursor | None = None,
+        queue: str | None = None,
     ) -> list[ExecutionRecord]:
         return await self._threads.call(self.read_kind, self._db.list_records, statuses, task_id, executor_id,
-                                        limit, before)
+                                        limit, before, queue)
 
     async def count_executions(self) -> dict[TaskExecutionStatus, int]:
         """``StatusCounts``: one grouped count over the status index."""
@@ -109,10 +110,10 @@ class ThreadedStorage(Generic[K]):
 
     async def claim_executions(
         self, executor_id: str, now: float, limit: int, lease_duration: float, *,
-        task_ids: Collection[str] | None = None,
+        task_ids: Collection[str] | None = None, queues: Collection[str] | None = None,
     ) -> list[ExecutionRecord]:
         return await self._threads.call(self.write_kind, self._db.claim, executor_id, now, limit, lease_duration,
-                                        task_ids)
+                                        task_ids, queues)
 
     async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
         return await self._threads.call(self.claimable_write_kind, self._db.commit_runs, commits, now)

@@ -2,8 +2,8 @@
 
 Every operation runs synchronously under one ``threading.Lock``, so executors in several threads
 (each with its own ``trio.run``) may share one storage. Indexes keep every operation independent of
-the number of finished records: claims and expiry pop from heaps keyed by ``ready_at`` (one per task,
-so a claim reads only its tasks') and ``lease_expires_at``; lookups go through dicts.
+the number of finished records: claims and expiry pop from heaps keyed by ``ready_at`` (one per task
+and queue, so a claim reads only its own) and ``lease_expires_at``; lookups go through dicts.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import heapq
 import itertools
 import threading
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -85,8 +85,8 @@ class _State:
         self.children: dict[str, set[str]] = {}
         self.by_unique_id: dict[str, str] = {}
         self.by_idempotency_key: dict[tuple[str, str], str] = {}
-        self.ready: dict[str, _Schedule] = {}
-        """Claimable ids by ``ready_at``, one schedule per task: a claim reads only its tasks'."""
+        self.ready: dict[tuple[str, str], _Schedule] = {}
+        """Claimable ids by ``ready_at``, one schedule per task and queue: a claim reads only its own."""
         self._ready_order = itertools.count()
         self.leases = _Schedule()
         self.finished_roots = _Schedule()
@@ -123,15 +123,15 @@ class _State:
             self.records[execution_id] = new
             if old is None:
                 self._link(record, add=True)
-        self._ready_of(record.task_id).set(execution_id, None if new is None else new.ready_at)
+        self._ready_of(record.task_id, record.queue).set(execution_id, None if new is None else new.ready_at)
         self.leases.set(execution_id, None if new is None else new.lease_expires_at)
         self.finished_roots.set(execution_id, None if new is None else transitions.finished_root_at(new))
         self._undo.append((old, new))
 
-    def _ready_of(self, task_id: str) -> _Schedule:
-        schedule = self.ready.get(task_id)
+    def _ready_of(self, task_id: str, queue: str) -> _Schedule:
+        schedule = self.ready.get((task_id, queue))
         if schedule is None:
-            schedule = self.ready[task_id] = _Schedule(self._ready_order)
+            schedule = self.ready[task_id, queue] = _Schedule(self._ready_order)
         return schedule
 
     def _link(self, record: ExecutionRecord, *, add: bool) -> None:
@@ -169,13 +169,13 @@ class _State:
         return self.get([self.by_unique_id.get(unique_id) for unique_id in unique_ids])
 
     def select(self, statuses: Sequence[S] | None, task_id: str | None, executor_id: str | None,
-               limit: int, before: ListCursor | None) -> list[ExecutionRecord]:
+               limit: int, before: ListCursor | None, queue: str | None) -> list[ExecutionRecord]:
         wanted = None if statuses is None else frozenset(statuses)
         matches = (
             record
             for record in self.records.values()
             if (wanted is None or record.status in wanted) and (task_id is None or record.task_id == task_id)
-            and (executor_id is None or record.executor_id == executor_id)
+            and (executor_id is None or record.executor_id == executor_id) and queue in (None, record.queue)
             and (before is None or list_key(record) < before)
         )
         return [record.copy() for record in heapq.nlargest(max(limit, 0), matches, key=list_key)]
@@ -201,8 +201,13 @@ class _State:
         return [(self._twin(record) or self._add(record)).copy() for record in records]
 
     def claim(self, executor_id: str, now: float, limit: int, lease_duration: float,
-              task_ids: Collection[str] | None) -> list[ExecutionRecord]:
-        schedules = self.ready.values() if task_ids is None else filter(None, map(self.ready.get, task_ids))
+              task_ids: Collection[str] | None, queues: Collection[str] | None) -> list[ExecutionRecord]:
+        if task_ids is not None and queues is not None:
+            wanted = (self.ready.get(lane) for lane in itertools.product(task_ids, queues))
+            schedules: Iterable[_Schedule] = (schedule for schedule in wanted if schedule is not None)
+        else:
+            schedules = (schedule for (task_id, queue), schedule in self.ready.items()
+                         if (task_ids is None or task_id in task_ids) and (queues is None or queue in queues))
         due = heapq.merge(*(schedule.due_entries(now) for schedule in schedules))
         claimed = []
         for _, _, execution_id in itertools.islice(due, max(limit, 0)):
@@ -378,8 +383,9 @@ class MemoryStorage:
         executor_id: str | None = None,
         limit: int = 100,
         before: ListCursor | None = None,
+        queue: str | None = None,
     ) -> list[ExecutionRecord]:
-        return await self._run(self._state.select, statuses, task_id, executor_id, limit, before)
+        return await self._run(self._state.select, statuses, task_id, executor_id, limit, before, queue)
 
     async def count_executions(self) -> dict[S, int]:
         """``StatusCounts``: a pass over every record (the memory storage has no index)."""
@@ -387,9 +393,9 @@ class MemoryStorage:
 
     async def claim_executions(
         self, executor_id: str, now: float, limit: int, lease_duration: float, *,
-        task_ids: Collection[str] | None = None,
+        task_ids: Collection[str] | None = None, queues: Collection[str] | None = None,
     ) -> list[ExecutionRecord]:
-        return await self._run(self._state.claim, executor_id, now, limit, lease_duration, task_ids)
+        return await self._run(self._state.claim, executor_id, now, limit, lease_duration, task_ids, queues)
 
     async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
         return await self._run(self._state.commit, commits, now)

@@ -109,17 +109,22 @@ FROM ({{}}) AS c
 WHERE e.execution_id = c.execution_id
 RETURNING c.ready_at, {", ".join(f"e.{c}" for c in COLUMNS)}"""
         self.claim = claim.format(f"""
-SELECT c.execution_id, c.ready_at FROM unnest(%(task_ids)s::text[]) AS k (task_id) CROSS JOIN LATERAL (
-    SELECT execution_id, ready_at FROM {t} WHERE task_id = k.task_id AND ready_at <= %(now)s
+SELECT c.execution_id, c.ready_at
+FROM unnest(%(task_ids)s::text[]) AS k (task_id) CROSS JOIN unnest(%(queues)s::text[]) AS q (queue)
+CROSS JOIN LATERAL (
+    SELECT execution_id, ready_at FROM {t} WHERE task_id = k.task_id AND queue = q.queue AND ready_at <= %(now)s
     ORDER BY ready_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS c
 ORDER BY c.ready_at LIMIT %(limit)s""")
-        """Each task's earliest due executions from its range of the claim index (task_id, ready_at),
-        the earliest of them claimed. Each task locks up to ``limit`` rows until the transaction
+        """Each (task, queue)'s earliest due executions from its range of the claim index (task_id,
+        queue, ready_at), the earliest of them claimed. Each range locks up to ``limit`` rows until the transaction
         ends, of which only the earliest ``limit`` in all are claimed: with several busy tasks
         other claimers skip a few more rows for that short while."""
         self.claim_any = claim.format(f"""
-SELECT execution_id, ready_at FROM {t} WHERE ready_at <= %(now)s ORDER BY ready_at LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED""")
+SELECT execution_id, ready_at FROM {t}
+WHERE ready_at <= %(now)s AND (%(task_ids)s::text[] IS NULL OR task_id = ANY(%(task_ids)s))
+    AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+ORDER BY ready_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED""")
+        """A claim that names no queues, or no tasks: not the engine's (it scans the index and sorts)."""
         self.close = f"UPDATE {t} SET {_CLOSE_SET} WHERE execution_id = %(execution_id)s RETURNING task_id, status"
         self.cascade = "WITH RECURSIVE {}\n{}\nRETURNING e.execution_id, e.task_id, old.status".format(*self._cascading(""))
         self.expired = f"""
@@ -232,10 +237,12 @@ RETURNING e.execution_id, e.task_id, o.status, e.status"""
         return f"INSERT INTO {self.table} ({self.cols}) VALUES ({values}) ON CONFLICT DO NOTHING RETURNING execution_id"
 
     @functools.lru_cache(maxsize=8)
-    def list(self, by_status: bool, by_task: bool, by_executor: bool = False, after: bool = False) -> str:
+    def list(self, by_status: bool, by_task: bool, by_executor: bool = False, after: bool = False,
+             by_queue: bool = False) -> str:
         """Ids compare in the indexes' collation "C", byte by byte, whatever the database's."""
         conditions = (["status = ANY(%(statuses)s)"] if by_status else []) + (["task_id = %(task_id)s"] if by_task else [])
         conditions += ["executor_id = %(executor_id)s"] if by_executor else []
+        conditions += ["queue = %(queue)s"] if by_queue else []
         conditions += ['(created_at, execution_id COLLATE "C") < (%(created_at)s, %(execution_id)s)'] if after else []
         where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
         return (f'SELECT {self.cols} FROM {self.table} {where}ORDER BY created_at DESC, execution_id COLLATE "C" DESC '
@@ -288,12 +295,13 @@ class Database:
         return self._by(cur, self.q.by_sleeping_unique_id, unique_ids, lambda r: r.sleeping_unique_id)
 
     def list_records(self, cur: psycopg.Cursor, statuses: Sequence[S] | None, task_id: str | None,
-                     executor_id: str | None, limit: int, before: ListCursor | None) -> list[ExecutionRecord]:
+                     executor_id: str | None, limit: int, before: ListCursor | None,
+                     queue: str | None = None) -> list[ExecutionRecord]:
         created_at, execution_id = before or (None, None)
         params = {"statuses": [str(s) for s in statuses or ()], "task_id": task_id, "executor_id": executor_id,
-                  "limit": max(limit, 0), "created_at": created_at, "execution_id": execution_id}
+                  "limit": max(limit, 0), "created_at": created_at, "execution_id": execution_id, "queue": queue}
         cur.execute(self.q.list(statuses is not None, task_id is not None, executor_id is not None,
-                                before is not None), params)
+                                before is not None, queue is not None), params)
         return [from_row(row) for row in cur.fetchall()]
 
     def count_by_status(self, cur: psycopg.Cursor) -> dict[S, int]:
@@ -349,12 +357,14 @@ class Database:
         return stored
 
     def claim(self, cur: psycopg.Cursor, executor_id: str, now: float, limit: int,
-              lease_duration: float, task_ids: Collection[str] | None = None) -> list[ExecutionRecord]:
-        if limit <= 0 or (task_ids is not None and not task_ids):
+              lease_duration: float, task_ids: Collection[str] | None = None,
+              queues: Collection[str] | None = None) -> list[ExecutionRecord]:
+        if limit <= 0 or (task_ids is not None and not task_ids) or (queues is not None and not queues):
             return []
         params = {"now": now, "executor_id": executor_id, "lease_duration": lease_duration, "limit": limit,
-                  "task_ids": None if task_ids is None else list(task_ids)}
-        cur.execute(self.q.claim_any if task_ids is None else self.q.claim, params)
+                  "task_ids": None if task_ids is None else list(task_ids),
+                  "queues": None if queues is None else list(queues)}
+        cur.execute(self.q.claim_any if task_ids is None or queues is None else self.q.claim, params)
         rows = sorted(cur.fetchall(), key=lambda row: row[0])
         return [from_row(row[1:]) for row in rows]
 

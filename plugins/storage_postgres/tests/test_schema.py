@@ -99,6 +99,30 @@ async def test_a_version_5_schema_claims_by_task_from_a_new_index_and_keeps_its_
     assert "executions_claim" in names and "executions_ready_at" not in names
 
 
+async def test_a_version_6_schema_gains_queues_and_keeps_its_executions_in_the_default_one(dsn, schema, postgres):
+    """Migration 0007: rows written before it are in the default queue, claimed and listed there."""
+    with psycopg.connect(dsn) as conn:
+        migrate(conn, schema, 0, MIGRATIONS[:6])
+        conn.execute(sql.SQL("COMMENT ON TABLE {}.schema_migrations IS {}").format(
+            sql.Identifier(schema), sql.Literal(_schema.MARKER)))
+        conn.execute(sql.SQL(
+            "INSERT INTO {}.executions (execution_id, task_id, status, lease_token, active_children_count, "
+            "retry_attempts, lease_expirations, created_at, updated_at, start_at, timeout, sleep_before_run, "
+            "retry_max_attempts, retry_base_delay, retry_delay_multiplier, is_sleeping, input_serializer, input, "
+            "ready_at) VALUES ('te_old', 'task', 'ready', 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 1, false, 'json', '', 0)"
+        ).format(sql.Identifier(schema)))
+    async with postgres() as storage:
+        await storage.insert_executions([new("te_new", queue="emails")])
+        assert [r.execution_id for r in await storage.list_executions(queue="default")] == ["te_old"]
+        assert await storage.claim_executions("de_1", 1.0, 10, 15.0, task_ids=frozenset({"task"}),
+                                              queues=frozenset({"elsewhere"})) == []
+        (old,) = await storage.claim_executions("de_1", 1.0, 10, 15.0, task_ids=frozenset({"task"}),
+                                                queues=frozenset({"default"}))
+        (mail,) = await storage.claim_executions("de_1", 1.0, 10, 15.0, task_ids=frozenset({"task"}),
+                                                 queues=frozenset({"emails"}))
+    assert (old.execution_id, old.queue, mail.execution_id, mail.queue) == ("te_old", "default", "te_new", "emails")
+
+
 async def test_a_newer_schema_is_refused_and_left_untouched(dsn, schema, postgres):
     async with postgres():
         pass
@@ -140,8 +164,8 @@ async def test_an_empty_schema_of_our_own_name_is_used(dsn, schema, postgres):
 
 
 HOT = {
-    "claim": ("claim", {"now": 1.0, "executor_id": "de_x", "lease_duration": 1.0, "limit": 100, "task_ids": ["task"]},
-              "executions_claim"),
+    "claim": ("claim", {"now": 1.0, "executor_id": "de_x", "lease_duration": 1.0, "limit": 100, "task_ids": ["task"],
+                        "queues": ["default"]}, "executions_claim"),
     "expire": ("expired", (1.0, 100), "executions_lease_expires_at"),
     "cascade": ("cascade", {"execution_id": "te_1", "now": 1.0, **_error_params(CANCELLED_ERROR)},
                 "executions_parent"),

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import heapq
 import itertools
+import json
 import os
 import sqlite3
 from collections.abc import Collection, Sequence
@@ -60,9 +61,14 @@ _FORGET_EXECUTORS = "DELETE FROM executors WHERE heartbeat_at < ?"
 _LIVE_EXECUTORS = (
     f"SELECT {_EXECUTOR_COLUMNS} FROM executors WHERE heartbeat_at >= ? ORDER BY started_at, executor_id"
 )
-_CLAIMABLE = "SELECT ready_at, rowid FROM executions WHERE task_id = ? AND ready_at <= ? ORDER BY ready_at LIMIT ?"
-"""One task's due executions, read in the order of the claim index (task_id, ready_at)."""
-_CLAIMABLE_ANY = "SELECT ready_at, rowid FROM executions WHERE ready_at <= ? ORDER BY ready_at, rowid LIMIT ?"
+_CLAIMABLE = (
+    "SELECT ready_at, rowid FROM executions WHERE task_id = ? AND queue = ? AND ready_at <= ? ORDER BY ready_at LIMIT ?")
+"""One task's due executions in one queue, read in the order of the claim index (task_id, queue, ready_at)."""
+_CLAIMABLE_TASK = "SELECT ready_at, rowid FROM executions WHERE task_id = ? AND ready_at <= ? ORDER BY ready_at LIMIT ?"
+_CLAIMABLE_ANY = """
+SELECT ready_at, rowid FROM executions
+WHERE ready_at <= ? AND (? IS NULL OR queue IN (SELECT value FROM json_each(?)))
+ORDER BY ready_at, rowid LIMIT ?"""
 _CLAIM = """
 UPDATE executions SET
     status = CASE status WHEN 'ready' THEN 'running' ELSE status END,
@@ -115,13 +121,16 @@ def _write_query(columns: tuple[str, ...]) -> str:
     return f"UPDATE executions SET {sets}updated_at = ?, lease_expires_at = NULL WHERE execution_id = ?"
 
 
-def list_query(status_count: int | None, by_task: bool, by_executor: bool = False, after: bool = False) -> str:
+def list_query(status_count: int | None, by_task: bool, by_executor: bool = False, after: bool = False,
+               by_queue: bool = False) -> str:
     """``list_executions``: ``status_count`` statuses (None: any), then the task id, then the
-    executor id, then the cursor's created_at and execution id (``after`` a page), then the limit.
+    executor id, then the queue, then the cursor's created_at and execution id (``after`` a page),
+    then the limit.
     Indexes on (filter, created_at, execution_id) serve each shape in order, without sorting."""
     conditions = [] if status_count is None else [f"status IN ({', '.join('?' * status_count)})"]
     conditions += ["task_id = ?"] if by_task else []
     conditions += ["executor_id = ?"] if by_executor else []
+    conditions += ["queue = ?"] if by_queue else []
     conditions += ["(created_at, execution_id) < (?, ?)"] if after else []
     where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
     return f"SELECT {SELECT_COLUMNS} FROM executions {where}ORDER BY created_at DESC, execution_id DESC LIMIT ?"
@@ -276,11 +285,11 @@ class Database:
         return [self._one(_BY_SLEEPING_UNIQUE_ID, (unique_id,)) for unique_id in unique_ids]
 
     def list_records(self, statuses: Sequence[S] | None, task_id: str | None, executor_id: str | None,
-                     limit: int, before: ListCursor | None) -> list[ExecutionRecord]:
-        filters = [value for value in (task_id, executor_id) if value is not None]
+                     limit: int, before: ListCursor | None, queue: str | None = None) -> list[ExecutionRecord]:
+        filters = [value for value in (task_id, executor_id, queue) if value is not None]
         params = [*(str(status) for status in statuses or ()), *filters, *(before or ())]
         sql = list_query(None if statuses is None else len(statuses), task_id is not None, executor_id is not None,
-                         before is not None)
+                         before is not None, queue is not None)
         return [from_row(row) for row in self.conn.execute(sql, (*params, max(limit, 0)))]
 
     def count_by_status(self) -> dict[S, int]:
@@ -341,17 +350,18 @@ class Database:
         return file
 
     def claim(self, executor_id: str, now: float, limit: int, lease_duration: float,
-              task_ids: Collection[str] | None = None) -> list[ExecutionRecord]:
-        """Each task's earliest due executions from its range of the claim index (one query per
-        task: each reads at most ``limit`` entries, never a sort), merged, the earliest first."""
+              task_ids: Collection[str] | None = None, queues: Collection[str] | None = None) -> list[ExecutionRecord]:
+        """Each (task, queue)'s earliest due executions from its range of the claim index (one
+        query each: each reads at most ``limit`` entries, never a sort), merged, the earliest first."""
         limit = max(limit, 0)
         if task_ids is None:
-            due = self.conn.execute(_CLAIMABLE_ANY, (now, limit)).fetchall()
-        elif len(task_ids) == 1:
-            due = self.conn.execute(_CLAIMABLE, (next(iter(task_ids)), now, limit)).fetchall()
+            listed = None if queues is None else json.dumps(list(queues))
+            due = self.conn.execute(_CLAIMABLE_ANY, (now, listed, listed, limit)).fetchall()
         else:
-            due = heapq.nsmallest(limit, itertools.chain.from_iterable(
-                self.conn.execute(_CLAIMABLE, (task_id, now, limit)) for task_id in task_ids))
+            ranges = [(_CLAIMABLE, (task_id, queue, now, limit)) for task_id in task_ids for queue in queues] \
+                if queues is not None else [(_CLAIMABLE_TASK, (task_id, now, limit)) for task_id in task_ids]
+            due = self.conn.execute(*ranges[0]).fetchall() if len(ranges) == 1 else heapq.nsmallest(
+                limit, itertools.chain.from_iterable(self.conn.execute(sql, params) for sql, params in ranges))
         rowids = [rowid for _, rowid in due]
         if not rowids:
             return []

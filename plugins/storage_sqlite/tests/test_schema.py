@@ -102,6 +102,30 @@ async def test_a_version_5_database_claims_by_task_from_a_new_index_and_keeps_it
     assert "executions_claim" in indexes and "executions_ready_at" not in indexes
 
 
+async def test_a_version_6_database_gains_queues_and_keeps_its_executions_in_the_default_one(path: Path) -> None:
+    """Migration 0007: rows written before it are in the default queue, claimed and listed there."""
+    conn = connect(path)
+    create(conn, MIGRATIONS[:6])
+    conn.execute("INSERT INTO executions (execution_id, task_id, status, lease_token, active_children_count, "
+                 "retry_attempts, lease_expirations, created_at, updated_at, start_at, timeout, sleep_before_run, "
+                 "retry_max_attempts, retry_base_delay, retry_delay_multiplier, is_sleeping, input_serializer, input, "
+                 "ready_at) VALUES ('te_old', 'task', 'ready', 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 1, 0, 'json', x'', 0)")
+    conn.close()
+    storage = await SqliteStorage.open(path)
+    try:
+        await storage.insert_executions([new("te_new", queue="emails")])
+        assert [r.execution_id for r in await storage.list_executions(queue="default")] == ["te_old"]
+        assert await storage.claim_executions("de_1", 1.0, 10, 15.0, task_ids=frozenset({"task"}),
+                                              queues=frozenset({"elsewhere"})) == []
+        (old,) = await storage.claim_executions("de_1", 1.0, 10, 15.0, task_ids=frozenset({"task"}),
+                                                queues=frozenset({"default"}))
+        (mail,) = await storage.claim_executions("de_1", 1.0, 10, 15.0, task_ids=frozenset({"task"}),
+                                                 queues=frozenset({"emails"}))
+    finally:
+        await storage.aclose()
+    assert (old.execution_id, old.queue, mail.execution_id, mail.queue) == ("te_old", "default", "te_new", "emails")
+
+
 def snapshot(directory: Path) -> dict[str, bytes]:
     return {file.name: file.read_bytes() for file in sorted(directory.iterdir())}
 
@@ -188,7 +212,8 @@ HOT_QUERIES: dict[str, tuple[str, tuple[object, ...] | dict[str, object]]] = {
     "by idempotency key": (q._BY_IDEMPOTENCY_KEY, ("t", "k")),
     "lease holds": (q._HOLDING, ("te", 1)),
     "write": (q._write_query(("status", "ready_at")), ("completed", None, 1.0, "te")),
-    "claimable": (q._CLAIMABLE, ("t", 1.0, 10)),
+    "claimable": (q._CLAIMABLE, ("t", "default", 1.0, 10)),
+    "claimable by task": (q._CLAIMABLE_TASK, ("t", 1.0, 10)),
     "claim": (q._CLAIM, {"now": 1.0, "executor_id": "ex", "lease_duration": 1.0, "rowids": "[1]"}),
     "claimed": (q._CLAIMED, ("[1]",)),
     "expired": (q._EXPIRED, (1.0, 10)),
@@ -207,10 +232,12 @@ HOT_QUERIES: dict[str, tuple[str, tuple[object, ...] | dict[str, object]]] = {
     "list page": (q.list_query(None, False, after=True), (1.0, "te", 10)),
     "list page by status": (q.list_query(1, False, after=True), ("ready", 1.0, "te", 10)),
     "list page by task": (q.list_query(None, True, after=True), ("t", 1.0, "te", 10)),
+    "list page by queue": (q.list_query(None, False, after=True, by_queue=True), ("emails", 1.0, "te", 10)),
 }
 
 FULL_SCAN = re.compile(r"\bSCAN (executions|e)\b(?! USING (COVERING )?INDEX)")
-INDEX_FOR = {"finished roots": "executions_finished_roots", "claimable": "executions_claim"}
+INDEX_FOR = {"finished roots": "executions_finished_roots", "claimable": "executions_claim",
+             "claimable by task": "executions_claim", "list page by queue": "executions_queue"}
 
 
 @pytest.mark.parametrize("name", HOT_QUERIES)

@@ -135,16 +135,18 @@ class DictStore(SingleOperationStorage):
 
     async def list_executions(self, *, statuses: Sequence[S] | None = None, task_id: str | None = None,
                               executor_id: str | None = None, limit: int = 100,
-                              before: ListCursor | None = None) -> list[ExecutionRecord]:
+                              before: ListCursor | None = None, queue: str | None = None) -> list[ExecutionRecord]:
         matches = [r for r in await self._scan()
                    if (statuses is None or r.status in statuses) and task_id in (None, r.task_id)
+                   and queue in (None, r.queue)
                    and executor_id in (None, r.executor_id) and (before is None or list_key(r) < before)]
         return sorted(matches, key=list_key, reverse=True)[:max(limit, 0)]
 
     async def claim_executions(self, executor_id: str, now: float, limit: int, lease_duration: float, *,
-                               task_ids: Collection[str] | None = None) -> list[ExecutionRecord]:
+                               task_ids: Collection[str] | None = None,
+                               queues: Collection[str] | None = None) -> list[ExecutionRecord]:
         due = sorted((r for r in await self._scan() if transitions.is_due(r, now)
-                      and (task_ids is None or r.task_id in task_ids)),
+                      and (task_ids is None or r.task_id in task_ids) and (queues is None or r.queue in queues)),
                      key=attrgetter("ready_at"))[:max(limit, 0)]
         claimed = []
         for record in due:
