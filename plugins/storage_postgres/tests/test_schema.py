@@ -22,6 +22,22 @@ def tables(dsn: str, schema: str) -> list[tuple[str, str]]:
             "WHERE n.nspname = %s ORDER BY 1", (schema,)).fetchall()
 
 
+def mark_ours(conn: psycopg.Connection, schema: str) -> None:
+    conn.execute(sql.SQL("COMMENT ON TABLE {}.schema_migrations IS {}").format(
+        sql.Identifier(schema), sql.Literal(_schema.MARKER)))
+
+
+def insert_old_row(conn: psycopg.Connection, schema: str, execution_id: str = "te_old", task_id: str = "task",
+                   ready_at: float = 0.0) -> None:
+    """A ready execution written with only the columns of the first schema."""
+    conn.execute(sql.SQL(
+        "INSERT INTO {}.executions (execution_id, task_id, status, lease_token, active_children_count, "
+        "retry_attempts, lease_expirations, created_at, updated_at, start_at, timeout, sleep_before_run, "
+        "retry_max_attempts, retry_base_delay, retry_delay_multiplier, is_sleeping, input_serializer, "
+        "input, ready_at) VALUES (%s, %s, 'ready', 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 1, false, 'json', '', %s)"
+    ).format(sql.Identifier(schema)), (execution_id, task_id, ready_at))
+
+
 async def test_opening_creates_the_schema_once_even_when_many_open_at_once(dsn, schema, postgres):
     async def open_and_close() -> None:
         async with postgres():
@@ -55,14 +71,8 @@ async def test_a_version_3_schema_gains_deferred_options_and_keeps_its_execution
     """Migration 0004: rows written before it read back with no deferred options; new rows store them."""
     with psycopg.connect(dsn) as conn:
         migrate(conn, schema, 0, MIGRATIONS[:3])
-        conn.execute(sql.SQL("COMMENT ON TABLE {}.schema_migrations IS {}").format(
-            sql.Identifier(schema), sql.Literal(_schema.MARKER)))
-        conn.execute(sql.SQL(
-            "INSERT INTO {}.executions (execution_id, task_id, status, lease_token, active_children_count, "
-            "retry_attempts, lease_expirations, created_at, updated_at, start_at, timeout, sleep_before_run, "
-            "retry_max_attempts, retry_base_delay, retry_delay_multiplier, is_sleeping, input_serializer, input, "
-            "ready_at) VALUES ('te_old', 'task', 'ready', 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 1, false, 'json', '', 0)"
-        ).format(sql.Identifier(schema)))
+        mark_ours(conn, schema)
+        insert_old_row(conn, schema)
     deferred = new("te_new", deferred_options=frozenset({"timeout", "retry"}))
     async with postgres() as storage:
         await storage.insert_executions([deferred])
@@ -81,15 +91,9 @@ async def test_a_version_5_schema_claims_by_task_from_a_new_index_and_keeps_its_
     written before it are claimed by their task."""
     with psycopg.connect(dsn) as conn:
         migrate(conn, schema, 0, MIGRATIONS[:5])
-        conn.execute(sql.SQL("COMMENT ON TABLE {}.schema_migrations IS {}").format(
-            sql.Identifier(schema), sql.Literal(_schema.MARKER)))
-        for execution_id, task_id, ready_at in (("te_old", "mine", 1.0), ("te_foreign", "theirs", 0.0)):
-            conn.execute(sql.SQL(
-                "INSERT INTO {}.executions (execution_id, task_id, status, lease_token, active_children_count, "
-                "retry_attempts, lease_expirations, created_at, updated_at, start_at, timeout, sleep_before_run, "
-                "retry_max_attempts, retry_base_delay, retry_delay_multiplier, is_sleeping, input_serializer, "
-                "input, ready_at) VALUES (%s, %s, 'ready', 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 1, false, 'json', '', %s)"
-            ).format(sql.Identifier(schema)), (execution_id, task_id, ready_at))
+        mark_ours(conn, schema)
+        insert_old_row(conn, schema, "te_old", "mine", 1.0)
+        insert_old_row(conn, schema, "te_foreign", "theirs", 0.0)
     async with postgres() as storage:
         claimed = await storage.claim_executions("de_1", 2.0, 10, 15.0, task_ids=frozenset({"mine"}))
         (foreign,) = await storage.get_executions(["te_foreign"])
@@ -103,14 +107,8 @@ async def test_a_version_6_schema_gains_queues_and_keeps_its_executions_in_the_d
     """Migration 0007: rows written before it are in the default queue, claimed and listed there."""
     with psycopg.connect(dsn) as conn:
         migrate(conn, schema, 0, MIGRATIONS[:6])
-        conn.execute(sql.SQL("COMMENT ON TABLE {}.schema_migrations IS {}").format(
-            sql.Identifier(schema), sql.Literal(_schema.MARKER)))
-        conn.execute(sql.SQL(
-            "INSERT INTO {}.executions (execution_id, task_id, status, lease_token, active_children_count, "
-            "retry_attempts, lease_expirations, created_at, updated_at, start_at, timeout, sleep_before_run, "
-            "retry_max_attempts, retry_base_delay, retry_delay_multiplier, is_sleeping, input_serializer, input, "
-            "ready_at) VALUES ('te_old', 'task', 'ready', 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 1, false, 'json', '', 0)"
-        ).format(sql.Identifier(schema)))
+        mark_ours(conn, schema)
+        insert_old_row(conn, schema)
     async with postgres() as storage:
         await storage.insert_executions([new("te_new", queue="emails")])
         assert [r.execution_id for r in await storage.list_executions(queue="default")] == ["te_old"]

@@ -27,6 +27,16 @@ def create(conn: sqlite3.Connection, migrations: tuple[Migration, ...] = MIGRATI
     conn.execute("COMMIT")
 
 
+def insert_old_row(conn: sqlite3.Connection, execution_id: str = "te_old", task_id: str = "task",
+                   ready_at: float = 0.0) -> None:
+    """A ready execution written with only the columns of the first schema."""
+    conn.execute("INSERT INTO executions (execution_id, task_id, status, lease_token, active_children_count, "
+                 "retry_attempts, lease_expirations, created_at, updated_at, start_at, timeout, sleep_before_run, "
+                 "retry_max_attempts, retry_base_delay, retry_delay_multiplier, is_sleeping, input_serializer, input, "
+                 "ready_at) VALUES (?, ?, 'ready', 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 1, 0, 'json', x'', ?)",
+                 (execution_id, task_id, ready_at))
+
+
 def test_a_new_database_gets_every_migration_in_order_and_is_marked_as_ours(tmp_path: Path) -> None:
     conn = connect(tmp_path / "new.db")
     create(conn)
@@ -53,10 +63,7 @@ async def test_a_version_3_database_gains_deferred_options_and_keeps_its_executi
     """Migration 0004: rows written before it read back with no deferred options; new rows store them."""
     conn = connect(path)
     create(conn, MIGRATIONS[:3])
-    conn.execute("INSERT INTO executions (execution_id, task_id, status, lease_token, active_children_count, "
-                 "retry_attempts, lease_expirations, created_at, updated_at, start_at, timeout, sleep_before_run, "
-                 "retry_max_attempts, retry_base_delay, retry_delay_multiplier, is_sleeping, input_serializer, input, "
-                 "ready_at) VALUES ('te_old', 'task', 'ready', 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 1, 0, 'json', x'', 0)")
+    insert_old_row(conn)
     conn.close()
     deferred = new("te_new", deferred_options=frozenset({"timeout", "retry"}))
     storage = await SqliteStorage.open(path)
@@ -78,16 +85,8 @@ async def test_a_version_5_database_claims_by_task_from_a_new_index_and_keeps_it
     written before it are claimed by their task."""
     conn = connect(path)
     create(conn, MIGRATIONS[:5])
-    conn.execute("INSERT INTO executions (execution_id, task_id, status, lease_token, active_children_count, "
-                 "retry_attempts, lease_expirations, created_at, updated_at, start_at, timeout, sleep_before_run, "
-                 "retry_max_attempts, retry_base_delay, retry_delay_multiplier, is_sleeping, input_serializer, input, "
-                 "ready_at) VALUES (?, ?, 'ready', 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 1, 0, 'json', x'', ?)",
-                 ("te_old", "mine", 1.0))
-    conn.execute("INSERT INTO executions (execution_id, task_id, status, lease_token, active_children_count, "
-                 "retry_attempts, lease_expirations, created_at, updated_at, start_at, timeout, sleep_before_run, "
-                 "retry_max_attempts, retry_base_delay, retry_delay_multiplier, is_sleeping, input_serializer, input, "
-                 "ready_at) VALUES (?, ?, 'ready', 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 1, 0, 'json', x'', ?)",
-                 ("te_foreign", "theirs", 0.0))
+    insert_old_row(conn, "te_old", "mine", 1.0)
+    insert_old_row(conn, "te_foreign", "theirs", 0.0)
     conn.close()
     storage = await SqliteStorage.open(path)
     try:
@@ -106,10 +105,7 @@ async def test_a_version_6_database_gains_queues_and_keeps_its_executions_in_the
     """Migration 0007: rows written before it are in the default queue, claimed and listed there."""
     conn = connect(path)
     create(conn, MIGRATIONS[:6])
-    conn.execute("INSERT INTO executions (execution_id, task_id, status, lease_token, active_children_count, "
-                 "retry_attempts, lease_expirations, created_at, updated_at, start_at, timeout, sleep_before_run, "
-                 "retry_max_attempts, retry_base_delay, retry_delay_multiplier, is_sleeping, input_serializer, input, "
-                 "ready_at) VALUES ('te_old', 'task', 'ready', 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 1, 0, 'json', x'', 0)")
+    insert_old_row(conn)
     conn.close()
     storage = await SqliteStorage.open(path)
     try:
