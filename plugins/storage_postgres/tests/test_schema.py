@@ -87,10 +87,10 @@ async def test_a_version_3_schema_gains_deferred_options_and_keeps_its_execution
 
 
 async def test_a_version_5_schema_claims_by_task_from_a_new_index_and_keeps_its_executions(dsn, schema, postgres):
-    """Migration 0006: the claim index on (task_id, ready_at) replaces the one on ready_at; rows
+    """Migration 0007: the claim index on (task_id, ready_at) replaces the one on ready_at; rows
     written before it are claimed by their task."""
     with psycopg.connect(dsn) as conn:
-        migrate(conn, schema, 0, MIGRATIONS[:5])
+        migrate(conn, schema, 0, MIGRATIONS[:6])
         mark_ours(conn, schema)
         insert_old_row(conn, schema, "te_old", "mine", 1.0)
         insert_old_row(conn, schema, "te_foreign", "theirs", 0.0)
@@ -104,9 +104,9 @@ async def test_a_version_5_schema_claims_by_task_from_a_new_index_and_keeps_its_
 
 
 async def test_a_version_6_schema_gains_queues_and_keeps_its_executions_in_the_default_one(dsn, schema, postgres):
-    """Migration 0007: rows written before it are in the default queue, claimed and listed there."""
+    """Migration 0008: rows written before it are in the default queue, claimed and listed there."""
     with psycopg.connect(dsn) as conn:
-        migrate(conn, schema, 0, MIGRATIONS[:6])
+        migrate(conn, schema, 0, MIGRATIONS[:7])
         mark_ours(conn, schema)
         insert_old_row(conn, schema)
     async with postgres() as storage:

@@ -81,10 +81,10 @@ async def test_a_version_3_database_gains_deferred_options_and_keeps_its_executi
 
 
 async def test_a_version_5_database_claims_by_task_from_a_new_index_and_keeps_its_executions(path: Path) -> None:
-    """Migration 0006: the claim index on (task_id, ready_at) replaces the one on ready_at; rows
+    """Migration 0007: the claim index on (task_id, ready_at) replaces the one on ready_at; rows
     written before it are claimed by their task."""
     conn = connect(path)
-    create(conn, MIGRATIONS[:5])
+    create(conn, MIGRATIONS[:6])
     insert_old_row(conn, "te_old", "mine", 1.0)
     insert_old_row(conn, "te_foreign", "theirs", 0.0)
     conn.close()
@@ -102,9 +102,9 @@ async def test_a_version_5_database_claims_by_task_from_a_new_index_and_keeps_it
 
 
 async def test_a_version_6_database_gains_queues_and_keeps_its_executions_in_the_default_one(path: Path) -> None:
-    """Migration 0007: rows written before it are in the default queue, claimed and listed there."""
+    """Migration 0008: rows written before it are in the default queue, claimed and listed there."""
     conn = connect(path)
-    create(conn, MIGRATIONS[:6])
+    create(conn, MIGRATIONS[:7])
     insert_old_row(conn)
     conn.close()
     storage = await SqliteStorage.open(path)
