@@ -9,6 +9,7 @@ earlier claims — goes through ``observe``.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -25,9 +26,12 @@ from .payloads import PayloadCodec
 from .records import to_task_execution
 from .retrying import StorageFaults
 from .status import TaskExecutionStatus as S
-from .storage.contract import ExecutionRecord, SleepingWakeup, StatusChange, Storage
+from .storage.contract import ExecutionRecord, SleepingWakeup, StatusChange, Storage, StorageError
+from .storage.transitions import claim
 from .tasks import Task, call_user_code
 from .waiters import Waiters
+
+log = logging.getLogger("durable.executor")
 
 
 class Observers(Protocol):
@@ -103,6 +107,17 @@ class Engine:
         self.capacity_freed = Signal()
         self.changed = Signal()
         """Set at every change this executor makes or observes (what an event is emitted for)."""
+        self.start_run: Callable[[ExecutionRecord], None] | None = None
+        """Set by an executor that runs tasks: runs a record it claimed as it inserted it."""
+        self.claimer_caught_up = False
+        """The claimer's last claim took fewer than it asked for: nothing else was due then."""
+        self._due_since_claim = 0
+        """Executions made due here since the claimer last looked (or a bound, when other processes'
+        changes are seen): each will take a slot at its next claim."""
+        self.claiming_on_insert = 0
+        """Records claimed by ``claim_on_insert`` whose insert has not returned yet."""
+        self.claiming = 0
+        """The limit of the claimer's claim in flight: slots that its records may take."""
         self.next_ready_at = math.inf
         """The earliest ``ready_at`` this executor stored, for the claimer to wake at."""
         self.stopping = False
@@ -140,21 +155,74 @@ class Engine:
 
     # ----------------------------------------------------------------------------- writing
 
+    @property
+    def free_slots(self) -> int:
+        """How many more executions this executor may run now."""
+        return (self.options.max_concurrent_task_executions - len(self.runs) - self.claiming_on_insert
+                - self.claiming)
+
+    def claim_on_insert(self, records: list[ExecutionRecord]) -> list[ExecutionRecord]:
+        """``records``, those this executor can run at once claimed by it as they will be stored.
+
+        Why: an executor with free slots that enqueues a task it defines would otherwise store it
+        ``ready``, wake its claimer and claim it back in another storage call. It claims on insert
+        only while its claimer has caught up (nothing due waits that it knows of, so nothing is
+        overtaken) and the record is due now; the lease is a claim's, taken over like any other if
+        this executor dies. Temporal calls this eager start.
+        """
+        if (self.stopping or self.start_run is None or not self.claimer_caught_up
+                or self.next_ready_at <= self.now()):
+            return records
+        slots = self.free_slots - self._due_since_claim
+        if slots <= 0:
+            return records
+        now = self.now()
+        claimed = list(records)
+        for index, record in enumerate(records):
+            if slots == 0:
+                break
+            if record.status is S.READY and record.ready_at is not None and record.ready_at <= now:
+                claimed[index] = claim(record, self.executor_id, now, self.options.lease_duration)
+                slots -= 1
+        return claimed
+
     async def insert(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
         """Store new executions (atomically) and return what is stored for each: the record, or
-        the one stored earlier under the same idempotency key."""
+        the one stored earlier under the same idempotency key. Those ``claim_on_insert`` claimed
+        start running here."""
         inserting = self._inserting
         for record in records:
             inserting[record.execution_id] = record
+        claiming = sum(1 for r in records if r.executor_id == self.executor_id and not r.is_sleeping)
+        self.claiming_on_insert += claiming
         try:
             stored = await self.storage.insert_executions(records)
         finally:
+            self.claiming_on_insert -= claiming
+            if claiming:
+                self.capacity_freed.set()  # a shutdown waits for these
             emitted_by_claimer = {r.execution_id for r in records if inserting.pop(r.execution_id, None) is None}
+        unstarted = []
         for record, kept in zip(records, stored):
-            if kept.execution_id == record.execution_id:
-                if record.execution_id not in emitted_by_claimer:
-                    self.emit_enqueued(kept)
-                self.note_ready_at(kept.ready_at)
+            if kept.execution_id != record.execution_id:
+                continue
+            if kept.executor_id == self.executor_id and not kept.is_sleeping:  # claimed on insert
+                self.emit(EventKind.ENQUEUED, StatusChange(kept.execution_id, kept.task_id, None, S.READY))
+                self.emit(EventKind.CLAIMED, StatusChange(kept.execution_id, kept.task_id, S.READY, kept.status))
+                if self.start_run is not None:
+                    self.start_run(kept)
+                else:  # returned after a shutdown handed its runs back: this one goes back too
+                    unstarted.append(kept.lease)
+                continue
+            if record.execution_id not in emitted_by_claimer:
+                self.emit_enqueued(kept)
+            self.note_ready_at(kept.ready_at)
+        if unstarted:
+            try:
+                self.observe(EventKind.RELEASED, await self.storage.release_leases(unstarted, self.now()))
+            except StorageError as exc:  # stored all the same: its lease expires, and it runs elsewhere
+                log.warning("could not hand back %d execution(s) enqueued during shutdown (%s); they run "
+                            "once their lease expires", len(unstarted), exc.message)
         return stored
 
     def emit_enqueued(self, record: ExecutionRecord) -> None:
@@ -246,7 +314,7 @@ class Engine:
                 if run is not None:  # e.g. cancelled by a cascade: stop it now, not at next poll
                     run.revoke()
             elif change.status == change.previous_status or change.status is S.READY:
-                self.wake_claimer.set()
+                self.work_due()
 
     def stop_revoked(self, runs: Sequence[Run], revoked_ids: Sequence[str]) -> None:
         """Stop those of ``runs`` whose lease the storage found revoked, unless they are being
@@ -257,12 +325,27 @@ class Engine:
             if run.record.execution_id in revoked and not run.hand_back:
                 run.revoke()
 
+    def work_due(self, count: int = 1) -> None:
+        """``count`` executions may have become due: the claimer looks, and ``claim_on_insert``
+        leaves them the slots they need meanwhile."""
+        self._due_since_claim += count
+        self.wake_claimer.set()
+
+    def others_changed(self) -> None:
+        """Another process changed the storage: what became due there is not known here."""
+        self.work_due(self.options.max_concurrent_task_executions)
+
+    def claimer_looks(self) -> None:
+        """The claimer is about to claim: whatever became due so far, it will see."""
+        self.wake_claimer.clear()
+        self._due_since_claim = 0
+
     def note_ready_at(self, ready_at: float | None) -> None:
         """Make the claimer look at ``ready_at`` (now, or as a deadline) for what was stored."""
         if ready_at is None:
             return
         if ready_at <= self.now():
-            self.wake_claimer.set()
+            self.work_due()
         elif ready_at < self.next_ready_at:
             self.next_ready_at = ready_at
             self.wake_claimer.set()

@@ -288,6 +288,7 @@ class DurableExecutor(TaskDefinitions):
         records = [new_record(task, input, now, engine.codec, retry=retry, sleep_before_run=sleep_before_run,
                               timeout=timeout, idempotency_key=idempotency_key)
                    for input in inputs]
+        records = engine.claim_on_insert(records)
         return [TaskExecutionHandle(engine, kept.task_id, kept.execution_id) for kept in await engine.insert(records)]
 
     async def get_task_execution_handle(self, task: Task | str, execution_id: str) -> TaskExecutionHandle:

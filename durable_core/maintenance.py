@@ -69,7 +69,7 @@ async def change_loop(engine: Engine, feed: ChangeNotifications) -> None:
             await trio.sleep(engine.options.poll_interval)
             continue
         if seen is not None:
-            engine.wake_claimer.set()
+            engine.others_changed()
             engine.waiters_stale.set()
         seen = changed
 

@@ -60,6 +60,8 @@ class Runner:
         self._background = trio.CancelScope()
         self._grace = trio.CancelScope()
         self._heartbeats = trio.CancelScope()
+        if engine.options.max_concurrent_task_executions > 0:
+            engine.start_run = self._start_claimed_on_insert
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The maintenance loop (and the change feed's, if the storage has one), and for an
@@ -109,10 +111,11 @@ class Runner:
         self._grace.deadline = trio.current_time() + timeout
         try:
             with self._grace:
-                while engine.runs:
+                while engine.runs or engine.claiming_on_insert:
                     engine.capacity_freed.clear()
                     await engine.capacity_freed.wait()
         finally:
+            engine.start_run = None  # the run nursery closes next
             self._hand_back_all()
             self._heartbeats.cancel()
 
@@ -129,15 +132,18 @@ class Runner:
     async def claim_loop(self) -> None:
         engine, options = self._engine, self._engine.options
         while True:
-            engine.wake_claimer.clear()
-            capacity = options.max_concurrent_task_executions - len(engine.runs)
-            limit = min(capacity, options.max_task_executions_per_batch)
+            engine.claimer_looks()
+            limit = min(engine.free_slots, options.max_task_executions_per_batch)
             claimed: list[ExecutionRecord] = []
             if engine.next_ready_at <= engine.now():  # due: claimed now, or when capacity frees
                 engine.next_ready_at = math.inf
             if limit > 0:
-                claimed = await engine.faults.call("claiming executions", lambda: engine.storage.claim_executions(
-                    engine.executor_id, engine.now(), limit, options.lease_duration))
+                engine.claiming = limit
+                try:
+                    claimed = await engine.faults.call("claiming executions", lambda: engine.storage.claim_executions(
+                        engine.executor_id, engine.now(), limit, options.lease_duration))
+                finally:
+                    engine.claiming = 0
                 renew_until = trio.current_time() + options.expire_leeway
                 for record in claimed:
                     if record.deferred_options:
@@ -146,14 +152,21 @@ class Runner:
                     engine.emit(EventKind.CLAIMED, StatusChange(record.execution_id, record.task_id,
                                                         S.READY if record.status is S.RUNNING else record.status,
                                                         record.status))
-                    run = engine.runs[record.execution_id] = Run(record, renew_until + record.timeout)
-                    self._run_nursery.start_soon(self._execute, run)
+                    self._start(record, renew_until)
+            engine.claimer_caught_up = len(claimed) < limit
             if limit > 0 and len(claimed) == limit:
                 await trio.lowlevel.checkpoint()
                 continue
             wake_at = min(trio.current_time() + options.poll_interval, engine.clock.to_trio(engine.next_ready_at))
             with trio.move_on_at(wake_at):
                 await engine.wake_claimer.wait()
+
+    def _start(self, record: ExecutionRecord, renew_until: float) -> None:
+        run = self._engine.runs[record.execution_id] = Run(record, renew_until + record.timeout)
+        self._run_nursery.start_soon(self._execute, run)
+
+    def _start_claimed_on_insert(self, record: ExecutionRecord) -> None:
+        self._start(record, trio.current_time() + self._engine.options.expire_leeway)
 
     def _with_task_defaults(self, record: ExecutionRecord) -> ExecutionRecord:
         """A client's enqueue completed with the defaults of the task as defined here."""
@@ -190,7 +203,8 @@ class Runner:
             if engine.runs.get(record.execution_id) is run:  # a parent may be re-claimed already
                 del engine.runs[record.execution_id]
             engine.capacity_freed.set()
-            engine.wake_claimer.set()
+            if not engine.claimer_caught_up:  # it may have left due records for want of a slot
+                engine.wake_claimer.set()
 
     def _lease_ends(self, run: Run) -> float:
         """The trio time at which ``run``'s lease ends: retrying its writes is pointless after."""

@@ -90,6 +90,21 @@ class InsertChecks:
         assert claimed == [claimed_copy(r, 1.0) for r in [*records, twin]]
         assert [r.deferred_options for r in claimed] == [every, one, frozenset(), every]
 
+    async def test_a_record_inserted_claimed_is_fenced_by_its_lease(self, storage: Storage) -> None:
+        """An executor with a free slot claims what it enqueues as it inserts it (the engine's
+        claim on insert): the stored lease must hold, fence and expire as a claim's does."""
+        kept = transitions.claim(new("te_kept"), "de_a", 0.0, LEASE_DURATION)
+        lost = transitions.claim(new("te_lost"), "de_a", 0.0, LEASE_DURATION)
+        assert await storage.insert_executions([kept, lost]) == [kept, lost]
+        assert await claim(storage, 1.0, executor_id="de_b") == []
+        assert await storage.find_revoked_leases([kept.lease, lost.lease]) == []
+        assert await storage.renew_leases(executor("de_a", 1.0), [kept.lease], 1.0, LEASE_DURATION) == []
+        changes = await storage.commit_runs([finish(kept, S.COMPLETED, 2.0)], 2.0)
+        assert summarize(changes) == expected(change(kept, S.RUNNING, S.COMPLETED))
+        expired = await storage.expire_leases(LEASE_DURATION, 10, 10)
+        assert summarize(expired) == expected(change(lost, S.RUNNING, S.READY))
+        assert (await get_stored(storage, "te_lost")).lease_expirations == 1
+
     async def test_get_returns_records_in_the_order_asked_with_none_for_unknown_ids(self, storage: Storage) -> None:
         await storage.insert_executions([new("te_a"), new("te_b", task_id="other")])
         got = await storage.get_executions(["te_b", "te_x", "te_a", "te_b"])

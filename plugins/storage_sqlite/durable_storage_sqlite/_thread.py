@@ -24,7 +24,7 @@ import trio
 
 from durable_core.storage.connection_thread import Call, ConnectionThreads
 
-from ._database import Database, ends_transaction, is_busy
+from ._database import Database, begin_immediate, ends_transaction, is_busy
 
 
 class Kind(enum.Enum):
@@ -112,7 +112,10 @@ class ConnectionThread(ConnectionThreads[Database, sqlite3.Connection, Kind]):
     def begin(self, database: Database, calls: list[Call[Kind]]) -> sqlite3.Connection:
         database.check_file()
         conn = database.conn
-        conn.execute("BEGIN IMMEDIATE" if any(call.kind is Kind.WRITE for call in calls) else "BEGIN")
+        if any(call.kind is Kind.WRITE for call in calls):
+            begin_immediate(conn, database.busy_timeout)
+        else:
+            conn.execute("BEGIN")
         return conn
 
     def commit(self, conn: sqlite3.Connection, calls: list[Call[Kind]]) -> None:
