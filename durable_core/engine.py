@@ -66,7 +66,7 @@ class Signal:
 class Run:
     """One claimed record being worked on by this executor."""
 
-    __slots__ = ("record", "renew_until", "lease_expires_at", "scope", "revoked", "hand_back")
+    __slots__ = ("record", "renew_until", "lease_expires_at", "scope", "revoked", "hand_back", "committing")
 
     def __init__(self, record: ExecutionRecord, renew_until: float):
         self.record = record
@@ -79,6 +79,8 @@ class Run:
         """Its lease ended elsewhere (cancelled, expired): it must not write."""
         self.hand_back = False
         """Shutdown cut it off: its execution goes back to ``ready``."""
+        self.committing = False
+        """Its work is done and its outcome on the way to the storage: nothing left to stop."""
 
     def revoke(self) -> None:
         self.revoked = True
@@ -311,7 +313,7 @@ class Engine:
                     record = None  # not its own commit's change: a cascade in the same batch cancelled it
                 self.waiters.finished(change.execution_id, record)
                 run = self.runs.get(change.execution_id)
-                if run is not None:  # e.g. cancelled by a cascade: stop it now, not at next poll
+                if run is not None and not run.committing:  # e.g. cancelled by a cascade: stop it now
                     run.revoke()
             elif change.status == change.previous_status or change.status is S.READY:
                 self.work_due()

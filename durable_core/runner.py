@@ -187,6 +187,7 @@ class Runner:
                 )
             if commit is not None and not run.revoked and not run.hand_back:
                 # once shutdown cut the run off, retrying its commit would hold up the shutdown
+                run.committing = True
                 await self._commit(commit, lambda: trio.current_time() if run.hand_back else self._lease_ends(run))
                 _log_failure(record, commit.record, engine.now())
         except StorageError as exc:
