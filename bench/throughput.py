@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import trio
 
-from _harness import parser, print_storage_metrics, storage_options
+from _harness import EndToEnd, parser, print_storage_metrics, storage_options
 from durable_core import DurableExecutor, TaskExecutionHandle
 
 BATCH = 500
@@ -26,20 +26,11 @@ MODES = ("one-at-a-time", "batched")
 
 
 @dataclass
-class Throughput:
-    tasks: int
-    enqueue_seconds: float
-    total_seconds: float
+class Throughput(EndToEnd):
     cpu_seconds: float
 
-    @property
-    def per_second(self) -> float:
-        return self.tasks / self.total_seconds
-
     def __str__(self) -> str:
-        return (f"{self.tasks} tasks; enqueue {self.tasks / self.enqueue_seconds:,.0f}/s; "
-                f"end to end {self.per_second:,.0f} tasks/s ({self.total_seconds:.2f} s; "
-                f"CPU {self.cpu_seconds / self.tasks * 1e6:.0f} µs/task, all threads)")
+        return f"{super().__str__()}; CPU {self.cpu_seconds / self.tasks * 1e6:.0f} µs/task, all threads"
 
 
 def define_noop(executor: DurableExecutor):
