@@ -39,7 +39,7 @@ def runs(postgres: str | None) -> list[tuple[list[str], list[str]]]:
                 (["clients.py", *storage],
                  ["clients.py", *storage, "--executions", "100", "--tasks", "200", "--samples", "5"]),
                 (["scale.py", "history", *storage],
-                 ["scale.py", "history", *storage, "--history", "0", "300", "--tasks", "200", "--iterations", "0"]),
+                 ["scale.py", "history", *storage, "--history", "300", "--tasks", "200", "--iterations", "0"]),
             ]
     listed += [
         (["reference_workload.py", "memory", "--executors", "2"],
