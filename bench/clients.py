@@ -53,11 +53,11 @@ def start_worker(storage: str, options: dict[str, Any] | None) -> subprocess.Pop
 
 
 @contextmanager
-def worker_process(storage: str, options: dict[str, Any] | None) -> Iterator[subprocess.Popen[bytes]]:
+def worker_process(storage: str, options: dict[str, Any] | None) -> Iterator[None]:
     """A ``durable worker`` process while the block runs, then stopped as an operator would (SIGTERM)."""
     worker = start_worker(storage, options)
     try:
-        yield worker
+        yield
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait()
