@@ -11,21 +11,37 @@ Two ways to run it against a storage (see docs/conformance.md):
   ``durable conformance NAME``).
 
 Names are imported on first use, so that pytest rewrites the asserts of the checks (their
-failures then show both sides) also when the suite is started by name.
+failures then show both sides) also when the suite is started by name, and so that loading the
+package's command plugin imports neither pytest nor the checks.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
-import pytest
+_rewriting = False
 
-pytest.register_assert_rewrite(
-    *(f"durable_conformance.{module}" for module in (
-        "checks_operations", "checks_robustness", "checks_transitions", "model", "records", "scenarios",
-        "serializers", "stateful"))
-)
+
+def _rewrite_asserts() -> None:
+    """Have pytest rewrite the asserts of the checks (their failures then show both sides): before
+    any of them is imported. Not at import time otherwise: durable loads this package's command
+    plugin in every executor and command, and importing pytest costs a tenth of a second."""
+    global _rewriting
+    if not _rewriting:
+        _rewriting = True
+        import pytest
+
+        pytest.register_assert_rewrite(
+            *(f"durable_conformance.{module}" for module in (
+                "checks_operations", "checks_robustness", "checks_transitions", "model", "records", "scenarios",
+                "serializers", "stateful"))
+        )
+
+
+if "pytest" in sys.modules:  # under pytest a check module may be imported directly, by its path
+    _rewrite_asserts()
 
 if TYPE_CHECKING:
     from .by_name import main as main
@@ -50,4 +66,5 @@ __all__ = ["BEHAVIOURS", "SerializerConformance", "StorageConformance", "Storage
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'durable_conformance' has no attribute {name!r}")
+    _rewrite_asserts()
     return getattr(importlib.import_module(f"durable_conformance.{_LAZY[name]}"), name)
