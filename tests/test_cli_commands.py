@@ -112,8 +112,11 @@ def project(tmp_path: Path) -> Path:
     (["executions", "list"], '[storage.options]\npath = 5\n',
      "error: durable.toml: storage.options.path: expected a file path (default 'durable.db'), got an integer 5"),
     (["executions", "gc", "--older-than", "1d"], '[storage.options]\npath = 5\n', "error: durable.toml: storage.options.path"),
-    (["enqueue", "app:hello"], '[storage.options]\npath = 5\n', "error: Invalid sqlite storage option path=5: expected a file path"),
-    (["worker", "app:executor"], '[storage.options]\npath = 5\n', "error: Invalid sqlite storage option path=5"),
+    (["enqueue", "app:hello"], '[storage.options]\npath = 5\n', "error: durable.toml: storage.options.path: expected a file path"),
+    (["worker", "app:executor"], '[storage.options]\npath = 5\n', "error: durable.toml: storage.options.path: expected"),
+    (["demo"], '[storage]\nname = "memory"\n[storage.options]\npath = "x.db"\n',
+     "error: durable.toml: storage.options.path is not an option of storage 'memory' (it takes none); remove it with: "
+     "durable config unset storage.options.path"),
     (["config", "set", "storage.options.path", "5"], None, "error: durable.toml: storage.options.path: expected a file path"),
     (["executions", "list", "--limit", "99999999999999999999"], None,
      "error: Invalid value for '--limit': 99999999999999999999 is not in the range 1<=x<=1000000."),
@@ -134,6 +137,35 @@ def test_a_user_mistake_is_one_line_on_stderr_and_exit_code_2(project: Path, arg
     assert result.stderr.count("\n") == 1
     assert (project / "durable.toml").read_text() == before  # nothing changed, nothing stored
     assert stored_count(project / "test.db") == 0
+
+
+def test_switching_the_storage_in_an_empty_folder_leaves_every_command_working(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(APP)
+    switched = durable("config", "set", "storage.name", "memory", cwd=tmp_path)
+    assert switched.stdout == 'durable.toml: storage.name = "memory" (removed storage.options.path, options of \'sqlite\')\n'
+    text = (tmp_path / "durable.toml").read_text()
+    assert "path =" not in text and "# Keyword arguments of the storage plugin" in text  # comments kept
+    for args in (["executions", "list"], ["enqueue", "app:hello"]):  # the file's storage, and from_config's
+        assert durable(*args, cwd=tmp_path).returncode == 0, args
+
+    (tmp_path / "durable.toml").write_text(text.replace("[storage.options]\n", '[storage.options]\npath = "x.db"\n'))
+    for args in (["executions", "list"], ["enqueue", "app:hello"]):
+        failed = durable(*args, cwd=tmp_path)
+        assert (failed.returncode, failed.stderr) == (2, (
+            "error: durable.toml: storage.options.path is not an option of storage 'memory' (it takes none); "
+            "remove it with: durable config unset storage.options.path\n")), args
+    assert durable("config", "unset", "storage.options.path", cwd=tmp_path).stdout == "durable.toml: removed storage.options.path\n"
+    assert (tmp_path / "durable.toml").read_text() == text
+    assert durable("executions", "list", cwd=tmp_path).returncode == 0
+
+
+def test_config_set_uncomments_a_commented_out_key_in_place(tmp_path: Path) -> None:
+    assert durable("config", "init", cwd=tmp_path).returncode == 0
+    before = (tmp_path / "durable.toml").read_text()
+    assert durable("config", "set", "executor.poll_interval", "0.1", cwd=tmp_path).returncode == 0
+    after = (tmp_path / "durable.toml").read_text()
+    assert after == before.replace("# poll_interval = 0.5\n", "poll_interval = 0.1\n")
+    assert durable("config", "get", "executor.poll_interval", cwd=tmp_path).stdout == "0.1\n"
 
 
 def stored_count(path: Path) -> int:

@@ -26,7 +26,7 @@ import click
 from ..config import load_config
 from ..plugin_index import PLUGIN_DISTRIBUTIONS
 from .common import UserError
-from .config_file import location_to_edit, select_plugin
+from .config_file import location_to_edit, set_config_value
 from .plugins_cmd import load_plugins
 
 SELECTING_KEY = {"storage": "storage.name", "serializer": "serializer"}
@@ -169,7 +169,7 @@ def install(names: tuple[str, ...], find_links: tuple[str, ...], upgrade: bool, 
         if use:
             kind, name = _selectable(requirement, mine)
             location = location_to_edit()
-            note = select_plugin(location, kind, name)
+            _, note = set_config_value(location, SELECTING_KEY[kind], name)
             click.echo(f'{location}: {SELECTING_KEY[kind]} = "{name}"' + (f" ({note})" if note else ""))
 
 
