@@ -94,6 +94,10 @@ def project(tmp_path: Path) -> Path:
      "error: Sleeping task execution not found [sleepingTaskUniqueId=nope]"),
     (["executions", "gc", "--older-than", "7x"], None, "error: Invalid value for '--older-than': '7x' is not a duration; write e.g. 7d"),
     (["install", "sqlit"], None, "error: unknown plugin 'sqlit'; did you mean 'sqlite'?"),
+    (["install", "nope"], None, ("error: unknown plugin 'nope'; short names: cbor, conformance, memory, postgres, sqlite, "
+                                 "web (installed ones: durable plugins --all); for another distribution give its full "
+                                 "name (e.g. durable-storage-nope) or a path")),
+    (["install", "postgress"], None, "error: unknown plugin 'postgress'; did you mean 'postgres'? short names: "),
     (["enqueue"], None, "error: Missing argument 'MODULE:TASK'. (see: durable enqueue --help)"),
     (["executions", "list"], '[storage]\nname = "postgresql"\n', "error: storage 'postgresql' is not installed; run: durable install postgresql"),
     (["executions", "list"], "[storage\n", "error: durable.toml: not valid TOML: "),
@@ -231,7 +235,7 @@ def test_worker_enqueue_and_every_executions_command(project: Path) -> None:
         assert done.returncode == 0, done.stderr
         hello_id, outcome = done.stdout.splitlines()
         assert outcome == 'completed: {"hello": {"a": 1}}'
-        assert "hello: completed" in done.stderr  # progress
+        assert "hello: completed" in done.stderr and "no worker" not in done.stderr  # progress
 
         failed = durable("enqueue", "app:boom", "--wait", cwd=project)
         assert failed.returncode == 1 and failed.stdout.splitlines()[1] == "failed: boom"
@@ -280,6 +284,26 @@ def test_worker_enqueue_and_every_executions_command(project: Path) -> None:
     text = log.read_text()
     assert f"committed hello [{hello_id}] running -> completed" in text
     assert "SIGINT received: stopping" in text and text.endswith("stopped\n")
+
+
+def test_enqueue_wait_says_when_no_worker_runs_it_and_goes_on_when_one_starts(project: Path) -> None:
+    (project / "durable.toml").write_text(SQLITE_CONFIG + "heartbeat_interval = 0.5\n")  # the hint's delay
+    log = project / "enqueue.log"
+    waiting = start("enqueue", "app:hello", "--input", "1", "--wait", cwd=project, log=log)
+    worker = None
+    try:
+        wait_for(log, "no worker is running")  # printed once the registry of executors has shown none
+        assert ("no worker is running (durable workers lists none), so nothing runs hello; start one with: "
+                "durable worker app:executor\n") in log.read_text()
+        worker = start("worker", "app:executor", "--quiet", cwd=project, log=project / "worker.log")
+        assert waiting.wait(timeout=30) == 0
+        assert waiting.stdout is not None and waiting.stdout.read().decode().splitlines()[1] == 'completed: {"hello": 1}'
+        assert log.read_text().count("no worker") == 1
+    finally:
+        waiting.kill()
+        if worker is not None:
+            worker.send_signal(signal.SIGINT)
+            assert worker.wait(timeout=20) == 0
 
 
 RETRYING_APP = '''

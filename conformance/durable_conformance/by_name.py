@@ -9,10 +9,8 @@ the starting point of the pytest route.
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import re
-import sys
 import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
@@ -22,7 +20,6 @@ from typing import Any
 import trio
 
 from durable_core import open_storage
-from durable_core.storage.opening import parse_option
 
 from .opening import StorageFactory
 
@@ -94,21 +91,17 @@ class {class_name}(StorageConformance):
 
 def run(name: str, options: Mapping[str, Any] | None = None, pytest_args: Sequence[str] = (),
         known_failures: Mapping[str, str] | None = None) -> int:
-    """Run the suite against the installed storage ``name``; pytest's exit code."""
+    """Run the suite against the installed storage ``name``; pytest's exit code. A storage that
+    is not installed, or options it refuses, raise ``DurableExecutionError`` before any check."""
     import pytest
 
-    from durable_core.errors import DurableExecutionError
     from durable_core.plugins.manager import default_registry
 
     with tempfile.TemporaryDirectory(prefix="durable-conformance-") as directory:
         root = Path(directory)
-        try:
-            default_registry().storage_factory(name)
-            (root / "probe").mkdir()
-            trio.run(_probe, name, resolve_options(name, options, root / "probe"))
-        except DurableExecutionError as exc:
-            print(f"error: {exc.message}", file=sys.stderr)
-            return 4
+        default_registry().storage_factory(name)
+        (root / "probe").mkdir()
+        trio.run(_probe, name, resolve_options(name, options, root / "probe"))
         module = root / f"test_conformance_{re.sub(r'[^A-Za-z0-9]+', '_', name)}.py"
         module.write_text(module_source(name, options or {}, known_failures or {}), encoding="utf-8")
         ini = root / "pytest.ini"
@@ -130,36 +123,10 @@ class _HypothesisHome:
         set_hypothesis_home_dir(self.directory)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    pytest_args: list[str] = []
-    if "--" in argv:
-        at = argv.index("--")
-        argv, pytest_args = argv[:at], argv[at + 1:]
-    parser = argparse.ArgumentParser(
-        prog="python -m durable_conformance",
-        description="Run the durable storage conformance suite against an installed storage plugin.",
-        epilog="Arguments after -- go to pytest, e.g. -- -x -k claim.",
-    )
-    parser.add_argument("name", help="the storage's plugin name, as in open_storage(NAME)")
-    parser.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                        help="an option for open_storage (JSON values parsed; {tmp_path} is each check's "
-                             "own directory); repeatable")
-    parser.add_argument("--known-failure", action="append", default=[], metavar="TEST_ID[=REASON]",
-                        help="declare a check as known to fail (a strict xfail); repeatable")
-    parser.add_argument("--write", metavar="FILE", type=Path,
-                        help="write the generated test module to FILE instead of running it")
-    args = parser.parse_args(argv)
-    try:
-        options = dict(parse_option(text) for text in args.option)
-    except ValueError as exc:
-        parser.error(str(exc))
-    known = {}
-    for text in args.known_failure:
-        test_id, _, reason = text.partition("=")
-        known[test_id] = reason or "declared on the command line"
-    if args.write is not None:
-        args.write.write_text(module_source(args.name, options, known), encoding="utf-8")
-        print(f"wrote {args.write}; run: pytest {args.write}")
-        return 0
-    return run(args.name, options, pytest_args, known)
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m durable_conformance ARGS``: ``durable conformance ARGS``, exiting with its code."""
+    from durable_core.cli import run_command
+
+    from .commands import conformance
+
+    run_command(conformance, argv, "python -m durable_conformance")

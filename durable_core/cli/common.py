@@ -171,6 +171,13 @@ def load_task(target: str) -> tuple[DurableExecutor, Task]:
                     f"module {module.__name__!r} defines it; define the executor in that module")
 
 
+def executor_target(task_target: str, executor: DurableExecutor) -> str:
+    """``MODULE:EXECUTOR`` for the executor that ``load_task(task_target)`` found, for a worker."""
+    module = sys.modules[task_target.partition(":")[0]]
+    name = next((key for key, value in vars(module).items() if value is executor), "EXECUTOR")
+    return f"{module.__name__}:{name}"
+
+
 def warn_unless_shared(storage: Storage) -> None:
     """A storage confined to one process (``memory``) shows this command nothing of any other."""
     if not storage.capabilities.multi_process:

@@ -63,11 +63,12 @@ def resolve(name: str) -> Requirement:
     if path.exists():
         return Requirement(str(path.resolve()), _distribution_at(path))
     if _SHORT_NAME.fullmatch(name):
-        close = difflib.get_close_matches(name, PLUGIN_DISTRIBUTIONS, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        close = difflib.get_close_matches(name, PLUGIN_DISTRIBUTIONS, n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
         raise UserError(
-            f"unknown plugin {name!r}; {hint}short names: {', '.join(PLUGIN_DISTRIBUTIONS)}; "
-            f"for another distribution give its full name (e.g. durable-storage-{name}) or a path"
+            f"unknown plugin {name!r}; {hint}short names: {', '.join(PLUGIN_DISTRIBUTIONS)} "
+            f"(installed ones: durable plugins --all); for another distribution give its full name "
+            f"(e.g. durable-storage-{name}) or a path"
         )
     match = _DISTRIBUTION_NAME.match(name)
     return Requirement(name, match.group() if match else None)
