@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import sqlite3
 import socket
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -247,6 +249,11 @@ def test_worker_enqueue_and_every_executions_command(project: Path) -> None:
         family_id = family.stdout.splitlines()[0]
         assert family.stdout.splitlines()[1].startswith('completed: {"output": 5, "children": [')
         assert "family: completed, 5 children: 5 completed" in family.stderr  # many children: counted
+        as_json = json.loads(durable("executions", "tree", family_id, "--json", cwd=project).stdout)
+        assert (as_json["task_id"], as_json["execution_id"], as_json["status"], as_json["finalize"]) == (
+            "family", family_id, "completed", None)
+        assert [(child["task_id"], child["status"], child["children"]) for child in as_json["children"]] == [
+            ("hello", "completed", [])] * 5
         tree = durable("executions", "tree", family_id, cwd=project).stdout.splitlines()
         assert tree[0] == f"family {family_id} completed  <"
         assert all(line.startswith("├── hello te_") and line.endswith(" completed") for line in tree[1:5])
@@ -259,9 +266,11 @@ def test_worker_enqueue_and_every_executions_command(project: Path) -> None:
         assert len(listed) == 1 + 7 and all(" hello " in line for line in listed[1:])
         rows = [json.loads(line) for line in durable("executions", "list", "--status", "errored", "--json", cwd=project).stdout.splitlines()]
         assert [(row["task_id"], row["error"]) for row in rows] == [("boom", "boom")]
+        assert all(is_iso_utc(rows[0][key]) for key in ("created_at", "finished_at"))
 
         shown = json.loads(durable("executions", "show", hello_id, "--json", cwd=project).stdout)
         assert (shown["status"], shown["input"], shown["output"]) == ("completed", {"a": 1}, {"hello": {"a": 1}})
+        assert all(is_iso_utc(shown[key]) for key in ("created_at", "updated_at", "started_at", "finished_at"))
         lines = [line.split(None, 1) for line in durable("executions", "show", hello_id, cwd=project).stdout.splitlines()]
         assert ["output:", '{"hello": {"a": 1}}'] in lines and ["status:", "completed"] in lines
 
@@ -275,6 +284,8 @@ def test_worker_enqueue_and_every_executions_command(project: Path) -> None:
         again = durable("executions", "cancel", slow_id, cwd=project).stdout
         assert again == f"slow {slow_id} already finished (cancelled); nothing to cancel\n"
 
+        counted = durable("executions", "gc", "--older-than", "0s", "--dry-run", cwd=project)
+        assert counted.stdout.startswith("would delete 11 executions of trees finished before ")
         deleted = durable("executions", "gc", "--older-than", "0s", cwd=project)
         assert deleted.stdout.startswith("deleted 11 executions of trees finished before ")
         assert durable("executions", "list", cwd=project).stdout == "no executions found\n"
@@ -304,6 +315,83 @@ def test_enqueue_wait_says_when_no_worker_runs_it_and_goes_on_when_one_starts(pr
         if worker is not None:
             worker.send_signal(signal.SIGINT)
             assert worker.wait(timeout=20) == 0
+
+
+def is_iso_utc(text: str) -> bool:
+    """Whether ``text`` is an ISO 8601 time with the UTC offset, as every JSON output has them."""
+    return "T" in text and datetime.fromisoformat(text).utcoffset() == timedelta(0)
+
+
+NAMED_APP = '''
+from durable_core import DurableExecutor
+
+executor = DurableExecutor.from_config()
+
+@executor.task(id="say_hello", timeout=5)
+async def greet(ctx, input):
+    return input
+
+nap = executor.sleeping_task(id="long_nap", timeout=60)
+'''
+
+
+def test_a_task_argument_is_its_id_or_its_variable_in_every_command(project: Path) -> None:
+    (project / "named.py").write_text(NAMED_APP)
+    by_variable = durable("enqueue", "named:greet", cwd=project).stdout.strip()
+    by_id = durable("enqueue", "named:say_hello", cwd=project).stdout.strip()
+    for task in ("say_hello", "named:greet"):
+        listed = durable("executions", "list", "--task", task, "--json", cwd=project).stdout.splitlines()
+        assert [json.loads(line)["execution_id"] for line in listed] == [by_id, by_variable], task
+    sleeping = durable("enqueue", "named:long_nap", "--input", '"a"', cwd=project).stdout.strip()
+    woken = durable("executions", "wakeup", "named:nap", "a", "--output", "1", cwd=project)
+    assert woken.stdout == f"long_nap {sleeping}: completed\n", woken.stderr
+    wrong = durable("executions", "list", "--task", "named:gret", cwd=project)
+    assert (wrong.returncode, wrong.stderr) == (2, "error: module 'named' has no task 'gret'; did you mean 'greet'? "
+                                                   "its tasks: greet, nap\n")
+
+
+def in_terminal(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    """Run ``durable ARGS`` with its stdout and stderr on a pseudo-terminal; what it wrote there."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "durable_core.cli", *args], cwd=cwd, env=environment(env),
+                               stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the process is gone and the terminal closed
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    assert process.wait(timeout=60) in (0, 1)
+    return output.decode()
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(project: Path) -> None:
+    durable("enqueue", "app:hello", cwd=project)
+    coloured = "\x1b[36mready\x1b[0m"
+    assert coloured in in_terminal("executions", "list", cwd=project)
+    assert "ready" in in_terminal("executions", "list", cwd=project, env={"NO_COLOR": "1"})
+    assert "\x1b[" not in in_terminal("executions", "list", cwd=project, env={"NO_COLOR": "1"})
+    piped = durable("executions", "list", cwd=project).stdout
+    assert " ready " in piped and "\x1b[" not in piped
+
+
+def test_install_keeps_pip_s_output_in_a_log_and_shows_its_error(project: Path) -> None:
+    offline = {"PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "TMPDIR": str(project)}
+    failed = durable("install", "durable-storage-nowhere", cwd=project, env=offline)
+    assert (failed.returncode, failed.stdout) == (1, "")
+    running, error = failed.stderr.splitlines()  # nothing of pip's own output
+    assert running.startswith("running: ") and running.endswith(" install durable-storage-nowhere")
+    assert error.startswith("error: pip failed (exit code 1): ERROR: No matching distribution found for "
+                            "durable-storage-nowhere; its whole output: ")
+    log = Path(error.rsplit(": ", 1)[1])
+    assert log.parent == project and "Could not find a version that satisfies the requirement" in log.read_text()
+    shown = in_terminal("install", "durable-storage-nowhere", cwd=project, env=offline)
+    assert "\r| pip is working (0s)" in shown and "error: pip failed (exit code 1)" in shown
 
 
 RETRYING_APP = '''
@@ -420,6 +508,7 @@ def test_workers_lists_live_executors_and_what_they_run(project: Path) -> None:
             assert time.monotonic() < deadline, live
         (shown,) = live
         assert (shown["host"], shown["pid"]) == (socket.gethostname(), worker.pid)
+        assert is_iso_utc(shown["started_at"]) and is_iso_utc(shown["heartbeat_at"])
         table = durable("workers", cwd=project).stdout.splitlines()
         assert table[0].split() == ["EXECUTOR", "HOST", "PID", "STARTED", "(UTC)", "LAST", "HEARTBEAT", "(UTC)",
                                     "RUNNING"]
