@@ -533,11 +533,17 @@ def test_demo_resumes_after_an_interruption(tmp_path: Path, stop: signal.Signals
     wait_for(log, "extract_title: running")
     demo.send_signal(stop)
     assert demo.wait(timeout=20) == (130 if stop == signal.SIGINT else -signal.SIGKILL)
-    if stop == signal.SIGINT:
-        assert log.read_text().endswith("handing the running tasks back; run again to resume\n")
     first_line = demo.stdout.read().decode().splitlines()[0] if demo.stdout else ""
+    workflow_id = first_line.split()[1]
+    if stop == signal.SIGINT:  # what was saved where, and how to resume
+        saved = log.read_text().splitlines()[-1]
+        assert saved.startswith(f"saved workflow {workflow_id} in storage 'sqlite' (path='durable.db'): "
+                                "done: upload_file's upload")
+        assert "; handed back to run again: " in saved and saved.endswith("summarize_file; resume it with: durable demo")
     resumed = durable("demo", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr.startswith("resuming it: skipping upload_file's upload")  # the steps already done
+    assert "(already done); running " in resumed.stderr.splitlines()[0]
     assert resumed.stdout.splitlines() == [
         first_line,  # the same workflow, found by its idempotency key
         'completed: {"file": "report.pdf", "title": "Title of report.pdf", "summary": "Summary of report.pdf"}',

@@ -9,7 +9,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -186,6 +186,12 @@ def executor_target(task_target: str, executor: DurableExecutor) -> str:
     module = sys.modules[task_target.partition(":")[0]]
     name = next((key for key, value in vars(module).items() if value is executor), "EXECUTOR")
     return f"{module.__name__}:{name}"
+
+
+def describe_storage(name: str, options: Mapping[str, Any], source: str | None = None) -> str:
+    """``storage 'sqlite' (path='durable.db'; from durable.toml)``: where executions are, or are not."""
+    shown = ", ".join(f"{key}={value!r}" for key, value in options.items())
+    return f"storage {name!r} ({shown or 'no options'}{f'; from {source}' if source else ''})"
 
 
 def warn_unless_shared(storage: Storage) -> None:

@@ -29,6 +29,7 @@ from .common import (
     UserError,
     client,
     configured_storage,
+    describe_storage,
     iso_timestamp,
     json_value,
     load_task,
@@ -60,9 +61,8 @@ def executions() -> None:
 async def _get(storage: Storage, execution_id: str, config: DurableConfig) -> ExecutionRecord:
     (record,) = await storage.get_executions([execution_id])
     if record is None:
-        options = ", ".join(f"{key}={value!r}" for key, value in config.storage.options.items())
-        raise UserError(f"execution {execution_id!r} not found in storage {config.storage.name!r} "
-                        f"({options or 'no options'}; from {config.source}); list them with: durable executions list")
+        where = describe_storage(config.storage.name, config.storage.options, config.source)
+        raise UserError(f"execution {execution_id!r} not found in {where}; list them with: durable executions list")
     return record
 
 
