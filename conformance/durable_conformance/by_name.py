@@ -13,13 +13,15 @@ import inspect
 import re
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import trio
 
 from durable_core import open_storage
+from durable_core.storage.contract import Storage
 
 from .opening import StorageFactory
 
@@ -51,15 +53,66 @@ def resolve_options(name: str, options: Mapping[str, Any] | None, tmp_path: Path
     return resolved
 
 
+@runtime_checkable
+class Destroyable(Protocol):
+    """Optional for a storage: ``destroy()`` drops what the storage made in its database (its
+    tables, a schema). The by-name route calls it on each storage it opened under a name of its
+    own making (a new ``schema``) after the check, or the run, ends (also when interrupted): on a
+    closed storage, possibly in another trio run, so it may use only what outlives both, such as
+    the storage's connection settings."""
+
+    async def destroy(self) -> None: ...
+
+
+_made: dict[str, Storage] = {}
+"""The last storage opened under each schema name this process made up, until destroyed."""
+
+
 def storage_by_name(name: str, options: Mapping[str, Any] | None = None, tmp_path: Path | None = None) -> StorageFactory:
-    """A storage factory for the installed storage ``name``, opened by ``durable_core.open_storage``."""
+    """A storage factory for the installed storage ``name``, opened by ``durable_core.open_storage``.
+    A schema it names itself is recorded when it is first opened, for ``destroy_made``."""
+    return _by_name(name, options, tmp_path)[0]
+
+
+def _by_name(name: str, options: Mapping[str, Any] | None, tmp_path: Path | None) -> tuple[StorageFactory, str | None]:
+    """``storage_by_name``'s factory, and the schema name it made up (None if it made none)."""
     resolved = resolve_options(name, options, tmp_path)
-    return lambda: open_storage(name, **resolved)
+    made = resolved.get("schema") if "schema" not in (options or {}) else None
+
+    @asynccontextmanager
+    async def factory() -> AsyncIterator[Storage]:
+        async with open_storage(name, **resolved) as storage:
+            if made is not None:
+                _made[made] = storage
+            yield storage
+
+    return factory, made
 
 
-async def _probe(name: str, options: dict[str, Any]) -> None:
+@contextmanager
+def throwaway_storage(name: str, options: Mapping[str, Any] | None, tmp_path: Path) -> Iterator[StorageFactory]:
+    """``storage_by_name`` for one check; afterwards, the schema it made (if any) is destroyed."""
+    factory, made = _by_name(name, options, tmp_path)
+    try:
+        yield factory
+    finally:
+        destroy_made([made] if made else [])
+
+
+def destroy_made(schemas: Iterable[str] | None = None) -> None:
+    """Destroy the storages made under ``schemas`` (by default all of them) that were opened, if
+    the storage is ``Destroyable``; each is forgotten even if that fails."""
+    for schema in list(_made if schemas is None else schemas):
+        storage = _made.pop(schema, None)
+        if isinstance(storage, Destroyable):
+            trio.run(storage.destroy)
+
+
+async def _probe(factory: StorageFactory) -> None:
     """Open and close the storage once, so that a wrong option is one clear line, not 100 errors."""
-    async with open_storage(name, **options):
+    made = factory()
+    assert isinstance(made, AbstractAsyncContextManager)  # storage_by_name's
+    async with made:
         pass
 
 
@@ -74,7 +127,7 @@ Written by `python -m durable_conformance {name} --write`; edit freely (docs/con
 
 import pytest
 
-from durable_conformance import StorageConformance, storage_by_name
+from durable_conformance import StorageConformance, throwaway_storage
 
 pytest_plugins = ["durable_conformance.plugin"]
 
@@ -85,7 +138,8 @@ class {class_name}(StorageConformance):
 
     @pytest.fixture
     def storage_factory(self, tmp_path):
-        return storage_by_name({name!r}, {dict(options)!r}, tmp_path)
+        with throwaway_storage({name!r}, {dict(options)!r}, tmp_path) as factory:
+            yield factory
 '''
 
 
@@ -101,13 +155,19 @@ def run(name: str, options: Mapping[str, Any] | None = None, pytest_args: Sequen
         root = Path(directory)
         default_registry().storage_factory(name)
         (root / "probe").mkdir()
-        trio.run(_probe, name, resolve_options(name, options, root / "probe"))
+        try:
+            trio.run(_probe, storage_by_name(name, options, root / "probe"))
+        finally:
+            destroy_made()
         module = root / f"test_conformance_{re.sub(r'[^A-Za-z0-9]+', '_', name)}.py"
         module.write_text(module_source(name, options or {}, known_failures or {}), encoding="utf-8")
         ini = root / "pytest.ini"
         ini.write_text("[pytest]\naddopts = -p no:cacheprovider\n", encoding="utf-8")
         args = [str(module), "-c", str(ini), "--rootdir", str(root), *pytest_args]
-        return int(pytest.main(args, plugins=[_HypothesisHome(root / ".hypothesis")]))
+        try:  # pytest tears the checks down also on Ctrl-C; what a check left is destroyed here
+            return int(pytest.main(args, plugins=[_HypothesisHome(root / ".hypothesis")]))
+        finally:
+            destroy_made()
 
 
 class _HypothesisHome:

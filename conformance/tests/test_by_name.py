@@ -76,4 +76,4 @@ def test_options_are_json_or_text_and_name_the_checks_directory(tmp_path: Path) 
     resolved = resolve_options("memory", {"path": "{tmp_path}/x.db", "n": 1}, tmp_path)
     assert resolved == {"path": f"{tmp_path}/x.db", "n": 1}
     assert resolve_options("memory", {}, tmp_path) == {}  # the memory factory takes no path
-    assert "storage_by_name('memory', {'n': 1}, tmp_path)" in module_source("memory", {"n": 1}, {})
+    assert "with throwaway_storage('memory', {'n': 1}, tmp_path) as factory:" in module_source("memory", {"n": 1}, {})

@@ -74,7 +74,7 @@ def run_command(command: click.Command, args: Sequence[str] | None, prog_name: s
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         code = exc.exit_code
-    except click.Abort:
+    except (click.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
         code = 130
     except USER_ERRORS as exc:
