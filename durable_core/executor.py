@@ -131,10 +131,21 @@ class DurableExecutor(TaskDefinitions):
         """An executor configured by ``durable.toml`` (or ``[tool.durable]`` in pyproject.toml,
         ``DURABLE_CONFIG``, or ``path``); keyword ``overrides`` win over the file."""
         config = load_config(path)
+        kwargs = config.executor_kwargs(**overrides)
         try:
-            return cls(**config.executor_kwargs(**overrides))
+            executor = cls(**kwargs)
         except ValueError as exc:
             raise config.error(exc) from None
+        if kwargs.get("storage_options") == config.storage.options:  # the file's: named with it when wrong
+            from .plugins.manager import default_registry
+
+            try:
+                declared = (overrides.get("plugins") or default_registry()).storage_options(config.storage.name)
+            except DurableExecutionNotFoundError:  # not installed: opening it says how to install it
+                declared = None
+            if declared is not None:
+                config.check_storage_options(declared)
+        return executor
 
     # ----------------------------------------------------------------------------- lifecycle
 

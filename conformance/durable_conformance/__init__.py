@@ -46,7 +46,9 @@ if "pytest" in sys.modules:  # under pytest a check module may be imported direc
 if TYPE_CHECKING:
     from .by_name import main as main
     from .by_name import run as run
+    from .by_name import Destroyable as Destroyable
     from .by_name import storage_by_name as storage_by_name
+    from .by_name import throwaway_storage as throwaway_storage
     from .marks import requires as requires
     from .opening import StorageOpener as StorageOpener
     from .serializers import SerializerConformance as SerializerConformance
@@ -56,11 +58,12 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 _LAZY = {
     "BEHAVIOURS": "suite", "StorageConformance": "suite", "StorageOpener": "opening", "main": "by_name",
-    "requires": "marks", "run": "by_name", "storage_by_name": "by_name",
+    "requires": "marks", "run": "by_name", "storage_by_name": "by_name", "throwaway_storage": "by_name",
+    "Destroyable": "by_name",
     "SerializerConformance": "serializers",
 }
-__all__ = ["BEHAVIOURS", "SerializerConformance", "StorageConformance", "StorageOpener", "main", "requires",
-           "run", "storage_by_name"]
+__all__ = ["BEHAVIOURS", "Destroyable", "SerializerConformance", "StorageConformance", "StorageOpener", "main",
+           "requires", "run", "storage_by_name", "throwaway_storage"]
 
 
 def __getattr__(name: str) -> Any:

@@ -11,6 +11,7 @@ from ..executor import DurableExecutor, check_idempotency_key
 from ..tasks import Task
 from .common import (
     client,
+    executor_target,
     json_value,
     load_executor,
     load_task,
@@ -75,16 +76,19 @@ def _idempotency_key(value: str | None) -> str | None:
 def enqueue(ctx: click.Context, target: str, input_: Any, idempotency_key: str | None, wait: bool) -> None:
     """Enqueue an execution of MODULE:TASK and print its id; a worker runs it."""
     executor, task = load_task(target)
-    ctx.exit(run(_enqueue, executor, task, input_, idempotency_key, wait))
+    hint = (f"no worker is running (durable workers lists none), so nothing runs {task.id}; start one with: "
+            f"durable worker {executor_target(target, executor)}")
+    ctx.exit(run(_enqueue, executor, task, input_, idempotency_key, hint if wait else None))
 
 
-async def _enqueue(executor: DurableExecutor, task: Task, input: Any, key: str | None, wait: bool) -> int:
+async def _enqueue(executor: DurableExecutor, task: Task, input: Any, key: str | None, wait_hint: str | None) -> int:
+    """Enqueue; with ``wait_hint`` (``--wait``), follow it, and say so if no worker is there to run it."""
     async with client(executor):
         handle = await executor.enqueue_task(task, input, idempotency_key=key)
         click.echo(handle.execution_id)
-        if not wait:
+        if wait_hint is None:
             return 0
-        finished = await follow(executor, handle)
+        finished = await follow(executor, handle, no_worker_hint=wait_hint)
     if finished is None:
         click.echo(f"stopped waiting; it goes on: durable executions show {handle.execution_id}", err=True)
         return 130
