@@ -18,14 +18,14 @@ import trio
 from .batching import Coalescer
 from .clock import Clock
 from .errors import DurableExecutionError, DurableExecutionNotFoundError, ErrorInfo, execution_not_found
-from .events import EventKind, TaskExecutionEvent
+from .events import EventKind, TaskExecutionEvent, kind_and_error
 from .models import TaskExecution
 from .options import ExecutorOptions
 from .payloads import PayloadCodec
 from .records import to_task_execution
 from .retrying import StorageFaults
 from .status import TaskExecutionStatus as S
-from .storage.contract import ExecutionRecord, SleepingWakeup, StatusChange, Storage
+from .storage.contract import CANCELLED_ERROR, ExecutionRecord, SleepingWakeup, StatusChange, Storage
 from .tasks import Task, call_user_code
 from .waiters import Waiters
 
@@ -197,7 +197,8 @@ class Engine:
                 f"[status={status}]; use 'completed' or 'failed'",
                 is_retryable=False,
             )
-        self.observe(EventKind.WOKEN, await self.storage.wake_sleeping_executions([wakeup], self.now()))
+        self.observe(EventKind.WOKEN, await self.storage.wake_sleeping_executions([wakeup], self.now()),
+                     acted_on={wakeup.execution_id: wakeup.error})
         return await self.get_execution(record.execution_id)
 
     # ----------------------------------------------------------------------------- ExecutionAccess
@@ -218,7 +219,8 @@ class Engine:
 
     async def cancel(self, execution_ids: Sequence[str]) -> None:
         self.check_accepting()
-        self.observe(EventKind.CANCELLED, await self.storage.cancel_executions(execution_ids, self.now()))
+        self.observe(EventKind.CANCELLED, await self.storage.cancel_executions(execution_ids, self.now()),
+                     acted_on=dict.fromkeys(execution_ids, CANCELLED_ERROR))
 
     # ----------------------------------------------------------------------------- observation
 
@@ -232,11 +234,17 @@ class Engine:
         ))
 
     def observe(self, kind: EventKind, changes: Sequence[StatusChange],
-                stored: Mapping[str, ExecutionRecord] | None = None) -> None:
+                stored: Mapping[str, ExecutionRecord] | None = None,
+                acted_on: Mapping[str, ErrorInfo | None] | None = None) -> None:
         """React to stored changes: events, local waiters (given the ``stored`` records where
-        known), local runs that lost their lease, and parents that became claimable."""
+        known), local runs that lost their lease, and parents that became claimable.
+
+        ``acted_on`` maps the executions the storage call acted on to the error it stored for
+        each (see ``kind_and_error``); the others it changed were closed by them.
+        """
         for change in changes:
-            self.emit(EventKind.ENQUEUED if change.previous_status is None else kind, change)
+            event_kind, error = kind_and_error(kind, change, acted_on)
+            self.emit(event_kind, change, error)
             if change.status.is_finished:
                 record = stored.get(change.execution_id) if stored else None
                 if record is not None and (record.status is not change.status or record.status is S.CANCELLED):

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import ErrorInfo
 from .status import TaskExecutionStatus
+
+if TYPE_CHECKING:
+    from .storage.contract import StatusChange
 
 
 class EventKind(enum.StrEnum):
     """What made an execution change (docs/plugins.md lists them with their meaning).
 
-    A change caused by another one is reported with the kind of its cause: a parent moved along
-    by its last child's commit, or descendants cancelled with their ancestor, are ``committed``
-    (or ``cancelled``, ``expired``...) like the change that caused them.
+    A change that the storage made because another execution finished in the same call — its
+    parent moved along, its unfinished descendants cancelled — is ``closed``.
     """
 
     ENQUEUED = "enqueued"
@@ -33,6 +37,9 @@ class EventKind(enum.StrEnum):
     """A sleeping task was woken up (``wakeup_sleeping_task_execution``)."""
     RETRIED = "retried"
     """An execution that ended with an error was made ``ready`` again (``durable executions retry``)."""
+    CLOSED = "closed"
+    """Changed because another execution finished: a parent that one of its children (or its
+    finalize) moved along, or a descendant cancelled with an ancestor that ended without completing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +54,17 @@ class TaskExecutionEvent:
     at: float
     executor_id: str
     error: ErrorInfo | None = None
+
+
+def kind_and_error(kind: EventKind, change: StatusChange,
+                   acted_on: Mapping[str, ErrorInfo | None] | None) -> tuple[EventKind, ErrorInfo | None]:
+    """The kind and error of the event for ``change``, one of the changes of a storage call made
+    for ``kind``. ``acted_on`` maps each execution the call acted on to the error it stored (None
+    when the call acts on every execution it changes): any other execution it changed was closed."""
+    if change.previous_status is None:
+        return EventKind.ENQUEUED, None
+    if acted_on is None:
+        return kind, None
+    if change.execution_id in acted_on:
+        return kind, acted_on[change.execution_id]
+    return EventKind.CLOSED, None

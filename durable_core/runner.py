@@ -269,7 +269,7 @@ class Runner:
         # what the contract says a commit stores, for the handles waiting on it
         stored = {c.record.execution_id: c.record.copy(lease_expires_at=None, updated_at=now)
                   for c in commits if c.record.execution_id in engine.waiters}
-        engine.observe(EventKind.COMMITTED, changes, stored)
+        engine.observe(EventKind.COMMITTED, changes, stored, {c.record.execution_id: c.record.error for c in commits})
         return [None] * len(commits)
 
     async def _commit(self, commit: RunCommit, lease_ends: Callable[[], float]) -> None:
