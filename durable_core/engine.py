@@ -9,8 +9,9 @@ earlier claims — goes through ``observe``.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import trio
@@ -25,7 +26,7 @@ from .payloads import PayloadCodec
 from .records import to_task_execution
 from .retrying import StorageFaults
 from .status import TaskExecutionStatus as S
-from .storage.contract import CANCELLED_ERROR, ExecutionRecord, SleepingWakeup, StatusChange, Storage
+from .storage.contract import CANCELLED_ERROR, ExecutionRecord, RunCommit, SleepingWakeup, StatusChange, Storage
 from .tasks import Task, call_user_code
 from .waiters import Waiters
 
@@ -111,6 +112,9 @@ class Engine:
         self._observers = observers
         self._inserting: dict[str, ExecutionRecord] = {}
         """The records of ``insert`` calls that have not returned yet."""
+        self._committing: set[str] = set()
+        """The executions of ``commit_runs`` calls that have not returned yet (``committing``)."""
+        self._claims_after_commit: list[StatusChange] = []
         self._reads: Coalescer[str, ExecutionRecord | None] = Coalescer(storage.get_executions)
 
     def now(self) -> float:
@@ -161,12 +165,37 @@ class Engine:
         self.emit(EventKind.ENQUEUED, StatusChange(record.execution_id, record.task_id, None, record.status))
 
     def claimed(self, record: ExecutionRecord) -> None:
-        """Called before the claimer's ``claimed`` event: a storage whose calls run in a thread
-        may hand trio the claim of a new execution before its insert's return, and ``enqueued``
-        must come first; then the claimer emits it, not ``insert``."""
+        """Emit the ``claimed`` event of a record the claimer just claimed, in its place: a
+        storage whose calls run in a thread may hand trio a claim before the return of the call
+        that made it claimable. After a new execution's insert, ``enqueued`` must come first:
+        then it is emitted here, not by ``insert``. After a run's commit (a retry), the
+        ``committed`` event must: then the claim waits for it (``committing``)."""
         inserted = self._inserting.pop(record.execution_id, None)
         if inserted is not None:
             self.emit_enqueued(inserted)
+        change = StatusChange(record.execution_id, record.task_id,
+                              S.READY if record.status is S.RUNNING else record.status, record.status)
+        if record.execution_id in self._committing:
+            self._claims_after_commit.append(change)
+        else:
+            self.emit(EventKind.CLAIMED, change)
+
+    @contextlib.contextmanager
+    def committing(self, commits: Sequence[RunCommit]) -> Iterator[None]:
+        """While a ``commit_runs`` call is under way, and its changes observed: claims of its
+        executions made meanwhile are emitted after it (see ``claimed``)."""
+        ids = [commit.record.execution_id for commit in commits]
+        self._committing.update(ids)
+        try:
+            yield
+        finally:
+            self._committing.difference_update(ids)
+            claims, self._claims_after_commit = self._claims_after_commit, []
+            for change in claims:
+                if change.execution_id in self._committing:
+                    self._claims_after_commit.append(change)
+                else:
+                    self.emit(EventKind.CLAIMED, change)
 
     async def wake_sleeping(self, task_id: str, unique_id: str, *, status: str = "completed",
                             output: Any = None, error: str | None = None) -> TaskExecution:

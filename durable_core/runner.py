@@ -38,7 +38,6 @@ from .storage.contract import (
     DuplicateSleepingTaskUniqueIdError,
     ExecutionRecord,
     RunCommit,
-    StatusChange,
     StorageError,
 )
 from .tasks import TaskKind
@@ -143,9 +142,6 @@ class Runner:
                     if record.deferred_options:
                         record = self._with_task_defaults(record)
                     engine.claimed(record)
-                    engine.emit(EventKind.CLAIMED, StatusChange(record.execution_id, record.task_id,
-                                                        S.READY if record.status is S.RUNNING else record.status,
-                                                        record.status))
                     run = engine.runs[record.execution_id] = Run(record, renew_until + record.timeout)
                     self._run_nursery.start_soon(self._execute, run)
             if limit > 0 and len(claimed) == limit:
@@ -265,11 +261,13 @@ class Runner:
     async def _commit_batch(self, commits: Sequence[RunCommit]) -> list[None]:
         engine = self._engine
         now = engine.now()
-        changes = await engine.storage.commit_runs(commits, now)
-        # what the contract says a commit stores, for the handles waiting on it
-        stored = {c.record.execution_id: c.record.copy(lease_expires_at=None, updated_at=now)
-                  for c in commits if c.record.execution_id in engine.waiters}
-        engine.observe(EventKind.COMMITTED, changes, stored, {c.record.execution_id: c.record.error for c in commits})
+        with engine.committing(commits):
+            changes = await engine.storage.commit_runs(commits, now)
+            # what the contract says a commit stores, for the handles waiting on it
+            stored = {c.record.execution_id: c.record.copy(lease_expires_at=None, updated_at=now)
+                      for c in commits if c.record.execution_id in engine.waiters}
+            engine.observe(EventKind.COMMITTED, changes, stored,
+                           {c.record.execution_id: c.record.error for c in commits})
         return [None] * len(commits)
 
     async def _commit(self, commit: RunCommit, lease_ends: Callable[[], float]) -> None:
