@@ -54,6 +54,10 @@ class TaskExecutionEvent:
     at: float
     executor_id: str
     error: ErrorInfo | None = None
+    """The error the change stored for the execution it acted on (docs/plugins.md says which)."""
+    attempt: int | None = None
+    """The attempt (0 the first) of the run of this executor that the change started, ended or
+    cut off; None when this executor was not running the execution."""
 
 
 def kind_and_error(kind: EventKind, change: StatusChange,

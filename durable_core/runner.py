@@ -56,6 +56,8 @@ class Runner:
         self._engine = engine
         self._run_nursery = run_nursery
         self._commits: Coalescer[RunCommit, None] = Coalescer(self._commit_batch)
+        self._attempts: dict[str, int] = {}
+        """The attempt of each run whose commit is under way, by execution id."""
         self._background = trio.CancelScope()
         self._grace = trio.CancelScope()
         self._heartbeats = trio.CancelScope()
@@ -141,8 +143,8 @@ class Runner:
                 for record in claimed:
                     if record.deferred_options:
                         record = self._with_task_defaults(record)
-                    engine.claimed(record)
-                    run = engine.runs[record.execution_id] = Run(record, renew_until + record.timeout)
+                    run = Run(record, renew_until + record.timeout)
+                    engine.claimed(run)
                     self._run_nursery.start_soon(self._execute, run)
             if limit > 0 and len(claimed) == limit:
                 await trio.lowlevel.checkpoint()
@@ -170,7 +172,8 @@ class Runner:
                 )
             if commit is not None and not run.revoked and not run.hand_back:
                 # once shutdown cut the run off, retrying its commit would hold up the shutdown
-                await self._commit(commit, lambda: trio.current_time() if run.hand_back else self._lease_ends(run))
+                await self._commit(commit, record.retry_attempts,
+                                   lambda: trio.current_time() if run.hand_back else self._lease_ends(run))
                 _log_failure(record, commit.record, engine.now())
         except StorageError as exc:
             if engine.faults.permanent is None:  # else the executor stops and says why
@@ -267,13 +270,26 @@ class Runner:
             stored = {c.record.execution_id: c.record.copy(lease_expires_at=None, updated_at=now)
                       for c in commits if c.record.execution_id in engine.waiters}
             engine.observe(EventKind.COMMITTED, changes, stored,
-                           {c.record.execution_id: c.record.error for c in commits})
+                           {c.record.execution_id: c.record.error for c in commits}, self._attempts)
         return [None] * len(commits)
 
-    async def _commit(self, commit: RunCommit, lease_ends: Callable[[], float]) -> None:
+    async def _commit(self, commit: RunCommit, attempt: int, lease_ends: Callable[[], float]) -> None:
         """Commit with the other runs finishing in this tick; one inserting sleeping executions
         goes alone, as the contract asks (a taken unique id fails the whole call). A transient
-        storage fault is retried until the lease ends (``lease_ends``, in trio time)."""
+        storage fault is retried until the lease ends (``lease_ends``, in trio time). ``attempt``
+        is the run's, for its event (the execution may be claimed again before the commit returns)."""
+        engine = self._engine
+        self._attempts[commit.record.execution_id] = attempt
+        try:
+            await self._store(commit, lease_ends)
+        finally:
+            del self._attempts[commit.record.execution_id]
+        for record in commit.new_executions:
+            engine.note_ready_at(record.ready_at)
+        if commit.record.ready_at is not None:
+            engine.note_ready_at(commit.record.ready_at)
+
+    async def _store(self, commit: RunCommit, lease_ends: Callable[[], float]) -> None:
         engine = self._engine
         if not any(record.is_sleeping for record in commit.new_executions):
             await engine.faults.call("recording outcomes", lambda: self._commits.submit(commit), until=lease_ends)
@@ -285,10 +301,6 @@ class Runner:
                                             ready_at=None)
                 await engine.faults.call("recording outcomes", lambda: self._commit_batch([RunCommit(failed)]),
                                          until=lease_ends)
-        for record in commit.new_executions:
-            engine.note_ready_at(record.ready_at)
-        if commit.record.ready_at is not None:
-            engine.note_ready_at(commit.record.ready_at)
 
 
 def _log_failure(claimed: ExecutionRecord, committed: ExecutionRecord, now: float) -> None:
@@ -298,8 +310,10 @@ def _log_failure(claimed: ExecutionRecord, committed: ExecutionRecord, now: floa
         return
     failed = (f"task {claimed.task_id} execution {claimed.execution_id} attempt {claimed.retry_attempts} "
               f"failed: {error.message}")
+    fields = {"task_id": claimed.task_id, "execution_id": claimed.execution_id,
+              "attempt": claimed.retry_attempts, "status": committed.status, "error": error}
     if committed.status is S.READY:
         log.info("%s; retrying in %g s (retry %d of %d)", failed, committed.start_at - now,
-                 committed.retry_attempts, committed.retry.max_attempts)
+                 committed.retry_attempts, committed.retry.max_attempts, extra=fields)
     else:
-        log.warning("%s; not retried (status %s)", failed, committed.status)
+        log.warning("%s; not retried (status %s)", failed, committed.status, extra=fields)

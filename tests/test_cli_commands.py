@@ -470,3 +470,25 @@ def test_two_plugins_registering_one_storage_name_are_listed_and_reported(projec
     assert "'fastmem' (fastmem 1.0)" in listed.stderr and "'memory' (durable-storage-memory " in listed.stderr
     failed = durable("executions", "list", cwd=project, env=env)
     assert (failed.returncode, failed.stderr) == (2, listed.stderr)
+
+
+def test_worker_log_format_json_prints_one_object_per_line(project: Path) -> None:
+    log = project / "worker.log"
+    worker = start("worker", "app:executor", "--log-format", "json", cwd=project, log=log)
+    try:
+        wait_for(log, "stop it with Ctrl-C or SIGTERM")
+        boom_id = durable("enqueue", "app:boom", "--wait", cwd=project).stdout.split()[0]
+        wait_for(log, f'"execution": "{boom_id}", "attempt": 0, "previous_status": "running", "status": "failed"')
+    finally:
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(timeout=20) == 0
+    lines = [json.loads(line) for line in log.read_text().splitlines()]  # every line is one object
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    assert lines[0]["message"].startswith("worker de_") and lines[-1]["message"] == "stopped"
+    boom = [line for line in lines if line.get("execution") == boom_id]
+    assert [(line["level"], line.get("kind"), line.get("attempt")) for line in boom] == [
+        ("DEBUG", "claimed", 0), ("DEBUG", "committed", 0), ("WARNING", None, 0)]  # enqueued by another process
+    committed = boom[1]
+    assert (committed["task"], committed["status"], committed["error"]) == ("boom", "failed", "boom")
+    assert boom[2]["message"].endswith("attempt 0 failed: boom; not retried (status failed)")
+    assert boom[2]["time"].endswith("+00:00")

@@ -1,5 +1,5 @@
 """The event stream observers stand on (``durable_task_execution_event``): each event carries the
-error stored with its change, and changes a storage made because another execution finished are
+error stored with its change and the attempt of the run it concerns, and changes a storage made because another execution finished are
 ``closed``. On memory, SQLite and PostgreSQL, in virtual time."""
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ async def test_a_failed_run_s_events_carry_its_error(shared_storage, caplog):
         ("claimed", S.READY, S.RUNNING, None),
         ("committed", S.RUNNING, S.FAILED, "boom 1"),
     ]
+    assert [e.attempt for e in recorder.events if e.execution_id == flaky_handle.execution_id] == [None, 0, 0, 1, 1]
     assert recorder.of(fatal_handle.execution_id)[-1] == ("committed", S.RUNNING, S.FAILED, "bad input")
     # the built-in logging plugin prints the failure
     assert f"committed fatal [{fatal_handle.execution_id}] running -> failed: bad input" in caplog.messages
