@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from contextlib import AbstractContextManager
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -19,7 +20,7 @@ import trio
 from .batching import Coalescer
 from .clock import Clock
 from .errors import DurableExecutionError, DurableExecutionNotFoundError, ErrorInfo, execution_not_found
-from .events import EventKind, TaskExecutionEvent, kind_and_error
+from .events import EventKind, ExecutionRun, TaskExecutionEvent, kind_and_error
 from .models import TaskExecution
 from .options import ExecutorOptions
 from .payloads import PayloadCodec
@@ -32,13 +33,25 @@ from .waiters import Waiters
 
 
 class Observers(Protocol):
-    """Where events go (the plugins' ``durable_task_execution_event``)."""
+    """Where events go (the plugins' ``durable_task_execution_event``), and the other hooks of
+    plugins that follow executions (``PluginRegistry`` implements it)."""
 
     def observing(self) -> bool:
         """Whether anyone listens now: no event is built for nobody."""
         ...
 
     def emit(self, event: TaskExecutionEvent) -> None: ...
+
+    def execution_context(self) -> dict[str, str] | None:
+        """What plugins keep with an execution created now (``durable_execution_context``)."""
+        ...
+
+    wraps_runs: bool
+    """Whether ``wrap_run`` does anything: if not, a run builds no ``ExecutionRun``."""
+
+    def wrap_run(self, run: ExecutionRun) -> AbstractContextManager[None]:
+        """The plugins' ``durable_wrap_run`` around one run."""
+        ...
 
 
 class Signal:
@@ -109,7 +122,8 @@ class Engine:
         self.stopping = False
         self.faults = StorageFaults()
         """How the background's storage calls ride out faults (``retrying``)."""
-        self._observers = observers
+        self.plugins = observers
+        """Where events go, and the plugins' other hooks that follow executions."""
         self._inserting: dict[str, ExecutionRecord] = {}
         """The records of ``insert`` calls that have not returned yet."""
         self._committing: set[str] = set()
@@ -141,6 +155,9 @@ class Engine:
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await call_user_code(fn, *args)
+
+    def execution_context(self) -> dict[str, str] | None:
+        return self.plugins.execution_context()
 
     # ----------------------------------------------------------------------------- writing
 
@@ -259,11 +276,11 @@ class Engine:
              attempt: int | None = None) -> None:
         """Tell the observers, if any listens; ``attempt`` defaults to that of the execution's run here."""
         self.changed.set()
-        if not self._observers.observing():  # an event costs ~3 µs: a tenth of a no-op task
+        if not self.plugins.observing():  # an event costs ~3 µs: a tenth of a no-op task
             return
         if attempt is None and kind is not EventKind.ENQUEUED and (run := self.runs.get(change.execution_id)):
             attempt = run.record.retry_attempts
-        self._observers.emit(TaskExecutionEvent(
+        self.plugins.emit(TaskExecutionEvent(
             kind, change.execution_id, change.task_id, change.previous_status, change.status,
             self.now(), self.executor_id, error, attempt,
         ))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import ErrorInfo
+from .models import ExecutionRef, ParentRef
 from .status import TaskExecutionStatus
 
 if TYPE_CHECKING:
@@ -58,6 +59,31 @@ class TaskExecutionEvent:
     attempt: int | None = None
     """The attempt (0 the first) of the run of this executor that the change started, ended or
     cut off; None when this executor was not running the execution."""
+
+
+@dataclass(slots=True)
+class ExecutionRun:
+    """One run of an execution by this executor, as ``durable_wrap_run`` sees it."""
+
+    task_id: str
+    execution_id: str
+    attempt: int
+    """0 for the first run; a parent's visit after its children keeps the attempt of its run."""
+    root: ExecutionRef | None
+    parent: ParentRef | None
+    context: Mapping[str, str] | None
+    """What ``durable_execution_context`` gave when the execution was created."""
+    executor_id: str
+    due_at: float | None
+    """When it became due to run (engine time): its enqueue, or the end of its retry delay or
+    ``sleep_before_run``; None for a parent's visit after its children (not stored)."""
+    claimed_at: float
+    """When this executor claimed it (engine time)."""
+    status: TaskExecutionStatus | None = None
+    """The status its outcome was stored with; None until then, and if the run was cut off
+    (handed back at shutdown, its lease lost, or cancelled)."""
+    error: ErrorInfo | None = None
+    """The error stored with that outcome."""
 
 
 def kind_and_error(kind: EventKind, change: StatusChange,

@@ -24,7 +24,7 @@ from .errors import (
     DurableExecutionTimedOutError,
     error_info_from_exception,
 )
-from .events import EventKind
+from .events import EventKind, ExecutionRun
 from .heartbeat import heartbeat_loop
 from .maintenance import change_loop, maintenance_loop, waiter_refresh_loop
 from .metrics import unmetered
@@ -161,6 +161,22 @@ class Runner:
             return record  # _perform fails it: no such task here
 
     async def _execute(self, run: Run) -> None:
+        """Run a claimed execution, inside the plugins' ``durable_wrap_run`` if any."""
+        engine, record = self._engine, run.record
+        if not engine.plugins.wraps_runs:
+            await self._work(run, None)
+            return
+        outcome = ExecutionRun(
+            record.task_id, record.execution_id, record.retry_attempts, record.root, record.parent,
+            record.context, engine.executor_id, record.start_at if record.status is S.RUNNING else None,
+            record.updated_at,
+        )
+        with engine.plugins.wrap_run(outcome):
+            await self._work(run, outcome)
+
+    async def _work(self, run: Run, outcome: ExecutionRun | None) -> None:
+        """Do the claimed work and commit it, or hand the execution back; ``outcome`` gets the
+        stored status and error."""
         engine, record = self._engine, run.record
         commit = None
         try:
@@ -174,6 +190,8 @@ class Runner:
                 # once shutdown cut the run off, retrying its commit would hold up the shutdown
                 await self._commit(commit, record.retry_attempts,
                                    lambda: trio.current_time() if run.hand_back else self._lease_ends(run))
+                if outcome is not None:
+                    outcome.status, outcome.error = commit.record.status, commit.record.error
                 _log_failure(record, commit.record, engine.now())
         except StorageError as exc:
             if engine.faults.permanent is None:  # else the executor stops and says why

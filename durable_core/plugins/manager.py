@@ -15,7 +15,8 @@ import importlib.metadata
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,12 +24,12 @@ import pluggy
 
 from ..errors import DurableExecutionError, DurableExecutionNotFoundError
 from . import hookspecs
-from .hookspecs import StorageFactory
+from .hookspecs import RunningExecutor, StorageFactory
 
 if TYPE_CHECKING:
     import click
 
-    from ..events import TaskExecutionEvent
+    from ..events import ExecutionRun, TaskExecutionEvent
     from ..options import Option
     from ..serialization import Serializer
 
@@ -203,6 +204,10 @@ class PluginRegistry:
                                   if caller.name not in _OWN_ENTRIES]
         self._observers = _each_plugin(pm, "durable_task_execution_event")
         self._listening = [listening.get(name) for name, _ in self._observers]
+        self._context_givers = _each_plugin(pm, "durable_execution_context")
+        self._run_wrappers = _each_plugin(pm, "durable_wrap_run")
+        self.wraps_runs = bool(self._run_wrappers)
+        """Whether a plugin wraps runs (``durable_wrap_run``): if none does, runs cost nothing more."""
         self.plugins += pm.failures
 
     @classmethod
@@ -332,6 +337,73 @@ class PluginRegistry:
                     "plugin %r failed to observe %s event of %s", name, event.kind, event.execution_id
                 )
 
+    def execution_context(self) -> dict[str, str] | None:
+        """What to keep with a new execution (``durable_execution_context``), merged; one that
+        raises or gives anything but a dict of strings is logged and left out."""
+        if not self._context_givers:
+            return None
+        merged: dict[str, str] = {}
+        for name, give in self._context_givers:
+            try:
+                (context,) = give() or [None]
+                if context is None:
+                    continue
+                if not isinstance(context, dict) or not all(
+                        isinstance(k, str) and isinstance(v, str) for k, v in context.items()):
+                    raise TypeError(f"expected a dict of strings or None, got {context!r:.100}")
+            except Exception as exc:
+                logger.warning("plugin %r failed to give an execution context: %s", name, _describe(exc))
+                continue
+            merged.update(context)
+        if sum(len(k) + len(v) for k, v in merged.items()) > MAX_CONTEXT_SIZE:
+            logger.warning("the execution context of plugins %s is over %d characters; not kept",
+                           ", ".join(name for name, _ in self._context_givers), MAX_CONTEXT_SIZE)
+            return None
+        return merged or None
+
+    @contextmanager
+    def wrap_run(self, run: ExecutionRun) -> Iterator[None]:
+        """Enter every plugin's ``durable_wrap_run`` context manager around a run; one that
+        raises when entered or left is logged and the run goes on."""
+        with ExitStack() as stack:
+            for name, wrap in self._run_wrappers:
+                try:
+                    (manager,) = wrap(run=run) or [None]
+                    if manager is not None:
+                        stack.enter_context(_guarded_exit(name, manager))
+                except Exception as exc:
+                    logger.warning("plugin %r failed to wrap a run of %s: %s", name, run.execution_id, _describe(exc))
+            yield
+
+    def executor_running(self, executor: RunningExecutor) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        """The background work of each plugin for a running executor (``durable_executor_running``)."""
+        work: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        for name, start in _each_plugin(self._pm, "durable_executor_running"):
+            try:
+                (function,) = start(executor=executor) or [None]
+            except Exception as exc:
+                logger.warning("plugin %r failed to start its work beside an executor: %s", name, _describe(exc))
+                continue
+            if function is not None:
+                work.append((name, function))
+        return work
+
+    def http_endpoints(self) -> dict[str, Callable[[], tuple[str, bytes]]]:
+        """The GET endpoints plugins serve (``durable_http_endpoints``), by path; two plugins
+        registering one path raise ``DurableExecutionError``."""
+        endpoints: dict[str, tuple[str, Callable[[], tuple[str, bytes]]]] = {}
+        for name, add in _each_plugin(self._pm, "durable_http_endpoints"):
+
+            def register(path: str, render: Callable[[], tuple[str, bytes]], plugin: str = name) -> None:
+                if path in endpoints:
+                    raise DurableExecutionError(
+                        f"endpoint {path} is registered by two plugins: {endpoints[path][0]!r} and {plugin!r}; "
+                        f"uninstall one of them, or disable one with {DISABLE_ENV}={plugin}", is_retryable=False)
+                endpoints[path] = (plugin, render)
+
+            add(register=register)
+        return {path: render for path, (_, render) in endpoints.items()}
+
     def register_commands(self, cli: click.Group) -> None:
         """Let every plugin add commands (``durable_register_commands``); one that raises is logged."""
         for name, add_commands in _each_plugin(self._pm, "durable_register_commands"):
@@ -339,6 +411,31 @@ class PluginRegistry:
                 add_commands(cli=cli)
             except Exception as exc:
                 logger.warning("plugin %r failed to add commands: %s", name, _describe(exc))
+
+
+MAX_CONTEXT_SIZE = 4096
+"""Characters (keys and values) of the context kept with one execution (``durable_execution_context``)."""
+
+
+@contextmanager
+def _guarded_exit(name: str, manager: AbstractContextManager[object]) -> Iterator[None]:
+    """``manager`` entered (which may raise: the caller logs it), and left with its own errors
+    logged; it cannot swallow the run's exceptions (trio's cancellation must go through)."""
+    manager.__enter__()
+    try:
+        yield
+    except BaseException as exc:
+        _left(name, manager, (type(exc), exc, exc.__traceback__))
+        raise
+    else:
+        _left(name, manager, (None, None, None))
+
+
+def _left(name: str, manager: AbstractContextManager[object], exc_info: tuple[Any, Any, Any]) -> None:
+    try:
+        manager.__exit__(*exc_info)
+    except Exception as exc:
+        logger.warning("plugin %r failed when a run ended: %s", name, _describe(exc))
 
 
 _default: PluginRegistry | None = None
