@@ -11,6 +11,7 @@ PLUGIN_DISTRIBUTIONS: dict[str, str] = {
     "conformance": "durable-conformance",
     "memory": "durable-storage-memory",
     "postgres": "durable-storage-postgres",
+    "prometheus": "durable-prometheus",
     "sqlite": "durable-storage-sqlite",
     "web": "durable-web",
 }

@@ -4,8 +4,10 @@ commands they add)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import re
 import signal
 import sqlite3
 import socket
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -492,3 +495,72 @@ def test_worker_log_format_json_prints_one_object_per_line(project: Path) -> Non
     assert (committed["task"], committed["status"], committed["error"]) == ("boom", "failed", "boom")
     assert boom[2]["message"].endswith("attempt 0 failed: boom; not retried (status failed)")
     assert boom[2]["time"].endswith("+00:00")
+
+
+# ----------------------------------------------------------------------------- metrics (durable-prometheus)
+
+prometheus_installed = pytest.mark.skipif(
+    not any(ep.name == "prometheus" for ep in importlib.metadata.entry_points(group="durable")),
+    reason="durable-prometheus is not installed (requirements-dev.txt installs it)")
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=")
+        text = response.read().decode()
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+@prometheus_installed
+def test_worker_metrics_port_serves_prometheus_metrics(project: Path) -> None:
+    log = project / "worker.log"
+    worker = start("worker", "app:executor", "--metrics-port", "0", "--quiet", cwd=project, log=log)
+    try:
+        wait_for(log, "stop it with Ctrl-C or SIGTERM")
+        port = re.search(r"serving metrics at http://\S+:(\d+)/metrics", log.read_text()).group(1)
+        assert durable("enqueue", "app:hello", "--input", "1", "--wait", cwd=project).returncode == 0
+        samples = scrape(f"http://127.0.0.1:{port}/metrics")
+        assert samples[("durable_executions_finished_total", frozenset({("task", "hello"), ("status", "completed")}))] == 1
+        assert samples[("durable_attempt_duration_seconds_count", frozenset({("task", "hello"), ("outcome", "completed")}))] == 1
+    finally:
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(timeout=20) == 0
+
+
+@prometheus_installed
+def test_a_metrics_port_in_use_is_one_line(project: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = durable("worker", "app:executor", "--metrics-port", str(port), cwd=project)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (f"error: cannot serve metrics on port {port}: Address already in use; choose another "
+                             "--metrics-port\n")
+
+
+def test_a_metrics_port_without_a_metrics_plugin_says_what_to_install(project: Path) -> None:
+    result = durable("worker", "app:executor", "--metrics-port", "9464", cwd=project,
+                     env={"DURABLE_DISABLE_PLUGINS": "prometheus"})
+    assert (result.returncode, result.stderr) == (
+        2, "error: --metrics-port needs a plugin that serves /metrics; run: durable install prometheus\n")
+
+
+@prometheus_installed
+def test_durable_serve_answers_metrics_when_prometheus_is_installed(project: Path) -> None:
+    pytest.importorskip("durable_web")
+    log = project / "serve.log"
+    server = start("serve", "--port", "0", cwd=project, log=log)
+    try:
+        wait_for(log, "stop it with Ctrl-C or SIGTERM")
+        url = re.search(r"serving the dashboard at (\S+)/ ", log.read_text()).group(1)
+        deadline = time.monotonic() + 10  # the storage is looked at as the server starts
+        while (ready := scrape(f"{url}/metrics").get(("durable_executions", frozenset({("status", "ready")})))) != 0:
+            assert time.monotonic() < deadline, ready
+            time.sleep(0.05)
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=20) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import click
@@ -16,6 +17,7 @@ from .common import (
     run,
     stopped_by_signals,
 )
+from .endpoints import start_endpoint_server
 from .logs import LOG_FORMATS, configure, say
 from .progress import follow, report
 
@@ -26,14 +28,25 @@ from .progress import follow, report
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True,
               help="json: one JSON object per line (time, level, kind, task, execution, attempt...), "
                    "for log shippers.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Serve GET /metrics (Prometheus) on this port, on every interface; needs the "
+                   "prometheus plugin.")
 @click.pass_context
-def worker(ctx: click.Context, target: str, quiet: bool, log_format: str) -> None:
+def worker(ctx: click.Context, target: str, quiet: bool, log_format: str, metrics_port: int | None) -> None:
     """Run the tasks of MODULE:EXECUTOR until SIGINT or SIGTERM, then shut down gracefully:
     running tasks get the executor's shutdown_timeout to finish, the rest are handed back.
     A second signal hands them back at once (exit code 130)."""
     executor = load_executor(target)
     configure(log_format, events=not quiet)
-    ctx.exit(run(_work, executor, target))
+    if metrics_port is None:
+        ctx.exit(run(_work, executor, target))
+    server = start_endpoint_server(metrics_port, executor.plugins.http_endpoints())
+    try:
+        say(f"serving metrics at http://{socket.gethostname()}:{server.server_address[1]}/metrics")
+        ctx.exit(run(_work, executor, target))
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 async def _work(executor: DurableExecutor, target: str) -> int:
