@@ -58,11 +58,11 @@ def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env | (extra or {})
 
 
-def start(*args: str, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+def start(*args: str, cwd: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start ``durable ARGS`` in the background, its stderr going to ``log``."""
     with log.open("wb") as stderr:
         return subprocess.Popen([sys.executable, "-m", "durable_core.cli", *args], cwd=cwd,
-                                stdout=subprocess.PIPE, stderr=stderr, env=environment())
+                                stdout=subprocess.PIPE, stderr=stderr, env=environment(env))
 
 
 def wait_for(log: Path, text: str, timeout: float = 20.0) -> None:
@@ -564,3 +564,28 @@ def test_durable_serve_answers_metrics_when_prometheus_is_installed(project: Pat
     finally:
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=20) == 0
+
+
+# ----------------------------------------------------------------------------- traces (durable-otel)
+
+otel_installed = pytest.mark.skipif(
+    not any(ep.name == "otel" for ep in importlib.metadata.entry_points(group="durable")),
+    reason="durable-otel is not installed (requirements-dev.txt installs it)")
+
+
+@otel_installed
+def test_an_unreachable_trace_exporter_is_one_warning_and_the_worker_runs_on(project: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    log = project / "worker.log"
+    worker = start("worker", "app:executor", "--quiet", cwd=project, log=log, env={
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_TIMEOUT": "1", "OTEL_BSP_SCHEDULE_DELAY": "50"})
+    try:
+        wait_for(log, f"the OpenTelemetry exporter endpoint {endpoint} is unreachable (")
+        for input in range(2):
+            assert durable("enqueue", "app:hello", "--input", str(input), "--wait", cwd=project).returncode == 0
+    finally:
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(timeout=30) == 0
+    assert log.read_text().count(f"{endpoint} is unreachable") == 1
