@@ -15,8 +15,8 @@ import importlib.metadata
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -162,6 +162,19 @@ def _each_plugin(pm: pluggy.PluginManager, hook_name: str) -> list[tuple[str, pl
     ]
 
 
+def _each_function(pm: pluggy.PluginManager, hook_name: str, argument: str) -> list[tuple[str, Callable[[Any], Any]]]:
+    """For the hooks called at every state change or run: each plugin's implementation itself,
+    taking the hook's one ``argument`` whether or not it declares it (as pluggy would pass it).
+    Pluggy's call costs several times a quick observer's work, on the engine's thread."""
+    hook: pluggy.HookCaller = getattr(pm.hook, hook_name)
+    return [(impl.plugin_name, _taking_one(impl.function, argument in impl.argnames))
+            for impl in hook.get_hookimpls() if not (impl.wrapper or impl.hookwrapper)]
+
+
+def _taking_one(function: Callable[..., Any], takes_it: bool) -> Callable[[Any], Any]:
+    return function if takes_it else (lambda _: function())
+
+
 @dataclass(frozen=True)
 class Registration:
     """What a plugin registered under a name: the factory and, if declared, its options."""
@@ -202,10 +215,10 @@ class PluginRegistry:
             if plugin is not None:
                 info.provides += [f"hook:{caller.name}" for caller in pm.get_hookcallers(plugin) or ()
                                   if caller.name not in _OWN_ENTRIES]
-        self._observers = _each_plugin(pm, "durable_task_execution_event")
+        self._observers = _each_function(pm, "durable_task_execution_event", "event")
         self._listening = [listening.get(name) for name, _ in self._observers]
         self._context_givers = _each_plugin(pm, "durable_execution_context")
-        self._run_wrappers = _each_plugin(pm, "durable_wrap_run")
+        self._run_wrappers = _each_function(pm, "durable_wrap_run", "run")
         self.wraps_runs = bool(self._run_wrappers)
         """Whether a plugin wraps runs (``durable_wrap_run``): if none does, runs cost nothing more."""
         self.plugins += pm.failures
@@ -328,10 +341,13 @@ class PluginRegistry:
         return any(listening is None or listening() for listening in self._listening)
 
     def emit(self, event: TaskExecutionEvent) -> None:
-        """Tell every observer (``durable_task_execution_event``); one that raises is logged."""
-        for name, observe in self._observers:
+        """Tell every observer that listens (``durable_task_execution_event``); one that raises is
+        logged."""
+        for (name, observe), listening in zip(self._observers, self._listening):
+            if listening is not None and not listening():
+                continue
             try:
-                observe(event=event)
+                observe(event)
             except Exception:
                 logger.exception(
                     "plugin %r failed to observe %s event of %s", name, event.kind, event.execution_id
@@ -361,19 +377,10 @@ class PluginRegistry:
             return None
         return merged or None
 
-    @contextmanager
-    def wrap_run(self, run: ExecutionRun) -> Iterator[None]:
-        """Enter every plugin's ``durable_wrap_run`` context manager around a run; one that
-        raises when entered or left is logged and the run goes on."""
-        with ExitStack() as stack:
-            for name, wrap in self._run_wrappers:
-                try:
-                    (manager,) = wrap(run=run) or [None]
-                    if manager is not None:
-                        stack.enter_context(_guarded_exit(name, manager))
-                except Exception as exc:
-                    logger.warning("plugin %r failed to wrap a run of %s: %s", name, run.execution_id, _describe(exc))
-            yield
+    def wrap_run(self, run: ExecutionRun) -> _Wrapped:
+        """Every plugin's ``durable_wrap_run`` context manager around a run, entered in order and
+        left in reverse; one that raises when entered or left is logged and the run goes on."""
+        return _Wrapped(self._run_wrappers, run)
 
     def executor_running(self, executor: RunningExecutor) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         """The background work of each plugin for a running executor (``durable_executor_running``)."""
@@ -417,25 +424,35 @@ MAX_CONTEXT_SIZE = 4096
 """Characters (keys and values) of the context kept with one execution (``durable_execution_context``)."""
 
 
-@contextmanager
-def _guarded_exit(name: str, manager: AbstractContextManager[object]) -> Iterator[None]:
-    """``manager`` entered (which may raise: the caller logs it), and left with its own errors
-    logged; it cannot swallow the run's exceptions (trio's cancellation must go through)."""
-    manager.__enter__()
-    try:
-        yield
-    except BaseException as exc:
-        _left(name, manager, (type(exc), exc, exc.__traceback__))
-        raise
-    else:
-        _left(name, manager, (None, None, None))
+class _Wrapped:
+    """The plugins' context managers around one run (a class, not a generator: it is on every run)."""
 
+    __slots__ = ("_wrappers", "_run", "_entered")
 
-def _left(name: str, manager: AbstractContextManager[object], exc_info: tuple[Any, Any, Any]) -> None:
-    try:
-        manager.__exit__(*exc_info)
-    except Exception as exc:
-        logger.warning("plugin %r failed when a run ended: %s", name, _describe(exc))
+    def __init__(self, wrappers: list[tuple[str, Callable[[Any], Any]]], run: ExecutionRun):
+        self._wrappers = wrappers
+        self._run = run
+        self._entered: list[tuple[str, AbstractContextManager[object]]] = []
+
+    def __enter__(self) -> None:
+        for name, wrap in self._wrappers:
+            try:
+                manager = wrap(self._run)
+                if manager is not None:
+                    manager.__enter__()
+                    self._entered.append((name, manager))
+            except Exception as exc:
+                logger.warning("plugin %r failed to wrap a run of %s: %s", name, self._run.execution_id,
+                               _describe(exc))
+
+    def __exit__(self, *exc_info: Any) -> None:
+        """Leaves each manager with the run's exception, if any; none can swallow it (trio's
+        cancellation must go through), and one that raises is logged."""
+        for name, manager in reversed(self._entered):
+            try:
+                manager.__exit__(*exc_info)
+            except Exception as exc:
+                logger.warning("plugin %r failed when a run ended: %s", name, _describe(exc))
 
 
 _default: PluginRegistry | None = None

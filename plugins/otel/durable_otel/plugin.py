@@ -7,6 +7,7 @@ current while the task runs, so the executions a run creates continue it in turn
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from durable_core import ExecutionRun, hookimpl
 from durable_core.plugins.hookspecs import RunningExecutor
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import TracerProvider
+    from opentelemetry.trace import Tracer, TracerProvider
 
 
 class OtelPlugin:
@@ -24,6 +25,16 @@ class OtelPlugin:
 
     def __init__(self, tracer_provider: TracerProvider | None = None):
         self._tracer_provider = tracer_provider
+
+    @functools.cached_property
+    def tracer(self) -> Tracer:
+        """Made once (``get_tracer`` costs more than a span); the global provider's is a proxy
+        that follows the provider set later."""
+        from opentelemetry import trace
+
+        from .spans import INSTRUMENTATION, VERSION
+
+        return trace.get_tracer(INSTRUMENTATION, VERSION, tracer_provider=self._tracer_provider)
 
     @hookimpl
     def durable_execution_context(self) -> dict[str, str] | None:
@@ -35,9 +46,9 @@ class OtelPlugin:
 
     @hookimpl
     def durable_wrap_run(self, run: ExecutionRun) -> AbstractContextManager[Any]:
-        from .spans import run_span
+        from .spans import RunSpan
 
-        return run_span(run, self._tracer_provider)
+        return RunSpan(run, self.tracer)
 
     @hookimpl
     def durable_executor_running(self, executor: RunningExecutor) -> Callable[[], Awaitable[None]] | None:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry import context, propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from durable_core import ExecutionRun
@@ -15,30 +12,41 @@ INSTRUMENTATION = "durable_otel"
 VERSION = "0.1.0"
 
 
-@contextmanager
-def run_span(run: ExecutionRun, tracer_provider: TracerProvider | None = None) -> Iterator[trace.Span]:
-    """The span of ``run``, current while it runs: a child of the span that was current where the
-    execution was created (the enqueuing request's, or the parent run's), else a new trace."""
-    tracer = trace.get_tracer(INSTRUMENTATION, VERSION, tracer_provider=tracer_provider)
-    attributes: dict[str, AttributeValue] = {
-        "durable.task_id": run.task_id,
-        "durable.execution_id": run.execution_id,
-        "durable.attempt": run.attempt,
-        "durable.executor_id": run.executor_id,
-    }
-    if run.parent is not None:
-        attributes["durable.parent.task_id"] = run.parent.task_id
-        attributes["durable.parent.execution_id"] = run.parent.execution_id
-    if run.root is not None:
-        attributes["durable.root.execution_id"] = run.root.execution_id
-    parent = propagate.extract(run.context) if run.context else None
-    with tracer.start_as_current_span(f"run {run.task_id}", context=parent, kind=SpanKind.CONSUMER,
-                                      attributes=attributes, record_exception=False,
-                                      set_status_on_exception=False) as span:
+class RunSpan:
+    """The span of one run, current while it runs: a child of the span that was current where
+    the execution was created (the enqueuing request's, or the parent run's), else a new trace.
+    A class rather than ``start_as_current_span``: it is on every run, and this costs less."""
+
+    __slots__ = ("_tracer", "_run", "_span", "_token")
+
+    def __init__(self, run: ExecutionRun, tracer: trace.Tracer):
+        self._tracer, self._run = tracer, run
+
+    def __enter__(self) -> trace.Span:
+        run = self._run
+        attributes: dict[str, AttributeValue] = {
+            "durable.task_id": run.task_id,
+            "durable.execution_id": run.execution_id,
+            "durable.attempt": run.attempt,
+            "durable.executor_id": run.executor_id,
+        }
+        if run.parent is not None:
+            attributes["durable.parent.task_id"] = run.parent.task_id
+            attributes["durable.parent.execution_id"] = run.parent.execution_id
+        if run.root is not None:
+            attributes["durable.root.execution_id"] = run.root.execution_id
+        parent = propagate.extract(run.context) if run.context else None
+        self._span = self._tracer.start_span(f"run {run.task_id}", context=parent, kind=SpanKind.CONSUMER,
+                                             attributes=attributes)
+        self._token = context.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(self, *exc_info: object) -> None:
         try:
-            yield span
+            _outcome(self._span, self._run)
         finally:
-            _outcome(span, run)
+            context.detach(self._token)
+            self._span.end()
 
 
 def _outcome(span: trace.Span, run: ExecutionRun) -> None:

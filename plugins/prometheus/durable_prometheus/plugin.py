@@ -7,8 +7,8 @@ command imports every installed plugin.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 import trio
@@ -35,15 +35,7 @@ class PrometheusPlugin:
 
     @hookimpl
     def durable_wrap_run(self, run: ExecutionRun) -> AbstractContextManager[None]:
-        return self._timed(run)
-
-    @contextmanager
-    def _timed(self, run: ExecutionRun) -> Iterator[None]:
-        started = trio.current_time()
-        try:
-            yield
-        finally:
-            self.metrics.run_ended(run, trio.current_time() - started)
+        return _Timed(self.metrics, run)
 
     @hookimpl
     def durable_executor_running(self, executor: RunningExecutor) -> Callable[[], Awaitable[None]]:
@@ -52,6 +44,21 @@ class PrometheusPlugin:
     @hookimpl
     def durable_http_endpoints(self, register: Callable[[str, Callable[[], tuple[str, bytes]]], None]) -> None:
         register("/metrics", self.metrics.render)
+
+
+class _Timed:
+    """Times one run (a class, not a generator: it is on every run)."""
+
+    __slots__ = ("_metrics", "_run", "_started")
+
+    def __init__(self, metrics: Metrics, run: ExecutionRun):
+        self._metrics, self._run = metrics, run
+
+    def __enter__(self) -> None:
+        self._started = trio.current_time()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._metrics.run_ended(self._run, trio.current_time() - self._started)
 
 
 plugin = PrometheusPlugin()
