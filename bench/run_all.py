@@ -27,6 +27,7 @@ def runs(postgres: str | None) -> list[tuple[list[str], list[str]]]:
         listed += [
             (["reference_workload.py", *storage], ["reference_workload.py", *storage, "--iterations", "0"]),
             (["throughput.py", *storage], ["throughput.py", *storage, "--tasks", "300"]),
+            (["observability.py", *storage], ["observability.py", *storage, "--tasks", "200", "--rounds", "1"]),
             (["latency.py", *storage], ["latency.py", *storage, "--samples", "5"]),
             (["scale.py", "backlog", *storage], ["scale.py", "backlog", *storage, "--pending", "300"]),
         ]

@@ -9,9 +9,11 @@ earlier claims — goes through ``observe``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import trio
@@ -19,14 +21,15 @@ import trio
 from .batching import Coalescer
 from .clock import Clock
 from .errors import DurableExecutionError, DurableExecutionNotFoundError, ErrorInfo, execution_not_found
-from .events import EventKind, TaskExecutionEvent
+from .events import EventKind, ExecutionRun, TaskExecutionEvent, kind_and_error
 from .models import TaskExecution
 from .options import ExecutorOptions
 from .payloads import PayloadCodec
 from .records import to_task_execution
 from .retrying import StorageFaults
 from .status import TaskExecutionStatus as S
-from .storage.contract import ExecutionRecord, SleepingWakeup, StatusChange, Storage, StorageError
+from .storage.contract import CANCELLED_ERROR, ExecutionRecord, RunCommit, SleepingWakeup, StatusChange, Storage
+from .storage.contract import StorageError
 from .storage.transitions import claim
 from .tasks import Task, call_user_code
 from .waiters import Waiters
@@ -35,13 +38,25 @@ log = logging.getLogger("durable.executor")
 
 
 class Observers(Protocol):
-    """Where events go (the plugins' ``durable_task_execution_event``)."""
+    """Where events go (the plugins' ``durable_task_execution_event``), and the other hooks of
+    plugins that follow executions (``PluginRegistry`` implements it)."""
 
     def observing(self) -> bool:
         """Whether anyone listens now: no event is built for nobody."""
         ...
 
     def emit(self, event: TaskExecutionEvent) -> None: ...
+
+    def execution_context(self) -> dict[str, str] | None:
+        """What plugins keep with an execution created now (``durable_execution_context``)."""
+        ...
+
+    wraps_runs: bool
+    """Whether ``wrap_run`` does anything: if not, a run builds no ``ExecutionRun``."""
+
+    def wrap_run(self, run: ExecutionRun) -> AbstractContextManager[None]:
+        """The plugins' ``durable_wrap_run`` around one run."""
+        ...
 
 
 class Signal:
@@ -125,9 +140,13 @@ class Engine:
         self.stopping = False
         self.faults = StorageFaults()
         """How the background's storage calls ride out faults (``retrying``)."""
-        self._observers = observers
+        self.plugins = observers
+        """Where events go, and the plugins' other hooks that follow executions."""
         self._inserting: dict[str, ExecutionRecord] = {}
         """The records of ``insert`` calls that have not returned yet."""
+        self._committing: set[str] = set()
+        """The executions of ``commit_runs`` calls that have not returned yet (``committing``)."""
+        self._claims_after_commit: list[StatusChange] = []
         self._reads: Coalescer[str, ExecutionRecord | None] = Coalescer(storage.get_executions)
 
     def now(self) -> float:
@@ -154,6 +173,9 @@ class Engine:
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await call_user_code(fn, *args)
+
+    def execution_context(self) -> dict[str, str] | None:
+        return self.plugins.execution_context()
 
     # ----------------------------------------------------------------------------- writing
 
@@ -210,10 +232,10 @@ class Engine:
                 continue
             if kept.executor_id == self.executor_id and not kept.is_sleeping:  # claimed on insert
                 self.emit(EventKind.ENQUEUED, StatusChange(kept.execution_id, kept.task_id, None, S.READY))
-                self.emit(EventKind.CLAIMED, StatusChange(kept.execution_id, kept.task_id, S.READY, kept.status))
-                if self.start_run is not None:
+                if self.start_run is not None:  # emits its ``claimed``
                     self.start_run(kept)
                 else:  # returned after a shutdown handed its runs back: this one goes back too
+                    self.emit(EventKind.CLAIMED, StatusChange(kept.execution_id, kept.task_id, S.READY, kept.status))
                     unstarted.append(kept.lease)
                 continue
             if record.execution_id not in emitted_by_claimer:
@@ -230,13 +252,40 @@ class Engine:
     def emit_enqueued(self, record: ExecutionRecord) -> None:
         self.emit(EventKind.ENQUEUED, StatusChange(record.execution_id, record.task_id, None, record.status))
 
-    def claimed(self, record: ExecutionRecord) -> None:
-        """Called before the claimer's ``claimed`` event: a storage whose calls run in a thread
-        may hand trio the claim of a new execution before its insert's return, and ``enqueued``
-        must come first; then the claimer emits it, not ``insert``."""
+    def claimed(self, run: Run) -> None:
+        """Count ``run`` among this executor's runs and emit its ``claimed`` event, in its place: a
+        storage whose calls run in a thread may hand trio a claim before the return of the call
+        that made it claimable. After a new execution's insert, ``enqueued`` must come first:
+        then it is emitted here, not by ``insert``. After a run's commit (a retry), the
+        ``committed`` event must: then the claim waits for it (``committing``)."""
+        record = run.record
         inserted = self._inserting.pop(record.execution_id, None)
         if inserted is not None:
             self.emit_enqueued(inserted)
+        self.runs[record.execution_id] = run
+        change = StatusChange(record.execution_id, record.task_id,
+                              S.READY if record.status is S.RUNNING else record.status, record.status)
+        if record.execution_id in self._committing:
+            self._claims_after_commit.append(change)
+        else:
+            self.emit(EventKind.CLAIMED, change)
+
+    @contextlib.contextmanager
+    def committing(self, commits: Sequence[RunCommit]) -> Iterator[None]:
+        """While a ``commit_runs`` call is under way, and its changes observed: claims of its
+        executions made meanwhile are emitted after it (see ``claimed``)."""
+        ids = [commit.record.execution_id for commit in commits]
+        self._committing.update(ids)
+        try:
+            yield
+        finally:
+            self._committing.difference_update(ids)
+            claims, self._claims_after_commit = self._claims_after_commit, []
+            for change in claims:
+                if change.execution_id in self._committing:
+                    self._claims_after_commit.append(change)
+                else:
+                    self.emit(EventKind.CLAIMED, change)
 
     async def wake_sleeping(self, task_id: str, unique_id: str, *, status: str = "completed",
                             output: Any = None, error: str | None = None) -> TaskExecution:
@@ -267,7 +316,8 @@ class Engine:
                 f"[status={status}]; use 'completed' or 'failed'",
                 is_retryable=False,
             )
-        self.observe(EventKind.WOKEN, await self.storage.wake_sleeping_executions([wakeup], self.now()))
+        self.observe(EventKind.WOKEN, await self.storage.wake_sleeping_executions([wakeup], self.now()),
+                     acted_on={wakeup.execution_id: wakeup.error})
         return await self.get_execution(record.execution_id)
 
     # ----------------------------------------------------------------------------- ExecutionAccess
@@ -288,25 +338,38 @@ class Engine:
 
     async def cancel(self, execution_ids: Sequence[str]) -> None:
         self.check_accepting()
-        self.observe(EventKind.CANCELLED, await self.storage.cancel_executions(execution_ids, self.now()))
+        self.observe(EventKind.CANCELLED, await self.storage.cancel_executions(execution_ids, self.now()),
+                     acted_on=dict.fromkeys(execution_ids, CANCELLED_ERROR))
 
     # ----------------------------------------------------------------------------- observation
 
-    def emit(self, kind: EventKind, change: StatusChange, error: ErrorInfo | None = None) -> None:
+    def emit(self, kind: EventKind, change: StatusChange, error: ErrorInfo | None = None,
+             attempt: int | None = None) -> None:
+        """Tell the observers, if any listens; ``attempt`` defaults to that of the execution's run here."""
         self.changed.set()
-        if not self._observers.observing():  # an event costs ~3 µs: a tenth of a no-op task
+        if not self.plugins.observing():  # an event costs ~3 µs: a tenth of a no-op task
             return
-        self._observers.emit(TaskExecutionEvent(
+        if attempt is None and kind is not EventKind.ENQUEUED and (run := self.runs.get(change.execution_id)):
+            attempt = run.record.retry_attempts
+        self.plugins.emit(TaskExecutionEvent(
             kind, change.execution_id, change.task_id, change.previous_status, change.status,
-            self.now(), self.executor_id, error,
+            self.now(), self.executor_id, error, attempt,
         ))
 
     def observe(self, kind: EventKind, changes: Sequence[StatusChange],
-                stored: Mapping[str, ExecutionRecord] | None = None) -> None:
+                stored: Mapping[str, ExecutionRecord] | None = None,
+                acted_on: Mapping[str, ErrorInfo | None] | None = None,
+                attempts: Mapping[str, int] | None = None) -> None:
         """React to stored changes: events, local waiters (given the ``stored`` records where
-        known), local runs that lost their lease, and parents that became claimable."""
+        known), local runs that lost their lease, and parents that became claimable.
+
+        ``acted_on`` maps the executions the storage call acted on to the error it stored for
+        each (see ``kind_and_error``); the others it changed were closed by them. ``attempts``:
+        the attempt of the runs it ended, where not that of the run of each execution here.
+        """
         for change in changes:
-            self.emit(EventKind.ENQUEUED if change.previous_status is None else kind, change)
+            event_kind, error = kind_and_error(kind, change, acted_on)
+            self.emit(event_kind, change, error, attempts.get(change.execution_id) if attempts else None)
             if change.status.is_finished:
                 record = stored.get(change.execution_id) if stored else None
                 if record is not None and (record.status is not change.status or record.status is S.CANCELLED):

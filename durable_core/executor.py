@@ -4,8 +4,9 @@ docs/architecture.md)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AsyncExitStack
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 import trio
@@ -168,6 +169,7 @@ class DurableExecutor(TaskDefinitions):
             run_nursery = await stack.enter_async_context(trio.open_nursery())
             self._runner = Runner(engine, run_nursery)
             await run_nursery.start(self._runner.serve)
+            await stack.enter_async_context(self._plugin_work())
         except BaseException:
             await stack.aclose()
             self._stopped()
@@ -175,6 +177,26 @@ class DurableExecutor(TaskDefinitions):
         self._exit_stack = stack
         self._state = "running"
         return self
+
+    @asynccontextmanager
+    async def _plugin_work(self) -> AsyncIterator[None]:
+        """What plugins run beside this executor (``durable_executor_running``), until shutdown."""
+        work = self._plugins.executor_running(self)
+        if not work:
+            yield
+            return
+        async with trio.open_nursery() as nursery:
+            for name, function in work:
+                nursery.start_soon(_logged, name, function)
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()
+
+    @property
+    def plugins(self) -> PluginRegistry:
+        """The plugins this executor uses (its ``plugins=``, else the process's)."""
+        return self._plugins
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.shutdown()
@@ -296,8 +318,9 @@ class DurableExecutor(TaskDefinitions):
         engine = self._running()
         task = self.get_task(task)
         now = engine.now()
+        context = self._plugins.execution_context()
         records = [new_record(task, input, now, engine.codec, retry=retry, sleep_before_run=sleep_before_run,
-                              timeout=timeout, idempotency_key=idempotency_key)
+                              timeout=timeout, idempotency_key=idempotency_key, context=context)
                    for input in inputs]
         records = engine.claim_on_insert(records)
         return [TaskExecutionHandle(engine, kept.task_id, kept.execution_id) for kept in await engine.insert(records)]
@@ -340,3 +363,11 @@ class DurableExecutor(TaskDefinitions):
             deleted += count
         return deleted
 
+
+async def _logged(name: str, work: Callable[[], Awaitable[None]]) -> None:
+    """A plugin's work beside an executor (``durable_executor_running``): if it fails, the
+    executor goes on without it."""
+    try:
+        await work()
+    except Exception:
+        logging.getLogger("durable.plugins").exception("plugin %r failed beside the executor", name)

@@ -4,9 +4,11 @@ commands they add)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import pty
+import re
 import signal
 import sqlite3
 import socket
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -57,11 +60,11 @@ def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env | (extra or {})
 
 
-def start(*args: str, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+def start(*args: str, cwd: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start ``durable ARGS`` in the background, its stderr going to ``log``."""
     with log.open("wb") as stderr:
         return subprocess.Popen([sys.executable, "-m", "durable_core.cli", *args], cwd=cwd,
-                                stdout=subprocess.PIPE, stderr=stderr, env=environment())
+                                stdout=subprocess.PIPE, stderr=stderr, env=environment(env))
 
 
 def wait_for(log: Path, text: str, timeout: float = 20.0) -> None:
@@ -621,3 +624,119 @@ def test_two_plugins_registering_one_storage_name_are_listed_and_reported(projec
     assert "'fastmem' (fastmem 1.0)" in listed.stderr and "'memory' (durable-storage-memory " in listed.stderr
     failed = durable("executions", "list", cwd=project, env=env)
     assert (failed.returncode, failed.stderr) == (2, listed.stderr)
+
+
+def test_worker_log_format_json_prints_one_object_per_line(project: Path) -> None:
+    log = project / "worker.log"
+    worker = start("worker", "app:executor", "--log-format", "json", cwd=project, log=log)
+    try:
+        wait_for(log, "stop it with Ctrl-C or SIGTERM")
+        boom_id = durable("enqueue", "app:boom", "--wait", cwd=project).stdout.split()[0]
+        wait_for(log, f'"execution": "{boom_id}", "attempt": 0, "previous_status": "running", "status": "failed"')
+    finally:
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(timeout=20) == 0
+    lines = [json.loads(line) for line in log.read_text().splitlines()]  # every line is one object
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    assert lines[0]["message"].startswith("worker de_") and lines[-1]["message"] == "stopped"
+    boom = [line for line in lines if line.get("execution") == boom_id]
+    assert [(line["level"], line.get("kind"), line.get("attempt")) for line in boom] == [
+        ("DEBUG", "claimed", 0), ("DEBUG", "committed", 0), ("WARNING", None, 0)]  # enqueued by another process
+    committed = boom[1]
+    assert (committed["task"], committed["status"], committed["error"]) == ("boom", "failed", "boom")
+    assert boom[2]["message"].endswith("attempt 0 failed: boom; not retried (status failed)")
+    assert boom[2]["time"].endswith("+00:00")
+
+
+# ----------------------------------------------------------------------------- metrics (durable-prometheus)
+
+prometheus_installed = pytest.mark.skipif(
+    not any(ep.name == "prometheus" for ep in importlib.metadata.entry_points(group="durable")),
+    reason="durable-prometheus is not installed (requirements-dev.txt installs it)")
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=")
+        text = response.read().decode()
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+@prometheus_installed
+def test_worker_metrics_port_serves_prometheus_metrics(project: Path) -> None:
+    log = project / "worker.log"
+    worker = start("worker", "app:executor", "--metrics-port", "0", "--quiet", cwd=project, log=log)
+    try:
+        wait_for(log, "stop it with Ctrl-C or SIGTERM")
+        port = re.search(r"serving metrics at http://\S+:(\d+)/metrics", log.read_text()).group(1)
+        assert durable("enqueue", "app:hello", "--input", "1", "--wait", cwd=project).returncode == 0
+        samples = scrape(f"http://127.0.0.1:{port}/metrics")
+        assert samples[("durable_executions_finished_total", frozenset({("task", "hello"), ("status", "completed")}))] == 1
+        assert samples[("durable_attempt_duration_seconds_count", frozenset({("task", "hello"), ("outcome", "completed")}))] == 1
+    finally:
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(timeout=20) == 0
+
+
+@prometheus_installed
+def test_a_metrics_port_in_use_is_one_line(project: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = durable("worker", "app:executor", "--metrics-port", str(port), cwd=project)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (f"error: cannot serve metrics on port {port}: Address already in use; choose another "
+                             "--metrics-port\n")
+
+
+def test_a_metrics_port_without_a_metrics_plugin_says_what_to_install(project: Path) -> None:
+    result = durable("worker", "app:executor", "--metrics-port", "9464", cwd=project,
+                     env={"DURABLE_DISABLE_PLUGINS": "prometheus"})
+    assert (result.returncode, result.stderr) == (
+        2, "error: --metrics-port needs a plugin that serves /metrics; run: durable install prometheus\n")
+
+
+@prometheus_installed
+def test_durable_serve_answers_metrics_when_prometheus_is_installed(project: Path) -> None:
+    pytest.importorskip("durable_web")
+    log = project / "serve.log"
+    server = start("serve", "--port", "0", cwd=project, log=log)
+    try:
+        wait_for(log, "stop it with Ctrl-C or SIGTERM")
+        url = re.search(r"serving the dashboard at (\S+)/ ", log.read_text()).group(1)
+        deadline = time.monotonic() + 10  # the storage is looked at as the server starts
+        while (ready := scrape(f"{url}/metrics").get(("durable_executions", frozenset({("status", "ready")})))) != 0:
+            assert time.monotonic() < deadline, ready
+            time.sleep(0.05)
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=20) == 0
+
+
+# ----------------------------------------------------------------------------- traces (durable-otel)
+
+otel_installed = pytest.mark.skipif(
+    not any(ep.name == "otel" for ep in importlib.metadata.entry_points(group="durable")),
+    reason="durable-otel is not installed (requirements-dev.txt installs it)")
+
+
+@otel_installed
+def test_an_unreachable_trace_exporter_is_one_warning_and_the_worker_runs_on(project: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    log = project / "worker.log"
+    worker = start("worker", "app:executor", "--quiet", cwd=project, log=log, env={
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_TIMEOUT": "1", "OTEL_BSP_SCHEDULE_DELAY": "50"})
+    try:
+        wait_for(log, f"the OpenTelemetry exporter endpoint {endpoint} is unreachable (")
+        for input in range(2):
+            assert durable("enqueue", "app:hello", "--input", str(input), "--wait", cwd=project).returncode == 0
+    finally:
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(timeout=30) == 0
+    assert log.read_text().count(f"{endpoint} is unreachable") == 1

@@ -24,6 +24,7 @@ from ..storage.contract import Storage
 from ..storage.opening import open_storage
 from ..tasks import Task
 from .config_file import check_storage_options
+from .logs import say
 
 T = TypeVar("T")
 
@@ -54,7 +55,7 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 def _stopping(signum: int) -> None:
-    click.echo(f"\n{signal.Signals(signum).name} received: stopping", err=True)
+    say(f"\n{signal.Signals(signum).name} received: stopping")
 
 
 async def run_until_signal(body: Callable[[], Awaitable[object]]) -> bool:
@@ -105,8 +106,8 @@ async def stopped_by_signals(executor: DurableExecutor) -> AsyncIterator[Interru
                         _stopping(signum)
                         interruption.received.set()
                         continue
-                    click.echo(f"{signal.Signals(signum).name} received again: handing the running "
-                               "executions back now", err=True)
+                    say(f"{signal.Signals(signum).name} received again: handing the running "
+                        "executions back now")
                     interruption.repeated = True
                     executor.cut_shutdown_short()
 

@@ -10,12 +10,14 @@ import dataclasses
 import re
 import textwrap
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
 from ..config import DurableConfig
-from ..events import EventKind, TaskExecutionEvent
+from ..errors import ErrorInfo
+from ..events import EventKind, TaskExecutionEvent, kind_and_error
 from ..records import to_task_execution
 from ..plugins.manager import default_registry
 from ..status import (
@@ -24,7 +26,7 @@ from ..status import (
     FINISHED_TASK_EXECUTION_STATUSES,
     TaskExecutionStatus,
 )
-from ..storage.contract import ExecutionRecord, Payload, Storage, list_key
+from ..storage.contract import CANCELLED_ERROR, ExecutionRecord, Payload, StatusChange, Storage, list_key
 from .common import (
     UserError,
     client,
@@ -218,10 +220,7 @@ def cancel(execution_id: str) -> None:
                 return f"{record.task_id} {execution_id} already finished ({record.status}); nothing to cancel"
             now = time.time()
             changes = await storage.cancel_executions([execution_id], now)
-        registry = default_registry()
-        for change in changes:  # observers see every change, also those made without an executor
-            registry.emit(TaskExecutionEvent(EventKind.CANCELLED, change.execution_id, change.task_id,
-                                             change.previous_status, change.status, now, "cli"))
+        _emit(EventKind.CANCELLED, changes, now, {execution_id: CANCELLED_ERROR})
         cancelled = sum(c.status is TaskExecutionStatus.CANCELLED and c.previous_status != c.status for c in changes)
         more = f" and {cancelled - 1} unfinished descendants" if cancelled > 1 else ""
         return f"cancelled {record.task_id} {execution_id}{more}"
@@ -247,14 +246,21 @@ def retry(execution_id: str) -> None:
         if not changes:
             raise UserError(f"{record.task_id} {execution_id} changed while it was being retried; look again "
                             f"with: durable executions show {execution_id}")
-        registry = default_registry()
-        for change in changes:
-            registry.emit(TaskExecutionEvent(EventKind.RETRIED, change.execution_id, change.task_id,
-                                             change.previous_status, change.status, now, "cli"))
+        _emit(EventKind.RETRIED, changes, now, {execution_id: None})
         return (f"retried {record.task_id} {execution_id}: ready, attempt {record.retry_attempts + 1} "
                 f"(was {record.status})")
 
     click.echo(run(main))
+
+
+def _emit(kind: EventKind, changes: Sequence[StatusChange], now: float,
+          acted_on: dict[str, ErrorInfo | None]) -> None:
+    """Observers see every change, also those made without an executor."""
+    registry = default_registry()
+    for change in changes:
+        event_kind, error = kind_and_error(kind, change, acted_on)
+        registry.emit(TaskExecutionEvent(event_kind, change.execution_id, change.task_id,
+                                         change.previous_status, change.status, now, "cli", error))
 
 
 def _check_retryable(record: ExecutionRecord) -> None:
