@@ -170,7 +170,10 @@ class DurableExecutor(TaskDefinitions):
             self._runner = Runner(engine, run_nursery)
             await run_nursery.start(self._runner.serve)
             await stack.enter_async_context(self._plugin_work())
-        except BaseException:
+        except BaseException:  # Ctrl-C or a fault while starting: stop what started, hand back its claims
+            if self._runner is not None:
+                with trio.CancelScope(shield=True):
+                    await self._runner.drain(0)
             await stack.aclose()
             self._stopped()
             raise

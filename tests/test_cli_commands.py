@@ -99,8 +99,8 @@ def project(tmp_path: Path) -> Path:
      "error: Sleeping task execution not found [sleepingTaskUniqueId=nope]"),
     (["executions", "gc", "--older-than", "7x"], None, "error: Invalid value for '--older-than': '7x' is not a duration; write e.g. 7d"),
     (["install", "sqlit"], None, "error: unknown plugin 'sqlit'; did you mean 'sqlite'?"),
-    (["install", "nope"], None, ("error: unknown plugin 'nope'; short names: cbor, conformance, memory, postgres, sqlite, "
-                                 "web (installed ones: durable plugins --all); for another distribution give its full "
+    (["install", "nope"], None, ("error: unknown plugin 'nope'; short names: cbor, conformance, memory, otel, postgres, prometheus, "
+                                 "sqlite, web (installed ones: durable plugins --all); for another distribution give its full "
                                  "name (e.g. durable-storage-nope) or a path")),
     (["install", "postgress"], None, "error: unknown plugin 'postgress'; did you mean 'postgres'? short names: "),
     (["enqueue"], None, "error: Missing argument 'MODULE:TASK'. (see: durable enqueue --help)"),

@@ -66,7 +66,7 @@ def resolve(name: str) -> Requirement:
     if path.exists():
         return Requirement(str(path.resolve()), _distribution_at(path))
     if _SHORT_NAME.fullmatch(name):
-        close = difflib.get_close_matches(name, PLUGIN_DISTRIBUTIONS, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name, PLUGIN_DISTRIBUTIONS, n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
         raise UserError(
             f"unknown plugin {name!r}; {hint}short names: {', '.join(PLUGIN_DISTRIBUTIONS)} "
