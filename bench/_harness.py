@@ -6,6 +6,9 @@ import argparse
 import os
 import resource
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from durable_core.storage.opening import parse_option
@@ -28,6 +31,37 @@ def storage_options(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.storage == "sqlite":
         options.setdefault("path", os.path.join(tempfile.mkdtemp(), "bench.db"))
     return options or None
+
+
+@dataclass
+class EndToEnd:
+    """``tasks`` enqueued one after another in ``enqueue_seconds``, all finished ``total_seconds``
+    after the first enqueue began."""
+    tasks: int
+    enqueue_seconds: float
+    total_seconds: float
+
+    @property
+    def enqueue_rate(self) -> float:
+        return self.tasks / self.enqueue_seconds
+
+    @property
+    def per_second(self) -> float:
+        return self.tasks / self.total_seconds
+
+    def __str__(self) -> str:
+        return (f"{self.tasks} tasks; enqueue {self.enqueue_rate:,.0f}/s; "
+                f"end to end {self.per_second:,.0f} tasks/s ({self.total_seconds:.2f} s)")
+
+
+def poll_until(done: Callable[[], bool], what: str, timeout: float = 300, interval: float = 0.005) -> None:
+    """Until ``done()`` (asked every ``interval`` seconds, only once the enqueues are over, so that
+    asking costs the figure at most one interval)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} not done after {timeout:.0f} s")
+        time.sleep(interval)
 
 
 def peak_rss_mb() -> float:

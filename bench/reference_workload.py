@@ -112,7 +112,10 @@ async def worker(storage: str, options: dict | None) -> None:
         nursery.cancel_scope.cancel()
 
 
-async def main(storage: str, options: dict | None, iterations: int, executors: int) -> None:
+async def run(storage: str, options: dict | None, iterations: int, executors: int, *,
+              details: bool = True) -> list[float]:
+    """The warm-up's and each timed iteration's seconds, printed; with ``details``, the report on
+    every stored execution too (not for a database holding a history)."""
     flag = {"up": False}
     async with AsyncExitStack() as stack:
         shared = await stack.enter_async_context(open_storage(storage, **(options or {})))
@@ -131,8 +134,10 @@ async def main(storage: str, options: dict | None, iterations: int, executors: i
         times = [await iteration(local[0], tasks) for _ in range(iterations)]
         print(f"{storage}, {executors} executor(s): warm-up {warmup * 1e3:.0f} ms; timed "
               + ", ".join(f"{t * 1e3:.0f} ms" for t in times)
-              + f"; peak RSS {peak_rss_mb():.0f} MB (this process)")
-        await report(local[0])
+              + f"; peak RSS {peak_rss_mb():.0f} MB (this process)", flush=True)
+        if details:
+            await report(local[0])
+    return [warmup, *times]
 
 
 if __name__ == "__main__":
@@ -144,4 +149,4 @@ if __name__ == "__main__":
     if args.worker is not None:
         trio.run(worker, args.storage, json.loads(args.worker))
     else:
-        trio.run(main, args.storage, storage_options(args), args.iterations, args.executors)
+        trio.run(run, args.storage, storage_options(args), args.iterations, args.executors)

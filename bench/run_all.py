@@ -28,6 +28,7 @@ def runs(postgres: str | None) -> list[tuple[list[str], list[str]]]:
             (["reference_workload.py", *storage], ["reference_workload.py", *storage, "--iterations", "0"]),
             (["throughput.py", *storage], ["throughput.py", *storage, "--tasks", "300"]),
             (["routing.py", *storage], ["routing.py", *storage, "--tasks", "100", "--foreign", "300", "--repeat", "1"]),
+            (["observability.py", *storage], ["observability.py", *storage, "--tasks", "200", "--rounds", "1"]),
             (["latency.py", *storage], ["latency.py", *storage, "--samples", "5"]),
             (["scale.py", "backlog", *storage], ["scale.py", "backlog", *storage, "--pending", "300"]),
         ]
@@ -37,12 +38,15 @@ def runs(postgres: str | None) -> list[tuple[list[str], list[str]]]:
                  ["reference_workload.py", *storage, "--iterations", "0", "--executors", "2"]),
                 (["latency.py", *storage, "--from-process"],
                  ["latency.py", *storage, "--samples", "5", "--from-process"]),
-                (["clients.py", *storage], ["clients.py", *storage, "--executions", "100", "--samples", "5"]),
+                (["clients.py", *storage],
+                 ["clients.py", *storage, "--executions", "100", "--tasks", "200", "--samples", "5"]),
+                (["scale.py", "history", *storage],
+                 ["scale.py", "history", *storage, "--history", "300", "--tasks", "200", "--iterations", "0"]),
             ]
     listed += [
         (["reference_workload.py", "memory", "--executors", "2"],
          ["reference_workload.py", "memory", "--iterations", "0", "--executors", "2"]),
-        (["scale.py", "history"], ["scale.py", "history", "--history", "100", "300", "--tasks", "200"]),
+        (["peer_huey.py"], ["peer_huey.py", "--tasks", "200", "--rounds", "1"]),
         (["sqlite_storage_ops.py"], ["sqlite_storage_ops.py", "--records", "300"]),
         (["serializers.py"], ["serializers.py", "0.001"]),
         (["web.py"], ["web.py", "--executions", "2000", "--list-rows", "3000", "--seconds", "1", "--clients", "2",

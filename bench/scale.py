@@ -1,11 +1,17 @@
 """Scale: does the cost of a task grow with history, and what does a big backlog cost in memory?
 
-    python bench/scale.py history [--history 10000 1000000] [--tasks 10000] [--option KEY=VALUE ...]
+    python bench/scale.py history [sqlite|postgres] [--history 0 1000000] [--tasks 10000] [--iterations 2]
+                                  [--option KEY=VALUE ...]
     python bench/scale.py backlog [memory|sqlite|...] [--pending 100000]
 
-``history``: for each size, a fresh SQLite file gets that many finished executions (inserted in
-batches, not timed), then 10,000 independent no-op tasks run end to end on it
-(``throughput.run_tasks``); the last line compares the largest history with the smallest.
+``history``: for each size, a fresh database (a new SQLite file, or a new PostgreSQL schema,
+dropped afterwards) gets that many finished executions (not timed: one stored through the
+storage, copied by one ``INSERT ... SELECT``), then on it, one after the other: the in-process
+throughput run, one at a time and batched (``throughput.run_modes``); ``Client.enqueue`` one at
+a time into a ``durable worker`` process, end to end (``clients.client_end_to_end``); the reference
+workload with one executor (``reference_workload.run``). The last lines give each figure with the
+largest history as a share of that with the smallest (a rate's ratio, or the inverse of a
+duration's: above 100 % is faster).
 ``backlog``: enqueue ``--pending`` tasks while no executor claims, report the process's peak RSS,
 then run them all to completion and report the peak RSS and tasks/s again.
 """
@@ -13,51 +19,126 @@ then run them all to completion and report the peak RSS and tasks/s again.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import shutil
+import statistics
 import tempfile
 import time
+import uuid
 
 import trio
 
 from _harness import peak_rss_mb, storage_options
+from clients import client_end_to_end
 from durable_core import DurableExecutor, open_storage
 from durable_core.records import new_record
 from durable_core.status import TaskExecutionStatus as S
-from throughput import define_noop, run_tasks
+from reference_workload import run as reference_workload
+from throughput import MODES, define_noop, run_modes
 
 SEED_BATCH = 2000
+TIMES = ("created_at", "updated_at", "start_at", "started_at", "finished_at")
+# Copies of the template row, numbered 1..count. Their ids sort before any id made now (``te_-``
+# then the time), so that, as with a real history, new executions go to the end of the index.
+COPY = {
+    "sqlite": ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+               "INSERT INTO executions ({columns}) SELECT {values} FROM executions, n WHERE execution_id = ?",
+               "'te_--' || printf('%019d', n.i)"),
+    "postgres": ('INSERT INTO "{schema}".executions ({columns}) SELECT {values} '
+                 'FROM "{schema}".executions, generate_series(1, %s) AS n(i) WHERE execution_id = %s',
+                 "'te_--' || lpad(n.i::text, 19, '0')"),
+}
+COLUMNS = {
+    "sqlite": "SELECT name FROM pragma_table_info('executions')",
+    "postgres": ("SELECT column_name FROM information_schema.columns WHERE table_schema = '{schema}' "
+                 "AND table_name = 'executions' AND is_identity = 'NO' AND is_generated = 'NEVER' "
+                 "ORDER BY ordinal_position"),
+}
 
 
-async def seed_history(executor: DurableExecutor, count: int) -> None:
-    """``count`` completed executions, as if run long ago."""
-    noop = executor.tasks["noop"]
-    output = executor.encode("done", "noop", "output")
-    now = executor.now() - 86_400
-    for start in range(0, count, SEED_BATCH):
-        records = []
-        for i in range(start, min(count, start + SEED_BATCH)):
-            record = new_record(noop, i, now, executor.codec)
-            records.append(record.copy(status=S.COMPLETED, output=output, started_at=now, finished_at=now,
-                                       ready_at=None, retry_attempts=0))
-        await executor.storage.insert_executions(records)
+def copy_statement(storage: str, schema: str, columns: list[str]) -> str:
+    """``INSERT ... SELECT`` of the template row once per number, with its own id and times."""
+    statement, new_id = COPY[storage]
+    values = [new_id if c == "execution_id" else f"{c} + n.i * 1e-5" if c in TIMES else c for c in columns]
+    return statement.format(schema=schema, columns=", ".join(columns), values=", ".join(values))
 
 
-async def history(sizes: list[int], tasks: int, options: dict) -> None:
-    rates = {}
+async def seed_history(storage: str, options: dict, count: int) -> None:
+    """``count`` completed executions, as if run a day ago (the schema is created either way)."""
+    if storage not in COPY:
+        raise SystemExit(f"scale.py history needs a storage in a database ({', '.join(COPY)}), not {storage}")
+    async with open_storage(storage, **options) as opened:
+        if not count:
+            return
+        executor = DurableExecutor(opened)
+        now = time.time() - 86_400
+        template = new_record(define_noop(executor), 0, now, executor.codec).copy(
+            status=S.COMPLETED, output=executor.encode("done", "noop", "output"), started_at=now, finished_at=now,
+            ready_at=None, retry_attempts=0)
+        await opened.insert_executions([template])
+        connection = opened.connect()
+        try:
+            schema = options.get("schema", "durable")
+            columns = [row[0] for row in connection.execute(COLUMNS[storage].format(schema=schema)).fetchall()]
+            connection.execute(copy_statement(storage, schema, columns), (count - 1, template.execution_id))
+            connection.commit()
+        finally:
+            connection.close()
+
+
+def fresh_database(storage: str, options: dict, size: int) -> dict:
+    """The options of a database of its own: a new SQLite file, or a new PostgreSQL schema."""
+    if storage == "sqlite":
+        return {**options, "path": os.path.join(tempfile.mkdtemp(), "history.db")}
+    return {**options, "schema": f"{options.get('schema', 'bench')}_h{size}_{uuid.uuid4().hex[:6]}"}
+
+
+def drop_database(storage: str, options: dict) -> None:
+    if storage == "sqlite":
+        shutil.rmtree(os.path.dirname(options["path"]))
+        return
+    import psycopg
+
+    with psycopg.connect(options["dsn"], autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA "{options["schema"]}" CASCADE')
+
+
+def measure(storage: str, options: dict, tasks: int, iterations: int) -> dict[str, tuple[float, str]]:
+    """Every figure on one database, with its unit (rates, and the reference workload's seconds)."""
+    figures = {}
+    for mode, result in trio.run(run_modes, storage, options, tasks, MODES).items():
+        figures[f"in process, {mode}: enqueue"] = (result.enqueue_rate, "/s")
+        figures[f"in process, {mode}: end to end"] = (result.per_second, "tasks/s")
+    remote = client_end_to_end(storage, options, tasks)
+    print(f"{storage}, Client.enqueue one at a time into a durable worker: {remote}", flush=True)
+    figures["Client.enqueue into a worker: enqueue"] = (remote.enqueue_rate, "/s")
+    figures["Client.enqueue into a worker: end to end"] = (remote.per_second, "tasks/s")
+    seconds = trio.run(functools.partial(reference_workload, storage, options, iterations, 1, details=False))
+    figures["reference workload, per timed iteration"] = (statistics.mean(seconds[1:] or seconds), "s")
+    return figures
+
+
+def history(storage: str, options: dict, sizes: list[int], tasks: int, iterations: int) -> None:
+    measured = {}
     for size in sizes:
-        path = os.path.join(tempfile.mkdtemp(), "bench.db")
-        executor = DurableExecutor("sqlite", storage_options={**options, "path": path})
-        define_noop(executor)
-        async with executor:
+        database = fresh_database(storage, options, size)
+        try:
             seeding = time.perf_counter()
-            await seed_history(executor, size)
-            seeding = time.perf_counter() - seeding
-            result = await run_tasks(executor, tasks)
-        rates[size] = tasks / result.total_seconds
-        print(f"sqlite with {size:,} finished executions (seeded in {seeding:.1f} s, "
-              f"file {os.path.getsize(path) / 2**20:,.0f} MiB): {result}")
+            trio.run(seed_history, storage, database, size)
+            print(f"--- {storage} with {size:,} finished executions (seeded in {time.perf_counter() - seeding:.1f} s"
+                  + (f", file {os.path.getsize(database['path']) / 2**20:,.0f} MiB)" if storage == "sqlite" else ")"),
+                  flush=True)
+            measured[size] = measure(storage, database, tasks, iterations)
+        finally:
+            drop_database(storage, database)
     low, high = min(sizes), max(sizes)
-    print(f"throughput with {high:,} finished rows is {rates[high] / rates[low]:.0%} of that with {low:,}")
+    print(f"{storage}: each figure with {high:,} finished executions, as a share of that with {low:,} "
+          "(target >= 95 %):")
+    for name, (value, unit) in measured[high].items():
+        base = measured[low][name][0]
+        share = base / value if unit == "s" else value / base
+        print(f"  {name:45} {base:>10,.2f} -> {value:>10,.2f} {unit:8} {share:5.0%}")
 
 
 async def backlog(storage: str, options: dict | None, pending: int) -> None:
@@ -84,11 +165,12 @@ if __name__ == "__main__":
     arguments.add_argument("mode", choices=("history", "backlog"))
     arguments.add_argument("storage", nargs="?", default="sqlite")
     arguments.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE")
-    arguments.add_argument("--history", type=int, nargs="+", default=[10_000, 1_000_000])
+    arguments.add_argument("--history", type=int, nargs="+", default=[0, 1_000_000])
     arguments.add_argument("--tasks", type=int, default=10_000)
+    arguments.add_argument("--iterations", type=int, default=2, help="of the reference workload, after its warm-up")
     arguments.add_argument("--pending", type=int, default=100_000)
     args = arguments.parse_args()
     if args.mode == "history":
-        trio.run(history, args.history, args.tasks, storage_options(args) or {})
+        history(args.storage, storage_options(args) or {}, args.history, args.tasks, args.iterations)
     else:
         trio.run(backlog, args.storage, storage_options(args), args.pending)

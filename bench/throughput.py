@@ -1,6 +1,14 @@
-"""Independent no-op tasks end to end (enqueued in batches of 500): enqueue rate and tasks/s.
+"""Independent no-op tasks end to end, with the workers in this process: enqueue rate and tasks/s.
 
-    python bench/throughput.py [memory|sqlite|...] [--tasks 10000] [--option KEY=VALUE ...]
+    python bench/throughput.py [memory|sqlite|...] [--tasks 10000] [--mode both|batched|one-at-a-time]
+                               [--option KEY=VALUE ...]
+
+Two ways of enqueueing, each then awaited by one trio task per handle (default executor options,
+heartbeats on), on the same executor one after the other (``--mode both``, the default):
+
+- ``one-at-a-time``: a producer trio task awaits ``enqueue_task`` once per task, as real producers
+  do (one per request or event), while the executor runs them;
+- ``batched``: ``enqueue_tasks`` in batches of 500.
 """
 
 from __future__ import annotations
@@ -10,23 +18,19 @@ from dataclasses import dataclass
 
 import trio
 
-from _harness import parser, print_storage_metrics, storage_options
-from durable_core import DurableExecutor
+from _harness import EndToEnd, parser, print_storage_metrics, storage_options
+from durable_core import DurableExecutor, TaskExecutionHandle
 
 BATCH = 500
+MODES = ("one-at-a-time", "batched")
 
 
 @dataclass
-class Throughput:
-    tasks: int
-    enqueue_seconds: float
-    total_seconds: float
+class Throughput(EndToEnd):
     cpu_seconds: float
 
     def __str__(self) -> str:
-        return (f"{self.tasks} tasks; enqueue {self.tasks / self.enqueue_seconds:,.0f}/s; "
-                f"end to end {self.tasks / self.total_seconds:,.0f} tasks/s ({self.total_seconds:.2f} s; "
-                f"CPU {self.cpu_seconds / self.tasks * 1e6:.0f} µs/task, all threads)")
+        return f"{super().__str__()}; CPU {self.cpu_seconds / self.tasks * 1e6:.0f} µs/task, all threads"
 
 
 def define_noop(executor: DurableExecutor):
@@ -37,14 +41,22 @@ def define_noop(executor: DurableExecutor):
     return noop
 
 
-async def run_tasks(executor: DurableExecutor, n: int) -> Throughput:
-    """Enqueue ``n`` no-op tasks in batches and wait, one waiting trio task per execution."""
+async def enqueue(executor: DurableExecutor, n: int, mode: str) -> list[TaskExecutionHandle]:
     noop = executor.tasks["noop"]
-    cpu = time.process_time()
-    started = time.perf_counter()
+    if mode == "one-at-a-time":
+        return [await executor.enqueue_task(noop, i) for i in range(n)]
     handles = []
     for batch in range(0, n, BATCH):
         handles += await executor.enqueue_tasks(noop, range(batch, min(n, batch + BATCH)))
+    return handles
+
+
+async def run_tasks(executor: DurableExecutor, n: int, mode: str = "batched") -> Throughput:
+    """Enqueue ``n`` no-op tasks (``mode``: one at a time or batched) and wait, one waiting trio
+    task per execution."""
+    cpu = time.process_time()
+    started = time.perf_counter()
+    handles = await enqueue(executor, n, mode)
     enqueued = time.perf_counter()
     async with trio.open_nursery() as nursery:
         for handle in handles:
@@ -52,17 +64,23 @@ async def run_tasks(executor: DurableExecutor, n: int) -> Throughput:
     return Throughput(n, enqueued - started, time.perf_counter() - started, time.process_time() - cpu)
 
 
-async def main(storage: str, options: dict | None, n: int) -> None:
+async def run_modes(storage: str, options: dict | None, n: int, modes: tuple[str, ...]) -> dict[str, Throughput]:
+    """Each mode in turn on one executor (workers in this process); prints the figures and the
+    storage's metrics."""
     executor = DurableExecutor(storage, storage_options=options)
     define_noop(executor)
+    results = {}
     async with executor:
-        result = await run_tasks(executor, n)
-    print(f"{storage}: {result}")
+        for mode in modes:
+            results[mode] = await run_tasks(executor, n, mode)
+            print(f"{storage}, {mode}: {results[mode]}", flush=True)
     print_storage_metrics(executor)
+    return results
 
 
 if __name__ == "__main__":
     arguments = parser(__doc__)
     arguments.add_argument("--tasks", type=int, default=10_000)
+    arguments.add_argument("--mode", choices=("both", *MODES), default="both")
     args = arguments.parse_args()
-    trio.run(main, args.storage, storage_options(args), args.tasks)
+    trio.run(run_modes, args.storage, storage_options(args), args.tasks, MODES if args.mode == "both" else (args.mode,))

@@ -10,6 +10,7 @@ from .errors import DurableExecutionNotFoundError as DurableExecutionNotFoundErr
 from .errors import DurableExecutionTimedOutError as DurableExecutionTimedOutError
 from .errors import ErrorInfo as ErrorInfo
 from .events import EventKind as EventKind
+from .events import ExecutionRun as ExecutionRun
 from .events import TaskExecutionEvent as TaskExecutionEvent
 from .executor import DurableExecutor as DurableExecutor
 from .handles import TaskExecutionHandle as TaskExecutionHandle
@@ -44,7 +45,7 @@ __all__ = [
     "ACTIVE_TASK_EXECUTION_STATUSES", "ALL_TASK_EXECUTION_STATUSES", "Capabilities", "ChildTask",
     "DurableExecutionCancelledError", "DurableExecutionError", "DurableExecutionNotFoundError",
     "DurableExecutionTimedOutError", "DurableExecutor", "ERRORED_TASK_EXECUTION_STATUSES",
-    "ErrorInfo", "EventKind", "ExecutionRef", "FINISHED_TASK_EXECUTION_STATUSES", "FinalizeInput",
+    "ErrorInfo", "EventKind", "ExecutionRef", "ExecutionRun", "FINISHED_TASK_EXECUTION_STATUSES", "FinalizeInput",
     "FinishedChildTaskExecution", "Option", "ParentRef", "ParentTaskResult", "RetryOptions",
     "STORAGE_API", "SerializationError", "Serializer", "Storage", "StorageOperationMetrics",
     "Task", "TaskExecution", "TaskExecutionEvent", "TaskExecutionHandle", "TaskExecutionStatus",

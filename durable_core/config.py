@@ -111,11 +111,22 @@ class DurableConfig:
         """Check ``storage.options`` against the options the selected storage plugin declares.
 
         Reading a file loads no plugin, so this is for who has them at hand: ``durable config
-        set`` calls it before writing (opening the storage checks them again).
+        set`` before writing, ``DurableExecutor.from_config`` and every command reading the
+        file, so that an option left from another storage is named with the file and the fix.
         """
-        if self.location is not None:
-            _options(dict(self.storage.options), {option.name: option for option in options},
-                     self.location, "storage", "options")
+        if self.location is None:
+            return
+        declared = {option.name: option for option in options}
+        for key in self.storage.options:
+            if key not in declared:
+                close = difflib.get_close_matches(key, declared, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                takes = f"it takes: {', '.join(declared)}" if declared else "it takes none"
+                raise ConfigError(
+                    f"{self.location.path}: {self.location.key('storage', 'options', key)} is not an option of "
+                    f"storage {self.storage.name!r} ({hint}{takes}); remove it with: "
+                    f"durable config unset storage.options.{key}")
+        _options(dict(self.storage.options), declared, self.location, "storage", "options")
 
     def effective(self) -> dict[str, Any]:
         """Every setting with its effective value, executor defaults included (``config show``)."""

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import ErrorInfo
+from .models import ExecutionRef, ParentRef
 from .status import TaskExecutionStatus
+
+if TYPE_CHECKING:
+    from .storage.contract import StatusChange
 
 
 class EventKind(enum.StrEnum):
     """What made an execution change (docs/plugins.md lists them with their meaning).
 
-    A change caused by another one is reported with the kind of its cause: a parent moved along
-    by its last child's commit, or descendants cancelled with their ancestor, are ``committed``
-    (or ``cancelled``, ``expired``...) like the change that caused them.
+    A change that the storage made because another execution finished in the same call — its
+    parent moved along, its unfinished descendants cancelled — is ``closed``.
     """
 
     ENQUEUED = "enqueued"
@@ -33,6 +38,9 @@ class EventKind(enum.StrEnum):
     """A sleeping task was woken up (``wakeup_sleeping_task_execution``)."""
     RETRIED = "retried"
     """An execution that ended with an error was made ``ready`` again (``durable executions retry``)."""
+    CLOSED = "closed"
+    """Changed because another execution finished: a parent that one of its children (or its
+    finalize) moved along, or a descendant cancelled with an ancestor that ended without completing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +55,46 @@ class TaskExecutionEvent:
     at: float
     executor_id: str
     error: ErrorInfo | None = None
+    """The error the change stored for the execution it acted on (docs/plugins.md says which)."""
+    attempt: int | None = None
+    """The attempt (0 the first) of the run of this executor that the change started, ended or
+    cut off; None when this executor was not running the execution."""
+
+
+@dataclass(slots=True)
+class ExecutionRun:
+    """One run of an execution by this executor, as ``durable_wrap_run`` sees it."""
+
+    task_id: str
+    execution_id: str
+    attempt: int
+    """0 for the first run; a parent's visit after its children keeps the attempt of its run."""
+    root: ExecutionRef | None
+    parent: ParentRef | None
+    context: Mapping[str, str] | None
+    """What ``durable_execution_context`` gave when the execution was created."""
+    executor_id: str
+    due_at: float | None
+    """When it became due to run (engine time): its enqueue, or the end of its retry delay or
+    ``sleep_before_run``; None for a parent's visit after its children (not stored)."""
+    claimed_at: float
+    """When this executor claimed it (engine time)."""
+    status: TaskExecutionStatus | None = None
+    """The status its outcome was stored with; None until then, and if the run was cut off
+    (handed back at shutdown, its lease lost, or cancelled)."""
+    error: ErrorInfo | None = None
+    """The error stored with that outcome."""
+
+
+def kind_and_error(kind: EventKind, change: StatusChange,
+                   acted_on: Mapping[str, ErrorInfo | None] | None) -> tuple[EventKind, ErrorInfo | None]:
+    """The kind and error of the event for ``change``, one of the changes of a storage call made
+    for ``kind``. ``acted_on`` maps each execution the call acted on to the error it stored (None
+    when the call acts on every execution it changes): any other execution it changed was closed."""
+    if change.previous_status is None:
+        return EventKind.ENQUEUED, None
+    if acted_on is None:
+        return kind, None
+    if change.execution_id in acted_on:
+        return kind, acted_on[change.execution_id]
+    return EventKind.CLOSED, None

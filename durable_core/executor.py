@@ -4,8 +4,9 @@ docs/architecture.md)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AsyncExitStack
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 import trio
@@ -131,10 +132,21 @@ class DurableExecutor(TaskDefinitions):
         """An executor configured by ``durable.toml`` (or ``[tool.durable]`` in pyproject.toml,
         ``DURABLE_CONFIG``, or ``path``); keyword ``overrides`` win over the file."""
         config = load_config(path)
+        kwargs = config.executor_kwargs(**overrides)
         try:
-            return cls(**config.executor_kwargs(**overrides))
+            executor = cls(**kwargs)
         except ValueError as exc:
             raise config.error(exc) from None
+        if kwargs.get("storage_options") == config.storage.options:  # the file's: named with it when wrong
+            from .plugins.manager import default_registry
+
+            try:
+                declared = (overrides.get("plugins") or default_registry()).storage_options(config.storage.name)
+            except DurableExecutionNotFoundError:  # not installed: opening it says how to install it
+                declared = None
+            if declared is not None:
+                config.check_storage_options(declared)
+        return executor
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -157,13 +169,37 @@ class DurableExecutor(TaskDefinitions):
             run_nursery = await stack.enter_async_context(trio.open_nursery())
             self._runner = Runner(engine, run_nursery, self)
             await run_nursery.start(self._runner.serve)
-        except BaseException:
+            await stack.enter_async_context(self._plugin_work())
+        except BaseException:  # Ctrl-C or a fault while starting: stop what started, hand back its claims
+            if self._runner is not None:
+                with trio.CancelScope(shield=True):
+                    await self._runner.drain(0)
             await stack.aclose()
             self._stopped()
             raise
         self._exit_stack = stack
         self._state = "running"
         return self
+
+    @asynccontextmanager
+    async def _plugin_work(self) -> AsyncIterator[None]:
+        """What plugins run beside this executor (``durable_executor_running``), until shutdown."""
+        work = self._plugins.executor_running(self)
+        if not work:
+            yield
+            return
+        async with trio.open_nursery() as nursery:
+            for name, function in work:
+                nursery.start_soon(_logged, name, function)
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()
+
+    @property
+    def plugins(self) -> PluginRegistry:
+        """The plugins this executor uses (its ``plugins=``, else the process's)."""
+        return self._plugins
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.shutdown()
@@ -285,14 +321,16 @@ class DurableExecutor(TaskDefinitions):
         engine = self._running()
         task = self.get_task(task)
         now = engine.now()
+        context = self._plugins.execution_context()
         records = [new_record(task, input, now, engine.codec, retry=retry, sleep_before_run=sleep_before_run,
-                              timeout=timeout, idempotency_key=idempotency_key, queue=queue)
+                              timeout=timeout, idempotency_key=idempotency_key, context=context, queue=queue)
                    for input in inputs]
         if records and records[0].queue != DEFAULT_QUEUE and engine.storage.storage_api < QUEUES_STORAGE_API:
             raise DurableExecutionError(
                 f"Cannot enqueue {task.id} on queue {records[0].queue!r}: the storage implements storage API "
                 f"{engine.storage.storage_api}, which stores no queues; upgrade it, or use the default queue",
                 is_retryable=False)
+        records = engine.claim_on_insert(records, self.queues)
         return [TaskExecutionHandle(engine, kept.task_id, kept.execution_id) for kept in await engine.insert(records)]
 
     async def get_task_execution_handle(self, task: Task | str, execution_id: str) -> TaskExecutionHandle:
@@ -333,3 +371,11 @@ class DurableExecutor(TaskDefinitions):
             deleted += count
         return deleted
 
+
+async def _logged(name: str, work: Callable[[], Awaitable[None]]) -> None:
+    """A plugin's work beside an executor (``durable_executor_running``): if it fails, the
+    executor goes on without it."""
+    try:
+        await work()
+    except Exception:
+        logging.getLogger("durable.plugins").exception("plugin %r failed beside the executor", name)

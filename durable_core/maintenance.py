@@ -8,14 +8,24 @@ and the waiting handles at once when another process writes; without one, pollin
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import trio
 
 from .engine import Engine
 from .errors import DurableExecutionError
 from .events import EventKind
+from .errors import ErrorInfo
 from .retrying import is_permanent
-from .storage.contract import ChangeNotifications
+from .status import TaskExecutionStatus as S
+from .storage.contract import (
+    EXPIRED_ERROR,
+    EXPIRED_TOO_OFTEN_ERROR,
+    SLEEPING_TIMED_OUT_ERROR,
+    ChangeNotifications,
+    StatusChange,
+)
+from .storage.transitions import WAITING_STATUSES
 
 log = logging.getLogger("durable.executor")
 
@@ -45,13 +55,28 @@ async def maintain(engine: Engine) -> None:
         changes = await engine.storage.expire_leases(
             engine.now(), options.max_lease_expirations, options.max_task_executions_per_batch
         )
-        engine.observe(EventKind.EXPIRED, changes)
+        engine.observe(EventKind.EXPIRED, changes, acted_on=expired(changes))
         if len(changes) < options.max_task_executions_per_batch:
             break
     await engine.wake_finished_waiters()
     runs = list(engine.runs.values())
     if runs:
         engine.stop_revoked(runs, await engine.storage.find_revoked_leases([r.record.lease for r in runs]))
+
+
+_EXPIRY_ERRORS = {S.READY: EXPIRED_ERROR, S.FAILED: EXPIRED_TOO_OFTEN_ERROR, S.TIMED_OUT: SLEEPING_TIMED_OUT_ERROR}
+
+
+def expired(changes: Sequence[StatusChange]) -> dict[str, ErrorInfo | None]:
+    """The executions whose lease expired among the ``changes`` of ``expire_leases``, with the
+    error each got; the others were closed by them. The storage does not say which is which: a
+    cascade only cancels, and a parent keeps its waiting status whether its own lease expired
+    or a child moved it along, which only an expiry that finished something can do."""
+    finished = any(c.status in (S.FAILED, S.TIMED_OUT) for c in changes)
+    return {
+        c.execution_id: _EXPIRY_ERRORS.get(c.status) for c in changes
+        if c.status is not S.CANCELLED and not (finished and c.status in WAITING_STATUSES)
+    }
 
 
 async def change_loop(engine: Engine, feed: ChangeNotifications) -> None:
@@ -69,7 +94,7 @@ async def change_loop(engine: Engine, feed: ChangeNotifications) -> None:
             await trio.sleep(engine.options.poll_interval)
             continue
         if seen is not None:
-            engine.wake_claimer.set()
+            engine.others_changed()
             engine.waiters_stale.set()
         seen = changed
 

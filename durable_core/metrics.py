@@ -23,19 +23,23 @@ class StorageOperationMetrics:
     p50: float
     p90: float
     p95: float
+    total: float = 0.0
+    """The sum of all ``count`` durations (a Prometheus summary's ``_sum``)."""
 
 
 class _Timings:
-    __slots__ = ("count", "min", "max", "samples")
+    __slots__ = ("count", "total", "min", "max", "samples")
 
     def __init__(self) -> None:
         self.count = 0
+        self.total = 0.0
         self.min = float("inf")
         self.max = 0.0
         self.samples: deque[float] = deque(maxlen=_SAMPLES_KEPT)
 
     def add(self, seconds: float) -> None:
         self.count += 1
+        self.total += seconds
         self.min = min(self.min, seconds)
         self.max = max(self.max, seconds)
         self.samples.append(seconds)
@@ -46,7 +50,7 @@ class _Timings:
         def pick(q: float) -> float:
             return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
-        return StorageOperationMetrics(self.count, self.min, self.max, pick(0.5), pick(0.9), pick(0.95))
+        return StorageOperationMetrics(self.count, self.min, self.max, pick(0.5), pick(0.9), pick(0.95), self.total)
 
 
 class MeteredStorage:

@@ -10,7 +10,9 @@ PLUGIN_DISTRIBUTIONS: dict[str, str] = {
     "cbor": "durable-serializer-cbor",
     "conformance": "durable-conformance",
     "memory": "durable-storage-memory",
+    "otel": "durable-otel",
     "postgres": "durable-storage-postgres",
+    "prometheus": "durable-prometheus",
     "sqlite": "durable-storage-sqlite",
     "web": "durable-web",
 }

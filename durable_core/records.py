@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,8 +20,10 @@ def new_record(task: Task, input: Any, now: float, codec: PayloadCodec, *,
                retry: RetryOptions | None = None, sleep_before_run: float | None = None,
                timeout: float | None = None, root: ExecutionRef | None = None,
                parent: ParentRef | None = None, idempotency_key: str | None = None,
-               payload: Payload | None = None, queue: str | None = None) -> ExecutionRecord:
-    """A new execution of ``task``; ``payload`` (an already serialized input) wins over ``input``.
+               payload: Payload | None = None, context: Mapping[str, str] | None = None,
+               queue: str | None = None) -> ExecutionRecord:
+    """A new execution of ``task``; ``payload`` (an already serialized input) wins over ``input``;
+    ``context`` is what plugins keep with it (``durable_execution_context``).
 
     Options left None take the task's defaults. A sleeping execution is stored ``running`` at
     once, its lease lasting its timeout: it waits to be woken, not to be claimed.
@@ -39,14 +41,14 @@ def new_record(task: Task, input: Any, now: float, codec: PayloadCodec, *,
             retry=retry, timeout=timeout, sleep_before_run=sleep, created_at=now,
             updated_at=now, start_at=now, root=root, parent=parent, is_sleeping=True,
             sleeping_unique_id=unique_id, idempotency_key=idempotency_key, started_at=now,
-            lease_expires_at=now + sleep + timeout, queue=queue,
+            lease_expires_at=now + sleep + timeout, context=context, queue=queue,
         )
     start_at = now + sleep
     return ExecutionRecord(
         execution_id=new_execution_id(), task_id=task.id, status=S.READY,
         input=payload or codec.encode(input, task.id, "input"), retry=retry, timeout=timeout,
         sleep_before_run=sleep, created_at=now, updated_at=now, start_at=start_at, root=root,
-        parent=parent, idempotency_key=idempotency_key, ready_at=start_at, queue=queue,
+        parent=parent, idempotency_key=idempotency_key, ready_at=start_at, context=context, queue=queue,
     )
 
 
@@ -56,7 +58,7 @@ DEFERRABLE_OPTIONS = ("retry", "timeout", "sleep_before_run")
 def deferred_record(task_id: str, input: Any, now: float, codec: PayloadCodec, *,
                     retry: RetryOptions | None = None, sleep_before_run: float | None = None,
                     timeout: float | None = None, idempotency_key: str | None = None,
-                    queue: str | None = None) -> ExecutionRecord:
+                    context: Mapping[str, str] | None = None, queue: str | None = None) -> ExecutionRecord:
     """A new execution of a task this process does not define (a client's enqueue by task id).
 
     The options not given are the task's defaults, which only the executor that defines it knows:
@@ -65,7 +67,7 @@ def deferred_record(task_id: str, input: Any, now: float, codec: PayloadCodec, *
     """
     given = {"retry": retry, "timeout": timeout, "sleep_before_run": sleep_before_run}
     record = new_record(_placeholder(task_id), input, now, codec, retry=retry, sleep_before_run=sleep_before_run,
-                        timeout=timeout, idempotency_key=idempotency_key, queue=queue)
+                        timeout=timeout, idempotency_key=idempotency_key, context=context, queue=queue)
     record.deferred_options = frozenset(name for name in DEFERRABLE_OPTIONS if given[name] is None)
     return record
 

@@ -24,7 +24,7 @@ from .errors import (
     DurableExecutionTimedOutError,
     error_info_from_exception,
 )
-from .events import EventKind
+from .events import EventKind, ExecutionRun
 from .heartbeat import heartbeat_loop
 from .maintenance import change_loop, maintenance_loop, waiter_refresh_loop
 from .metrics import unmetered
@@ -39,7 +39,6 @@ from .storage.contract import (
     DuplicateSleepingTaskUniqueIdError,
     ExecutionRecord,
     RunCommit,
-    StatusChange,
     StorageError,
 )
 from .tasks import TaskKind
@@ -59,9 +58,13 @@ class Runner:
         self._routes = routes
         self._run_nursery = run_nursery
         self._commits: Coalescer[RunCommit, None] = Coalescer(self._commit_batch)
+        self._attempts: dict[str, int] = {}
+        """The attempt of each run whose commit is under way, by execution id."""
         self._background = trio.CancelScope()
         self._grace = trio.CancelScope()
         self._heartbeats = trio.CancelScope()
+        if engine.options.max_concurrent_task_executions > 0:
+            engine.start_run = self._start_claimed_on_insert
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The maintenance loop (and the change feed's, if the storage has one), and for an
@@ -111,10 +114,11 @@ class Runner:
         self._grace.deadline = trio.current_time() + timeout
         try:
             with self._grace:
-                while engine.runs:
+                while engine.runs or engine.claiming_on_insert:
                     engine.capacity_freed.clear()
                     await engine.capacity_freed.wait()
         finally:
+            engine.start_run = None  # the run nursery closes next
             self._hand_back_all()
             self._heartbeats.cancel()
 
@@ -131,31 +135,38 @@ class Runner:
     async def claim_loop(self) -> None:
         engine, options = self._engine, self._engine.options
         while True:
-            engine.wake_claimer.clear()
-            capacity = options.max_concurrent_task_executions - len(engine.runs)
-            limit = min(capacity, options.max_task_executions_per_batch)
+            engine.claimer_looks()
+            limit = min(engine.free_slots, options.max_task_executions_per_batch)
             claimed: list[ExecutionRecord] = []
             if engine.next_ready_at <= engine.now():  # due: claimed now, or when capacity frees
                 engine.next_ready_at = math.inf
             if limit > 0:
-                claimed = await engine.faults.call("claiming executions", lambda: claim_routed(
-                    engine, self._routes, limit))
+                engine.claiming = limit
+                try:
+                    claimed = await engine.faults.call("claiming executions", lambda: claim_routed(
+                        engine, self._routes, limit))
+                finally:
+                    engine.claiming = 0
                 renew_until = trio.current_time() + options.expire_leeway
                 for record in claimed:
                     if record.deferred_options:
                         record = self._with_task_defaults(record)
-                    engine.claimed(record)
-                    engine.emit(EventKind.CLAIMED, StatusChange(record.execution_id, record.task_id,
-                                                        S.READY if record.status is S.RUNNING else record.status,
-                                                        record.status))
-                    run = engine.runs[record.execution_id] = Run(record, renew_until + record.timeout)
-                    self._run_nursery.start_soon(self._execute, run)
+                    self._start(record, renew_until)
+            engine.claimer_caught_up = len(claimed) < limit
             if limit > 0 and len(claimed) == limit:
                 await trio.lowlevel.checkpoint()
                 continue
             wake_at = min(trio.current_time() + options.poll_interval, engine.clock.to_trio(engine.next_ready_at))
             with trio.move_on_at(wake_at):
                 await engine.wake_claimer.wait()
+
+    def _start(self, record: ExecutionRecord, renew_until: float) -> None:
+        run = Run(record, renew_until + record.timeout)
+        self._engine.claimed(run)
+        self._run_nursery.start_soon(self._execute, run)
+
+    def _start_claimed_on_insert(self, record: ExecutionRecord) -> None:
+        self._start(record, trio.current_time() + self._engine.options.expire_leeway)
 
     def _with_task_defaults(self, record: ExecutionRecord) -> ExecutionRecord:
         """A client's enqueue completed with the defaults of the task as defined here."""
@@ -165,6 +176,22 @@ class Runner:
             return record  # _perform fails it: no such task here
 
     async def _execute(self, run: Run) -> None:
+        """Run a claimed execution, inside the plugins' ``durable_wrap_run`` if any."""
+        engine, record = self._engine, run.record
+        if not engine.plugins.wraps_runs:
+            await self._work(run, None)
+            return
+        outcome = ExecutionRun(
+            record.task_id, record.execution_id, record.retry_attempts, record.root, record.parent,
+            record.context, engine.executor_id, record.start_at if record.status is S.RUNNING else None,
+            record.updated_at,
+        )
+        with engine.plugins.wrap_run(outcome):
+            await self._work(run, outcome)
+
+    async def _work(self, run: Run, outcome: ExecutionRun | None) -> None:
+        """Do the claimed work and commit it, or hand the execution back; ``outcome`` gets the
+        stored status and error."""
         engine, record = self._engine, run.record
         commit = None
         try:
@@ -176,7 +203,11 @@ class Runner:
                 )
             if commit is not None and not run.revoked and not run.hand_back:
                 # once shutdown cut the run off, retrying its commit would hold up the shutdown
-                await self._commit(commit, lambda: trio.current_time() if run.hand_back else self._lease_ends(run))
+                run.committing = True
+                await self._commit(commit, record.retry_attempts,
+                                   lambda: trio.current_time() if run.hand_back else self._lease_ends(run))
+                if outcome is not None:
+                    outcome.status, outcome.error = commit.record.status, commit.record.error
                 _log_failure(record, commit.record, engine.now())
         except StorageError as exc:
             if engine.faults.permanent is None:  # else the executor stops and says why
@@ -192,7 +223,8 @@ class Runner:
             if engine.runs.get(record.execution_id) is run:  # a parent may be re-claimed already
                 del engine.runs[record.execution_id]
             engine.capacity_freed.set()
-            engine.wake_claimer.set()
+            if not engine.claimer_caught_up:  # it may have left due records for want of a slot
+                engine.wake_claimer.set()
 
     def _lease_ends(self, run: Run) -> float:
         """The trio time at which ``run``'s lease ends: retrying its writes is pointless after."""
@@ -267,17 +299,32 @@ class Runner:
     async def _commit_batch(self, commits: Sequence[RunCommit]) -> list[None]:
         engine = self._engine
         now = engine.now()
-        changes = await engine.storage.commit_runs(commits, now)
-        # what the contract says a commit stores, for the handles waiting on it
-        stored = {c.record.execution_id: c.record.copy(lease_expires_at=None, updated_at=now)
-                  for c in commits if c.record.execution_id in engine.waiters}
-        engine.observe(EventKind.COMMITTED, changes, stored)
+        with engine.committing(commits):
+            changes = await engine.storage.commit_runs(commits, now)
+            # what the contract says a commit stores, for the handles waiting on it
+            stored = {c.record.execution_id: c.record.copy(lease_expires_at=None, updated_at=now)
+                      for c in commits if c.record.execution_id in engine.waiters}
+            engine.observe(EventKind.COMMITTED, changes, stored,
+                           {c.record.execution_id: c.record.error for c in commits}, self._attempts)
         return [None] * len(commits)
 
-    async def _commit(self, commit: RunCommit, lease_ends: Callable[[], float]) -> None:
+    async def _commit(self, commit: RunCommit, attempt: int, lease_ends: Callable[[], float]) -> None:
         """Commit with the other runs finishing in this tick; one inserting sleeping executions
         goes alone, as the contract asks (a taken unique id fails the whole call). A transient
-        storage fault is retried until the lease ends (``lease_ends``, in trio time)."""
+        storage fault is retried until the lease ends (``lease_ends``, in trio time). ``attempt``
+        is the run's, for its event (the execution may be claimed again before the commit returns)."""
+        engine = self._engine
+        self._attempts[commit.record.execution_id] = attempt
+        try:
+            await self._store(commit, lease_ends)
+        finally:
+            del self._attempts[commit.record.execution_id]
+        for record in commit.new_executions:
+            engine.note_ready_at(record.ready_at)
+        if commit.record.ready_at is not None:
+            engine.note_ready_at(commit.record.ready_at)
+
+    async def _store(self, commit: RunCommit, lease_ends: Callable[[], float]) -> None:
         engine = self._engine
         if not any(record.is_sleeping for record in commit.new_executions):
             await engine.faults.call("recording outcomes", lambda: self._commits.submit(commit), until=lease_ends)
@@ -289,10 +336,6 @@ class Runner:
                                             ready_at=None)
                 await engine.faults.call("recording outcomes", lambda: self._commit_batch([RunCommit(failed)]),
                                          until=lease_ends)
-        for record in commit.new_executions:
-            engine.note_ready_at(record.ready_at)
-        if commit.record.ready_at is not None:
-            engine.note_ready_at(commit.record.ready_at)
 
 
 def _log_failure(claimed: ExecutionRecord, committed: ExecutionRecord, now: float) -> None:
@@ -302,8 +345,10 @@ def _log_failure(claimed: ExecutionRecord, committed: ExecutionRecord, now: floa
         return
     failed = (f"task {claimed.task_id} execution {claimed.execution_id} attempt {claimed.retry_attempts} "
               f"failed: {error.message}")
+    fields = {"task_id": claimed.task_id, "execution_id": claimed.execution_id,
+              "attempt": claimed.retry_attempts, "status": committed.status, "error": error}
     if committed.status is S.READY:
         log.info("%s; retrying in %g s (retry %d of %d)", failed, committed.start_at - now,
-                 committed.retry_attempts, committed.retry.max_attempts)
+                 committed.retry_attempts, committed.retry.max_attempts, extra=fields)
     else:
-        log.warning("%s; not retried (status %s)", failed, committed.status)
+        log.warning("%s; not retried (status %s)", failed, committed.status, extra=fields)

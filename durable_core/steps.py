@@ -49,6 +49,10 @@ class StepEngine(Protocol):
         """Call user code (a finalize function)."""
         ...
 
+    def execution_context(self) -> dict[str, str] | None:
+        """What plugins keep with a new execution created now (``durable_execution_context``)."""
+        ...
+
 
 class StepContext:
     """Builds the commits for one claimed record."""
@@ -93,7 +97,7 @@ class StepContext:
             task, input, self.now, self.engine.codec, payload=payload,
             root=record.root or ExecutionRef(record.task_id, record.execution_id),
             parent=ParentRef(record.task_id, record.execution_id, index, is_finalize),
-            **options,
+            context=self.engine.execution_context(), **options,
         )
 
     def spawn(self, children: list[ExecutionRecord], **changes: Any) -> RunCommit:

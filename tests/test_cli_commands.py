@@ -4,8 +4,11 @@ commands they add)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import pty
+import re
 import signal
 import sqlite3
 import socket
@@ -13,6 +16,8 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -55,11 +60,11 @@ def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env | (extra or {})
 
 
-def start(*args: str, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+def start(*args: str, cwd: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start ``durable ARGS`` in the background, its stderr going to ``log``."""
     with log.open("wb") as stderr:
         return subprocess.Popen([sys.executable, "-m", "durable_core.cli", *args], cwd=cwd,
-                                stdout=subprocess.PIPE, stderr=stderr, env=environment())
+                                stdout=subprocess.PIPE, stderr=stderr, env=environment(env))
 
 
 def wait_for(log: Path, text: str, timeout: float = 20.0) -> None:
@@ -94,6 +99,10 @@ def project(tmp_path: Path) -> Path:
      "error: Sleeping task execution not found [sleepingTaskUniqueId=nope]"),
     (["executions", "gc", "--older-than", "7x"], None, "error: Invalid value for '--older-than': '7x' is not a duration; write e.g. 7d"),
     (["install", "sqlit"], None, "error: unknown plugin 'sqlit'; did you mean 'sqlite'?"),
+    (["install", "nope"], None, ("error: unknown plugin 'nope'; short names: cbor, conformance, memory, otel, postgres, prometheus, "
+                                 "sqlite, web (installed ones: durable plugins --all); for another distribution give its full "
+                                 "name (e.g. durable-storage-nope) or a path")),
+    (["install", "postgress"], None, "error: unknown plugin 'postgress'; did you mean 'postgres'? short names: "),
     (["enqueue"], None, "error: Missing argument 'MODULE:TASK'. (see: durable enqueue --help)"),
     (["executions", "list"], '[storage]\nname = "postgresql"\n', "error: storage 'postgresql' is not installed; run: durable install postgresql"),
     (["executions", "list"], "[storage\n", "error: durable.toml: not valid TOML: "),
@@ -112,8 +121,11 @@ def project(tmp_path: Path) -> Path:
     (["executions", "list"], '[storage.options]\npath = 5\n',
      "error: durable.toml: storage.options.path: expected a file path (default 'durable.db'), got an integer 5"),
     (["executions", "gc", "--older-than", "1d"], '[storage.options]\npath = 5\n', "error: durable.toml: storage.options.path"),
-    (["enqueue", "app:hello"], '[storage.options]\npath = 5\n', "error: Invalid sqlite storage option path=5: expected a file path"),
-    (["worker", "app:executor"], '[storage.options]\npath = 5\n', "error: Invalid sqlite storage option path=5"),
+    (["enqueue", "app:hello"], '[storage.options]\npath = 5\n', "error: durable.toml: storage.options.path: expected a file path"),
+    (["worker", "app:executor"], '[storage.options]\npath = 5\n', "error: durable.toml: storage.options.path: expected"),
+    (["demo"], '[storage]\nname = "memory"\n[storage.options]\npath = "x.db"\n',
+     "error: durable.toml: storage.options.path is not an option of storage 'memory' (it takes none); remove it with: "
+     "durable config unset storage.options.path"),
     (["config", "set", "storage.options.path", "5"], None, "error: durable.toml: storage.options.path: expected a file path"),
     (["executions", "list", "--limit", "99999999999999999999"], None,
      "error: Invalid value for '--limit': 99999999999999999999 is not in the range 1<=x<=1000000."),
@@ -134,6 +146,35 @@ def test_a_user_mistake_is_one_line_on_stderr_and_exit_code_2(project: Path, arg
     assert result.stderr.count("\n") == 1
     assert (project / "durable.toml").read_text() == before  # nothing changed, nothing stored
     assert stored_count(project / "test.db") == 0
+
+
+def test_switching_the_storage_in_an_empty_folder_leaves_every_command_working(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(APP)
+    switched = durable("config", "set", "storage.name", "memory", cwd=tmp_path)
+    assert switched.stdout == 'durable.toml: storage.name = "memory" (removed storage.options.path, options of \'sqlite\')\n'
+    text = (tmp_path / "durable.toml").read_text()
+    assert "path =" not in text and "# Keyword arguments of the storage plugin" in text  # comments kept
+    for args in (["executions", "list"], ["enqueue", "app:hello"]):  # the file's storage, and from_config's
+        assert durable(*args, cwd=tmp_path).returncode == 0, args
+
+    (tmp_path / "durable.toml").write_text(text.replace("[storage.options]\n", '[storage.options]\npath = "x.db"\n'))
+    for args in (["executions", "list"], ["enqueue", "app:hello"]):
+        failed = durable(*args, cwd=tmp_path)
+        assert (failed.returncode, failed.stderr) == (2, (
+            "error: durable.toml: storage.options.path is not an option of storage 'memory' (it takes none); "
+            "remove it with: durable config unset storage.options.path\n")), args
+    assert durable("config", "unset", "storage.options.path", cwd=tmp_path).stdout == "durable.toml: removed storage.options.path\n"
+    assert (tmp_path / "durable.toml").read_text() == text
+    assert durable("executions", "list", cwd=tmp_path).returncode == 0
+
+
+def test_config_set_uncomments_a_commented_out_key_in_place(tmp_path: Path) -> None:
+    assert durable("config", "init", cwd=tmp_path).returncode == 0
+    before = (tmp_path / "durable.toml").read_text()
+    assert durable("config", "set", "executor.poll_interval", "0.1", cwd=tmp_path).returncode == 0
+    after = (tmp_path / "durable.toml").read_text()
+    assert after == before.replace("# poll_interval = 0.5\n", "poll_interval = 0.1\n")
+    assert durable("config", "get", "executor.poll_interval", cwd=tmp_path).stdout == "0.1\n"
 
 
 def stored_count(path: Path) -> int:
@@ -199,7 +240,7 @@ def test_worker_enqueue_and_every_executions_command(project: Path) -> None:
         assert done.returncode == 0, done.stderr
         hello_id, outcome = done.stdout.splitlines()
         assert outcome == 'completed: {"hello": {"a": 1}}'
-        assert "hello: completed" in done.stderr  # progress
+        assert "hello: completed" in done.stderr and "no worker" not in done.stderr  # progress
 
         failed = durable("enqueue", "app:boom", "--wait", cwd=project)
         assert failed.returncode == 1 and failed.stdout.splitlines()[1] == "failed: boom"
@@ -211,6 +252,11 @@ def test_worker_enqueue_and_every_executions_command(project: Path) -> None:
         family_id = family.stdout.splitlines()[0]
         assert family.stdout.splitlines()[1].startswith('completed: {"output": 5, "children": [')
         assert "family: completed, 5 children: 5 completed" in family.stderr  # many children: counted
+        as_json = json.loads(durable("executions", "tree", family_id, "--json", cwd=project).stdout)
+        assert (as_json["task_id"], as_json["execution_id"], as_json["status"], as_json["finalize"]) == (
+            "family", family_id, "completed", None)
+        assert [(child["task_id"], child["status"], child["children"]) for child in as_json["children"]] == [
+            ("hello", "completed", [])] * 5
         tree = durable("executions", "tree", family_id, cwd=project).stdout.splitlines()
         assert tree[0] == f"family {family_id} completed  <"
         assert all(line.startswith("├── hello te_") and line.endswith(" completed") for line in tree[1:5])
@@ -223,9 +269,11 @@ def test_worker_enqueue_and_every_executions_command(project: Path) -> None:
         assert len(listed) == 1 + 7 and all(" hello " in line for line in listed[1:])
         rows = [json.loads(line) for line in durable("executions", "list", "--status", "errored", "--json", cwd=project).stdout.splitlines()]
         assert [(row["task_id"], row["error"]) for row in rows] == [("boom", "boom")]
+        assert all(is_iso_utc(rows[0][key]) for key in ("created_at", "finished_at"))
 
         shown = json.loads(durable("executions", "show", hello_id, "--json", cwd=project).stdout)
         assert (shown["status"], shown["input"], shown["output"]) == ("completed", {"a": 1}, {"hello": {"a": 1}})
+        assert all(is_iso_utc(shown[key]) for key in ("created_at", "updated_at", "started_at", "finished_at"))
         lines = [line.split(None, 1) for line in durable("executions", "show", hello_id, cwd=project).stdout.splitlines()]
         assert ["output:", '{"hello": {"a": 1}}'] in lines and ["status:", "completed"] in lines
 
@@ -239,6 +287,8 @@ def test_worker_enqueue_and_every_executions_command(project: Path) -> None:
         again = durable("executions", "cancel", slow_id, cwd=project).stdout
         assert again == f"slow {slow_id} already finished (cancelled); nothing to cancel\n"
 
+        counted = durable("executions", "gc", "--older-than", "0s", "--dry-run", cwd=project)
+        assert counted.stdout.startswith("would delete 11 executions of trees finished before ")
         deleted = durable("executions", "gc", "--older-than", "0s", cwd=project)
         assert deleted.stdout.startswith("deleted 11 executions of trees finished before ")
         assert durable("executions", "list", cwd=project).stdout == "no executions found\n"
@@ -248,6 +298,103 @@ def test_worker_enqueue_and_every_executions_command(project: Path) -> None:
     text = log.read_text()
     assert f"committed hello [{hello_id}] running -> completed" in text
     assert "SIGINT received: stopping" in text and text.endswith("stopped\n")
+
+
+def test_enqueue_wait_says_when_no_worker_runs_it_and_goes_on_when_one_starts(project: Path) -> None:
+    (project / "durable.toml").write_text(SQLITE_CONFIG + "heartbeat_interval = 0.5\n")  # the hint's delay
+    log = project / "enqueue.log"
+    waiting = start("enqueue", "app:hello", "--input", "1", "--wait", cwd=project, log=log)
+    worker = None
+    try:
+        wait_for(log, "no worker is running")  # printed once the registry of executors has shown none
+        assert ("no worker is running (durable workers lists none), so nothing runs hello; start one with: "
+                "durable worker app:executor\n") in log.read_text()
+        worker = start("worker", "app:executor", "--quiet", cwd=project, log=project / "worker.log")
+        assert waiting.wait(timeout=30) == 0
+        assert waiting.stdout is not None and waiting.stdout.read().decode().splitlines()[1] == 'completed: {"hello": 1}'
+        assert log.read_text().count("no worker") == 1
+    finally:
+        waiting.kill()
+        if worker is not None:
+            worker.send_signal(signal.SIGINT)
+            assert worker.wait(timeout=20) == 0
+
+
+def is_iso_utc(text: str) -> bool:
+    """Whether ``text`` is an ISO 8601 time with the UTC offset, as every JSON output has them."""
+    return "T" in text and datetime.fromisoformat(text).utcoffset() == timedelta(0)
+
+
+NAMED_APP = '''
+from durable_core import DurableExecutor
+
+executor = DurableExecutor.from_config()
+
+@executor.task(id="say_hello", timeout=5)
+async def greet(ctx, input):
+    return input
+
+nap = executor.sleeping_task(id="long_nap", timeout=60)
+'''
+
+
+def test_a_task_argument_is_its_id_or_its_variable_in_every_command(project: Path) -> None:
+    (project / "named.py").write_text(NAMED_APP)
+    by_variable = durable("enqueue", "named:greet", cwd=project).stdout.strip()
+    by_id = durable("enqueue", "named:say_hello", cwd=project).stdout.strip()
+    for task in ("say_hello", "named:greet"):
+        listed = durable("executions", "list", "--task", task, "--json", cwd=project).stdout.splitlines()
+        assert [json.loads(line)["execution_id"] for line in listed] == [by_id, by_variable], task
+    sleeping = durable("enqueue", "named:long_nap", "--input", '"a"', cwd=project).stdout.strip()
+    woken = durable("executions", "wakeup", "named:nap", "a", "--output", "1", cwd=project)
+    assert woken.stdout == f"long_nap {sleeping}: completed\n", woken.stderr
+    wrong = durable("executions", "list", "--task", "named:gret", cwd=project)
+    assert (wrong.returncode, wrong.stderr) == (2, "error: module 'named' has no task 'gret'; did you mean 'greet'? "
+                                                   "its tasks: greet, nap\n")
+
+
+def in_terminal(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    """Run ``durable ARGS`` with its stdout and stderr on a pseudo-terminal; what it wrote there."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "durable_core.cli", *args], cwd=cwd, env=environment(env),
+                               stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the process is gone and the terminal closed
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    assert process.wait(timeout=60) in (0, 1)
+    return output.decode()
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(project: Path) -> None:
+    durable("enqueue", "app:hello", cwd=project)
+    coloured = "\x1b[36mready\x1b[0m"
+    assert coloured in in_terminal("executions", "list", cwd=project)
+    assert "ready" in in_terminal("executions", "list", cwd=project, env={"NO_COLOR": "1"})
+    assert "\x1b[" not in in_terminal("executions", "list", cwd=project, env={"NO_COLOR": "1"})
+    piped = durable("executions", "list", cwd=project).stdout
+    assert " ready " in piped and "\x1b[" not in piped
+
+
+def test_install_keeps_pip_s_output_in_a_log_and_shows_its_error(project: Path) -> None:
+    offline = {"PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "TMPDIR": str(project)}
+    failed = durable("install", "durable-storage-nowhere", cwd=project, env=offline)
+    assert (failed.returncode, failed.stdout) == (1, "")
+    running, error = failed.stderr.splitlines()  # nothing of pip's own output
+    assert running.startswith("running: ") and running.endswith(" install durable-storage-nowhere")
+    assert error.startswith("error: pip failed (exit code 1): ERROR: No matching distribution found for "
+                            "durable-storage-nowhere; its whole output: ")
+    log = Path(error.rsplit(": ", 1)[1])
+    assert log.parent == project and "Could not find a version that satisfies the requirement" in log.read_text()
+    shown = in_terminal("install", "durable-storage-nowhere", cwd=project, env=offline)
+    assert "\r| pip is working (0s)" in shown and "error: pip failed (exit code 1)" in shown
 
 
 RETRYING_APP = '''
@@ -364,6 +511,7 @@ def test_workers_lists_live_executors_and_what_they_run(project: Path) -> None:
             assert time.monotonic() < deadline, live
         (shown,) = live
         assert (shown["host"], shown["pid"]) == (socket.gethostname(), worker.pid)
+        assert is_iso_utc(shown["started_at"]) and is_iso_utc(shown["heartbeat_at"])
         table = durable("workers", cwd=project).stdout.splitlines()
         assert table[0].split() == ["EXECUTOR", "HOST", "PID", "STARTED", "(UTC)", "LAST", "HEARTBEAT", "(UTC)",
                                     "RUNNING"]
@@ -388,11 +536,17 @@ def test_demo_resumes_after_an_interruption(tmp_path: Path, stop: signal.Signals
     wait_for(log, "extract_title: running")
     demo.send_signal(stop)
     assert demo.wait(timeout=20) == (130 if stop == signal.SIGINT else -signal.SIGKILL)
-    if stop == signal.SIGINT:
-        assert log.read_text().endswith("handing the running tasks back; run again to resume\n")
     first_line = demo.stdout.read().decode().splitlines()[0] if demo.stdout else ""
+    workflow_id = first_line.split()[1]
+    if stop == signal.SIGINT:  # what was saved where, and how to resume
+        saved = log.read_text().splitlines()[-1]
+        assert saved.startswith(f"saved workflow {workflow_id} in storage 'sqlite' (path='durable.db'): "
+                                "done: upload_file's upload")
+        assert "; handed back to run again: " in saved and saved.endswith("summarize_file; resume it with: durable demo")
     resumed = durable("demo", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr.startswith("resuming it: skipping upload_file's upload")  # the steps already done
+    assert "(already done); running " in resumed.stderr.splitlines()[0]
     assert resumed.stdout.splitlines() == [
         first_line,  # the same workflow, found by its idempotency key
         'completed: {"file": "report.pdf", "title": "Title of report.pdf", "summary": "Summary of report.pdf"}',
@@ -470,3 +624,119 @@ def test_two_plugins_registering_one_storage_name_are_listed_and_reported(projec
     assert "'fastmem' (fastmem 1.0)" in listed.stderr and "'memory' (durable-storage-memory " in listed.stderr
     failed = durable("executions", "list", cwd=project, env=env)
     assert (failed.returncode, failed.stderr) == (2, listed.stderr)
+
+
+def test_worker_log_format_json_prints_one_object_per_line(project: Path) -> None:
+    log = project / "worker.log"
+    worker = start("worker", "app:executor", "--log-format", "json", cwd=project, log=log)
+    try:
+        wait_for(log, "stop it with Ctrl-C or SIGTERM")
+        boom_id = durable("enqueue", "app:boom", "--wait", cwd=project).stdout.split()[0]
+        wait_for(log, f'"execution": "{boom_id}", "attempt": 0, "previous_status": "running", "status": "failed"')
+    finally:
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(timeout=20) == 0
+    lines = [json.loads(line) for line in log.read_text().splitlines()]  # every line is one object
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    assert lines[0]["message"].startswith("worker de_") and lines[-1]["message"] == "stopped"
+    boom = [line for line in lines if line.get("execution") == boom_id]
+    assert [(line["level"], line.get("kind"), line.get("attempt")) for line in boom] == [
+        ("DEBUG", "claimed", 0), ("DEBUG", "committed", 0), ("WARNING", None, 0)]  # enqueued by another process
+    committed = boom[1]
+    assert (committed["task"], committed["status"], committed["error"]) == ("boom", "failed", "boom")
+    assert boom[2]["message"].endswith("attempt 0 failed: boom; not retried (status failed)")
+    assert boom[2]["time"].endswith("+00:00")
+
+
+# ----------------------------------------------------------------------------- metrics (durable-prometheus)
+
+prometheus_installed = pytest.mark.skipif(
+    not any(ep.name == "prometheus" for ep in importlib.metadata.entry_points(group="durable")),
+    reason="durable-prometheus is not installed (requirements-dev.txt installs it)")
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=")
+        text = response.read().decode()
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+@prometheus_installed
+def test_worker_metrics_port_serves_prometheus_metrics(project: Path) -> None:
+    log = project / "worker.log"
+    worker = start("worker", "app:executor", "--metrics-port", "0", "--quiet", cwd=project, log=log)
+    try:
+        wait_for(log, "stop it with Ctrl-C or SIGTERM")
+        port = re.search(r"serving metrics at http://\S+:(\d+)/metrics", log.read_text()).group(1)
+        assert durable("enqueue", "app:hello", "--input", "1", "--wait", cwd=project).returncode == 0
+        samples = scrape(f"http://127.0.0.1:{port}/metrics")
+        assert samples[("durable_executions_finished_total", frozenset({("task", "hello"), ("status", "completed")}))] == 1
+        assert samples[("durable_attempt_duration_seconds_count", frozenset({("task", "hello"), ("outcome", "completed")}))] == 1
+    finally:
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(timeout=20) == 0
+
+
+@prometheus_installed
+def test_a_metrics_port_in_use_is_one_line(project: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = durable("worker", "app:executor", "--metrics-port", str(port), cwd=project)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (f"error: cannot serve metrics on port {port}: Address already in use; choose another "
+                             "--metrics-port\n")
+
+
+def test_a_metrics_port_without_a_metrics_plugin_says_what_to_install(project: Path) -> None:
+    result = durable("worker", "app:executor", "--metrics-port", "9464", cwd=project,
+                     env={"DURABLE_DISABLE_PLUGINS": "prometheus"})
+    assert (result.returncode, result.stderr) == (
+        2, "error: --metrics-port needs a plugin that serves /metrics; run: durable install prometheus\n")
+
+
+@prometheus_installed
+def test_durable_serve_answers_metrics_when_prometheus_is_installed(project: Path) -> None:
+    pytest.importorskip("durable_web")
+    log = project / "serve.log"
+    server = start("serve", "--port", "0", cwd=project, log=log)
+    try:
+        wait_for(log, "stop it with Ctrl-C or SIGTERM")
+        url = re.search(r"serving the dashboard at (\S+)/ ", log.read_text()).group(1)
+        deadline = time.monotonic() + 10  # the storage is looked at as the server starts
+        while (ready := scrape(f"{url}/metrics").get(("durable_executions", frozenset({("status", "ready")})))) != 0:
+            assert time.monotonic() < deadline, ready
+            time.sleep(0.05)
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=20) == 0
+
+
+# ----------------------------------------------------------------------------- traces (durable-otel)
+
+otel_installed = pytest.mark.skipif(
+    not any(ep.name == "otel" for ep in importlib.metadata.entry_points(group="durable")),
+    reason="durable-otel is not installed (requirements-dev.txt installs it)")
+
+
+@otel_installed
+def test_an_unreachable_trace_exporter_is_one_warning_and_the_worker_runs_on(project: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    log = project / "worker.log"
+    worker = start("worker", "app:executor", "--quiet", cwd=project, log=log, env={
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_TIMEOUT": "1", "OTEL_BSP_SCHEDULE_DELAY": "50"})
+    try:
+        wait_for(log, f"the OpenTelemetry exporter endpoint {endpoint} is unreachable (")
+        for input in range(2):
+            assert durable("enqueue", "app:hello", "--input", str(input), "--wait", cwd=project).returncode == 0
+    finally:
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(timeout=30) == 0
+    assert log.read_text().count(f"{endpoint} is unreachable") == 1

@@ -1,5 +1,6 @@
-"""``durable install`` / ``uninstall``: name resolution, the installer command, and for real: a
-fresh environment holding only durable-core gets the sqlite plugin by its short name."""
+"""``durable install`` / ``uninstall``: name resolution, the installer command, and for real, in a
+fresh environment: ``pip install durable`` runs the demo, and durable-core alone gets the sqlite
+plugin by its short name."""
 
 from __future__ import annotations
 
@@ -105,9 +106,13 @@ def copy_distribution(name: str, site_packages: Path) -> None:
 
 
 @pytest.mark.slow
-def test_install_sqlite_by_name_into_an_environment_holding_only_durable_core(tmp_path: Path) -> None:
+def test_pip_install_durable_runs_the_demo_and_durable_core_alone_installs_sqlite_by_name(tmp_path: Path) -> None:
+    """One fresh environment, as a user would meet it: ``pip install durable`` then ``durable demo``;
+    without durable-storage-sqlite (durable-core alone), ``durable demo`` says in one line how to
+    add it, and ``durable install sqlite`` does."""
     wheels = tmp_path / "wheels"
-    for project in (ROOT, ROOT / "plugins" / "storage_sqlite", ROOT / "plugins" / "storage_memory"):
+    for project in (ROOT, ROOT / "plugins" / "storage_sqlite", ROOT / "plugins" / "storage_memory",
+                    ROOT / "packages" / "durable"):
         run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", project, "-w", wheels)
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv)
@@ -117,7 +122,6 @@ def test_install_sqlite_by_name_into_an_environment_holding_only_durable_core(tm
         copy_distribution(dependency, site_packages)
     env = {key: value for key, value in os.environ.items() if key not in ("DURABLE_CONFIG", "PYTHONPATH")}
     env |= {"PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    run(python, "-m", "pip", "install", "-q", "--find-links", wheels, "durable-core", env=env)
     project = tmp_path / "project"
     project.mkdir()
 
@@ -125,8 +129,15 @@ def test_install_sqlite_by_name_into_an_environment_holding_only_durable_core(tm
         return subprocess.run([venv / "bin" / "durable", *args], cwd=project, capture_output=True, text=True,
                               timeout=120, env=env, check=False)
 
-    missing = durable("executions", "list")
-    assert (missing.returncode, missing.stderr) == (2, "error: storage 'sqlite' is not installed; run: durable install sqlite\n")
+    run(python, "-m", "pip", "install", "-q", "--find-links", wheels, "durable", env=env)
+    demo = durable("demo")
+    assert demo.returncode == 0, demo.stderr
+    assert demo.stdout.splitlines()[-1].startswith('completed: {"file": "report.pdf"')
+
+    run(python, "-m", "pip", "uninstall", "-q", "-y", "durable", "durable-storage-sqlite", env=env)  # durable-core alone
+    for args in (["demo"], ["executions", "list"]):
+        missing = durable(*args)
+        assert (missing.returncode, missing.stderr) == (2, "error: storage 'sqlite' is not installed; run: durable install sqlite\n")
     assert durable("plugins").stdout.startswith("no plugins installed")
 
     installed = durable("install", "sqlite", "--find-links", wheels, "--use")
@@ -138,11 +149,7 @@ def test_install_sqlite_by_name_into_an_environment_holding_only_durable_core(tm
     assert 'name = "sqlite"' in (project / "durable.toml").read_text()
     row = durable("plugins").stdout.splitlines()[1].split()
     assert row == ["sqlite", "durable-storage-sqlite", "0.1.0", "storage:sqlite", "ok"]
-
-    demo = durable("demo")
-    assert demo.returncode == 0, demo.stderr
-    assert demo.stdout.splitlines()[-1].startswith('completed: {"file": "report.pdf"')
-    assert " upload_file " in durable("executions", "list").stdout
+    assert " upload_file " in durable("executions", "list").stdout  # the demo's workflow, in ./durable.db
 
     (wheel,) = wheels.glob("durable_storage_memory-*.whl")
     by_path = durable("install", wheel)  # a local wheel; its distribution is checked all the same

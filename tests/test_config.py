@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import durable_core.config
 from durable_core import DurableExecutor
 from durable_core.cli import cli
-from durable_core.cli.config_file import default_config_text, select_plugin, set_config_value
+from durable_core.cli.config_file import default_config_text, set_config_value, unset_config_value
 from durable_core.config import (
     CONFIG_ENV,
     EXECUTOR_OPTIONS,
@@ -183,7 +183,8 @@ def test_the_default_file_is_commented_and_means_the_defaults() -> None:
 def test_set_keeps_every_byte_but_the_changed_value() -> None:
     Path("durable.toml").write_text(ODD)
     location = ConfigLocation(Path("durable.toml"))
-    config = set_config_value(location, "executor.shutdown_timeout", 7.5)
+    config, note = set_config_value(location, "executor.shutdown_timeout", 7.5)
+    assert note is None
     assert config.executor["shutdown_timeout"] == 7.5
     assert Path("durable.toml").read_text() == ODD.replace("shutdown_timeout=3 #", "shutdown_timeout=7.5 #")
     set_config_value(location, "storage.options.path", "other.db")
@@ -193,9 +194,32 @@ def test_set_keeps_every_byte_but_the_changed_value() -> None:
 
 def test_set_adds_a_missing_key_and_leaves_the_rest_alone() -> None:
     Path("durable.toml").write_text(ODD)
+    set_config_value(ConfigLocation(Path("durable.toml")), "executor.max_lease_expirations", 3)
+    text = Path("durable.toml").read_text()
+    assert text.startswith(ODD.rstrip("\n")) and text.endswith("max_lease_expirations = 3\n")
+
+
+def test_set_uncomments_a_commented_out_key_in_place() -> None:
+    Path("durable.toml").write_text(ODD.replace("# poll_interval", "  #poll_interval"))
+    set_config_value(ConfigLocation(Path("durable.toml")), "executor.poll_interval", 1)
+    assert Path("durable.toml").read_text() == ODD.replace("# poll_interval = 0.5", "  poll_interval = 1")
+    set_config_value(ConfigLocation(Path("durable.toml")), "executor.poll_interval", 2)  # now it is there
+    assert Path("durable.toml").read_text() == ODD.replace("# poll_interval = 0.5", "  poll_interval = 2")
+
+
+def test_set_uncomments_only_in_the_key_s_own_table() -> None:
+    Path("durable.toml").write_text(ODD.replace("[storage]     # the store", "# poll_interval = 9\n[storage]"))
     set_config_value(ConfigLocation(Path("durable.toml")), "executor.poll_interval", 1)
     text = Path("durable.toml").read_text()
-    assert text.startswith(ODD.rstrip("\n")) and text.endswith("poll_interval = 1\n")
+    assert "# poll_interval = 9\n" in text and "\npoll_interval = 1\n" in text and "# poll_interval = 0.5" not in text
+
+
+def test_unset_removes_a_key_and_nothing_else() -> None:
+    Path("durable.toml").write_text(ODD)
+    unset_config_value(ConfigLocation(Path("durable.toml")), "storage.options.path")
+    assert Path("durable.toml").read_text() == ODD.replace('path   =  "app.db"   # relative!\n', "")
+    with pytest.raises(ConfigError, match=r"^durable.toml sets no 'storage.options.path'; see what it sets with: "):
+        unset_config_value(ConfigLocation(Path("durable.toml")), "storage.options.path")
 
 
 def test_an_invalid_value_is_refused_and_the_file_left_alone() -> None:
@@ -216,9 +240,9 @@ def test_set_in_a_malformed_file_says_so() -> None:
 
 
 def test_set_without_a_file_writes_the_commented_defaults_first() -> None:
-    set_config_value(ConfigLocation(Path("durable.toml")), "storage.name", "memory")
+    set_config_value(ConfigLocation(Path("durable.toml")), "executor.poll_interval", 0.25)
     assert Path("durable.toml").read_text() == default_config_text().replace(
-        'name = "sqlite"', 'name = "memory"')
+        "# poll_interval = 0.5", "poll_interval = 0.25")
     assert load_config().storage.options == {"path": "durable.db"}  # as written in the file
 
 
@@ -231,15 +255,33 @@ def test_set_in_pyproject_edits_tool_durable_only(workdir: Path) -> None:
     assert (workdir / "pyproject.toml").read_text() == original.replace('"json"', '"cbor"')
 
 
-def test_select_plugin_switches_storage_and_drops_the_old_options() -> None:
+def test_selecting_another_storage_resets_the_options_and_keeps_the_comments() -> None:
     Path("durable.toml").write_text(ODD)
     location = ConfigLocation(Path("durable.toml"))
-    note = select_plugin(location, "storage", "memory")
-    assert note == "removed storage.options, which were options of 'sqlite'"
-    assert load_config().storage == type(load_config().storage)("memory", {})
-    assert select_plugin(location, "serializer", "cbor") is None
-    assert load_config().serializer == "cbor"
-    assert "# my settings   (hand written)" in Path("durable.toml").read_text()
+    config, note = set_config_value(location, "storage.name", "memory")
+    assert note == "removed storage.options.path, options of 'sqlite'"
+    assert config.storage == type(config.storage)("memory", {}) == load_config().storage
+    assert Path("durable.toml").read_text() == ODD.replace('name="sqlite"', 'name="memory"').replace(
+        'path   =  "app.db"   # relative!\n', "")
+    assert set_config_value(location, "serializer", "cbor")[1] is None
+    assert set_config_value(location, "storage.name", "memory")[1] is None  # the same storage: nothing to reset
+    _, note = set_config_value(location, "storage.name", "sqlite")
+    assert note == "'sqlite' takes: path, synchronous, busy_timeout, busy_retries, max_batch_size, watch_interval, " \
+                   "file_mode (set one with: durable config set storage.options.NAME VALUE)"
+
+
+def test_every_command_names_an_option_the_storage_does_not_take_and_how_to_remove_it(workdir: Path) -> None:
+    (workdir / "durable.toml").write_text('[storage]\nname = "memory"\n[storage.options]\npath = "durable.db"\n')
+    message = ("durable.toml: storage.options.path is not an option of storage 'memory' (it takes none); "
+               "remove it with: durable config unset storage.options.path")
+    with pytest.raises(ConfigError) as caught:
+        DurableExecutor.from_config()
+    assert str(caught.value) == message
+    (workdir / "durable.toml").write_text('[storage.options]\nbusy_timeuot = 1\n')
+    with pytest.raises(ConfigError, match=r"^durable.toml: storage.options.busy_timeuot is not an option of storage "
+                                          r"'sqlite' \(did you mean 'busy_timeout'\? it takes: path, "):
+        DurableExecutor.from_config()
+    DurableExecutor.from_config(storage="memory")  # another storage: the file's options do not apply
 
 
 def test_config_commands(workdir: Path) -> None:
@@ -247,7 +289,8 @@ def test_config_commands(workdir: Path) -> None:
     assert runner.invoke(cli, ["config", "init"]).output == "wrote durable.toml\n"
     again = runner.invoke(cli, ["config", "init"])
     assert again.exit_code != 0 and "already exists; overwrite it with: durable config init --force" in str(again.exception)
-    assert runner.invoke(cli, ["config", "set", "storage.name", "memory"]).output == 'durable.toml: storage.name = "memory"\n'
+    assert runner.invoke(cli, ["config", "set", "storage.name", "memory"]).output == (
+        'durable.toml: storage.name = "memory" (removed storage.options.path, options of \'sqlite\')\n')
     assert runner.invoke(cli, ["config", "set", "executor.poll_interval", "0.25"]).exit_code == 0
     assert runner.invoke(cli, ["config", "get", "storage.name"]).output == "memory\n"
     assert runner.invoke(cli, ["config", "get", "executor.poll_interval"]).output == "0.25\n"
@@ -274,7 +317,8 @@ def test_set_checks_storage_options_against_the_storage_plugin_declarations() ->
         "durable.toml: storage.options.path: expected a file path (default 'durable.db'), got an integer 5")
     unknown = runner.invoke(cli, ["config", "set", "storage.options.busy_timeuot", "2"])
     assert str(unknown.exception).startswith(
-        "durable.toml: unknown key 'storage.options.busy_timeuot'; did you mean 'busy_timeout'? expected one of: path, ")
+        "durable.toml: storage.options.busy_timeuot is not an option of storage 'sqlite' (did you mean "
+        "'busy_timeout'? it takes: path, ")
     assert not Path("durable.toml").exists()
     assert runner.invoke(cli, ["config", "set", "storage.options.busy_timeout", "2"]).exit_code == 0
     assert load_config().storage.options == {"path": "durable.db", "busy_timeout": 2}

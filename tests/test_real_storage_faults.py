@@ -18,6 +18,7 @@ import trio
 
 from durable_core import DurableExecutor, TaskExecutionStatus
 from durable_storage_sqlite import SqliteStorage
+from durable_storage_sqlite._thread import Kind
 
 pytestmark = pytest.mark.real_clock
 
@@ -176,7 +177,7 @@ async def test_sqlite_disk_full_then_space_again(tmp_path: Path, caplog: pytest.
             conn = storage._db.conn
             (count,) = conn.execute("PRAGMA page_count").fetchone()
             conn.execute(f"PRAGMA max_page_count = {4294967294 if extra is None else count + extra}").fetchone()
-        await storage._threads.call(storage.read_kind, limit)
+        await storage._threads.call(Kind.ALONE, limit)  # alone: not in a transaction that a full disk fails
 
     runs: list[int] = []
     executor = DurableExecutor(storage, poll_interval=0.1)

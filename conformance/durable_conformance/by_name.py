@@ -9,20 +9,19 @@ the starting point of the pytest route.
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import re
-import sys
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import trio
 
 from durable_core import open_storage
-from durable_core.storage.opening import parse_option
+from durable_core.storage.contract import Storage
 
 from .opening import StorageFactory
 
@@ -54,15 +53,66 @@ def resolve_options(name: str, options: Mapping[str, Any] | None, tmp_path: Path
     return resolved
 
 
+@runtime_checkable
+class Destroyable(Protocol):
+    """Optional for a storage: ``destroy()`` drops what the storage made in its database (its
+    tables, a schema). The by-name route calls it on each storage it opened under a name of its
+    own making (a new ``schema``) after the check, or the run, ends (also when interrupted): on a
+    closed storage, possibly in another trio run, so it may use only what outlives both, such as
+    the storage's connection settings."""
+
+    async def destroy(self) -> None: ...
+
+
+_made: dict[str, Storage] = {}
+"""The last storage opened under each schema name this process made up, until destroyed."""
+
+
 def storage_by_name(name: str, options: Mapping[str, Any] | None = None, tmp_path: Path | None = None) -> StorageFactory:
-    """A storage factory for the installed storage ``name``, opened by ``durable_core.open_storage``."""
+    """A storage factory for the installed storage ``name``, opened by ``durable_core.open_storage``.
+    A schema it names itself is recorded when it is first opened, for ``destroy_made``."""
+    return _by_name(name, options, tmp_path)[0]
+
+
+def _by_name(name: str, options: Mapping[str, Any] | None, tmp_path: Path | None) -> tuple[StorageFactory, str | None]:
+    """``storage_by_name``'s factory, and the schema name it made up (None if it made none)."""
     resolved = resolve_options(name, options, tmp_path)
-    return lambda: open_storage(name, **resolved)
+    made = resolved.get("schema") if "schema" not in (options or {}) else None
+
+    @asynccontextmanager
+    async def factory() -> AsyncIterator[Storage]:
+        async with open_storage(name, **resolved) as storage:
+            if made is not None:
+                _made[made] = storage
+            yield storage
+
+    return factory, made
 
 
-async def _probe(name: str, options: dict[str, Any]) -> None:
+@contextmanager
+def throwaway_storage(name: str, options: Mapping[str, Any] | None, tmp_path: Path) -> Iterator[StorageFactory]:
+    """``storage_by_name`` for one check; afterwards, the schema it made (if any) is destroyed."""
+    factory, made = _by_name(name, options, tmp_path)
+    try:
+        yield factory
+    finally:
+        destroy_made([made] if made else [])
+
+
+def destroy_made(schemas: Iterable[str] | None = None) -> None:
+    """Destroy the storages made under ``schemas`` (by default all of them) that were opened, if
+    the storage is ``Destroyable``; each is forgotten even if that fails."""
+    for schema in list(_made if schemas is None else schemas):
+        storage = _made.pop(schema, None)
+        if isinstance(storage, Destroyable):
+            trio.run(storage.destroy)
+
+
+async def _probe(factory: StorageFactory) -> None:
     """Open and close the storage once, so that a wrong option is one clear line, not 100 errors."""
-    async with open_storage(name, **options):
+    made = factory()
+    assert isinstance(made, AbstractAsyncContextManager)  # storage_by_name's
+    async with made:
         pass
 
 
@@ -77,7 +127,7 @@ Written by `python -m durable_conformance {name} --write`; edit freely (docs/con
 
 import pytest
 
-from durable_conformance import StorageConformance, storage_by_name
+from durable_conformance import StorageConformance, throwaway_storage
 
 pytest_plugins = ["durable_conformance.plugin"]
 
@@ -88,33 +138,36 @@ class {class_name}(StorageConformance):
 
     @pytest.fixture
     def storage_factory(self, tmp_path):
-        return storage_by_name({name!r}, {dict(options)!r}, tmp_path)
+        with throwaway_storage({name!r}, {dict(options)!r}, tmp_path) as factory:
+            yield factory
 '''
 
 
 def run(name: str, options: Mapping[str, Any] | None = None, pytest_args: Sequence[str] = (),
         known_failures: Mapping[str, str] | None = None) -> int:
-    """Run the suite against the installed storage ``name``; pytest's exit code."""
+    """Run the suite against the installed storage ``name``; pytest's exit code. A storage that
+    is not installed, or options it refuses, raise ``DurableExecutionError`` before any check."""
     import pytest
 
-    from durable_core.errors import DurableExecutionError
     from durable_core.plugins.manager import default_registry
 
     with tempfile.TemporaryDirectory(prefix="durable-conformance-") as directory:
         root = Path(directory)
+        default_registry().storage_factory(name)
+        (root / "probe").mkdir()
         try:
-            default_registry().storage_factory(name)
-            (root / "probe").mkdir()
-            trio.run(_probe, name, resolve_options(name, options, root / "probe"))
-        except DurableExecutionError as exc:
-            print(f"error: {exc.message}", file=sys.stderr)
-            return 4
+            trio.run(_probe, storage_by_name(name, options, root / "probe"))
+        finally:
+            destroy_made()
         module = root / f"test_conformance_{re.sub(r'[^A-Za-z0-9]+', '_', name)}.py"
         module.write_text(module_source(name, options or {}, known_failures or {}), encoding="utf-8")
         ini = root / "pytest.ini"
         ini.write_text("[pytest]\naddopts = -p no:cacheprovider\n", encoding="utf-8")
         args = [str(module), "-c", str(ini), "--rootdir", str(root), *pytest_args]
-        return int(pytest.main(args, plugins=[_HypothesisHome(root / ".hypothesis")]))
+        try:  # pytest tears the checks down also on Ctrl-C; what a check left is destroyed here
+            return int(pytest.main(args, plugins=[_HypothesisHome(root / ".hypothesis")]))
+        finally:
+            destroy_made()
 
 
 class _HypothesisHome:
@@ -130,36 +183,10 @@ class _HypothesisHome:
         set_hypothesis_home_dir(self.directory)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    pytest_args: list[str] = []
-    if "--" in argv:
-        at = argv.index("--")
-        argv, pytest_args = argv[:at], argv[at + 1:]
-    parser = argparse.ArgumentParser(
-        prog="python -m durable_conformance",
-        description="Run the durable storage conformance suite against an installed storage plugin.",
-        epilog="Arguments after -- go to pytest, e.g. -- -x -k claim.",
-    )
-    parser.add_argument("name", help="the storage's plugin name, as in open_storage(NAME)")
-    parser.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                        help="an option for open_storage (JSON values parsed; {tmp_path} is each check's "
-                             "own directory); repeatable")
-    parser.add_argument("--known-failure", action="append", default=[], metavar="TEST_ID[=REASON]",
-                        help="declare a check as known to fail (a strict xfail); repeatable")
-    parser.add_argument("--write", metavar="FILE", type=Path,
-                        help="write the generated test module to FILE instead of running it")
-    args = parser.parse_args(argv)
-    try:
-        options = dict(parse_option(text) for text in args.option)
-    except ValueError as exc:
-        parser.error(str(exc))
-    known = {}
-    for text in args.known_failure:
-        test_id, _, reason = text.partition("=")
-        known[test_id] = reason or "declared on the command line"
-    if args.write is not None:
-        args.write.write_text(module_source(args.name, options, known), encoding="utf-8")
-        print(f"wrote {args.write}; run: pytest {args.write}")
-        return 0
-    return run(args.name, options, pytest_args, known)
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m durable_conformance ARGS``: ``durable conformance ARGS``, exiting with its code."""
+    from durable_core.cli import run_command
+
+    from .commands import conformance
+
+    run_command(conformance, argv, "python -m durable_conformance")

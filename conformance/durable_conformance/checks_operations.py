@@ -51,6 +51,7 @@ def full_record(execution_id: str = "te_full") -> ExecutionRecord:
         waiting_for_children_started_at=5.0, waiting_for_finalize_started_at=6.0, ready_at=9.75,
         executor_id="de_x", lease_token=3, lease_expires_at=20.5,
         deferred_options=frozenset({"retry", "sleep_before_run"}), queue="emails.high-1",
+        context={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tenant": "ünï ✓"},
     )
 
 
@@ -90,6 +91,38 @@ class InsertChecks:
         claimed = await claim(storage, 1.0)
         assert claimed == [claimed_copy(r, 1.0) for r in [*records, twin]]
         assert [r.deferred_options for r in claimed] == [every, one, frozenset(), every]
+
+    async def test_a_record_inserted_claimed_is_fenced_by_its_lease(self, storage: Storage) -> None:
+        """An executor with a free slot claims what it enqueues as it inserts it (the engine's
+        claim on insert): the stored lease must hold, fence and expire as a claim's does."""
+        kept = transitions.claim(new("te_kept"), "de_a", 0.0, LEASE_DURATION)
+        lost = transitions.claim(new("te_lost"), "de_a", 0.0, LEASE_DURATION)
+        assert await storage.insert_executions([kept, lost]) == [kept, lost]
+        assert await claim(storage, 1.0, executor_id="de_b") == []
+        assert await storage.find_revoked_leases([kept.lease, lost.lease]) == []
+        assert await storage.renew_leases(executor("de_a", 1.0), [kept.lease], 1.0, LEASE_DURATION) == []
+        changes = await storage.commit_runs([finish(kept, S.COMPLETED, 2.0)], 2.0)
+        assert summarize(changes) == expected(change(kept, S.RUNNING, S.COMPLETED))
+        expired = await storage.expire_leases(LEASE_DURATION, 10, 10)
+        assert summarize(expired) == expected(change(lost, S.RUNNING, S.READY))
+        assert (await get_stored(storage, "te_lost")).lease_expirations == 1
+
+    async def test_context_is_kept_from_insert_through_every_operation(self, storage: Storage) -> None:
+        """What plugins store with an execution when it is created (a trace it belongs to) comes
+        back when it runs, and stays after any change; none stays none."""
+        trace = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "a=1"}
+        records = [new("te_traced", context=trace), new("te_plain", now=0.5)]
+        assert await storage.insert_executions(records) == records
+        assert await storage.get_executions(_ids(records)) == records
+        assert await storage.list_executions() == records[::-1]
+        traced, plain = await claim(storage, 1.0)
+        assert (traced.context, plain.context) == (trace, None)
+        await storage.commit_runs([retry(traced, 1.0, 0.5), finish(plain, S.COMPLETED, 1.0)], 1.0)
+        (again,) = await claim(storage, 2.0)
+        await storage.expire_leases(100.0, 10, 10)
+        await storage.cancel_executions(["te_traced"], 101.0)
+        after = await storage.get_executions(_ids(records))
+        assert [r and (r.status, r.context) for r in after] == [(S.CANCELLED, trace), (S.COMPLETED, None)]
 
     async def test_get_returns_records_in_the_order_asked_with_none_for_unknown_ids(self, storage: Storage) -> None:
         await storage.insert_executions([new("te_a"), new("te_b", task_id="other")])

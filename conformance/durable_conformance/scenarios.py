@@ -387,8 +387,10 @@ class ExecutorScenarios:
         active: set[int] = set()
         overlap: list[int] = []
         executors, fan_outs = [], []
-        for _ in range(2):
-            ex = executor(storage, max_task_executions_per_batch=7, poll_interval=0.1)
+        # the third only enqueues: an executor enqueuing with a free slot would claim on insert
+        for slots in (1000, 1000, 0):
+            ex = executor(storage, max_task_executions_per_batch=7, poll_interval=0.1,
+                          max_concurrent_task_executions=slots)
 
             @ex.task(id="work", timeout=30)
             async def work(ctx: TaskRunContext, input: int) -> int:
@@ -406,11 +408,11 @@ class ExecutorScenarios:
 
             executors.append(ex)
             fan_outs.append(fan_out)
-        a, b = executors
-        async with a, b:
-            handles = [await (a, b)[i % 2].enqueue_task("work", i) for i in range(100)]
+        a, b, producer = executors
+        async with a, b, producer:
+            handles = [await producer.enqueue_task("work", i) for i in range(100)]
             results = [await finished(h) for h in handles]
-            fanned = await run(a, fan_outs[0], 150)
+            fanned = await run(producer, fan_outs[2], 150)
         assert [r.output for r in results] == [i * i for i in range(100)]
         assert [c.output for c in fanned.output["children"]] == [(1000 + i) ** 2 for i in range(150)]
         assert runs == {i: 1 for i in [*range(100), *range(1000, 1150)]}

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from durable_conformance.by_name import module_source, parse_option, resolve_options
+from durable_conformance.by_name import module_source, resolve_options
+from durable_core.storage.opening import parse_option
 
 
 def conformance(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -41,13 +42,15 @@ def test_sqlite_by_name_gets_a_fresh_file_per_check(tmp_path: Path) -> None:
 
 def test_mistakes_are_one_clear_line(tmp_path: Path) -> None:
     missing = conformance("nosuch", cwd=tmp_path)
-    assert missing.returncode == 4
+    assert missing.returncode == 2
     assert missing.stderr == "error: storage 'nosuch' is not installed; run: durable install nosuch\n"
     wrong = conformance("memory", "--option", "colour=blue", cwd=tmp_path)
-    assert wrong.returncode == 4
+    assert wrong.returncode == 2
     assert wrong.stderr.startswith("error: Invalid options for storage 'memory'") and wrong.stderr.count("\n") == 1
     malformed = conformance("memory", "--option", "colour", cwd=tmp_path)
-    assert malformed.returncode == 2 and "--option expects key=value" in malformed.stderr
+    assert (malformed.returncode, malformed.stderr) == (2, (
+        "error: Invalid value for '--option' / '-o': --option expects key=value, got 'colour' "
+        "(see: python -m durable_conformance --help)\n"))
 
 
 def test_write_saves_the_module_of_the_pytest_route(tmp_path: Path) -> None:
@@ -73,4 +76,4 @@ def test_options_are_json_or_text_and_name_the_checks_directory(tmp_path: Path) 
     resolved = resolve_options("memory", {"path": "{tmp_path}/x.db", "n": 1}, tmp_path)
     assert resolved == {"path": f"{tmp_path}/x.db", "n": 1}
     assert resolve_options("memory", {}, tmp_path) == {}  # the memory factory takes no path
-    assert "storage_by_name('memory', {'n': 1}, tmp_path)" in module_source("memory", {"n": 1}, {})
+    assert "with throwaway_storage('memory', {'n': 1}, tmp_path) as factory:" in module_source("memory", {"n": 1}, {})

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def test_durable_conformance_runs_the_suite_by_name(tmp_path):
     result = subprocess.run(
@@ -13,8 +15,12 @@ def test_durable_conformance_runs_the_suite_by_name(tmp_path):
     assert " passed" in result.stdout and "failed" not in result.stdout
 
 
-def test_durable_conformance_reports_an_unknown_storage(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "durable_core.cli", "conformance", "nosuch"],
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "error: Missing argument 'NAME'. (see: durable conformance --help)\n"),
+    (["memory", "-x"], "error: No such option '-x'. (see: durable conformance --help)\n"),
+    (["nosuch"], "error: storage 'nosuch' is not installed; run: durable install nosuch\n"),
+])
+def test_a_usage_error_is_one_line_and_exit_code_2_like_every_command(tmp_path, args, message):
+    result = subprocess.run([sys.executable, "-m", "durable_core.cli", "conformance", *args],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
-    assert "nosuch" in result.stderr + result.stdout
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", message)

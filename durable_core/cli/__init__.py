@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from typing import NoReturn
 
 import click
 
@@ -54,8 +55,15 @@ def add_plugin_commands(group: click.Group) -> None:
 def main(args: Sequence[str] | None = None) -> None:
     """Run ``durable``; exit with its code."""
     add_plugin_commands(cli)
+    run_command(cli, args, "durable")
+
+
+def run_command(command: click.Command, args: Sequence[str] | None, prog_name: str) -> NoReturn:
+    """Run ``command`` as ``durable`` runs its commands, and exit with its code: a user mistake is
+    one line on stderr and exit code 2 (also for a plugin's command run on its own, such as
+    ``python -m durable_conformance``)."""
     try:
-        code = cli.main(args, prog_name="durable", standalone_mode=False)
+        code = command.main(args, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help())
         code = 0
@@ -66,7 +74,7 @@ def main(args: Sequence[str] | None = None) -> None:
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         code = exc.exit_code
-    except click.Abort:
+    except (click.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
         code = 130
     except USER_ERRORS as exc:

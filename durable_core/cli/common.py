@@ -9,7 +9,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -24,6 +24,7 @@ from ..storage.contract import Storage
 from ..storage.opening import open_storage
 from ..tasks import Task
 from .config_file import check_storage_options
+from .logs import say
 
 T = TypeVar("T")
 
@@ -54,7 +55,7 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 def _stopping(signum: int) -> None:
-    click.echo(f"\n{signal.Signals(signum).name} received: stopping", err=True)
+    say(f"\n{signal.Signals(signum).name} received: stopping")
 
 
 async def run_until_signal(body: Callable[[], Awaitable[object]]) -> bool:
@@ -105,8 +106,8 @@ async def stopped_by_signals(executor: DurableExecutor) -> AsyncIterator[Interru
                         _stopping(signum)
                         interruption.received.set()
                         continue
-                    click.echo(f"{signal.Signals(signum).name} received again: handing the running "
-                               "executions back now", err=True)
+                    say(f"{signal.Signals(signum).name} received again: handing the running "
+                        "executions back now")
                     interruption.repeated = True
                     executor.cut_shutdown_short()
 
@@ -161,14 +162,37 @@ def load_executor(target: str) -> DurableExecutor:
 
 
 def load_task(target: str) -> tuple[DurableExecutor, Task]:
-    """The task named by ``MODULE:TASK`` and the module-level executor that defines it."""
+    """The task named by ``MODULE:TASK`` and the module-level executor that defines it. TASK is
+    the task's id, or the name of the variable holding it (often the same)."""
     module, name = import_target(target, "task")
+    executors = [value for value in vars(module).values() if isinstance(value, DurableExecutor)]
+    by_id = [executor for executor in executors if name in executor.tasks]
+    if not isinstance(getattr(module, name, None), Task) and by_id:
+        return by_id[0], by_id[0].tasks[name]
     task = _attribute(module, name, Task, "task")
-    for executor in vars(module).values():
-        if isinstance(executor, DurableExecutor) and executor.tasks.get(task.id) is task:
+    for executor in executors:
+        if executor.tasks.get(task.id) is task:
             return executor, task
     raise UserError(f"{target} is task {task.id!r}, but no DurableExecutor at the top level of "
                     f"module {module.__name__!r} defines it; define the executor in that module")
+
+
+def task_id(task: str) -> str:
+    """The task id that a ``TASK`` argument means: ``MODULE:TASK`` as for ``enqueue``, or a task id."""
+    return load_task(task)[1].id if ":" in task else task
+
+
+def executor_target(task_target: str, executor: DurableExecutor) -> str:
+    """``MODULE:EXECUTOR`` for the executor that ``load_task(task_target)`` found, for a worker."""
+    module = sys.modules[task_target.partition(":")[0]]
+    name = next((key for key, value in vars(module).items() if value is executor), "EXECUTOR")
+    return f"{module.__name__}:{name}"
+
+
+def describe_storage(name: str, options: Mapping[str, Any], source: str | None = None) -> str:
+    """``storage 'sqlite' (path='durable.db'; from durable.toml)``: where executions are, or are not."""
+    shown = ", ".join(f"{key}={value!r}" for key, value in options.items())
+    return f"storage {name!r} ({shown or 'no options'}{f'; from {source}' if source else ''})"
 
 
 def warn_unless_shared(storage: Storage) -> None:
@@ -219,8 +243,9 @@ def json_value(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 
 def to_json(value: Any) -> str:
-    """JSON for output; values JSON cannot represent are shown as their ``str``."""
-    return json.dumps(value, default=str, ensure_ascii=False)
+    """JSON for output: datetimes in ISO 8601 with their time zone, other values JSON cannot
+    represent as their ``str``."""
+    return json.dumps(value, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v), ensure_ascii=False)
 
 
 STATUS_COLORS = {"completed": "green", "ready": "cyan", "running": "yellow",
@@ -228,12 +253,21 @@ STATUS_COLORS = {"completed": "green", "ready": "cyan", "running": "yellow",
 
 
 def styled(status: str) -> str:
-    """A status coloured for a terminal (``click.echo`` drops the colour elsewhere): errors red."""
+    """A status coloured for a terminal, errors red; plain with ``NO_COLOR`` set (no-color.org).
+    ``click.echo`` drops the colour where the output is not a terminal."""
+    if os.environ.get("NO_COLOR"):
+        return status
     return click.style(status, fg=STATUS_COLORS.get(status, "red"))
 
 
 def timestamp(seconds: float | None) -> str:
+    """A time for a table: ``2025-01-01 12:00:00`` (UTC, which the column header says)."""
     return "-" if seconds is None else datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def iso_timestamp(seconds: float | None) -> str | None:
+    """A time for JSON: ISO 8601 with its time zone, ``2025-01-01T12:00:00.123456+00:00``."""
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -1,4 +1,4 @@
-"""``durable config init|show|get|set``: the configuration file (see docs/config.md)."""
+"""``durable config init|show|get|set|unset``: the configuration file (see docs/config.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import tomlkit
 
 from ..config import load_config
 from .common import UserError
-from .config_file import init_config, location_to_edit, set_config_value
+from .config_file import init_config, location_to_edit, set_config_value, unset_config_value
 
 
 def _flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -84,5 +84,14 @@ def set_(key: str, value: str) -> None:
     layout. Creates ./durable.toml when there is no configuration yet."""
     location = location_to_edit()
     parsed = _toml_value(value)
-    set_config_value(location, key, parsed)
-    click.echo(f"{location}: {key} = {_inline(parsed)}")
+    _, note = set_config_value(location, key, parsed)
+    click.echo(f"{location}: {key} = {_inline(parsed)}" + (f" ({note})" if note else ""))
+
+
+@config_group.command("unset")
+@click.argument("key")
+def unset(key: str) -> None:
+    """Remove KEY from the file, e.g. storage.options.path, so that its default applies again."""
+    location = location_to_edit()
+    unset_config_value(location, key)
+    click.echo(f"{location}: removed {key}")

@@ -8,8 +8,9 @@ leaves the file alone.
 
 from __future__ import annotations
 
+import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -93,44 +94,84 @@ def _with_defaults(location: ConfigLocation) -> str:
     return text + ("\n" if text else "") + default_config_text(location.table)
 
 
-def set_config_value(location: ConfigLocation, key: str, value: Any) -> DurableConfig:
+def set_config_value(location: ConfigLocation, key: str, value: Any) -> tuple[DurableConfig, str | None]:
     """Set the dotted ``key`` to ``value`` in the file (created with the defaults if missing),
-    changing nothing else in it, and return the new configuration. A value the configuration
-    does not accept raises ``ConfigError`` and leaves the file alone."""
+    changing nothing else in it; a commented-out ``# key = ...`` line of its table (as ``config
+    init`` writes them) is uncommented in place. Returns the new configuration, and a note when
+    selecting another storage reset the options of the previous one, which it does not take.
+    A value the configuration does not accept raises ``ConfigError`` and leaves the file alone."""
     parts = key.split(".")
-    text, config = _edited(location, lambda table: _set(table, parts, value))
+    notes: list[str] = []
+
+    def change(table: TomlTable) -> None:
+        storage = table.get("storage")
+        if parts == ["storage", "name"] and isinstance(storage, dict) and storage.get("name", DEFAULT_STORAGE) != value:
+            notes.extend(_reset_storage_options(storage, location, str(value)))
+        _set(table, parts, value)
+
+    text, config = _edited(location, change, uncomment=parts)
     if parts[:2] == ["storage", "options"]:
         check_storage_options(config)
+    location.path.write_text(text, encoding="utf-8")
+    return config, "; ".join(notes) or None
+
+
+def unset_config_value(location: ConfigLocation, key: str) -> DurableConfig:
+    """Remove the dotted ``key`` from the file, changing nothing else: its default applies again."""
+    parts = key.split(".")
+
+    def change(document: TomlTable) -> None:
+        table: MutableMapping[str, Any] = document
+        for part in parts[:-1]:
+            inner = table.get(part)
+            if not isinstance(inner, dict):
+                break
+            table = inner
+        else:
+            if parts[-1] in table:
+                del table[parts[-1]]
+                return
+        raise ConfigError(f"{location} sets no {location.key(*parts)!r}; see what it sets with: durable config show")
+
+    if locate_config() is None:
+        raise ConfigError(f"there is no configuration file to remove {key!r} from (no {CONFIG_FILE} found)")
+    text, config = _edited(location, change)
     location.path.write_text(text, encoding="utf-8")
     return config
 
 
-def select_plugin(location: ConfigLocation, kind: str, name: str) -> str | None:
-    """Make the file select the storage or serializer ``name`` (``durable install --use``).
-    Returns a note when the previous storage's options had to go, as they belong to it."""
-    note: list[str] = []
+def _reset_storage_options(storage: MutableMapping[str, Any], location: ConfigLocation, name: str) -> list[str]:
+    """Empty ``[storage.options]`` (its comments stay) for the newly selected storage ``name``:
+    the options there belong to the previous one. Says what went and what ``name`` takes."""
+    options = storage.get("options")
+    old = storage.get("name", DEFAULT_STORAGE)
+    notes = []
+    if isinstance(options, dict) and options:
+        removed = list(options)
+        for option in removed:
+            del options[option]
+        notes.append(f"removed {', '.join(location.key('storage', 'options', option) for option in removed)}, "
+                     f"options of {old!r}")
+    try:
+        declared = default_registry().storage_options(name) or ()
+    except DurableExecutionNotFoundError:
+        declared = ()
+    if declared:
+        notes.append(f"{name!r} takes: {', '.join(option.name for option in declared)} "
+                     f"(set one with: durable config set storage.options.NAME VALUE)")
+    return notes
 
-    def select(table: TomlTable) -> None:
-        if kind == "serializer":
-            table["serializer"] = name
-            return
-        storage = table.setdefault("storage", tomlkit.table())
-        if storage.get("name", DEFAULT_STORAGE) != name and "options" in storage:
-            note.append(f"removed {location.key('storage', 'options')}, which were options of "
-                        f"{storage.get('name', DEFAULT_STORAGE)!r}")
-            del storage["options"]
-        storage["name"] = name
 
-    text, _ = _edited(location, select)
-    location.path.write_text(text, encoding="utf-8")
-    return note[0] if note else None
-
-
-def _edited(location: ConfigLocation, change: Callable[[TomlTable], None]) -> tuple[str, DurableConfig]:
+def _edited(location: ConfigLocation, change: Callable[[TomlTable], None],
+            uncomment: list[str] | None = None) -> tuple[str, DurableConfig]:
     """The file's text with ``change`` applied to its durable table, and the configuration that
-    text means; ``ConfigError`` if it is not valid."""
+    text means; ``ConfigError`` if it is not valid. The key ``uncomment``, when the file lacks it,
+    is first uncommented in place if its table has it commented out."""
     has_table = location.path.is_file() and durable_table(read_toml(location), location) is not None
-    document = tomlkit.parse(location.path.read_text(encoding="utf-8") if has_table else _with_defaults(location))
+    text = location.path.read_text(encoding="utf-8") if has_table else _with_defaults(location)
+    if uncomment is not None and not _has_key(tomllib.loads(text), (*location.table, *uncomment)):
+        text = _uncommented(text, (*location.table, *uncomment[:-1]), uncomment[-1])
+    document = tomlkit.parse(text)
     table: TomlTable = document
     for part in location.table:
         table = table[part]
@@ -139,11 +180,37 @@ def _edited(location: ConfigLocation, change: Callable[[TomlTable], None]) -> tu
     return text, parse_config(durable_table(tomllib.loads(text), location) or {}, location)
 
 
+def _has_key(data: dict[str, Any], parts: tuple[str, ...]) -> bool:
+    for part in parts:
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return True
+
+
+_HEADER = re.compile(r"\s*\[([^\[\]]+)\]\s*(#.*)?")
+
+
+def _uncommented(text: str, table: tuple[str, ...], key: str) -> str:
+    """``text`` with the first ``# key = ...`` line of ``table`` turned into ``key = ...`` (its
+    value is set next); unchanged if that table has no such line."""
+    lines = text.splitlines(keepends=True)
+    current: tuple[str, ...] = ()
+    commented = re.compile(rf"(\s*)#\s*{re.escape(key)}\s*=")
+    for index, line in enumerate(lines):
+        if header := _HEADER.fullmatch(line.rstrip("\r\n")):
+            current = tuple(part.strip().strip('"') for part in header[1].split("."))
+        elif current == table and (match := commented.match(line)):
+            ending = line[len(line.rstrip("\r\n")):]
+            lines[index] = f"{match[1]}{key} = 0{ending}"  # a placeholder value, set next
+            return "".join(lines)
+    return text
+
+
 def check_storage_options(config: DurableConfig) -> None:
     """Check the storage options against the selected plugin's declarations, when it is installed
     and declares them (a plugin selected before it is installed is checked when it is opened).
-    ``config set`` checks only an edit of the options: after ``storage.name`` changes, the old
-    options may still be there, for the user to change next."""
+    ``config set`` checks only an edit of the options (selecting another storage resets them)."""
     try:
         options = default_registry().storage_options(config.storage.name)
     except DurableExecutionNotFoundError:

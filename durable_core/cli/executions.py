@@ -5,16 +5,19 @@ All but ``wakeup`` need only the storage the configuration selects, not the user
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import re
 import textwrap
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
 from ..config import DurableConfig
-from ..events import EventKind, TaskExecutionEvent
+from ..errors import ErrorInfo
+from ..events import EventKind, TaskExecutionEvent, kind_and_error
 from ..records import to_task_execution
 from ..plugins.manager import default_registry
 from ..status import (
@@ -23,16 +26,19 @@ from ..status import (
     FINISHED_TASK_EXECUTION_STATUSES,
     TaskExecutionStatus,
 )
-from ..storage.contract import ExecutionRecord, Payload, Storage
+from ..storage.contract import CANCELLED_ERROR, ExecutionRecord, Payload, StatusChange, Storage, list_key
 from .common import (
     UserError,
     client,
     configured_storage,
+    describe_storage,
+    iso_timestamp,
     json_value,
     load_task,
     run,
     styled,
     table,
+    task_id,
     timestamp,
     to_json,
 )
@@ -57,9 +63,8 @@ def executions() -> None:
 async def _get(storage: Storage, execution_id: str, config: DurableConfig) -> ExecutionRecord:
     (record,) = await storage.get_executions([execution_id])
     if record is None:
-        options = ", ".join(f"{key}={value!r}" for key, value in config.storage.options.items())
-        raise UserError(f"execution {execution_id!r} not found in storage {config.storage.name!r} "
-                        f"({options or 'no options'}; from {config.source}); list them with: durable executions list")
+        where = describe_storage(config.storage.name, config.storage.options, config.source)
+        raise UserError(f"execution {execution_id!r} not found in {where}; list them with: durable executions list")
     return record
 
 
@@ -88,8 +93,8 @@ def _summary(record: ExecutionRecord) -> dict[str, Any]:
         "queue": record.queue,
         "status": str(record.status),
         "retry_attempts": record.retry_attempts,
-        "created_at": timestamp(record.created_at),
-        "finished_at": timestamp(record.finished_at),
+        "created_at": iso_timestamp(record.created_at),
+        "finished_at": iso_timestamp(record.finished_at),
         "parent_execution_id": record.parent.execution_id if record.parent else None,
         "error": record.error.message if record.error else None,
     }
@@ -99,21 +104,23 @@ def _summary(record: ExecutionRecord) -> dict[str, Any]:
 @click.option("--status", "statuses", multiple=True,
               type=click.Choice([*map(str, TaskExecutionStatus), *STATUS_GROUPS]),
               help="Only these statuses (repeatable); active, finished and errored name groups.")
-@click.option("--task", "task_id", help="Only executions of this task id.")
+@click.option("--task", "task", metavar="TASK", help="Only executions of this task: its id, or MODULE:TASK as for enqueue.")
 @click.option("--executor", "executor_id", help="Only executions this executor runs or last ran (see: durable workers).")
 @click.option("--queue", help="Only executions in this queue.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1, max=MAX_LIMIT))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines, one object per execution.")
-def list_(statuses: tuple[str, ...], task_id: str | None, executor_id: str | None, queue: str | None, limit: int,
+def list_(statuses: tuple[str, ...], task: str | None, executor_id: str | None, queue: str | None, limit: int,
           as_json: bool) -> None:
     """List executions, newest first."""
     wanted = {status for name in statuses for status in STATUS_GROUPS.get(name) or {TaskExecutionStatus(name)}}
+    selected_task = task_id(task) if task is not None else None
+
+    by_queue: dict[str, Any] = {} if queue is None else {"queue": queue}  # a storage before API 6 takes none
 
     async def main() -> list[ExecutionRecord]:
         async with configured_storage() as (storage, _):
-            return await storage.list_executions(statuses=sorted(wanted) or None, task_id=task_id,
-                                                 executor_id=executor_id, limit=limit,
-                                                 **({} if queue is None else {"queue": queue}))
+            return await storage.list_executions(statuses=sorted(wanted) or None, task_id=selected_task,
+                                                 executor_id=executor_id, limit=limit, **by_queue)
 
     records = run(main)
     if as_json:
@@ -166,35 +173,44 @@ def show(execution_id: str, as_json: bool) -> None:
 
 @executions.command("tree")
 @click.argument("execution_id")
-def tree(execution_id: str) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the tree as one JSON object: each node's task_id, execution_id, status, children and finalize.")
+def tree(execution_id: str, as_json: bool) -> None:
     """The whole tree the execution belongs to (children, finalize) with statuses; it is marked <."""
 
-    async def main() -> list[str]:
+    async def main() -> dict[str, Any]:
         async with configured_storage() as (storage, config):
             record = await _get(storage, execution_id, config)
             if record.root is not None:
                 record = await _get(storage, record.root.execution_id, config)
-            lines: list[str] = []
-            await _walk(storage, record, execution_id, lines, "", "")
-            return lines
+            return await _node(storage, record)
 
-    click.echo("\n".join(run(main)))
+    root = run(main)
+    click.echo(to_json(root) if as_json else "\n".join(_drawn(root, execution_id, "", "")))
 
 
-async def _walk(storage: Storage, record: ExecutionRecord, marked: str, lines: list[str],
-                indent: str, branch: str, label: str = "") -> None:
-    """Append ``record`` and, below it, its children and finalize, each level in one read."""
-    mark = "  <" if record.execution_id == marked else ""
-    lines.append(f"{indent}{branch}{label}{record.task_id} {record.execution_id} {styled(record.status)}{mark}")
-    below = [(ref, "") for ref in record.children] + ([(record.finalize, "finalize: ")] if record.finalize else [])
-    found = await storage.get_executions([ref.execution_id for ref, _ in below])
+async def _node(storage: Storage, record: ExecutionRecord) -> dict[str, Any]:
+    """``record`` and, below it, its children and finalize (each level in one read), as JSON; a
+    deleted one has status None."""
+    refs = [*record.children, *([record.finalize] if record.finalize else [])]
+    found = await storage.get_executions([ref.execution_id for ref in refs])
+    below = [await _node(storage, child) if child is not None else
+             {"task_id": ref.task_id, "execution_id": ref.execution_id, "status": None, "children": [], "finalize": None}
+             for ref, child in zip(refs, found)]
+    return {"task_id": record.task_id, "execution_id": record.execution_id, "status": str(record.status),
+            "children": below[:len(record.children)], "finalize": below[-1] if record.finalize else None}
+
+
+def _drawn(node: dict[str, Any], marked: str, indent: str, branch: str, label: str = "") -> list[str]:
+    """The lines of ``node`` and everything below it, drawn as a tree."""
+    status = styled(node["status"]) if node["status"] else "(deleted)"
+    mark = "  <" if node["execution_id"] == marked else ""
+    lines = [f"{indent}{branch}{label}{node['task_id']} {node['execution_id']} {status}{mark}"]
+    below = [(child, "") for child in node["children"]] + ([(node["finalize"], "finalize: ")] if node["finalize"] else [])
     indent += "" if not branch else "    " if branch == "└── " else "│   "
-    for index, ((ref, child_label), child) in enumerate(zip(below, found)):
-        child_branch = "└── " if index == len(below) - 1 else "├── "
-        if child is None:
-            lines.append(f"{indent}{child_branch}{child_label}{ref.task_id} {ref.execution_id} (deleted)")
-        else:
-            await _walk(storage, child, marked, lines, indent, child_branch, child_label)
+    for index, (child, child_label) in enumerate(below):
+        lines += _drawn(child, marked, indent, "└── " if index == len(below) - 1 else "├── ", child_label)
+    return lines
 
 
 @executions.command("cancel")
@@ -209,10 +225,7 @@ def cancel(execution_id: str) -> None:
                 return f"{record.task_id} {execution_id} already finished ({record.status}); nothing to cancel"
             now = time.time()
             changes = await storage.cancel_executions([execution_id], now)
-        registry = default_registry()
-        for change in changes:  # observers see every change, also those made without an executor
-            registry.emit(TaskExecutionEvent(EventKind.CANCELLED, change.execution_id, change.task_id,
-                                             change.previous_status, change.status, now, "cli"))
+        _emit(EventKind.CANCELLED, changes, now, {execution_id: CANCELLED_ERROR})
         cancelled = sum(c.status is TaskExecutionStatus.CANCELLED and c.previous_status != c.status for c in changes)
         more = f" and {cancelled - 1} unfinished descendants" if cancelled > 1 else ""
         return f"cancelled {record.task_id} {execution_id}{more}"
@@ -238,14 +251,21 @@ def retry(execution_id: str) -> None:
         if not changes:
             raise UserError(f"{record.task_id} {execution_id} changed while it was being retried; look again "
                             f"with: durable executions show {execution_id}")
-        registry = default_registry()
-        for change in changes:
-            registry.emit(TaskExecutionEvent(EventKind.RETRIED, change.execution_id, change.task_id,
-                                             change.previous_status, change.status, now, "cli"))
+        _emit(EventKind.RETRIED, changes, now, {execution_id: None})
         return (f"retried {record.task_id} {execution_id}: ready, attempt {record.retry_attempts + 1} "
                 f"(was {record.status})")
 
     click.echo(run(main))
+
+
+def _emit(kind: EventKind, changes: Sequence[StatusChange], now: float,
+          acted_on: dict[str, ErrorInfo | None]) -> None:
+    """Observers see every change, also those made without an executor."""
+    registry = default_registry()
+    for change in changes:
+        event_kind, error = kind_and_error(kind, change, acted_on)
+        registry.emit(TaskExecutionEvent(event_kind, change.execution_id, change.task_id,
+                                         change.previous_status, change.status, now, "cli", error))
 
 
 def _check_retryable(record: ExecutionRecord) -> None:
@@ -296,17 +316,38 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
 @executions.command("gc")
 @click.option("--older-than", required=True, callback=_duration, metavar="DURATION",
               help="Age of the finished trees to delete: 7d, 12h, 30m, 90s, 2w.")
-def gc(older_than: float) -> None:
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted (reading every execution) and delete nothing.")
+def gc(older_than: float, dry_run: bool) -> None:
     """Delete the trees of executions that finished longer ago than DURATION."""
     before = time.time() - older_than
 
     async def main() -> int:
         total = 0
         async with configured_storage() as (storage, _):
+            if dry_run:
+                return await _count_finished_trees(storage, before)
             while deleted := await storage.delete_finished_executions(before, 1000):
                 total += deleted
                 if total > deleted:  # a long run: show that it progresses
                     click.echo(f"deleted {total} executions so far", err=True)
         return total
 
-    click.echo(f"deleted {run(main)} executions of trees finished before {timestamp(before)} UTC")
+    count = run(main)
+    click.echo(f"{'would delete' if dry_run else 'deleted'} {count} executions of trees finished before "
+               f"{timestamp(before)} UTC")
+
+
+async def _count_finished_trees(storage: Storage, before: float) -> int:
+    """How many executions ``delete_finished_executions(before, ...)`` would delete: the top-level
+    ones finished before ``before`` and every execution below them."""
+    roots: set[str] = set()
+    below: collections.Counter[str] = collections.Counter()
+    cursor = None
+    while page := await storage.list_executions(limit=1000, before=cursor):
+        for record in page:
+            if record.root is not None:
+                below[record.root.execution_id] += 1
+            elif record.status.is_finished and record.finished_at is not None and record.finished_at < before:
+                roots.add(record.execution_id)
+        cursor = list_key(page[-1])
+    return len(roots) + sum(below[root] for root in roots)

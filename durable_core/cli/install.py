@@ -10,11 +10,14 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import tomllib
 import zipfile
 from dataclasses import dataclass
@@ -26,7 +29,7 @@ import click
 from ..config import load_config
 from ..plugin_index import PLUGIN_DISTRIBUTIONS
 from .common import UserError
-from .config_file import location_to_edit, select_plugin
+from .config_file import location_to_edit, set_config_value
 from .plugins_cmd import load_plugins
 
 SELECTING_KEY = {"storage": "storage.name", "serializer": "serializer"}
@@ -63,11 +66,12 @@ def resolve(name: str) -> Requirement:
     if path.exists():
         return Requirement(str(path.resolve()), _distribution_at(path))
     if _SHORT_NAME.fullmatch(name):
-        close = difflib.get_close_matches(name, PLUGIN_DISTRIBUTIONS, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        close = difflib.get_close_matches(name, PLUGIN_DISTRIBUTIONS, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
         raise UserError(
-            f"unknown plugin {name!r}; {hint}short names: {', '.join(PLUGIN_DISTRIBUTIONS)}; "
-            f"for another distribution give its full name (e.g. durable-storage-{name}) or a path"
+            f"unknown plugin {name!r}; {hint}short names: {', '.join(PLUGIN_DISTRIBUTIONS)} "
+            f"(installed ones: durable plugins --all); for another distribution give its full name "
+            f"(e.g. durable-storage-{name}) or a path"
         )
     match = _DISTRIBUTION_NAME.match(name)
     return Requirement(name, match.group() if match else None)
@@ -99,10 +103,43 @@ def pip(subcommand: str, *args: str) -> list[str]:
     return [uv, "pip", subcommand, "--python", sys.executable, *args]
 
 
+SPINNER = "|/-\\"
+
+
 def _run(command: list[str], dry_run: bool) -> None:
+    """Run pip with its output in a log file, showing a spinner on a terminal meanwhile; the log
+    is kept, and its last error shown, if pip fails."""
     click.echo(f"{'would run' if dry_run else 'running'}: {shlex.join(command)}", err=True)
-    if not dry_run and (code := subprocess.run(command, stdout=sys.stderr, check=False).returncode) != 0:  # stdout: results only
-        raise click.ClickException(f"that command failed (exit code {code}); see its output above")
+    if dry_run:
+        return
+    with tempfile.NamedTemporaryFile("w+", prefix="durable-pip-", suffix=".log", delete=False) as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            code = _spin(process)
+        except KeyboardInterrupt:  # pip got the Ctrl-C too
+            process.wait()
+            raise click.Abort() from None
+        log.seek(0)
+        output = log.read()
+    if code != 0:
+        errors = [line for line in output.splitlines() if line.startswith("ERROR:")] or output.splitlines()[-1:]
+        raise click.ClickException(f"pip failed (exit code {code}){': ' + errors[-1] if errors else ''}; "
+                                   f"its whole output: {log.name}")
+    os.unlink(log.name)
+
+
+def _spin(process: subprocess.Popen[bytes]) -> int:
+    """Wait for ``process``; on a terminal, turn a spinner with the seconds elapsed meanwhile."""
+    if not sys.stderr.isatty():
+        return process.wait()
+    start = time.monotonic()
+    frame = 0
+    while (code := process.poll()) is None:
+        click.echo(f"\r{SPINNER[frame % len(SPINNER)]} pip is working ({time.monotonic() - start:.0f}s)", nl=False, err=True)
+        frame += 1
+        time.sleep(0.1)
+    click.echo("\r\033[K", nl=False, err=True)  # clear the spinner's line
+    return code
 
 
 def plugins_in_fresh_process() -> list[dict[str, Any]]:
@@ -169,7 +206,7 @@ def install(names: tuple[str, ...], find_links: tuple[str, ...], upgrade: bool, 
         if use:
             kind, name = _selectable(requirement, mine)
             location = location_to_edit()
-            note = select_plugin(location, kind, name)
+            _, note = set_config_value(location, SELECTING_KEY[kind], name)
             click.echo(f'{location}: {SELECTING_KEY[kind]} = "{name}"' + (f" ({note})" if note else ""))
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import math
+import time
 
 import click
 import trio
@@ -11,6 +13,7 @@ from ..executor import DurableExecutor
 from ..errors import execution_not_found
 from ..handles import TaskExecutionHandle
 from ..models import TaskExecution
+from ..status import TaskExecutionStatus
 from ..storage.contract import ExecutionRecord
 from .common import run_until_signal, styled, to_json
 
@@ -30,12 +33,19 @@ def _status_line(record: ExecutionRecord, below: list[ExecutionRecord | None]) -
         f"{ref.task_id}: {styled(child.status) if child else 'deleted'}" for ref, child in zip(refs, below)])
 
 
-async def follow(executor: DurableExecutor, handle: TaskExecutionHandle) -> TaskExecution | None:
+async def follow(executor: DurableExecutor, handle: TaskExecutionHandle, *,
+                 no_worker_hint: str | None = None) -> TaskExecution | None:
     """Wait until the execution finishes, printing its and its children's statuses on stderr when
-    they change (and every ``HEARTBEAT`` seconds); None if SIGINT/SIGTERM ended the wait."""
+    they change (and every ``HEARTBEAT`` seconds); None if SIGINT/SIGTERM ended the wait.
+
+    ``no_worker_hint`` is printed once if, one ``heartbeat_interval`` after the start (when any
+    worker up has beaten), the execution is still ready and the storage's registry of executors
+    has no live one (``durable workers`` lists none): nothing will run it."""
     start = trio.current_time()
+    hint_at = start + executor.options.heartbeat_interval if no_worker_hint else math.inf
 
     async def watch() -> None:
+        nonlocal hint_at
         shown, shown_at = "", start
         while True:
             (record,) = await executor.storage.get_executions([handle.execution_id])
@@ -49,6 +59,11 @@ async def follow(executor: DurableExecutor, handle: TaskExecutionHandle) -> Task
                 shown, shown_at = line, now
             if record.status.is_finished:
                 return
+            if now >= hint_at:
+                hint_at = math.inf
+                if record.status is TaskExecutionStatus.READY and not await executor.storage.list_executors(
+                        time.time() - executor.options.lease_duration):
+                    click.echo(no_worker_hint, err=True)
             await trio.sleep(POLL_INTERVAL)
 
     if await run_until_signal(watch):

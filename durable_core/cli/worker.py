@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import socket
 from typing import Any
 
 import click
@@ -11,22 +11,16 @@ from ..executor import DurableExecutor, check_idempotency_key
 from ..tasks import Task, check_queue
 from .common import (
     client,
+    executor_target,
     json_value,
     load_executor,
     load_task,
     run,
     stopped_by_signals,
 )
+from .endpoints import start_endpoint_server
+from .logs import LOG_FORMATS, configure, say
 from .progress import follow, report
-
-
-def _print_events() -> None:
-    """Show every state change: the built-in ``logging`` plugin logs each on ``durable.events``."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    events = logging.getLogger("durable.events")
-    events.addHandler(handler)
-    events.setLevel(logging.DEBUG)
 
 
 @click.command("worker")
@@ -34,17 +28,31 @@ def _print_events() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Do not print every state change.")
 @click.option("--queue", "queues", multiple=True, metavar="NAME",
               help="Claim only from this queue (repeatable; default: every queue its tasks use).")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True,
+              help="json: one JSON object per line (time, level, kind, task, execution, attempt...), "
+                   "for log shippers.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Serve GET /metrics (Prometheus) on this port, on every interface; needs the "
+                   "prometheus plugin.")
 @click.pass_context
-def worker(ctx: click.Context, target: str, quiet: bool, queues: tuple[str, ...]) -> None:
+def worker(ctx: click.Context, target: str, quiet: bool, queues: tuple[str, ...], log_format: str,
+           metrics_port: int | None) -> None:
     """Run the tasks of MODULE:EXECUTOR until SIGINT or SIGTERM, then shut down gracefully:
     running tasks get the executor's shutdown_timeout to finish, the rest are handed back.
     A second signal hands them back at once (exit code 130)."""
     executor = load_executor(target)
     if queues:
         _serve(executor, queues)
-    if not quiet:
-        _print_events()
-    ctx.exit(run(_work, executor, target))
+    configure(log_format, events=not quiet)
+    if metrics_port is None:
+        ctx.exit(run(_work, executor, target))
+    server = start_endpoint_server(metrics_port, executor.plugins.http_endpoints())
+    try:
+        say(f"serving metrics at http://{socket.gethostname()}:{server.server_address[1]}/metrics")
+        ctx.exit(run(_work, executor, target))
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _serve(executor: DurableExecutor, queues: tuple[str, ...]) -> None:
@@ -63,15 +71,14 @@ def _serve(executor: DurableExecutor, queues: tuple[str, ...]) -> None:
 async def _work(executor: DurableExecutor, target: str) -> int:
     async with stopped_by_signals(executor) as interruption, executor:
         tasks = ", ".join(f"{task.id} ({task.kind})" for task in executor.tasks.values())
-        click.echo(f"worker {executor.executor_id} for {target}: up to {executor.max_concurrent_task_executions} "
-                   f"executions at once; tasks: {tasks or 'none'}; queues: {', '.join(sorted(executor.queues))}",
-                   err=True)
-        click.echo("stop it with Ctrl-C or SIGTERM", err=True)
+        say(f"worker {executor.executor_id} for {target}: up to {executor.max_concurrent_task_executions} "
+            f"executions at once; tasks: {tasks or 'none'}; queues: {', '.join(sorted(executor.queues))}")
+        say("stop it with Ctrl-C or SIGTERM")
         await interruption.received.wait()
         if executor.running_task_executions_count:
-            click.echo(f"waiting up to {executor.shutdown_timeout:g}s for {executor.running_task_executions_count} "
-                       "running executions, then handing them back (Ctrl-C again: at once)", err=True)
-    click.echo("stopped", err=True)
+            say(f"waiting up to {executor.shutdown_timeout:g}s for {executor.running_task_executions_count} "
+                "running executions, then handing them back (Ctrl-C again: at once)")
+    say("stopped")
     return 130 if interruption.repeated else 0
 
 
@@ -100,17 +107,20 @@ def enqueue(ctx: click.Context, target: str, input_: Any, idempotency_key: str |
             check_queue(f"task {task.id}", queue)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--queue") from None
-    ctx.exit(run(_enqueue, executor, task, input_, idempotency_key, queue, wait))
+    hint = (f"no worker is running (durable workers lists none), so nothing runs {task.id}; start one with: "
+            f"durable worker {executor_target(target, executor)}")
+    ctx.exit(run(_enqueue, executor, task, input_, idempotency_key, queue, hint if wait else None))
 
 
 async def _enqueue(executor: DurableExecutor, task: Task, input: Any, key: str | None, queue: str | None,
-                   wait: bool) -> int:
+                   wait_hint: str | None) -> int:
+    """Enqueue; with ``wait_hint`` (``--wait``), follow it, and say so if no worker is there to run it."""
     async with client(executor):
         handle = await executor.enqueue_task(task, input, idempotency_key=key, queue=queue)
         click.echo(handle.execution_id)
-        if not wait:
+        if wait_hint is None:
             return 0
-        finished = await follow(executor, handle)
+        finished = await follow(executor, handle, no_worker_hint=wait_hint)
     if finished is None:
         click.echo(f"stopped waiting; it goes on: durable executions show {handle.execution_id}", err=True)
         return 130

@@ -9,7 +9,7 @@ import click
 
 from ..options import ExecutorOptions
 from ..storage.contract import ExecutorInfo
-from .common import configured_storage, run, table, timestamp, to_json
+from .common import configured_storage, iso_timestamp, run, table, timestamp, to_json
 
 
 @click.command("workers")
@@ -25,8 +25,8 @@ def workers(as_json: bool) -> None:
     live = run(main)
     if as_json:
         for executor in live:
-            click.echo(to_json({**dataclasses.asdict(executor), "started_at": timestamp(executor.started_at),
-                                "heartbeat_at": timestamp(executor.heartbeat_at)}))
+            click.echo(to_json({**dataclasses.asdict(executor), "started_at": iso_timestamp(executor.started_at),
+                                "heartbeat_at": iso_timestamp(executor.heartbeat_at)}))
     elif live:
         click.echo(table(
             ["executor", "host", "pid", "started (UTC)", "last heartbeat (UTC)", "running"],

@@ -63,7 +63,8 @@ class ClientBase:
 
     def _enqueue(self, task_id: str, inputs: object, idempotency_key: str | None, timeout: float | None,
                  retry: RetryOptions | None, sleep_before_run: float | None) -> Operation[list[str]]:
-        options = EnqueueOptions(idempotency_key, timeout, retry, sleep_before_run)
+        options = EnqueueOptions(idempotency_key, timeout, retry, sleep_before_run,
+                                 self.executor.plugins.execution_context())
         return Operation(self._operations.enqueue, (check_task_id(task_id), check_inputs(inputs), options))
 
     def _get(self, execution_id: str) -> Operation[TaskExecution]:

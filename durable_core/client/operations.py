@@ -40,6 +40,8 @@ class EnqueueOptions:
     timeout: float | None = None
     retry: RetryOptions | None = None
     sleep_before_run: float | None = None
+    context: dict[str, str] | None = None
+    """What plugins keep with the executions, from the caller's thread (``durable_execution_context``)."""
 
     def __post_init__(self) -> None:
         check_idempotency_key(self.idempotency_key)
@@ -123,10 +125,10 @@ class ClientOperations:
         if task is not None:
             return [new_record(task, input, now, codec, retry=options.retry, timeout=options.timeout,
                                sleep_before_run=options.sleep_before_run,
-                               idempotency_key=options.idempotency_key) for input in inputs]
+                               idempotency_key=options.idempotency_key, context=options.context) for input in inputs]
         return [deferred_record(task_id, input, now, codec, retry=options.retry, timeout=options.timeout,
                                 sleep_before_run=options.sleep_before_run,
-                                idempotency_key=options.idempotency_key) for input in inputs]
+                                idempotency_key=options.idempotency_key, context=options.context) for input in inputs]
 
     async def enqueue(self, task_id: str, inputs: Sequence[Any], options: EnqueueOptions) -> list[str]:
         engine = self.executor.engine

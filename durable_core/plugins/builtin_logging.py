@@ -28,8 +28,6 @@ def durable_observing() -> Callable[[], bool]:
 
 @hookimpl
 def durable_task_execution_event(event: TaskExecutionEvent) -> None:
-    if not _listening():  # another observer listens
-        return
     previous = event.previous_status or "new"
     logger.debug(
         "%s %s [%s] %s -> %s%s",

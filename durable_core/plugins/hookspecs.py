@@ -8,6 +8,7 @@ expose plugins through the ``durable`` entry-point group.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
@@ -15,7 +16,8 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from ..events import TaskExecutionEvent
+    from ..events import ExecutionRun, TaskExecutionEvent
+    from ..metrics import StorageOperationMetrics
     from ..options import Option
     from ..serialization import Serializer
     from ..storage.contract import Storage
@@ -31,6 +33,21 @@ class RegisterStorage(Protocol):
     """The ``register`` that ``durable_register_storages`` receives."""
 
     def __call__(self, name: str, factory: StorageFactory, options: Iterable[Option] | None = None) -> None: ...
+
+
+class RunningExecutor(Protocol):
+    """What ``durable_executor_running`` may use of the ``DurableExecutor`` it is given."""
+
+    executor_id: str
+
+    @property
+    def storage(self) -> Storage:
+        """The executor's storage, open (every call timed: ``get_storage_metrics``)."""
+        ...
+
+    def get_storage_metrics(self) -> dict[str, StorageOperationMetrics]:
+        """Per storage operation: count, total, min, max and percentiles of its durations."""
+        ...
 
 
 @hookspec
@@ -103,4 +120,62 @@ def durable_register_commands(cli: click.Group) -> None:
     """Add sub-commands to the ``durable`` command line.
 
     :param cli: the top-level click group; call ``cli.add_command(...)``.
+    """
+
+
+@hookspec
+def durable_execution_context() -> dict[str, str] | None:
+    """Give what to keep with a new execution from the code that creates it (the trace it
+    belongs to, a tenant), handed back when it runs (``ExecutionRun.context``).
+
+    Called when an execution is created, in the creating code's context: the caller's task or
+    thread for ``enqueue_task`` and the clients, the parent's run for a child or a finalize. Must
+    be quick. The answers of all plugins are merged and stored with the execution; prefix your
+    keys with your plugin's name unless they follow a standard (``traceparent``). One that raises,
+    or returns anything but a dict of strings, is logged and left out.
+
+    :return: a few short strings by name (4 KiB in all at most), or None.
+    """
+
+
+@hookspec
+def durable_wrap_run(run: ExecutionRun) -> AbstractContextManager[object] | None:
+    """Wrap each run of an execution by this executor: a span, a timer.
+
+    Called on the engine's trio thread when a claimed execution starts running; the context
+    manager returned is entered in the run's own trio task before the task's function is called,
+    and left once the run's outcome is stored (``run.status`` and ``run.error`` then say what it
+    was) or the run was cut off (``run.status`` None), so whatever it makes current (a
+    ``contextvars`` value, an OpenTelemetry span) is current in the task's code and in the
+    executions it creates. Only implemented hooks cost anything. One that raises when entered or
+    left is logged, and the run goes on.
+
+    :param run: the execution, attempt and times of this run (``durable_core.ExecutionRun``).
+    :return: a context manager, or None to leave this run alone.
+    """
+
+
+@hookspec
+def durable_executor_running(executor: RunningExecutor) -> Callable[[], Awaitable[None]] | None:
+    """Work beside an executor while it runs: poll its storage for a gauge, flush a buffer.
+
+    Called on the executor's trio thread once it has started (its storage open). The async
+    function returned runs in the executor's background until it shuts down, then it is
+    cancelled; one that raises is logged and the executor goes on.
+
+    :param executor: the running ``DurableExecutor``, seen through ``RunningExecutor``.
+    :return: an async function taking no argument, or None.
+    """
+
+
+@hookspec
+def durable_http_endpoints(register: Callable[[str, Callable[[], tuple[str, bytes]]], None]) -> None:
+    """Serve read-only GET endpoints from the HTTP servers durable runs: ``durable serve`` and
+    ``durable worker --metrics-port``.
+
+    Called once per server when it starts. Two plugins registering one path is an error.
+
+    :param register: call ``register(path, render)``; ``render()`` returns ``(content_type,
+        body)`` and is called for every request, on a thread of the server (not the engine's),
+        so it must be thread-safe.
     """

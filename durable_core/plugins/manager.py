@@ -15,7 +15,8 @@ import importlib.metadata
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,12 +24,12 @@ import pluggy
 
 from ..errors import DurableExecutionError, DurableExecutionNotFoundError
 from . import hookspecs
-from .hookspecs import StorageFactory
+from .hookspecs import RunningExecutor, StorageFactory
 
 if TYPE_CHECKING:
     import click
 
-    from ..events import TaskExecutionEvent
+    from ..events import ExecutionRun, TaskExecutionEvent
     from ..options import Option
     from ..serialization import Serializer
 
@@ -161,6 +162,19 @@ def _each_plugin(pm: pluggy.PluginManager, hook_name: str) -> list[tuple[str, pl
     ]
 
 
+def _each_function(pm: pluggy.PluginManager, hook_name: str, argument: str) -> list[tuple[str, Callable[[Any], Any]]]:
+    """For the hooks called at every state change or run: each plugin's implementation itself,
+    taking the hook's one ``argument`` whether or not it declares it (as pluggy would pass it).
+    Pluggy's call costs several times a quick observer's work, on the engine's thread."""
+    hook: pluggy.HookCaller = getattr(pm.hook, hook_name)
+    return [(impl.plugin_name, _taking_one(impl.function, argument in impl.argnames))
+            for impl in hook.get_hookimpls() if not (impl.wrapper or impl.hookwrapper)]
+
+
+def _taking_one(function: Callable[..., Any], takes_it: bool) -> Callable[[Any], Any]:
+    return function if takes_it else (lambda _: function())
+
+
 @dataclass(frozen=True)
 class Registration:
     """What a plugin registered under a name: the factory and, if declared, its options."""
@@ -201,8 +215,12 @@ class PluginRegistry:
             if plugin is not None:
                 info.provides += [f"hook:{caller.name}" for caller in pm.get_hookcallers(plugin) or ()
                                   if caller.name not in _OWN_ENTRIES]
-        self._observers = _each_plugin(pm, "durable_task_execution_event")
+        self._observers = _each_function(pm, "durable_task_execution_event", "event")
         self._listening = [listening.get(name) for name, _ in self._observers]
+        self._context_givers = _each_plugin(pm, "durable_execution_context")
+        self._run_wrappers = _each_function(pm, "durable_wrap_run", "run")
+        self.wraps_runs = bool(self._run_wrappers)
+        """Whether a plugin wraps runs (``durable_wrap_run``): if none does, runs cost nothing more."""
         self.plugins += pm.failures
 
     @classmethod
@@ -323,14 +341,75 @@ class PluginRegistry:
         return any(listening is None or listening() for listening in self._listening)
 
     def emit(self, event: TaskExecutionEvent) -> None:
-        """Tell every observer (``durable_task_execution_event``); one that raises is logged."""
-        for name, observe in self._observers:
+        """Tell every observer that listens (``durable_task_execution_event``); one that raises is
+        logged."""
+        for (name, observe), listening in zip(self._observers, self._listening):
+            if listening is not None and not listening():
+                continue
             try:
-                observe(event=event)
+                observe(event)
             except Exception:
                 logger.exception(
                     "plugin %r failed to observe %s event of %s", name, event.kind, event.execution_id
                 )
+
+    def execution_context(self) -> dict[str, str] | None:
+        """What to keep with a new execution (``durable_execution_context``), merged; one that
+        raises or gives anything but a dict of strings is logged and left out."""
+        if not self._context_givers:
+            return None
+        merged: dict[str, str] = {}
+        for name, give in self._context_givers:
+            try:
+                (context,) = give() or [None]
+                if context is None:
+                    continue
+                if not isinstance(context, dict) or not all(
+                        isinstance(k, str) and isinstance(v, str) for k, v in context.items()):
+                    raise TypeError(f"expected a dict of strings or None, got {context!r:.100}")
+            except Exception as exc:
+                logger.warning("plugin %r failed to give an execution context: %s", name, _describe(exc))
+                continue
+            merged.update(context)
+        if sum(len(k) + len(v) for k, v in merged.items()) > MAX_CONTEXT_SIZE:
+            logger.warning("the execution context of plugins %s is over %d characters; not kept",
+                           ", ".join(name for name, _ in self._context_givers), MAX_CONTEXT_SIZE)
+            return None
+        return merged or None
+
+    def wrap_run(self, run: ExecutionRun) -> _Wrapped:
+        """Every plugin's ``durable_wrap_run`` context manager around a run, entered in order and
+        left in reverse; one that raises when entered or left is logged and the run goes on."""
+        return _Wrapped(self._run_wrappers, run)
+
+    def executor_running(self, executor: RunningExecutor) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        """The background work of each plugin for a running executor (``durable_executor_running``)."""
+        work: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        for name, start in _each_plugin(self._pm, "durable_executor_running"):
+            try:
+                (function,) = start(executor=executor) or [None]
+            except Exception as exc:
+                logger.warning("plugin %r failed to start its work beside an executor: %s", name, _describe(exc))
+                continue
+            if function is not None:
+                work.append((name, function))
+        return work
+
+    def http_endpoints(self) -> dict[str, Callable[[], tuple[str, bytes]]]:
+        """The GET endpoints plugins serve (``durable_http_endpoints``), by path; two plugins
+        registering one path raise ``DurableExecutionError``."""
+        endpoints: dict[str, tuple[str, Callable[[], tuple[str, bytes]]]] = {}
+        for name, add in _each_plugin(self._pm, "durable_http_endpoints"):
+
+            def register(path: str, render: Callable[[], tuple[str, bytes]], plugin: str = name) -> None:
+                if path in endpoints:
+                    raise DurableExecutionError(
+                        f"endpoint {path} is registered by two plugins: {endpoints[path][0]!r} and {plugin!r}; "
+                        f"uninstall one of them, or disable one with {DISABLE_ENV}={plugin}", is_retryable=False)
+                endpoints[path] = (plugin, render)
+
+            add(register=register)
+        return {path: render for path, (_, render) in endpoints.items()}
 
     def register_commands(self, cli: click.Group) -> None:
         """Let every plugin add commands (``durable_register_commands``); one that raises is logged."""
@@ -339,6 +418,41 @@ class PluginRegistry:
                 add_commands(cli=cli)
             except Exception as exc:
                 logger.warning("plugin %r failed to add commands: %s", name, _describe(exc))
+
+
+MAX_CONTEXT_SIZE = 4096
+"""Characters (keys and values) of the context kept with one execution (``durable_execution_context``)."""
+
+
+class _Wrapped:
+    """The plugins' context managers around one run (a class, not a generator: it is on every run)."""
+
+    __slots__ = ("_wrappers", "_run", "_entered")
+
+    def __init__(self, wrappers: list[tuple[str, Callable[[Any], Any]]], run: ExecutionRun):
+        self._wrappers = wrappers
+        self._run = run
+        self._entered: list[tuple[str, AbstractContextManager[object]]] = []
+
+    def __enter__(self) -> None:
+        for name, wrap in self._wrappers:
+            try:
+                manager = wrap(self._run)
+                if manager is not None:
+                    manager.__enter__()
+                    self._entered.append((name, manager))
+            except Exception as exc:
+                logger.warning("plugin %r failed to wrap a run of %s: %s", name, self._run.execution_id,
+                               _describe(exc))
+
+    def __exit__(self, *exc_info: Any) -> None:
+        """Leaves each manager with the run's exception, if any; none can swallow it (trio's
+        cancellation must go through), and one that raises is logged."""
+        for name, manager in reversed(self._entered):
+            try:
+                manager.__exit__(*exc_info)
+            except Exception as exc:
+                logger.warning("plugin %r failed when a run ended: %s", name, _describe(exc))
 
 
 _default: PluginRegistry | None = None

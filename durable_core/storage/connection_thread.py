@@ -17,6 +17,12 @@ caller of a transaction in flight is cancelled (an executor shutting down while 
 on a lock another process holds, say), the transaction is interrupted; if it then failed, nothing
 was applied and the callers see ``Cancelled`` at once instead of waiting.
 
+Inline: a backend whose transactions take microseconds and rarely wait (an embedded database)
+may set ``inline``. Then the calls of one trio tick are not handed to a thread: a flusher task
+runs them together, in one transaction, on the trio thread itself — when the connection is free
+and the transaction can begin without waiting (``begin_nowait``); otherwise they go to the thread
+as above. Group commit stays, and the two thread hops (more than the transaction costs) go.
+
 Virtual time: a call in flight holds an autojumping ``trio.testing.MockClock`` still
 (``durable_core.virtual_time``), so a test in virtual time never sees a storage call outlast its
 timeouts and leases; on the real clock this costs nothing.
@@ -104,6 +110,10 @@ class _Unisolated(Exception):
     """A call failed in a transaction without savepoints."""
 
 
+class _WouldWait(Exception):
+    """An inline transaction would have waited for a lock: its calls go to the thread."""
+
+
 class _Interrupted(Exception):
     """The transaction of a flight every caller of which was cancelled failed: nothing applied."""
 
@@ -128,6 +138,8 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
 
     interruptible: ClassVar[bool] = False
     """Whether ``interrupt`` can abandon a transaction every caller of which was cancelled."""
+    inline: ClassVar[bool] = False
+    """Whether calls may run on the trio thread when the connection is free (module doc)."""
     max_backoff: ClassVar[float] = 0.1
     """Seconds between two runs of a retried transaction, at most (doubling from 2 ms)."""
 
@@ -143,6 +155,13 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
         self._queue: queue.SimpleQueue[Call[K] | None] = queue.SimpleQueue()  # None: a thread stops
         self._lock = threading.Lock()  # guards Call.state: taking versus dropping
         self._closed = False
+        self._using = threading.Lock()  # held while a connection is used: by its thread, or inline
+        self._forming: list[Call[K]] = []  # inline: the calls of this tick, for the flusher
+        self._flush = trio.Event()
+        if self.inline:
+            assert len(connections) == 1, "inline calls share the one connection with its thread"
+            self._inline_conn = connections[0]
+            trio.lowlevel.spawn_system_task(self._flusher, name=f"{thread_name}:inline")
         self._threads = [
             threading.Thread(target=self._serve, args=(conn,), name=f"{thread_name}:{i}", daemon=True)
             for i, conn in enumerate(connections)
@@ -166,7 +185,11 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
         hold = self._clock_hold
         if hold is not None:
             hold.acquire()
-        self._queue.put(call)
+        if self.inline and self.inline_allowed(call):
+            self._forming.append(call)
+            self._flush.set()
+        else:
+            self._queue.put(call)
 
         def abort(_: object) -> trio.lowlevel.Abort:
             with self._lock:
@@ -193,6 +216,7 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
         if self._closed:
             return
         self._closed = True
+        self._flush.set()  # the flusher hands what is forming to the thread, and ends
         for _ in self._threads:
             self._queue.put(None)
         with trio.CancelScope(shield=True), clock_held():
@@ -204,6 +228,57 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
             return
         flight.abandoned = True
         trio.lowlevel.start_thread_soon(functools.partial(self._interrupt, flight), lambda _: None)
+
+    async def _flusher(self) -> None:
+        """Inline: once per tick in which calls were made, run them (module doc)."""
+        while True:
+            await self._flush.wait()
+            self._flush = trio.Event()
+            if not self._closed:
+                await trio.lowlevel.cancel_shielded_checkpoint()  # the rest of the tick's calls join
+            calls = [call for call in self._forming if call.state is CallState.PENDING]
+            self._forming = []
+            if calls and (self._closed or not self._run_inline(calls)):
+                for call in calls:
+                    self._queue.put(call)
+            if self._closed:
+                return
+
+    def _run_inline(self, calls: list[Call[K]]) -> bool:
+        """Run ``calls`` in one transaction on this thread, if the connection is free and the
+        transaction need not wait; False if they must go to the thread instead."""
+        if not self._queue.empty() or not self._using.acquire(blocking=False):
+            return False  # the thread has calls before these, or is running some
+        try:
+            for call in calls:
+                call.state = CallState.TAKEN
+            try:
+                self._transaction(self._inline_conn, calls, self.begin_nowait)
+            except Exception as exc:
+                if isinstance(exc, _WouldWait) or self.retryable(exc):  # rolled back: the thread waits
+                    for call in calls:
+                        call.state = CallState.PENDING
+                    return False
+                _fail(calls, self.error(exc))
+            self.after_round(self._inline_conn)
+        finally:
+            self._using.release()
+        _reschedule(calls)
+        return True
+
+    def inline_allowed(self, call: Call[K]) -> bool:
+        """Whether ``call`` may run inline (``inline`` backends only)."""
+        return True
+
+    def begin_nowait(self, conn: C, calls: list[Call[K]]) -> H:
+        """``begin``, on the trio thread: raise ``WouldWait`` (``would_wait()``) instead of waiting
+        for a lock (``inline`` backends only)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def would_wait() -> Exception:
+        """What ``begin_nowait`` raises when the transaction would have to wait."""
+        return _WouldWait()
 
     # ------------------------------------------------------------------ hooks, called in a thread
 
@@ -285,12 +360,13 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
         try:
             while True:
                 calls, stop = self._take()
-                if calls:
-                    if self.interruptible:
-                        self._run_in_flight(conn, calls)
-                    else:
-                        self.run_taken(conn, calls)
-                self.after_round(conn)  # before the results: trio then runs without waiting for us
+                with self._using:
+                    if calls:
+                        if self.interruptible:
+                            self._run_in_flight(conn, calls)
+                        else:
+                            self.run_taken(conn, calls)
+                    self.after_round(conn)  # before the results: trio then runs without waiting for us
                 if calls:
                     self.trio_token.run_sync_soon(_reschedule, calls)
                 if stop:
@@ -340,12 +416,14 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
             if not flight.done and flight.conn is not None:
                 self.interrupt(cast(C, flight.conn))
 
-    def _transaction(self, conn: C, calls: list[Call[K]]) -> None:
-        """Run ``calls`` in one transaction: without savepoints and, if a call that spoils the
-        transaction fails, again with a savepoint around each such call."""
+    def _transaction(self, conn: C, calls: list[Call[K]], begin: Callable[[C, list[Call[K]]], H] | None = None
+                     ) -> None:
+        """Run ``calls`` in one transaction (begun by ``begin``, by default ``self.begin``): without
+        savepoints and, if a call that spoils the transaction fails, again with a savepoint around
+        each such call."""
         isolated = False
         while True:
-            handle = self.begin(conn, calls)
+            handle = (begin or self.begin)(conn, calls)
             try:
                 for call in calls:
                     self._apply(handle, call, isolated)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -164,6 +164,10 @@ class ExecutionRecord:
     """Options the enqueuer did not know (some of ``retry``, ``timeout``, ``sleep_before_run``): a
     client without the task's definition stored placeholders for them, and the first executor that
     claims the execution replaces them by the task's defaults (and commits it with this empty)."""
+    context: Mapping[str, str] | None = None
+    """What plugins keep with the execution from the code that created it (``durable_execution_context``,
+    e.g. the trace it belongs to): a few short strings, never changed after the insert, handed back
+    to them when it runs. None when no plugin gave any."""
     queue: str = DEFAULT_QUEUE
     """The named queue it waits in: workers claim only from their queues (``durable worker --queue``)."""
 

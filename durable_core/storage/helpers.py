@@ -13,8 +13,9 @@ SQL backends share ``encode_names``/``decode_names``: a set of names in one text
 from __future__ import annotations
 
 import functools
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import trio
@@ -32,6 +33,20 @@ def encode_names(names: frozenset[str]) -> str | None:
     """A set of names (``ExecutionRecord.deferred_options``) as one text column of a SQL backend:
     sorted and joined by commas, None (NULL) when empty."""
     return ",".join(sorted(names)) if names else None
+
+
+def encode_context(context: Mapping[str, str] | None) -> str | None:
+    """``ExecutionRecord.context`` as one text column of a SQL backend: a JSON object, keys
+    sorted, None (NULL) when there is none."""
+    return json.dumps(dict(sorted(context.items())), separators=(",", ":")) if context else None
+
+
+def decode_context(text: str | None) -> dict[str, str] | None:
+    """The mapping ``encode_context`` wrote."""
+    if not text:
+        return None
+    context: dict[str, str] = json.loads(text)
+    return context
 
 
 @functools.lru_cache(maxsize=64)

@@ -11,7 +11,7 @@ from durable_core.errors import ErrorInfo
 from durable_core.models import ExecutionRef, ParentRef, RetryOptions
 from durable_core.status import TaskExecutionStatus
 from durable_core.storage.contract import ExecutionRecord, Payload
-from durable_core.storage.helpers import decode_names, encode_names
+from durable_core.storage.helpers import decode_context, decode_names, encode_context, encode_names
 
 COLUMNS = (
     "execution_id", "task_id", "status", "ready_at", "lease_token", "lease_expires_at", "executor_id",
@@ -23,7 +23,7 @@ COLUMNS = (
     "is_finalize_of_parent", "finalize_task_id", "finalize_execution_id", "is_sleeping",
     "sleeping_unique_id", "idempotency_key", "error_type", "error_message", "error_is_retryable",
     "error_is_internal", "error_type_name", "error_traceback", "children", "input_serializer", "input", "run_output_serializer",
-    "run_output", "output_serializer", "output", "deferred_options", "queue",
+    "run_output", "output_serializer", "output", "deferred_options", "context", "queue",
 )  # fmt: skip
 """Every column, in the order of ``to_row`` and ``from_row`` (the table's, but for the columns
 added by later migrations, which the table has last)."""
@@ -85,7 +85,8 @@ def to_row(r: ExecutionRecord) -> tuple[Any, ...]:
         error and error.is_internal, error and error.type_name, error and error.traceback,
         encode_children(r.children), r.input.serializer, r.input.data,
         run_output and run_output.serializer, run_output and run_output.data,
-        output and output.serializer, output and output.data, encode_names(r.deferred_options), r.queue,
+        output and output.serializer, output and output.data, encode_names(r.deferred_options),
+        encode_context(r.context), r.queue,
     )  # fmt: skip
 
 
@@ -105,7 +106,7 @@ def from_row(row: tuple[Any, ...]) -> ExecutionRecord:
         index_in_parent_children, is_finalize_of_parent, finalize_task_id, finalize_execution_id,
         is_sleeping, sleeping_unique_id, idempotency_key, error_type, error_message,
         error_is_retryable, error_is_internal, error_type_name, error_traceback, children, input_serializer, input,
-        run_output_serializer, run_output, output_serializer, output, deferred_options, queue,
+        run_output_serializer, run_output, output_serializer, output, deferred_options, context, queue,
     ) = row  # fmt: skip
     return ExecutionRecord(
         execution_id, task_id, STATUSES[status], Payload(input_serializer, input),
@@ -122,5 +123,5 @@ def from_row(row: tuple[Any, ...]) -> ExecutionRecord:
         None if finalize_execution_id is None else ExecutionRef(finalize_task_id, finalize_execution_id),
         active_children_count, started_at, finished_at, waiting_for_children_started_at,
         waiting_for_finalize_started_at, ready_at, executor_id, lease_token, lease_expires_at,
-        decode_names(deferred_options), queue,
+        decode_names(deferred_options), decode_context(context), queue,
     )  # fmt: skip

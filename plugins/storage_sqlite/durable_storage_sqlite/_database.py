@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,27 @@ def is_busy(exc: sqlite3.Error) -> bool:
     return _code(exc) in _BUSY_CODES
 
 
+_LOCK_WAITS = (0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002)
+"""Seconds between tries for the write lock, the last repeated until the busy timeout."""
+
+
+def begin_immediate(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """``BEGIN IMMEDIATE`` on ``conn`` (whose own busy timeout is 0), waiting up to
+    ``busy_timeout`` seconds for another connection's write lock, in steps of microseconds at
+    first. Why not SQLite's own wait: it sleeps a whole millisecond at its first try, while the
+    lock is usually held for less (another process's group commit, a client's enqueue); two
+    processes writing at once would lose a millisecond each time they meet."""
+    deadline = time.monotonic() + busy_timeout
+    for attempt in itertools.count():
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(_LOCK_WAITS[min(attempt, len(_LOCK_WAITS) - 1)])
+
+
 def ends_transaction(exc: sqlite3.Error) -> bool:
     """Whether the whole transaction failed: busy, or disk full or an I/O error (SQLite may have
     rolled it back, savepoints and all)."""
@@ -203,7 +225,9 @@ class Database:
     def open(self) -> None:
         """Connect, refuse files that are not ours (touching nothing), then tune and migrate."""
         check_header(self.path)
-        conn = self._conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        # used by its thread and, inline, by trio's (ConnectionThreads: never both at once)
+        conn = self._conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                                            check_same_thread=False)
         try:
             conn.execute("BEGIN")  # one snapshot: another process may be creating the schema
             version = schema_version(conn, self.path, MIGRATIONS)  # before anything is written
@@ -215,6 +239,7 @@ class Database:
                 conn.execute("BEGIN IMMEDIATE")  # again: another process may have migrated meanwhile
                 migrate(conn, schema_version(conn, self.path, MIGRATIONS))
                 conn.execute("COMMIT")
+            conn.execute("PRAGMA busy_timeout = 0")  # writers wait in begin_immediate, readers never do
             self._file = self._identity()
         except BaseException:
             conn.close()
@@ -227,6 +252,7 @@ class Database:
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False,
                                factory=StorageConnection)
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute("PRAGMA busy_timeout = 0")  # its writes wait in begin_immediate
         conn.storage_path = self.path
         return conn
 
@@ -327,7 +353,12 @@ class Database:
         once (there is no transaction of the caller's to join); on failure it rolls back what it began."""
         conn = self.conn
         began = not conn.in_transaction
-        conn.execute("BEGIN IMMEDIATE" if began else "SAVEPOINT durable_insert")
+        if not began:
+            conn.execute("SAVEPOINT durable_insert")
+        elif isinstance(conn, StorageConnection):  # made by connect_for_caller
+            begin_immediate(conn, self.busy_timeout)
+        else:
+            conn.execute("BEGIN IMMEDIATE")
         try:
             stored = self.insert(records)
         except BaseException:

@@ -11,7 +11,7 @@ from durable_core.errors import ErrorInfo
 from durable_core.models import ExecutionRef, ParentRef, RetryOptions
 from durable_core.status import TaskExecutionStatus
 from durable_core.storage.contract import ExecutionRecord, Payload
-from durable_core.storage.helpers import decode_names, encode_names
+from durable_core.storage.helpers import decode_context, decode_names, encode_context, encode_names
 
 COLUMNS = (
     "execution_id", "task_id", "status", "input_serializer", "input", "retry_max_attempts",
@@ -22,7 +22,7 @@ COLUMNS = (
     "run_output", "error_type", "error_message", "error_is_retryable", "error_is_internal",
     "error_type_name", "error_traceback", "retry_attempts", "lease_expirations", "children", "finalize_task_id", "finalize_execution_id",
     "active_children_count", "started_at", "finished_at", "waiting_for_children_started_at",
-    "waiting_for_finalize_started_at", "ready_at", "executor_id", "deferred_options",
+    "waiting_for_finalize_started_at", "ready_at", "executor_id", "deferred_options", "context",
     "queue", "updated_at", "lease_token", "lease_expires_at",
 )  # fmt: skip
 """Every column, in the order of ``to_row`` and ``from_row``: the fields of ``ExecutionRecord``,
@@ -74,6 +74,7 @@ def to_row(r: ExecutionRecord) -> tuple[Any, ...]:
         finalize and finalize.task_id, finalize and finalize.execution_id,
         r.active_children_count, r.started_at, r.finished_at, r.waiting_for_children_started_at,
         r.waiting_for_finalize_started_at, r.ready_at, r.executor_id, encode_names(r.deferred_options),
+        encode_context(r.context),
         r.queue, r.updated_at, r.lease_token, r.lease_expires_at,
     )  # fmt: skip
 
@@ -89,7 +90,7 @@ def from_row(row: tuple[Any, ...]) -> ExecutionRecord:
         run_output, error_type, error_message, error_is_retryable, error_is_internal,
         error_type_name, error_traceback, retry_attempts, lease_expirations, children, finalize_task_id, finalize_execution_id,
         active_children_count, started_at, finished_at, waiting_for_children_started_at,
-        waiting_for_finalize_started_at, ready_at, executor_id, deferred_options, queue, updated_at, lease_token,
+        waiting_for_finalize_started_at, ready_at, executor_id, deferred_options, context, queue, updated_at, lease_token,
         lease_expires_at,
     ) = row  # fmt: skip
     return ExecutionRecord(
@@ -130,5 +131,6 @@ def from_row(row: tuple[Any, ...]) -> ExecutionRecord:
         lease_token=lease_token,
         lease_expires_at=lease_expires_at,
         deferred_options=decode_names(deferred_options),
+        context=decode_context(context),
         queue=queue,
     )

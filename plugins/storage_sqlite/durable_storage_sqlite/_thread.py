@@ -24,7 +24,7 @@ import trio
 
 from durable_core.storage.connection_thread import Call, ConnectionThreads
 
-from ._database import Database, ends_transaction, is_busy
+from ._database import Database, begin_immediate, ends_transaction, is_busy
 
 
 class Kind(enum.Enum):
@@ -76,7 +76,8 @@ class ConnectionThread(ConnectionThreads[Database, sqlite3.Connection, Kind]):
             if not self._watching:
                 self._watching = True
                 self.idle_timeout = self._watch_interval
-                await self.call(Kind.READ, self._read_data_version)  # the baseline; wakes the thread
+                # the baseline, in the thread: that wakes it, to watch from now on
+                await self.call(Kind.ALONE, self._read_data_version)
             return self._changes
         while self._changes == seen:
             if self.closed:
@@ -109,10 +110,30 @@ class ConnectionThread(ConnectionThreads[Database, sqlite3.Connection, Kind]):
         except Exception as exc:
             call.result = outcome.Error(self.error(exc))
 
+    inline = True  # a transaction takes tens of microseconds, a hop to the thread and back more
+
+    def inline_allowed(self, call: Call[Kind]) -> bool:
+        return call.kind is not Kind.ALONE
+
     def begin(self, database: Database, calls: list[Call[Kind]]) -> sqlite3.Connection:
         database.check_file()
         conn = database.conn
-        conn.execute("BEGIN IMMEDIATE" if any(call.kind is Kind.WRITE for call in calls) else "BEGIN")
+        if any(call.kind is Kind.WRITE for call in calls):
+            begin_immediate(conn, database.busy_timeout)
+        else:
+            conn.execute("BEGIN")
+        return conn
+
+    def begin_nowait(self, database: Database, calls: list[Call[Kind]]) -> sqlite3.Connection:
+        """``begin`` on trio's thread: if another process holds the write lock, the thread waits."""
+        database.check_file()
+        conn = database.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE" if any(call.kind is Kind.WRITE for call in calls) else "BEGIN")
+        except sqlite3.OperationalError as exc:
+            if is_busy(exc):
+                raise self.would_wait() from exc
+            raise
         return conn
 
     def commit(self, conn: sqlite3.Connection, calls: list[Call[Kind]]) -> None:

@@ -569,7 +569,7 @@ async def test_a_call_cancelled_once_running_is_applied_and_its_result_delivered
             async with trio.open_nursery() as nursery:
 
                 async def call() -> None:
-                    received.append(await storage._thread.call(Kind.WRITE, slow_insert))
+                    received.append(await storage._thread.call(Kind.ALONE, slow_insert))  # in the thread
                     await trio.lowlevel.checkpoint()  # where the cancellation arrives
 
                 nursery.start_soon(call)
@@ -581,6 +581,61 @@ async def test_a_call_cancelled_once_running_is_applied_and_its_result_delivered
 
 
 # ---------------------------------------------------------------------------------- the file
+
+
+async def test_the_calls_of_one_tick_commit_together_on_trios_thread(sqlite: Any) -> None:
+    """No hop to the connection thread and back (more than a transaction costs) while the
+    connection is free: the tick's calls run inline, still in one transaction."""
+    async with sqlite() as storage:
+        threads: list[int] = []
+        commits = 0
+        commit = storage._thread.commit
+
+        def counted(*args: Any) -> None:
+            nonlocal commits
+            commits += 1
+            commit(*args)
+
+        def insert(execution_id: str) -> list[ExecutionRecord]:
+            threads.append(threading.get_ident())
+            return storage._db.insert([record(execution_id)])
+
+        storage._thread.commit = counted
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(storage._thread.call, Kind.WRITE, insert, f"te_{i}")
+        assert commits == 1
+        assert threads == [threading.get_ident()] * 20
+        assert len(await storage.list_executions()) == 20
+
+
+async def test_a_write_meeting_another_process_lock_waits_in_the_thread_while_trio_runs_on(
+    sqlite: Any, path: Path
+) -> None:
+    async with sqlite() as storage:
+        token = trio.lowlevel.current_trio_token()
+        trio_thread = threading.get_ident()
+        waiting_elsewhere = trio.Event()
+
+        def trace(statement: str) -> None:
+            if statement == "BEGIN IMMEDIATE" and threading.get_ident() != trio_thread:
+                trio.from_thread.run_sync(waiting_elsewhere.set, trio_token=token)
+
+        storage._db.conn.set_trace_callback(trace)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        inserted: list[ExecutionRecord] = []
+        async with trio.open_nursery() as nursery:
+
+            async def insert() -> None:
+                inserted.extend(await storage.insert_executions([record("te_1")]))
+
+            nursery.start_soon(insert)
+            await waiting_elsewhere.wait()  # trio runs this task while the insert waits
+            assert inserted == []
+            blocker.execute("COMMIT")
+            blocker.close()
+        assert [r.execution_id for r in inserted] == ["te_1"]
 
 
 async def test_a_lock_held_beyond_busy_timeout_is_retried(sqlite: Any, path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Callable, Mapping
 from importlib import resources
 from urllib.parse import parse_qs
 
@@ -31,9 +32,11 @@ def _static(name: str) -> str:
     return (resources.files("durable_web") / "static" / name).read_text(encoding="utf-8")
 
 
-def create_app(service: Service, *, token: str | None = None) -> ASGIApp:
+def create_app(service: Service, *, token: str | None = None,
+               endpoints: Mapping[str, Callable[[], tuple[str, bytes]]] | None = None) -> ASGIApp:
     """The whole application for ``service``; with ``token``, every request but ``/healthz``
-    needs it (``Authorization: Bearer TOKEN``, or the dashboard's cookie)."""
+    needs it (``Authorization: Bearer TOKEN``, or the dashboard's cookie). ``endpoints``: the GET
+    endpoints other plugins serve (``durable_http_endpoints``), by path."""
     index = _static("index.html")
     openapi = json.loads((resources.files("durable_web") / "openapi.json").read_text(encoding="utf-8"))
 
@@ -66,9 +69,22 @@ def create_app(service: Service, *, token: str | None = None) -> ASGIApp:
         Route(f"{v1}/stats", api.stats(service)),
         Route(f"{v1}/events", live.events(service)),
         Mount("/static", StaticFiles(packages=[("durable_web", "static")])),
+        # what other plugins serve (durable_http_endpoints): /metrics with durable-prometheus
+        *(Route(path, _plugin_endpoint(render)) for path, render in (endpoints or {}).items()),
     ]
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed})
     return app if token is None else TokenGate(app, token)
+
+
+def _plugin_endpoint(render: Callable[[], tuple[str, bytes]]) -> Callable[[Request], Response]:
+    """A plugin's GET endpoint; a plain function, so Starlette calls it in a worker thread as the
+    hook asks (``render`` may block briefly)."""
+
+    def endpoint(request: Request) -> Response:
+        content_type, body = render()
+        return Response(body, headers={"Content-Type": content_type})
+
+    return endpoint
 
 
 class TokenGate:

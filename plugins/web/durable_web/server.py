@@ -59,7 +59,8 @@ async def serve(executor: DurableExecutor, *, host: str = "127.0.0.1", port: int
     executor.options = dataclasses.replace(executor.options, max_concurrent_task_executions=0)
     async with executor:
         service = Service(executor, refresh=refresh, stats_interval=stats_interval)
-        app = cast(Framework, create_app(service, token=token))  # Starlette's ASGI types, spelled otherwise
+        endpoints = executor.plugins.http_endpoints()  # /metrics if durable-prometheus is installed
+        app = cast(Framework, create_app(service, token=token, endpoints=endpoints))  # Starlette's ASGI types, spelled otherwise
         config = hypercorn_config(host, port)
 
         async def shutdown_trigger() -> None:

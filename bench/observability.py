@@ -1,0 +1,91 @@
+"""Throughput of no-op tasks without observability plugins and with both (prometheus and otel,
+spans recorded by the OpenTelemetry SDK and exported in batches; then with 10 % of traces
+sampled, as production setups often do), in one process, rounds alternating so that all see the
+same machine.
+
+    python bench/observability.py [memory|sqlite|...] [--tasks 5000] [--rounds 3] [--option KEY=VALUE ...]
+
+Needs durable-prometheus and durable-otel importable (installed, or on PYTHONPATH); "without"
+leaves them out of the executor's plugins even if they are installed.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+import trio
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from throughput import define_noop, run_tasks
+
+from _harness import parser, storage_options
+from durable_core import DurableExecutor
+from durable_core.plugins.manager import PluginRegistry, get_plugin_manager
+from durable_otel import OtelPlugin
+from durable_prometheus import PrometheusPlugin
+
+OBSERVABILITY_PLUGINS = ("prometheus", "otel")
+
+
+class Dropped(SpanExporter):
+    """An exporter that counts the spans handed to it (the network is not what is measured)."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.spans += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+def plugins(*extra: object) -> PluginRegistry:
+    """The installed plugins minus prometheus and otel, plus ``extra``."""
+    pm = get_plugin_manager()
+    for name in OBSERVABILITY_PLUGINS:
+        if pm.get_plugin(name) is not None:
+            pm.unregister(name=name)
+    for plugin in extra:
+        pm.register(plugin)
+    return PluginRegistry.load(pm)
+
+
+async def measure(storage: str, options: dict | None, n: int, registry: PluginRegistry) -> tuple[float, float]:
+    """Tasks per second, and CPU microseconds per task (all threads: the span exporter's too)."""
+    executor = DurableExecutor(storage, storage_options=options, plugins=registry)
+    define_noop(executor)
+    async with executor:
+        result = await run_tasks(executor, n)
+    return result.tasks / result.total_seconds, result.cpu_seconds / result.tasks * 1e6
+
+
+async def main(storage: str, options: dict | None, n: int, rounds: int) -> None:
+    exporter = Dropped()
+    every, sampled = TracerProvider(), TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.1)))
+    for provider in (every, sampled):
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    registries = {
+        "without observability plugins": plugins(),
+        "with prometheus and otel": plugins(PrometheusPlugin(), OtelPlugin(every)),
+        "with both, 10 % of traces sampled": plugins(PrometheusPlugin(), OtelPlugin(sampled)),
+    }
+    await measure(storage, options, min(n, 500), registries["with prometheus and otel"])  # warm-up
+    figures: dict[str, list[tuple[float, float]]] = {name: [] for name in registries}
+    for _ in range(rounds):
+        for name, registry in registries.items():
+            figures[name].append(await measure(storage, options, n, registry))
+    for provider in (every, sampled):
+        provider.shutdown()
+    print(f"{storage}: {n} no-op tasks, median of {rounds} rounds ({exporter.spans} spans exported)")
+    plain = statistics.median(rate for rate, _ in figures["without observability plugins"])
+    for name, runs in figures.items():
+        rate, cpu = statistics.median(rate for rate, _ in runs), statistics.median(cpu for _, cpu in runs)
+        print(f"  {name:34} {rate:7,.0f} tasks/s ({(rate / plain - 1) * 100:+5.1f} %), CPU {cpu:.0f} µs/task")
+
+if __name__ == "__main__":
+    arguments = parser(__doc__)
+    arguments.add_argument("--tasks", type=int, default=5000)
+    arguments.add_argument("--rounds", type=int, default=3)
+    args = arguments.parse_args()
+    trio.run(main, args.storage, storage_options(args), args.tasks, args.rounds)
