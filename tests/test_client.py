@@ -276,6 +276,37 @@ def test_asyncio_cancellation_stops_a_wait_and_the_loop_stays_responsive(db):
     assert len(set(ids)) == 50 and ticks >= 50  # the loop ran while the storage worked elsewhere
 
 
+def test_an_async_enqueue_meeting_another_process_lock_waits_off_the_loop(db):
+    """Written on the loop's thread while the write lock is free; held elsewhere, the enqueue
+    waits in a worker thread and the loop runs on."""
+    async def main():
+        async with AsyncClient(**sqlite(db)) as client:
+            await client.enqueue("add", {"a": 0, "b": 0})
+            blocker = sqlite3.connect(db, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
+            ticks = 0
+
+            async def tick():
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0.001)
+
+            ticker = asyncio.create_task(tick())
+            pending = asyncio.create_task(client.enqueue("add", {"a": 1, "b": 1}))
+            await asyncio.sleep(0.05)
+            waited = (pending.done(), ticks)
+            blocker.execute("COMMIT")
+            blocker.close()
+            execution_id = await pending
+            ticker.cancel()
+            return waited, await client.get(execution_id)
+
+    (done_while_locked, ticks), execution = asyncio.run(main())
+    assert not done_while_locked and ticks >= 5
+    assert execution.status is S.READY and execution.input == {"a": 1, "b": 1}
+
+
 def test_leaving_the_asyncio_run_executor_hands_running_executions_back(db):
     started = threading.Event()
 

@@ -108,9 +108,10 @@ class AsyncClient(ClientBase):
         return await self._store(self._enqueue(task_id, inputs, None, timeout, retry, sleep_before_run), connection)
 
     async def _store(self, enqueue: Operation[list[str]], connection: Any) -> list[str]:
-        """In the caller's transaction (``connection``), on a worker thread of the loop's through
-        a connection of its own (``direct``: the loop never waits on storage I/O), or through the
-        portal."""
+        """In the caller's transaction (``connection``); on the loop's thread, through a connection
+        of its own, when the storage can tell the write will not wait (``NonBlockingInserts``);
+        else on a worker thread of the loop's (``direct``: the loop never waits on storage I/O),
+        or through the portal."""
         _check_asyncio()
         await self.open()
         if connection is not None:
@@ -118,6 +119,10 @@ class AsyncClient(ClientBase):
         connections = self._operations.thread_connections()
         if connections is None:
             return await self._call(enqueue)
+        ids = self._operations.try_enqueue_here(connections, *enqueue.args)
+        if ids is not None:  # written on the loop's thread: it could not wait (``NonBlockingInserts``)
+            await asyncio.sleep(0)  # a loop enqueuing many lets the others run between them
+            return ids
         return await asyncio.to_thread(self._operations.enqueue_here, connections, *enqueue.args)
 
     async def get(self, execution_id: str) -> TaskExecution:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ..storage.contract import ExecutionRecord, TransactionalInserts
+from ..storage.contract import ExecutionRecord, NonBlockingInserts, TransactionalInserts
 from .portal import PortalClosedError
 
 
@@ -41,6 +41,18 @@ class ThreadConnections:
             connection.rollback()
             raise
         return stored
+
+    def try_insert(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord] | None:
+        """``insert``, if the storage can tell that it will not wait (``NonBlockingInserts``);
+        None, and nothing written, otherwise."""
+        if self._closed:
+            raise PortalClosedError()
+        if not isinstance(self._storage, NonBlockingInserts):
+            return None
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self._open()
+        return self._storage.try_insert_executions_on(connection, records)
 
     def _open(self) -> Any:
         with self._lock:

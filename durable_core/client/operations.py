@@ -105,6 +105,12 @@ class ClientOperations:
                     self._thread_connections = ThreadConnections(storage)
         return self._thread_connections
 
+    def try_enqueue_here(self, connections: ThreadConnections, task_id: str, inputs: Sequence[Any],
+                         options: EnqueueOptions) -> list[str] | None:
+        """``enqueue_here`` if it need not wait (``ThreadConnections.try_insert``), else None."""
+        stored = connections.try_insert(self.build_records(task_id, inputs, options, time.time()))
+        return None if stored is None else [record.execution_id for record in stored]
+
     def enqueue_here(self, connections: ThreadConnections, task_id: str, inputs: Sequence[Any],
                      options: EnqueueOptions) -> list[str]:
         """``enqueue`` on the caller's thread, through its own connection."""

@@ -25,6 +25,7 @@ from .contract import StatusChange as StatusChange
 from .contract import StatusCounts as StatusCounts
 from .contract import Storage as Storage
 from .contract import StorageError as StorageError
+from .contract import NonBlockingInserts as NonBlockingInserts
 from .contract import TransactionalInserts as TransactionalInserts
 from .contract import cascade_error as cascade_error
 from .contract import list_key as list_key

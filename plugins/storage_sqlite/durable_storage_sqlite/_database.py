@@ -375,6 +375,28 @@ class Database:
             conn.execute("COMMIT")
         return stored
 
+    def insert_now(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord] | None:
+        """``insert`` in a transaction of its own on ``conn`` (from ``connect_for_caller``: its busy
+        timeout is 0), committed; None, and nothing written, if that would wait: for another
+        connection's write lock, or for the disk (each commit syncs with ``synchronous`` FULL or EXTRA)."""
+        if self.synchronous in ("FULL", "EXTRA"):
+            return None
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if is_busy(exc):
+                return None
+            raise
+        try:
+            stored = self.insert(records)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):  # disk full, say: SQLite rolled back already
+                conn.execute("ROLLBACK")
+            raise
+        return stored
+
     def main_file(self) -> str:
         """The file of the connection's main database ("" for an in-memory or temporary one)."""
         file: str = next(row[2] for row in self.conn.execute("PRAGMA database_list") if row[1] == "main")

@@ -112,6 +112,20 @@ class SqliteStorage(ThreadedStorage[Kind]):
         """A new connection to this storage's file with its settings (``TransactionalInserts``)."""
         return self._database.connect_for_caller()
 
+    def try_insert_executions_on(self, connection: Any, records: Sequence[ExecutionRecord]
+                                 ) -> list[ExecutionRecord] | None:
+        """``NonBlockingInserts``: insert and commit on a connection from ``connect()``, unless that
+        would wait (another process holds the write lock; ``synchronous`` FULL or EXTRA)."""
+        if not isinstance(connection, StorageConnection) or connection.storage_path != self._path:
+            raise StorageError(f"SqliteStorage.try_insert_executions_on takes a connection from this "
+                               f"storage's connect() (to {self._path})", is_retryable=False)
+        database = self._database.on(connection)
+        try:
+            with _plain_rows(connection):
+                return database.insert_now(records)
+        except sqlite3.Error as exc:
+            raise database.error(exc) from exc
+
     async def insert_executions_on_async(self, connection: Any, records: Sequence[ExecutionRecord]
                                          ) -> list[ExecutionRecord]:
         """The same from an asyncio event loop. There is no asyncio sqlite3: this takes the same

@@ -16,7 +16,7 @@ import trio
 from durable_conformance.records import new, sleeping
 from durable_core import DurableExecutor
 from durable_core.status import TaskExecutionStatus as S
-from durable_core.storage import DuplicateSleepingTaskUniqueIdError, StorageError, TransactionalInserts
+from durable_core.storage import DuplicateSleepingTaskUniqueIdError, NonBlockingInserts, StorageError, TransactionalInserts
 from durable_storage_sqlite import SqliteStorage
 
 
@@ -225,4 +225,38 @@ async def test_a_closed_connection_or_one_of_another_thread_is_one_clear_error(s
                                                    f".*{reason}") as caught:
                 storage.insert_executions_on(conn, [new("te_1")])
             assert not caught.value.is_retryable
+        assert await stored_ids(storage) == []
+
+
+async def test_a_non_blocking_insert_commits_unless_another_connection_holds_the_lock(sqlite: Any,
+                                                                                       path: Path) -> None:
+    """``NonBlockingInserts`` (what ``AsyncClient`` writes with on its loop's thread): committed at
+    once when the lock is free; None and nothing written while another connection holds it."""
+    async with sqlite() as storage:
+        assert isinstance(storage, NonBlockingInserts)
+        conn = storage.connect()
+        try:
+            assert storage.try_insert_executions_on(conn, [new("te_now")]) == [new("te_now")]
+            blocker = sqlite3.connect(path, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
+            assert storage.try_insert_executions_on(conn, [new("te_later")]) is None
+            assert not conn.in_transaction
+            blocker.execute("COMMIT")
+            blocker.close()
+            assert storage.try_insert_executions_on(conn, [new("te_later")]) == [new("te_later")]
+        finally:
+            conn.close()
+        assert await stored_ids(storage) == ["te_later", "te_now"]
+        with pytest.raises(StorageError, match="takes a connection from this storage's connect()"):
+            storage.try_insert_executions_on(sqlite3.connect(path), [new("te_x")])
+
+
+async def test_with_synchronous_full_a_non_blocking_insert_never_runs(sqlite: Any) -> None:
+    """Each commit would wait for the disk: the caller must take the path that may wait."""
+    async with sqlite(synchronous="FULL") as storage:
+        conn = storage.connect()
+        try:
+            assert storage.try_insert_executions_on(conn, [new("te_1")]) is None
+        finally:
+            conn.close()
         assert await stored_ids(storage) == []
