@@ -4,10 +4,12 @@ SQLite file, executors run in a background thread or as a trio guest on asyncio.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -252,24 +254,32 @@ def test_async_client_and_an_executor_in_asyncio_guest_mode(db):
     assert len(listed) == 2
 
 
+@contextlib.contextmanager
+def ticking(interval: float) -> Iterator[list[int]]:
+    """Within a running asyncio loop: count in ``[0]`` how often another task got to run."""
+    ticks = [0]
+
+    async def tick():
+        while True:
+            ticks[0] += 1
+            await asyncio.sleep(interval)
+
+    ticker = asyncio.get_running_loop().create_task(tick())
+    try:
+        yield ticks
+    finally:
+        ticker.cancel()
+
+
 def test_asyncio_cancellation_stops_a_wait_and_the_loop_stays_responsive(db):
     async def main():
         async with AsyncClient(**sqlite(db)) as client:
             execution_id = await client.enqueue("add", {"a": 1, "b": 1})
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(client.wait(execution_id), 0.2)
-            ticks = 0
-
-            async def tick():
-                nonlocal ticks
-                while True:
-                    ticks += 1
-                    await asyncio.sleep(0)
-
-            ticker = asyncio.create_task(tick())
-            ids = [await client.enqueue("add", {"a": i, "b": 0}) for i in range(50)]
-            ticker.cancel()
-            return ticks, ids, await client.get(execution_id)
+            with ticking(0) as ticks:
+                ids = [await client.enqueue("add", {"a": i, "b": 0}) for i in range(50)]
+            return ticks[0], ids, await client.get(execution_id)
 
     ticks, ids, still = asyncio.run(main())
     assert still.status is S.READY
@@ -284,22 +294,13 @@ def test_an_async_enqueue_meeting_another_process_lock_waits_off_the_loop(db):
             await client.enqueue("add", {"a": 0, "b": 0})
             blocker = sqlite3.connect(db, isolation_level=None)
             blocker.execute("BEGIN IMMEDIATE")
-            ticks = 0
-
-            async def tick():
-                nonlocal ticks
-                while True:
-                    ticks += 1
-                    await asyncio.sleep(0.001)
-
-            ticker = asyncio.create_task(tick())
-            pending = asyncio.create_task(client.enqueue("add", {"a": 1, "b": 1}))
-            await asyncio.sleep(0.05)
-            waited = (pending.done(), ticks)
-            blocker.execute("COMMIT")
-            blocker.close()
-            execution_id = await pending
-            ticker.cancel()
+            with ticking(0.001) as ticks:
+                pending = asyncio.create_task(client.enqueue("add", {"a": 1, "b": 1}))
+                await asyncio.sleep(0.05)
+                waited = (pending.done(), ticks[0])
+                blocker.execute("COMMIT")
+                blocker.close()
+                execution_id = await pending
             return waited, await client.get(execution_id)
 
     (done_while_locked, ticks), execution = asyncio.run(main())
