@@ -245,3 +245,16 @@ def test_bad_input_is_one_json_error_and_stores_nothing(server: Server, method: 
     assert message in body["error"] and body["status"] == status
     assert "Traceback" not in response.text
     assert stored_count(server) == before
+
+
+def test_metrics_are_served_when_the_prometheus_plugin_is_installed(server: Server) -> None:
+    pytest.importorskip("durable_prometheus", reason="durable-prometheus serves /metrics")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with server.client() as client:
+        response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    families = {family.name: family for family in text_string_to_metric_families(response.text)}
+    assert {"durable_executions", "durable_ready_executions", "durable_storage_operation_seconds"} <= families.keys()
+    statuses = {sample.labels["status"] for sample in families["durable_executions"].samples}
+    assert {"ready", "running", "completed"} <= statuses  # sampled from the storage every few seconds
