@@ -13,6 +13,11 @@ from typing import Any
 
 from durable_core.storage.opening import parse_option
 
+# The figures are the engine's own: the observability plugins a development install has beside it
+# (durable-otel, durable-prometheus) stay out, here and in the worker processes the benchmarks
+# start; bench/observability.py measures what they cost.
+os.environ.setdefault("DURABLE_DISABLE_PLUGINS", "otel,prometheus")
+
 from durable_core import DurableExecutor
 
 
