@@ -93,9 +93,10 @@ async def change_loop(engine: Engine, feed: ChangeNotifications) -> None:
             seen = None
             await trio.sleep(engine.options.poll_interval)
             continue
-        if seen is not None:
-            engine.others_changed()
-            engine.waiters_stale.set()
+        # also after a (first, or new) baseline: it may already hold changes made since the
+        # claimer and the waiters last looked, which no later change would announce
+        engine.others_changed()
+        engine.waiters_stale.set()
         seen = changed
 
 
