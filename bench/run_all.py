@@ -28,6 +28,7 @@ def runs(postgres: str | None) -> list[tuple[list[str], list[str]]]:
             (["reference_workload.py", *storage], ["reference_workload.py", *storage, "--iterations", "0"]),
             (["throughput.py", *storage], ["throughput.py", *storage, "--tasks", "300"]),
             (["routing.py", *storage], ["routing.py", *storage, "--tasks", "100", "--foreign", "300", "--repeat", "1"]),
+            (["priorities.py", *storage], ["priorities.py", *storage, "--backlog", "300", "--rounds", "2"]),
             (["observability.py", *storage], ["observability.py", *storage, "--tasks", "200", "--rounds", "1"]),
             (["latency.py", *storage], ["latency.py", *storage, "--samples", "5"]),
             (["scale.py", "backlog", *storage], ["scale.py", "backlog", *storage, "--pending", "300"]),

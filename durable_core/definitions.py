@@ -8,7 +8,7 @@ from typing import Any, Protocol, overload
 from .errors import DurableExecutionError, DurableExecutionNotFoundError
 from .models import RetryOptions
 from .storage.contract import DEFAULT_QUEUE
-from .tasks import Task, TaskKind, check_queue, check_retry, check_sleep_before_run, check_task_id, check_timeout
+from .tasks import Task, TaskKind, check_priority, check_queue, check_retry, check_sleep_before_run, check_task_id, check_timeout
 
 RunFunction = Callable[..., Any]
 """``run(ctx, input)``: ``async def``, or a plain ``def`` run in a worker thread."""
@@ -79,28 +79,29 @@ class TaskDefinitions:
     @overload
     def task(self, *, id: str, timeout: float, retry: RetryOptions | None = None,
              sleep_before_run: float = 0.0, input_schema: Any = None,
-             validate_input: InputValidator | None = None, queue: str = DEFAULT_QUEUE,
+             validate_input: InputValidator | None = None, queue: str = DEFAULT_QUEUE, priority: int = 0,
              run: None = None) -> Callable[[RunFunction], Task]: ...
 
     @overload
     def task(self, *, id: str, timeout: float, retry: RetryOptions | None = None,
              sleep_before_run: float = 0.0, input_schema: Any = None,
-             validate_input: InputValidator | None = None, queue: str = DEFAULT_QUEUE,
+             validate_input: InputValidator | None = None, queue: str = DEFAULT_QUEUE, priority: int = 0,
              run: RunFunction) -> Task: ...
 
     def task(self, *, id: str, timeout: float, retry: RetryOptions | None = None,
              sleep_before_run: float = 0.0, input_schema: Any = None,
-             validate_input: InputValidator | None = None, queue: str = DEFAULT_QUEUE,
+             validate_input: InputValidator | None = None, queue: str = DEFAULT_QUEUE, priority: int = 0,
              run: RunFunction | None = None) -> Task | Callable[[RunFunction], Task]:
         """Define a task. With ``run=`` returns the ``Task``; without, a decorator that does.
 
         ``run(ctx, input)`` may be ``async def`` or a plain ``def`` (run in a worker thread).
-        ``queue`` is where its executions wait unless an enqueue names another.
+        ``queue`` is where its executions wait unless an enqueue names another; of the due
+        executions a worker claims, those of higher ``priority`` (0 to 1,000,000) come first.
         """
         def define(fn: RunFunction) -> Task:
             return self._define(TaskKind.TASK, fn, id=id, timeout=timeout, retry=retry,
                                 sleep_before_run=sleep_before_run, input_schema=input_schema,
-                                validate_input=validate_input, queue=queue)
+                                validate_input=validate_input, queue=queue, priority=priority)
 
         return define(run) if run is not None else define
 
@@ -108,18 +109,19 @@ class TaskDefinitions:
     def parent_task(self, *, id: str, timeout: float, finalize: Task | Callable[..., Any] | None = None,
                     retry: RetryOptions | None = None, sleep_before_run: float = 0.0,
                     input_schema: Any = None, validate_input: InputValidator | None = None,
-                    queue: str = DEFAULT_QUEUE, run: None = None) -> Callable[[RunFunction], Task]: ...
+                    queue: str = DEFAULT_QUEUE, priority: int = 0, run: None = None) -> Callable[[RunFunction], Task]: ...
 
     @overload
     def parent_task(self, *, id: str, timeout: float, finalize: Task | Callable[..., Any] | None = None,
                     retry: RetryOptions | None = None, sleep_before_run: float = 0.0,
                     input_schema: Any = None, validate_input: InputValidator | None = None,
-                    queue: str = DEFAULT_QUEUE, run: RunFunction) -> Task: ...
+                    queue: str = DEFAULT_QUEUE, priority: int = 0, run: RunFunction) -> Task: ...
 
     def parent_task(self, *, id: str, timeout: float, finalize: Task | Callable[..., Any] | None = None,
                     retry: RetryOptions | None = None, sleep_before_run: float = 0.0,
                     input_schema: Any = None, validate_input: InputValidator | None = None,
-                    queue: str = DEFAULT_QUEUE, run: RunFunction | None = None) -> Task | Callable[[RunFunction], Task]:
+                    queue: str = DEFAULT_QUEUE, priority: int = 0, run: RunFunction | None = None
+                    ) -> Task | Callable[[RunFunction], Task]:
         """Define a parent task whose run returns ``ParentTaskResult(output, children)``.
 
         ``finalize`` is a task of this executor (plain or parent) or a callable run inline; it
@@ -136,7 +138,8 @@ class TaskDefinitions:
         def define(fn: RunFunction) -> Task:
             return self._define(TaskKind.PARENT, fn, id=id, timeout=timeout, retry=retry,
                                 sleep_before_run=sleep_before_run, input_schema=input_schema,
-                                validate_input=validate_input, finalize=finalize, queue=queue)
+                                validate_input=validate_input, finalize=finalize, queue=queue,
+                                priority=priority)
 
         return define(run) if run is not None else define
 
@@ -146,18 +149,19 @@ class TaskDefinitions:
         return self._define(TaskKind.SLEEPING, None, id=id, timeout=timeout)
 
     def sequential_tasks(self, id: str, tasks: Sequence[Task], *, timeout: float = 30.0,
-                         queue: str = DEFAULT_QUEUE) -> Task:
+                         queue: str = DEFAULT_QUEUE, priority: int = 0) -> Task:
         """Define a task running ``tasks`` one after another, each output the next one's input."""
         steps = tuple(tasks)
         if not steps:
             raise ValueError(f"Sequential task {id}: No tasks provided")
         for step in steps:
             self._check_defined(id, step)
-        return self._define(TaskKind.SEQUENTIAL, None, id=id, timeout=timeout, steps=steps, queue=queue)
+        return self._define(TaskKind.SEQUENTIAL, None, id=id, timeout=timeout, steps=steps, queue=queue,
+                            priority=priority)
 
     def looping_task(self, id: str, iteration_task: Task, max_attempts: int,
                      sleep_before_run: float | Callable[[int], float] | None = None, *,
-                     timeout: float = 30.0, queue: str = DEFAULT_QUEUE) -> Task:
+                     timeout: float = 30.0, queue: str = DEFAULT_QUEUE, priority: int = 0) -> Task:
         """Define a task re-running ``iteration_task`` until it returns ``{"is_done": True, ...}``.
 
         Result: ``{"is_success": True, "output": x}``, or ``{"is_success": False}`` after
@@ -170,14 +174,15 @@ class TaskDefinitions:
         if sleep_before_run is not None and not callable(sleep_before_run):
             check_sleep_before_run(id, sleep_before_run)
         return self._define(TaskKind.LOOPING, None, id=id, timeout=timeout, steps=(iteration_task,),
-                            max_attempts=max_attempts, iteration_sleep=sleep_before_run, queue=queue)
+                            max_attempts=max_attempts, iteration_sleep=sleep_before_run, queue=queue,
+                            priority=priority)
 
     # ----------------------------------------------------------------------------- checking
 
     def _define(self, kind: TaskKind, run: RunFunction | None, *, id: str, timeout: float,
                 retry: RetryOptions | None = None, sleep_before_run: float | None = 0.0,
                 input_schema: Any = None, validate_input: InputValidator | None = None,
-                queue: str = DEFAULT_QUEUE, **extra: Any) -> Task:
+                queue: str = DEFAULT_QUEUE, priority: int = 0, **extra: Any) -> Task:
         check_task_id(id)
         task = Task(
             id=id,
@@ -188,6 +193,7 @@ class TaskDefinitions:
             run=run,
             validator=self._validator(id, input_schema, validate_input),
             queue=check_queue(f"task {id}", queue),
+            priority=check_priority(f"task {id}", priority),
             **extra,
         )
         return self._add(task)

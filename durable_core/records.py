@@ -13,7 +13,7 @@ from .models import ExecutionRef, ParentRef, RetryOptions, TaskExecution
 from .payloads import PayloadCodec
 from .status import TaskExecutionStatus as S
 from .storage.contract import ExecutionRecord, Payload
-from .tasks import Task, TaskKind, check_queue, check_retry, check_sleep_before_run, check_timeout
+from .tasks import Task, TaskKind, check_priority, check_queue, check_retry, check_sleep_before_run, check_timeout
 
 
 def new_record(task: Task, input: Any, now: float, codec: PayloadCodec, *,
@@ -21,7 +21,7 @@ def new_record(task: Task, input: Any, now: float, codec: PayloadCodec, *,
                timeout: float | None = None, root: ExecutionRef | None = None,
                parent: ParentRef | None = None, idempotency_key: str | None = None,
                payload: Payload | None = None, context: Mapping[str, str] | None = None,
-               queue: str | None = None) -> ExecutionRecord:
+               queue: str | None = None, priority: int | None = None) -> ExecutionRecord:
     """A new execution of ``task``; ``payload`` (an already serialized input) wins over ``input``;
     ``context`` is what plugins keep with it (``durable_execution_context``).
 
@@ -32,6 +32,7 @@ def new_record(task: Task, input: Any, now: float, codec: PayloadCodec, *,
     sleep = task.sleep_before_run if sleep_before_run is None else check_sleep_before_run(task.id, sleep_before_run)
     timeout = task.timeout if timeout is None else check_timeout(task.id, timeout)
     queue = task.queue if queue is None else check_queue(f"task {task.id}", queue)
+    priority = task.priority if priority is None else check_priority(f"task {task.id}", priority)
     if task.kind is TaskKind.SLEEPING:
         unique_id = codec.decode(payload) if payload is not None else input
         check_unique_id(task.id, unique_id)
@@ -41,7 +42,7 @@ def new_record(task: Task, input: Any, now: float, codec: PayloadCodec, *,
             retry=retry, timeout=timeout, sleep_before_run=sleep, created_at=now,
             updated_at=now, start_at=now, root=root, parent=parent, is_sleeping=True,
             sleeping_unique_id=unique_id, idempotency_key=idempotency_key, started_at=now,
-            lease_expires_at=now + sleep + timeout, context=context, queue=queue,
+            lease_expires_at=now + sleep + timeout, context=context, queue=queue, priority=priority,
         )
     start_at = now + sleep
     return ExecutionRecord(
@@ -49,6 +50,7 @@ def new_record(task: Task, input: Any, now: float, codec: PayloadCodec, *,
         input=payload or codec.encode(input, task.id, "input"), retry=retry, timeout=timeout,
         sleep_before_run=sleep, created_at=now, updated_at=now, start_at=start_at, root=root,
         parent=parent, idempotency_key=idempotency_key, ready_at=start_at, context=context, queue=queue,
+        priority=priority,
     )
 
 
@@ -58,16 +60,19 @@ DEFERRABLE_OPTIONS = ("retry", "timeout", "sleep_before_run")
 def deferred_record(task_id: str, input: Any, now: float, codec: PayloadCodec, *,
                     retry: RetryOptions | None = None, sleep_before_run: float | None = None,
                     timeout: float | None = None, idempotency_key: str | None = None,
-                    context: Mapping[str, str] | None = None, queue: str | None = None) -> ExecutionRecord:
+                    context: Mapping[str, str] | None = None, queue: str | None = None,
+                    priority: int | None = None) -> ExecutionRecord:
     """A new execution of a task this process does not define (a client's enqueue by task id).
 
     The options not given are the task's defaults, which only the executor that defines it knows:
     they are stored as placeholders, named in ``deferred_options``, and ``with_task_defaults``
-    replaces them when that executor claims the execution.
+    replaces them when that executor claims the execution. The queue and the priority decide
+    which worker claims it, and when: not given, they are the default queue and priority 0.
     """
     given = {"retry": retry, "timeout": timeout, "sleep_before_run": sleep_before_run}
     record = new_record(_placeholder(task_id), input, now, codec, retry=retry, sleep_before_run=sleep_before_run,
-                        timeout=timeout, idempotency_key=idempotency_key, context=context, queue=queue)
+                        timeout=timeout, idempotency_key=idempotency_key, context=context, queue=queue,
+                        priority=priority)
     record.deferred_options = frozenset(name for name in DEFERRABLE_OPTIONS if given[name] is None)
     return record
 

@@ -92,9 +92,11 @@ class StepContext:
 
     def child(self, task: Task, index: int, *, input: Any = None, payload: Payload | None = None,
               is_finalize: bool = False, **options: Any) -> ExecutionRecord:
+        """A child (or finalize) of this run's record, at its task's priority or its parent's if
+        higher: an urgent workflow's steps are urgent too."""
         record = self.record
         return new_record(
-            task, input, self.now, self.engine.codec, payload=payload,
+            task, input, self.now, self.engine.codec, payload=payload, priority=max(task.priority, record.priority),
             root=record.root or ExecutionRef(record.task_id, record.execution_id),
             parent=ParentRef(record.task_id, record.execution_id, index, is_finalize),
             context=self.engine.execution_context(), **options,

@@ -15,7 +15,7 @@ from typing import Any
 import trio
 
 from .models import RetryOptions
-from .storage.contract import DEFAULT_QUEUE
+from .storage.contract import DEFAULT_QUEUE, MAX_PRIORITY
 
 _TASK_ID = re.compile(r"[A-Za-z0-9_]+")
 _QUEUE = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
@@ -50,6 +50,7 @@ class Task:
     max_attempts: int = 0
     iteration_sleep: float | Callable[[int], float] | None = None
     queue: str = DEFAULT_QUEUE
+    priority: int = 0
 
     def __repr__(self) -> str:
         return f"<Task {self.id} ({self.kind})>"
@@ -73,6 +74,14 @@ def check_queue(owner: str, queue: object) -> str:
         raise ValueError(f"Invalid queue for {owner}: a name of 1 to 255 letters, digits, '_', '-', '.' "
                          f"or ':' is expected, got {queue!r}")
     return queue
+
+
+def check_priority(owner: str, priority: object) -> int:
+    """A priority (of ``owner``: "task x"): an integer from 0 to ``MAX_PRIORITY``, higher claimed first."""
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY:
+        raise ValueError(f"Invalid priority for {owner}: an integer from 0 to {MAX_PRIORITY:,} is expected "
+                         f"(higher runs first), got {priority!r}")
+    return priority
 
 
 def check_timeout(task_id: str, timeout: object) -> float:

@@ -114,6 +114,8 @@ def project(tmp_path: Path) -> Path:
      "error: Invalid value for '--input': JSON nested too deeply to read"),
     (["enqueue", "app:hello", "--input", "9" * 5000], None,
      "error: Invalid value for '--input': cannot read this JSON: Exceeds the limit (4300 digits) for integer string"),
+    (["enqueue", "app:hello", "--priority", "-1"], None,
+     "error: Invalid value for '--priority': -1 is not in the range 0<=x<=1000000."),
     (["enqueue", "app:hello", "--idempotency-key", ""], None,
      "error: Invalid value for '--idempotency-key': must be a string of 1..255 characters, got 0 characters"),
     (["enqueue", "app:hello", "--idempotency-key", "k" * 300], None,
@@ -205,6 +207,15 @@ def test_show_marks_a_payload_it_cannot_decode_and_shows_the_rest(project: Path,
     assert shown in lines["input:"]
     as_json = durable("executions", "show", execution_id, "--json", cwd=project)
     assert json.loads(as_json.stdout)["input"] == lines["input:"]
+
+
+def test_enqueue_with_a_priority_and_list_shows_it(project: Path) -> None:
+    urgent = durable("enqueue", "app:hello", "--priority", "1000000", "--queue", "fast", cwd=project).stdout.strip()
+    plain = durable("enqueue", "app:hello", cwd=project).stdout.strip()
+    listed = durable("executions", "list", "--json", cwd=project)
+    assert listed.returncode == 0, listed.stderr
+    shown = {row["execution_id"]: (row["priority"], row["queue"]) for row in map(json.loads, listed.stdout.splitlines())}
+    assert shown == {urgent: (1_000_000, "fast"), plain: (0, "default")}
 
 
 def test_a_module_that_fails_to_import_keeps_its_traceback(project: Path) -> None:

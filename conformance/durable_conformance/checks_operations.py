@@ -50,7 +50,7 @@ def full_record(execution_id: str = "te_full") -> ExecutionRecord:
         finalize=ExecutionRef("f", "te_f"), active_children_count=2, started_at=4.5, finished_at=None,
         waiting_for_children_started_at=5.0, waiting_for_finalize_started_at=6.0, ready_at=9.75,
         executor_id="de_x", lease_token=3, lease_expires_at=20.5,
-        deferred_options=frozenset({"retry", "sleep_before_run"}), queue="emails.high-1",
+        deferred_options=frozenset({"retry", "sleep_before_run"}), queue="emails.high-1", priority=1_000_000,
         context={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tenant": "ünï ✓"},
     )
 
@@ -283,6 +283,39 @@ class ClaimChecks:
         assert _ids(first)[0] == "te_z" and len(first) == 3
         rest = await claim(storage, 2.0, 10)
         assert sorted(_ids(first[1:]) + _ids(rest)) == [f"te_{i}" for i in range(5)]
+
+    async def test_claim_takes_higher_priorities_first_then_the_earliest(self, storage: Storage) -> None:
+        """Priority first, then ``ready_at``: a later high-priority record overtakes earlier low
+        ones, but one not yet due, however high, waits."""
+        await storage.insert_executions([
+            new("te_low_early", ready_at=0.5), new("te_mid_late", ready_at=2.0, priority=5),
+            new("te_high_future", ready_at=9.0, priority=1_000_000), new("te_mid_early", ready_at=1.0, priority=5),
+            new("te_high", ready_at=3.0, priority=7), new("te_low_late", ready_at=1.5),
+        ])
+        first = await claim(storage, 3.0, 3)
+        assert _ids(first) == ["te_high", "te_mid_early", "te_mid_late"]
+        assert [r.priority for r in first] == [7, 5, 5]
+        assert _ids(await claim(storage, 3.0, 10)) == ["te_low_early", "te_low_late"]
+        assert _ids(await claim(storage, 9.0, 10)) == ["te_high_future"]
+
+    @requires("routing", why="a claim for some tasks and queues takes only theirs")
+    async def test_a_routed_claim_takes_higher_priorities_first_across_tasks_and_queues(self, storage: Storage) -> None:
+        """Levels merge across the (task, queue)s claimed from; a level's not-yet-due records,
+        however many, neither block nor slow the levels below."""
+        await storage.insert_executions(
+            [new(f"te_future_{i}", task_id="a", ready_at=50.0 + i, priority=9) for i in range(30)] + [
+                new("te_a_low", task_id="a", ready_at=0.1), new("te_b_mid", task_id="b", queue="q", ready_at=0.9,
+                                                               priority=3),
+                new("te_a_mid", task_id="a", queue="q", ready_at=0.5, priority=3),
+                new("te_c_top", task_id="c", ready_at=0.0, priority=99),  # a task not claimed from
+                new("te_b_low", task_id="b", ready_at=0.2)])
+        routed = {"task_ids": frozenset({"a", "b"}), "queues": frozenset({"default", "q"})}
+        first = await storage.claim_executions("de_1", 1.0, 3, LEASE_DURATION, **routed)
+        assert _ids(first) == ["te_a_mid", "te_b_mid", "te_a_low"]
+        assert _ids(await storage.claim_executions("de_1", 1.0, 10, LEASE_DURATION, **routed)) == ["te_b_low"]
+        assert await storage.claim_executions("de_1", 49.0, 10, LEASE_DURATION, **routed) == []
+        later = await storage.claim_executions("de_1", 51.0, 10, LEASE_DURATION, **routed)
+        assert _ids(later) == ["te_future_0", "te_future_1"]
 
     @requires("routing", why="a claim for some tasks takes only theirs")
     async def test_a_claim_for_some_tasks_takes_only_theirs_earliest_first(self, storage: Storage) -> None:

@@ -91,6 +91,7 @@ def _summary(record: ExecutionRecord) -> dict[str, Any]:
         "execution_id": record.execution_id,
         "task_id": record.task_id,
         "queue": record.queue,
+        "priority": record.priority,
         "status": str(record.status),
         "retry_attempts": record.retry_attempts,
         "created_at": iso_timestamp(record.created_at),

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ..executor import DurableExecutor, check_idempotency_key
+from ..storage.contract import MAX_PRIORITY
 from ..tasks import Task, check_queue
 from .common import (
     client,
@@ -96,10 +97,12 @@ def _idempotency_key(value: str | None) -> str | None:
 @click.option("--idempotency-key", callback=lambda _ctx, _param, key: _idempotency_key(key),
               help="Enqueue at most once per task and key; again, return the first one.")
 @click.option("--queue", metavar="NAME", help="Enqueue on this queue instead of the task's.")
+@click.option("--priority", type=click.IntRange(0, MAX_PRIORITY), metavar="N",
+              help=f"Claimed before the executions of lower priorities (0 to {MAX_PRIORITY:,}; default: the task's).")
 @click.option("--wait", is_flag=True, help="Follow it until it finishes and print its output; exit 1 unless completed.")
 @click.pass_context
 def enqueue(ctx: click.Context, target: str, input_: Any, idempotency_key: str | None, queue: str | None,
-            wait: bool) -> None:
+            priority: int | None, wait: bool) -> None:
     """Enqueue an execution of MODULE:TASK and print its id; a worker runs it."""
     executor, task = load_task(target)
     if queue is not None:
@@ -109,14 +112,16 @@ def enqueue(ctx: click.Context, target: str, input_: Any, idempotency_key: str |
             raise click.BadParameter(str(exc), param_hint="--queue") from None
     hint = (f"no worker is running (durable workers lists none), so nothing runs {task.id}; start one with: "
             f"durable worker {executor_target(target, executor)}")
-    ctx.exit(run(_enqueue, executor, task, input_, idempotency_key, queue, hint if wait else None))
+    options = {"idempotency_key": idempotency_key, "queue": queue, "priority": priority}
+    ctx.exit(run(_enqueue, executor, task, input_, options, hint if wait else None))
 
 
-async def _enqueue(executor: DurableExecutor, task: Task, input: Any, key: str | None, queue: str | None,
+async def _enqueue(executor: DurableExecutor, task: Task, input: Any, options: dict[str, Any],
                    wait_hint: str | None) -> int:
-    """Enqueue; with ``wait_hint`` (``--wait``), follow it, and say so if no worker is there to run it."""
+    """Enqueue with ``options`` (of ``enqueue_task``); with ``wait_hint`` (``--wait``), follow it, and say
+    so if no worker is there to run it."""
     async with client(executor):
-        handle = await executor.enqueue_task(task, input, idempotency_key=key, queue=queue)
+        handle = await executor.enqueue_task(task, input, **options)
         click.echo(handle.execution_id)
         if wait_hint is None:
             return 0

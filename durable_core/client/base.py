@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Self, TypeVar
 
 from ..executor import DurableExecutor
-from ..models import RetryOptions, TaskExecution
+from ..models import TaskExecution
 from ..serialization import Serializer
 from ..storage.contract import Storage
 from ..tasks import check_task_id
@@ -61,11 +61,10 @@ class ClientBase:
         """The executor this client works through (its own, or the one it was attached to)."""
         return self._operations.executor
 
-    def _enqueue(self, task_id: str, inputs: object, idempotency_key: str | None, timeout: float | None,
-                 retry: RetryOptions | None, sleep_before_run: float | None) -> Operation[list[str]]:
-        options = EnqueueOptions(idempotency_key, timeout, retry, sleep_before_run,
-                                 self.executor.plugins.execution_context())
-        return Operation(self._operations.enqueue, (check_task_id(task_id), check_inputs(inputs), options))
+    def _enqueue(self, task_id: str, inputs: object, **options: Any) -> Operation[list[str]]:
+        """The enqueue of ``inputs``, its ``options`` (those of ``EnqueueOptions``) checked here, on the caller's side."""
+        checked = EnqueueOptions(**options, context=self.executor.plugins.execution_context())
+        return Operation(self._operations.enqueue, (check_task_id(task_id), check_inputs(inputs), checked))
 
     def _get(self, execution_id: str) -> Operation[TaskExecution]:
         return Operation(self._operations.get, (_check_id(execution_id),))

@@ -24,6 +24,7 @@ from ..models import RetryOptions, TaskExecution
 from ..records import deferred_record, new_record
 from ..status import TaskExecutionStatus
 from ..storage.contract import ExecutionRecord, TransactionalInserts
+from ..tasks import check_priority, check_queue
 from .direct import ThreadConnections
 
 if TYPE_CHECKING:
@@ -40,11 +41,17 @@ class EnqueueOptions:
     timeout: float | None = None
     retry: RetryOptions | None = None
     sleep_before_run: float | None = None
+    queue: str | None = None
+    priority: int | None = None
     context: dict[str, str] | None = None
     """What plugins keep with the executions, from the caller's thread (``durable_execution_context``)."""
 
     def __post_init__(self) -> None:
         check_idempotency_key(self.idempotency_key)
+        if self.queue is not None:
+            check_queue("an enqueue", self.queue)
+        if self.priority is not None:
+            check_priority("an enqueue", self.priority)
 
 
 def check_inputs(inputs: object) -> list[Any]:
@@ -130,11 +137,13 @@ class ClientOperations:
         task = self.executor.find_task(task_id)
         if task is not None:
             return [new_record(task, input, now, codec, retry=options.retry, timeout=options.timeout,
-                               sleep_before_run=options.sleep_before_run,
-                               idempotency_key=options.idempotency_key, context=options.context) for input in inputs]
+                               sleep_before_run=options.sleep_before_run, idempotency_key=options.idempotency_key,
+                               context=options.context, queue=options.queue, priority=options.priority)
+                    for input in inputs]
         return [deferred_record(task_id, input, now, codec, retry=options.retry, timeout=options.timeout,
-                                sleep_before_run=options.sleep_before_run,
-                                idempotency_key=options.idempotency_key, context=options.context) for input in inputs]
+                                sleep_before_run=options.sleep_before_run, idempotency_key=options.idempotency_key,
+                                context=options.context, queue=options.queue, priority=options.priority)
+                for input in inputs]
 
     async def enqueue(self, task_id: str, inputs: Sequence[Any], options: EnqueueOptions) -> list[str]:
         engine = self.executor.engine

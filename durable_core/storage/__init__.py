@@ -8,6 +8,7 @@ from .contract import DEFAULT_QUEUE as DEFAULT_QUEUE
 from .contract import EXECUTOR_RETENTION as EXECUTOR_RETENTION
 from .contract import EXPIRED_ERROR as EXPIRED_ERROR
 from .contract import EXPIRED_TOO_OFTEN_ERROR as EXPIRED_TOO_OFTEN_ERROR
+from .contract import MAX_PRIORITY as MAX_PRIORITY
 from .contract import SLEEPING_TIMED_OUT_ERROR as SLEEPING_TIMED_OUT_ERROR
 from .contract import STORAGE_API as STORAGE_API
 from .contract import STORAGE_METHODS as STORAGE_METHODS

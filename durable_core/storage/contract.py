@@ -37,8 +37,10 @@ from ..errors import DurableExecutionError, ErrorInfo
 from ..models import ExecutionRef, ParentRef, RetryOptions
 from ..status import TaskExecutionStatus
 
-STORAGE_API = 6
-"""Version of this contract. Backends declare the version they implement as ``storage_api``; 6
+STORAGE_API = 7
+"""Version of this contract. Backends declare the version they implement as ``storage_api``; 7
+added ``ExecutionRecord.priority``, claimed highest first (a backend written for 6, 5 or 4 drops it
+and claims first-in first-out: the engine works with it, ignoring priorities); 6
 added ``ExecutionRecord.queue``, ``queues`` to ``claim_executions`` and ``queue`` to
 ``list_executions`` (a backend written for 5 or 4 would drop the queue: on one, the engine
 enqueues only on the default queue); 5 added ``task_ids`` to ``claim_executions``, honoured by a backend with ``Capabilities.routing`` (a
@@ -47,17 +49,21 @@ added the cursor ``before`` of ``list_executions`` (a backend written for 3 woul
 list the first page again); 3 added ``ExecutionRecord.deferred_options`` (a backend written for 2
 would drop it)."""
 
-COMPATIBLE_STORAGE_APIS = frozenset({4, 5, STORAGE_API})
+COMPATIBLE_STORAGE_APIS = frozenset({4, 5, 6, STORAGE_API})
 """The versions this core opens. A backend written for 4 has no ``task_ids`` in its claims: the
 engine claims from it as before and hands back at once what it does not define (slower, but
 correct; see ``Capabilities.routing``). One written for 4 or 5 stores no queue: the engine
-refuses to enqueue on any queue but ``DEFAULT_QUEUE`` there."""
+refuses to enqueue on any queue but ``DEFAULT_QUEUE`` there. One written for 4, 5 or 6 stores no
+priority: it claims first-in first-out, whatever the priorities."""
 
 QUEUES_STORAGE_API = 6
 """The first storage API whose records keep their queue."""
 
 DEFAULT_QUEUE = "default"
 """The queue of an execution enqueued without one, of a task defined without one."""
+
+MAX_PRIORITY = 1_000_000
+"""The highest priority: an execution's priority is an integer from 0 (the default) to this."""
 
 ListCursor = tuple[float, str]
 """Where a page of ``list_executions`` ended: the ``(created_at, execution_id)`` of its last record."""
@@ -170,6 +176,9 @@ class ExecutionRecord:
     to them when it runs. None when no plugin gave any."""
     queue: str = DEFAULT_QUEUE
     """The named queue it waits in: workers claim only from their queues (``durable worker --queue``)."""
+    priority: int = 0
+    """0 to ``MAX_PRIORITY``: of the due executions a claim may take, the higher
+    priorities first, then the earliest ``ready_at``. Never changed after the insert."""
 
     def copy(self, **changes: object) -> ExecutionRecord:
         """A copy with ``changes`` applied (5x faster than ``dataclasses.replace``: a hot path)."""
@@ -255,7 +264,7 @@ def cascade_error(ancestor: ExecutionRecord | StatusChange) -> ErrorInfo:
 
 @runtime_checkable
 class Storage(Protocol):
-    """The storage contract (``STORAGE_API`` 6). All methods are async, atomic and checkpoints.
+    """The storage contract (``STORAGE_API`` 7). All methods are async, atomic and checkpoints.
 
     Batch methods take and return sequences; each element is handled as if alone (one failing
     fence does not stop the others), unless the method says the whole batch is atomic.
@@ -310,7 +319,12 @@ class Storage(Protocol):
         self, executor_id: str, now: float, limit: int, lease_duration: float, *,
         task_ids: Collection[str] | None = None, queues: Collection[str] | None = None,
     ) -> list[ExecutionRecord]:
-        """Claim up to ``limit`` records whose ``ready_at <= now``, earliest ``ready_at`` first.
+        """Claim up to ``limit`` records whose ``ready_at <= now``: the highest ``priority`` first,
+        and of one priority the earliest ``ready_at`` first (ties in insertion order, where the
+        backend knows it). Records not yet due, or of lower priorities than those claimed, must
+        not slow the claim: a backend reads each priority level it has from an index on
+        ``(task_id, queue, priority, ready_at)`` (a claim per level, highest first, until it has
+        ``limit``), never a scan past the due entries.
 
         With ``task_ids`` (a backend with ``Capabilities.routing``), only records of those tasks,
         and with ``queues`` only records in those queues, found through an index on the task id

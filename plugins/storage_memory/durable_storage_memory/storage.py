@@ -2,8 +2,9 @@
 
 Every operation runs synchronously under one ``threading.Lock``, so executors in several threads
 (each with its own ``trio.run``) may share one storage. Indexes keep every operation independent of
-the number of finished records: claims and expiry pop from heaps keyed by ``ready_at`` (one per task
-and queue, so a claim reads only its own) and ``lease_expires_at``; lookups go through dicts.
+the number of finished records: claims and expiry pop from heaps keyed by ``ready_at`` (one per task,
+queue and priority, so a claim reads only its own, highest priority first, and never an entry that is
+not due) and ``lease_expires_at``; lookups go through dicts.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class _Schedule:
             self._heap = list(self._live.values())
             heapq.heapify(self._heap)
 
+    def __bool__(self) -> bool:
+        """Whether anything is scheduled."""
+        return bool(self._live)
+
     def due(self, until: float, *, strict: bool = False) -> Iterator[str]:
         """Ids scheduled at or before ``until`` (strictly before if ``strict``), earliest first.
 
@@ -73,6 +78,12 @@ class _Schedule:
                 return
 
 
+def _by_priority(priority: int, schedule: _Schedule, now: float) -> Iterator[tuple[int, float, int, str]]:
+    """The due entries of the schedule of one ``priority``, keyed for a merge highest priority first."""
+    for at, order, execution_id in schedule.due_entries(now):
+        yield -priority, at, order, execution_id
+
+
 def _idempotency_key(record: ExecutionRecord) -> tuple[str, str] | None:
     return None if record.idempotency_key is None else (record.task_id, record.idempotency_key)
 
@@ -85,8 +96,9 @@ class _State:
         self.children: dict[str, set[str]] = {}
         self.by_unique_id: dict[str, str] = {}
         self.by_idempotency_key: dict[tuple[str, str], str] = {}
-        self.ready: dict[tuple[str, str], _Schedule] = {}
-        """Claimable ids by ``ready_at``, one schedule per task and queue: a claim reads only its own."""
+        self.ready: dict[tuple[str, str], dict[int, _Schedule]] = {}
+        """Claimable ids by ``ready_at``, one schedule per task, queue and priority: a claim reads
+        only its own, and in each only the due entries."""
         self._ready_order = itertools.count()
         self.leases = _Schedule()
         self.finished_roots = _Schedule()
@@ -123,16 +135,28 @@ class _State:
             self.records[execution_id] = new
             if old is None:
                 self._link(record, add=True)
-        self._ready_of(record.task_id, record.queue).set(execution_id, None if new is None else new.ready_at)
+        self._schedule_ready(record, None if new is None else new.ready_at)
         self.leases.set(execution_id, None if new is None else new.lease_expires_at)
         self.finished_roots.set(execution_id, None if new is None else transitions.finished_root_at(new))
         self._undo.append((old, new))
 
-    def _ready_of(self, task_id: str, queue: str) -> _Schedule:
-        schedule = self.ready.get((task_id, queue))
+    def _schedule_ready(self, record: ExecutionRecord, ready_at: float | None) -> None:
+        """Schedule ``record`` at ``ready_at`` in its task, queue and priority's schedule (None:
+        unschedule it); an emptied schedule goes, so that priorities used once cost claims nothing."""
+        lane = record.task_id, record.queue
+        levels = self.ready.get(lane)
+        schedule = None if levels is None else levels.get(record.priority)
+        if schedule is None and ready_at is None:
+            return
+        if levels is None:
+            levels = self.ready[lane] = {}
         if schedule is None:
-            schedule = self.ready[task_id, queue] = _Schedule(self._ready_order)
-        return schedule
+            schedule = levels[record.priority] = _Schedule(self._ready_order)
+        schedule.set(record.execution_id, ready_at)
+        if ready_at is None and not schedule:
+            del levels[record.priority]
+            if not levels:
+                del self.ready[lane]
 
     def _link(self, record: ExecutionRecord, *, add: bool) -> None:
         """Add ``record`` to (or remove it from) the indexes of fields that never change."""
@@ -204,13 +228,14 @@ class _State:
               task_ids: Collection[str] | None, queues: Collection[str] | None) -> list[ExecutionRecord]:
         if task_ids is not None and queues is not None:
             wanted = (self.ready.get(lane) for lane in itertools.product(task_ids, queues))
-            schedules: Iterable[_Schedule] = (schedule for schedule in wanted if schedule is not None)
+            lanes: Iterable[dict[int, _Schedule]] = (levels for levels in wanted if levels is not None)
         else:
-            schedules = (schedule for (task_id, queue), schedule in self.ready.items()
-                         if (task_ids is None or task_id in task_ids) and (queues is None or queue in queues))
-        due = heapq.merge(*(schedule.due_entries(now) for schedule in schedules))
+            lanes = (levels for (task_id, queue), levels in self.ready.items()
+                     if (task_ids is None or task_id in task_ids) and (queues is None or queue in queues))
+        due = heapq.merge(*(_by_priority(priority, schedule, now) for levels in lanes
+                            for priority, schedule in levels.items()))
         claimed = []
-        for _, _, execution_id in itertools.islice(due, max(limit, 0)):
+        for *_, execution_id in itertools.islice(due, max(limit, 0)):
             record = self.records[execution_id]
             new = transitions.claim(record, executor_id, now, lease_duration)
             self._replace(record, new)

@@ -21,7 +21,7 @@ from durable_core.status import ERRORED_TASK_EXECUTION_STATUSES, FINISHED_TASK_E
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
 from durable_core.storage import EXECUTOR_RETENTION, DuplicateSleepingTaskUniqueIdError, ExecutionRecord
-from durable_core.storage import ExecutorInfo, Lease, ListCursor, Payload
+from durable_core.storage import MAX_PRIORITY, ExecutorInfo, Lease, ListCursor, Payload
 from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, StorageError, cascade_error
 
 from ._rows import COLUMNS, KEPT, STATUSES, from_row, to_row
@@ -29,6 +29,8 @@ from ._steps import Statement, Steps, run_steps
 
 _FINISHED = ", ".join(f"'{s}'" for s in sorted(FINISHED_TASK_EXECUTION_STATUSES))
 _ERRORED = ", ".join(f"'{s}'" for s in sorted(ERRORED_TASK_EXECUTION_STATUSES))
+_PRIORITY = 1 + COLUMNS.index("priority")
+"""Where a claimed row has its priority (after the ``ready_at`` it was claimed at)."""
 _WRITTEN = tuple(i for i, column in enumerate(COLUMNS) if column not in KEPT)
 """Positions in a row of the columns a commit writes."""
 _CLOSE_SET = """ready_at = CASE WHEN active_children_count = 1
@@ -108,23 +110,38 @@ UPDATE {t} AS e SET
 FROM ({{}}) AS c
 WHERE e.execution_id = c.execution_id
 RETURNING c.ready_at, {", ".join(f"e.{c}" for c in COLUMNS)}"""
+        top = f"""SELECT max(top.priority) FROM lanes CROSS JOIN LATERAL (
+        SELECT priority FROM {t} WHERE task_id = lanes.task_id AND queue = lanes.queue AND ready_at IS NOT NULL
+            AND priority < {{}} ORDER BY priority DESC LIMIT 1) AS top"""
         self.claim = claim.format(f"""
-SELECT c.execution_id, c.ready_at
-FROM unnest(%(task_ids)s::text[]) AS k (task_id) CROSS JOIN unnest(%(queues)s::text[]) AS q (queue)
-CROSS JOIN LATERAL (
-    SELECT execution_id, ready_at FROM {t} WHERE task_id = k.task_id AND queue = q.queue AND ready_at <= %(now)s
-    ORDER BY ready_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS c
-ORDER BY c.ready_at LIMIT %(limit)s""")
-        """Each (task, queue)'s earliest due executions from its range of the claim index (task_id,
-        queue, ready_at), the earliest of them claimed. Each range locks up to ``limit`` rows until the transaction
-        ends, of which only the earliest ``limit`` in all are claimed: with several busy tasks
+WITH RECURSIVE lanes AS (
+    SELECT k.task_id, q.queue FROM unnest(%(task_ids)s::text[]) AS k (task_id) CROSS JOIN unnest(%(queues)s::text[]) AS q (queue)
+), levels (priority) AS (
+    {top.format('%(above_all)s')}
+    UNION ALL
+    SELECT ({top.format('levels.priority')}) FROM levels WHERE levels.priority > 0
+)
+SELECT c.execution_id, c.ready_at FROM levels CROSS JOIN LATERAL (
+    SELECT d.execution_id, d.ready_at FROM lanes CROSS JOIN LATERAL (
+        SELECT execution_id, ready_at FROM {t}
+        WHERE task_id = lanes.task_id AND queue = lanes.queue AND priority = levels.priority AND ready_at <= %(now)s
+        ORDER BY ready_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS d
+    ORDER BY d.ready_at LIMIT %(limit)s) AS c
+WHERE levels.priority IS NOT NULL
+LIMIT %(limit)s""")
+        """The priority levels of the (task, queue)s claimed from, highest first, each found by one
+        seek per (task, queue) in the claim index (task_id, queue, priority, ready_at); of each level
+        the earliest due executions, until ``limit``. PostgreSQL evaluates a recursive query only as
+        far as its rows are fetched, and the LIMIT stops fetching: the levels below those claimed
+        are never read, nor any entry not due. Each range locks up to ``limit`` rows until the
+        transaction ends, of which only the earliest in all are claimed: with several busy tasks
         other claimers skip a few more rows for that short while."""
         self.claim_any = claim.format(f"""
 SELECT execution_id, ready_at FROM {t}
 WHERE ready_at <= %(now)s AND (%(task_ids)s::text[] IS NULL OR task_id = ANY(%(task_ids)s))
     AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
-ORDER BY ready_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED""")
-        """A claim that names no queues, or no tasks: not the engine's (it scans the index and sorts)."""
+ORDER BY priority DESC, ready_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED""")
+        """A claim that names no queues, or no tasks: not the engine's (it reads every due entry and sorts)."""
         self.close = f"UPDATE {t} SET {_CLOSE_SET} WHERE execution_id = %(execution_id)s RETURNING task_id, status"
         self.cascade = "WITH RECURSIVE {}\n{}\nRETURNING e.execution_id, e.task_id, old.status".format(*self._cascading(""))
         self.expired = f"""
@@ -362,10 +379,11 @@ class Database:
         if limit <= 0 or (task_ids is not None and not task_ids) or (queues is not None and not queues):
             return []
         params = {"now": now, "executor_id": executor_id, "lease_duration": lease_duration, "limit": limit,
+                  "above_all": MAX_PRIORITY + 1,
                   "task_ids": None if task_ids is None else list(task_ids),
                   "queues": None if queues is None else list(queues)}
         cur.execute(self.q.claim_any if task_ids is None or queues is None else self.q.claim, params)
-        rows = sorted(cur.fetchall(), key=lambda row: row[0])
+        rows = sorted(cur.fetchall(), key=lambda row: (-row[_PRIORITY], row[0]))
         return [from_row(row[1:]) for row in rows]
 
     def commit_runs(self, cur: psycopg.Cursor, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:

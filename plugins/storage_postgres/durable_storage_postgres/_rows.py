@@ -24,6 +24,7 @@ COLUMNS = (
     "sleeping_unique_id", "idempotency_key", "error_type", "error_message", "error_is_retryable",
     "error_is_internal", "error_type_name", "error_traceback", "children", "input_serializer", "input", "run_output_serializer",
     "run_output", "output_serializer", "output", "deferred_options", "context", "queue",
+    "priority",
 )  # fmt: skip
 """Every column, in the order of ``to_row`` and ``from_row`` (the table's, but for the columns
 added by later migrations, which the table has last)."""
@@ -86,7 +87,7 @@ def to_row(r: ExecutionRecord) -> tuple[Any, ...]:
         encode_children(r.children), r.input.serializer, r.input.data,
         run_output and run_output.serializer, run_output and run_output.data,
         output and output.serializer, output and output.data, encode_names(r.deferred_options),
-        encode_context(r.context), r.queue,
+        encode_context(r.context), r.queue, r.priority,
     )  # fmt: skip
 
 
@@ -107,6 +108,7 @@ def from_row(row: tuple[Any, ...]) -> ExecutionRecord:
         is_sleeping, sleeping_unique_id, idempotency_key, error_type, error_message,
         error_is_retryable, error_is_internal, error_type_name, error_traceback, children, input_serializer, input,
         run_output_serializer, run_output, output_serializer, output, deferred_options, context, queue,
+        priority,
     ) = row  # fmt: skip
     return ExecutionRecord(
         execution_id, task_id, STATUSES[status], Payload(input_serializer, input),
@@ -123,5 +125,5 @@ def from_row(row: tuple[Any, ...]) -> ExecutionRecord:
         None if finalize_execution_id is None else ExecutionRef(finalize_task_id, finalize_execution_id),
         active_children_count, started_at, finished_at, waiting_for_children_started_at,
         waiting_for_finalize_started_at, ready_at, executor_id, lease_token, lease_expires_at,
-        decode_names(deferred_options), decode_context(context), queue,
+        decode_names(deferred_options), decode_context(context), queue, priority,
     )  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 import pytest
 import trio
@@ -103,12 +105,17 @@ async def test_a_version_5_schema_claims_by_task_from_a_new_index_and_keeps_its_
     assert "executions_claim" in names and "executions_ready_at" not in names
 
 
-async def test_a_version_6_schema_gains_queues_and_keeps_its_executions_in_the_default_one(dsn, schema, postgres):
-    """Migration 0008: rows written before it are in the default queue, claimed and listed there."""
+def old_schema(dsn: str, schema: str, version: int) -> None:
+    """``schema`` at ``version``, marked ours, holding ``insert_old_row``'s row."""
     with psycopg.connect(dsn) as conn:
-        migrate(conn, schema, 0, MIGRATIONS[:7])
+        migrate(conn, schema, 0, MIGRATIONS[:version])
         mark_ours(conn, schema)
         insert_old_row(conn, schema)
+
+
+async def test_a_version_6_schema_gains_queues_and_keeps_its_executions_in_the_default_one(dsn, schema, postgres):
+    """Migration 0008: rows written before it are in the default queue, claimed and listed there."""
+    old_schema(dsn, schema, 7)
     async with postgres() as storage:
         await storage.insert_executions([new("te_new", queue="emails")])
         assert [r.execution_id for r in await storage.list_executions(queue="default")] == ["te_old"]
@@ -119,6 +126,16 @@ async def test_a_version_6_schema_gains_queues_and_keeps_its_executions_in_the_d
         (mail,) = await storage.claim_executions("de_1", 1.0, 10, 15.0, task_ids=frozenset({"task"}),
                                                  queues=frozenset({"emails"}))
     assert (old.execution_id, old.queue, mail.execution_id, mail.queue) == ("te_old", "default", "te_new", "emails")
+
+
+async def test_a_version_8_schema_gains_priorities_and_keeps_its_executions_at_priority_0(dsn, schema, postgres):
+    """Migration 0009: rows written before it have priority 0, claimed after a new higher one."""
+    old_schema(dsn, schema, 8)
+    async with postgres() as storage:
+        await storage.insert_executions([new("te_new", priority=3, ready_at=0.5)])
+        claimed = await storage.claim_executions("de_1", 1.0, 10, 15.0, task_ids=frozenset({"task"}),
+                                                 queues=frozenset({"default"}))
+    assert [(r.execution_id, r.priority) for r in claimed] == [("te_new", 3), ("te_old", 0)]
 
 
 async def test_a_newer_schema_is_refused_and_left_untouched(dsn, schema, postgres):
@@ -163,7 +180,7 @@ async def test_an_empty_schema_of_our_own_name_is_used(dsn, schema, postgres):
 
 HOT = {
     "claim": ("claim", {"now": 1.0, "executor_id": "de_x", "lease_duration": 1.0, "limit": 100, "task_ids": ["task"],
-                        "queues": ["default"]}, "executions_claim"),
+                        "queues": ["default"], "above_all": 1_000_001}, "executions_claim"),
     "expire": ("expired", (1.0, 100), "executions_lease_expires_at"),
     "cascade": ("cascade", {"execution_id": "te_1", "now": 1.0, **_error_params(CANCELLED_ERROR)},
                 "executions_parent"),
@@ -184,6 +201,28 @@ async def test_every_hot_query_uses_its_index(dsn, schema, postgres, name):
         plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + getattr(Queries(schema), attribute), params))
         conn.rollback()
     assert index in plan, plan
+
+
+async def test_a_claim_reads_neither_entries_not_due_nor_the_priorities_below_those_it_takes(dsn, schema, postgres):
+    """O(batch): 2000 high-priority executions not yet due and 2000 due ones of a low priority
+    cost a claim of 10 from the level between a few index entries, not thousands."""
+    async with postgres() as storage:
+        await storage.insert_executions(
+            [new(f"te_later_{i}", ready_at=100.0 + i, priority=9) for i in range(2000)]
+            + [new(f"te_low_{i}", ready_at=0.5, priority=0) for i in range(2000)]
+            + [new(f"te_mid_{i}", ready_at=float(i) / 100, priority=5) for i in range(20)])
+    params = {"now": 1.0, "executor_id": "de_x", "lease_duration": 1.0, "limit": 10, "task_ids": ["task"],
+              "queues": ["default"], "above_all": 1_000_001}
+    with psycopg.connect(dsn) as conn:
+        conn.execute("ANALYZE " + sql.Identifier(schema, "executions").as_string(conn))
+        ((plan,),) = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + Queries(schema).claim, params).fetchall()
+        conn.rollback()
+
+    def entries_read(node: dict[str, Any]) -> int:
+        own = node["Actual Rows"] * node["Actual Loops"] if node.get("Index Name") == "executions_claim" else 0
+        return own + sum(entries_read(child) for child in node.get("Plans", ()))
+
+    assert 10 <= entries_read(plan[0]["Plan"]) <= 30, plan
 
 
 @pytest.mark.parametrize("by_status,by_task", [(False, False), (True, False), (False, True)])

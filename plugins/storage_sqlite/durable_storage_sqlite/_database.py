@@ -22,7 +22,7 @@ from durable_core.status import ACTIVE_TASK_EXECUTION_STATUSES, FINISHED_TASK_EX
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
 from durable_core.storage import EXECUTOR_RETENTION, DuplicateSleepingTaskUniqueIdError, ExecutionRecord
-from durable_core.storage import ExecutorInfo, Lease, ListCursor
+from durable_core.storage import MAX_PRIORITY, ExecutorInfo, Lease, ListCursor
 from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, StorageError, cascade_error, transitions
 
 from ._rows import COLUMNS, SELECT_COLUMNS, STATUSES, from_row, to_row
@@ -62,14 +62,22 @@ _FORGET_EXECUTORS = "DELETE FROM executors WHERE heartbeat_at < ?"
 _LIVE_EXECUTORS = (
     f"SELECT {_EXECUTOR_COLUMNS} FROM executors WHERE heartbeat_at >= ? ORDER BY started_at, executor_id"
 )
-_CLAIMABLE = (
-    "SELECT ready_at, rowid FROM executions WHERE task_id = ? AND queue = ? AND ready_at <= ? ORDER BY ready_at LIMIT ?")
-"""One task's due executions in one queue, read in the order of the claim index (task_id, queue, ready_at)."""
-_CLAIMABLE_TASK = "SELECT ready_at, rowid FROM executions WHERE task_id = ? AND ready_at <= ? ORDER BY ready_at LIMIT ?"
+_TOP_PRIORITY = """
+SELECT priority FROM executions WHERE task_id = ? AND queue = ? AND ready_at IS NOT NULL AND priority < ?
+ORDER BY priority DESC LIMIT 1"""
+"""One (task, queue)'s highest priority level below a bound with executions to claim, due or not: one
+seek in the claim index (task_id, queue, priority, ready_at)."""
+_CLAIMABLE = """
+SELECT ready_at, rowid FROM executions WHERE task_id = ? AND queue = ? AND priority = ? AND ready_at <= ?
+ORDER BY ready_at LIMIT ?"""
+"""One (task, queue, priority)'s due executions, read in the order of the claim index."""
 _CLAIMABLE_ANY = """
-SELECT ready_at, rowid FROM executions
-WHERE ready_at <= ? AND (? IS NULL OR queue IN (SELECT value FROM json_each(?)))
-ORDER BY ready_at, rowid LIMIT ?"""
+SELECT -priority, ready_at, rowid FROM executions
+WHERE ready_at <= ? AND (? IS NULL OR task_id IN (SELECT value FROM json_each(?)))
+    AND (? IS NULL OR queue IN (SELECT value FROM json_each(?)))
+ORDER BY priority DESC, ready_at, rowid LIMIT ?"""
+"""A claim that names no queues, or no tasks: not the engine's (it reads every due entry and sorts)."""
+_ABOVE_ALL = MAX_PRIORITY + 1
 _CLAIM = """
 UPDATE executions SET
     status = CASE status WHEN 'ready' THEN 'running' ELSE status END,
@@ -404,17 +412,12 @@ class Database:
 
     def claim(self, executor_id: str, now: float, limit: int, lease_duration: float,
               task_ids: Collection[str] | None = None, queues: Collection[str] | None = None) -> list[ExecutionRecord]:
-        """Each (task, queue)'s earliest due executions from its range of the claim index (one
-        query each: each reads at most ``limit`` entries, never a sort), merged, the earliest first."""
         limit = max(limit, 0)
-        if task_ids is None:
-            listed = None if queues is None else json.dumps(list(queues))
-            due = self.conn.execute(_CLAIMABLE_ANY, (now, listed, listed, limit)).fetchall()
+        if task_ids is None or queues is None:
+            tasks, listed = (None if names is None else json.dumps(list(names)) for names in (task_ids, queues))
+            due = [row[1:] for row in self.conn.execute(_CLAIMABLE_ANY, (now, tasks, tasks, listed, listed, limit))]
         else:
-            ranges = [(_CLAIMABLE, (task_id, queue, now, limit)) for task_id in task_ids for queue in queues] \
-                if queues is not None else [(_CLAIMABLE_TASK, (task_id, now, limit)) for task_id in task_ids]
-            due = self.conn.execute(*ranges[0]).fetchall() if len(ranges) == 1 else heapq.nsmallest(
-                limit, itertools.chain.from_iterable(self.conn.execute(sql, params) for sql, params in ranges))
+            due = self._due([(task_id, queue) for task_id in task_ids for queue in queues], now, limit)
         rowids = [rowid for _, rowid in due]
         if not rowids:
             return []
@@ -422,6 +425,29 @@ class Database:
         self.conn.execute(_CLAIM, params)
         claimed = {row[0]: from_row(row[1:]) for row in self.conn.execute(_CLAIMED, (params["rowids"],))}
         return [claimed[rowid] for rowid in rowids]
+
+    def _due(self, lanes: list[tuple[str, str]], now: float, limit: int) -> list[tuple[float, int]]:
+        """Up to ``limit`` due executions of the (task, queue) ``lanes``: the highest priority
+        level first, and in a level the earliest, from the claim index. One seek per lane finds
+        its next level down, one range query per lane reads a level's due entries (at most
+        ``limit``): never an entry that is not due, nor a level below those taken."""
+        due: list[tuple[float, int]] = []
+        tops = {lane: self._top_priority(lane, _ABOVE_ALL) for lane in lanes}
+        while len(due) < limit:
+            level = max((top for top in tops.values() if top is not None), default=None)
+            if level is None:
+                break
+            at_level = [lane for lane, top in tops.items() if top == level]
+            wanted = limit - len(due)
+            due += heapq.nsmallest(wanted, itertools.chain.from_iterable(
+                self.conn.execute(_CLAIMABLE, (*lane, level, now, wanted)) for lane in at_level))
+            for lane in at_level:
+                tops[lane] = self._top_priority(lane, level) if level > 0 else None
+        return due
+
+    def _top_priority(self, lane: tuple[str, str], below: int) -> int | None:
+        row = self.conn.execute(_TOP_PRIORITY, (*lane, below)).fetchone()
+        return None if row is None else int(row[0])
 
     def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
         changes: list[StatusChange] = []

@@ -23,7 +23,7 @@ COLUMNS = (
     "error_type_name", "error_traceback", "retry_attempts", "lease_expirations", "children", "finalize_task_id", "finalize_execution_id",
     "active_children_count", "started_at", "finished_at", "waiting_for_children_started_at",
     "waiting_for_finalize_started_at", "ready_at", "executor_id", "deferred_options", "context",
-    "queue", "updated_at", "lease_token", "lease_expires_at",
+    "queue", "priority", "updated_at", "lease_token", "lease_expires_at",
 )  # fmt: skip
 """Every column, in the order of ``to_row`` and ``from_row``: the fields of ``ExecutionRecord``,
 except that the three a write does not take from the record come last: ``updated_at`` (the
@@ -75,7 +75,7 @@ def to_row(r: ExecutionRecord) -> tuple[Any, ...]:
         r.active_children_count, r.started_at, r.finished_at, r.waiting_for_children_started_at,
         r.waiting_for_finalize_started_at, r.ready_at, r.executor_id, encode_names(r.deferred_options),
         encode_context(r.context),
-        r.queue, r.updated_at, r.lease_token, r.lease_expires_at,
+        r.queue, r.priority, r.updated_at, r.lease_token, r.lease_expires_at,
     )  # fmt: skip
 
 
@@ -90,7 +90,8 @@ def from_row(row: tuple[Any, ...]) -> ExecutionRecord:
         run_output, error_type, error_message, error_is_retryable, error_is_internal,
         error_type_name, error_traceback, retry_attempts, lease_expirations, children, finalize_task_id, finalize_execution_id,
         active_children_count, started_at, finished_at, waiting_for_children_started_at,
-        waiting_for_finalize_started_at, ready_at, executor_id, deferred_options, context, queue, updated_at, lease_token,
+        waiting_for_finalize_started_at, ready_at, executor_id, deferred_options, context, queue, priority, updated_at,
+        lease_token,
         lease_expires_at,
     ) = row  # fmt: skip
     return ExecutionRecord(
@@ -133,4 +134,5 @@ def from_row(row: tuple[Any, ...]) -> ExecutionRecord:
         deferred_options=decode_names(deferred_options),
         context=decode_context(context),
         queue=queue,
+        priority=priority,
     )

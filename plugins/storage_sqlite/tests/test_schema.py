@@ -37,6 +37,15 @@ def insert_old_row(conn: sqlite3.Connection, execution_id: str = "te_old", task_
                  (execution_id, task_id, ready_at))
 
 
+async def opened_after(path: Path, version: int) -> SqliteStorage:
+    """The storage, opened (so migrated) on a database of schema ``version`` holding ``insert_old_row``'s row."""
+    conn = connect(path)
+    create(conn, MIGRATIONS[:version])
+    insert_old_row(conn)
+    conn.close()
+    return await SqliteStorage.open(path)
+
+
 def test_a_new_database_gets_every_migration_in_order_and_is_marked_as_ours(tmp_path: Path) -> None:
     conn = connect(tmp_path / "new.db")
     create(conn)
@@ -103,11 +112,7 @@ async def test_a_version_5_database_claims_by_task_from_a_new_index_and_keeps_it
 
 async def test_a_version_6_database_gains_queues_and_keeps_its_executions_in_the_default_one(path: Path) -> None:
     """Migration 0008: rows written before it are in the default queue, claimed and listed there."""
-    conn = connect(path)
-    create(conn, MIGRATIONS[:7])
-    insert_old_row(conn)
-    conn.close()
-    storage = await SqliteStorage.open(path)
+    storage = await opened_after(path, 7)
     try:
         await storage.insert_executions([new("te_new", queue="emails")])
         assert [r.execution_id for r in await storage.list_executions(queue="default")] == ["te_old"]
@@ -120,6 +125,18 @@ async def test_a_version_6_database_gains_queues_and_keeps_its_executions_in_the
     finally:
         await storage.aclose()
     assert (old.execution_id, old.queue, mail.execution_id, mail.queue) == ("te_old", "default", "te_new", "emails")
+
+
+async def test_a_version_8_database_gains_priorities_and_keeps_its_executions_at_priority_0(path: Path) -> None:
+    """Migration 0009: rows written before it have priority 0, claimed after a new higher one."""
+    storage = await opened_after(path, 8)
+    try:
+        await storage.insert_executions([new("te_new", priority=3, ready_at=0.5)])
+        claimed = await storage.claim_executions("de_1", 1.0, 10, 15.0, task_ids=frozenset({"task"}),
+                                                 queues=frozenset({"default"}))
+    finally:
+        await storage.aclose()
+    assert [(r.execution_id, r.priority) for r in claimed] == [("te_new", 3), ("te_old", 0)]
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
@@ -208,8 +225,8 @@ HOT_QUERIES: dict[str, tuple[str, tuple[object, ...] | dict[str, object]]] = {
     "by idempotency key": (q._BY_IDEMPOTENCY_KEY, ("t", "k")),
     "lease holds": (q._HOLDING, ("te", 1)),
     "write": (q._write_query(("status", "ready_at")), ("completed", None, 1.0, "te")),
-    "claimable": (q._CLAIMABLE, ("t", "default", 1.0, 10)),
-    "claimable by task": (q._CLAIMABLE_TASK, ("t", 1.0, 10)),
+    "claimable": (q._CLAIMABLE, ("t", "default", 0, 1.0, 10)),
+    "top priority": (q._TOP_PRIORITY, ("t", "default", 5)),
     "claim": (q._CLAIM, {"now": 1.0, "executor_id": "ex", "lease_duration": 1.0, "rowids": "[1]"}),
     "claimed": (q._CLAIMED, ("[1]",)),
     "expired": (q._EXPIRED, (1.0, 10)),
@@ -233,7 +250,7 @@ HOT_QUERIES: dict[str, tuple[str, tuple[object, ...] | dict[str, object]]] = {
 
 FULL_SCAN = re.compile(r"\bSCAN (executions|e)\b(?! USING (COVERING )?INDEX)")
 INDEX_FOR = {"finished roots": "executions_finished_roots", "claimable": "executions_claim",
-             "claimable by task": "executions_claim", "list page by queue": "executions_queue"}
+             "top priority": "executions_claim", "list page by queue": "executions_queue"}
 
 
 @pytest.mark.parametrize("name", HOT_QUERIES)
@@ -244,5 +261,5 @@ def test_hot_query_uses_an_index(tmp_path: Path, name: str) -> None:
     plan = [detail for *_, detail in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
     assert plan and not any(FULL_SCAN.search(detail) for detail in plan), plan
     assert INDEX_FOR.get(name, "") in plan[0], plan
-    if name in ("list", "list by task", "claimable") or name.startswith("list page"):  # in index order, unsorted
+    if name in ("list", "list by task", "claimable", "top priority") or name.startswith("list page"):  # in index order, unsorted
         assert not any("TEMP B-TREE" in detail for detail in plan), plan

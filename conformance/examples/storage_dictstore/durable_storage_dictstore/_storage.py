@@ -147,7 +147,7 @@ class DictStore(SingleOperationStorage):
                                queues: Collection[str] | None = None) -> list[ExecutionRecord]:
         due = sorted((r for r in await self._scan() if transitions.is_due(r, now)
                       and (task_ids is None or r.task_id in task_ids) and (queues is None or r.queue in queues)),
-                     key=attrgetter("ready_at"))[:max(limit, 0)]
+                     key=lambda r: (-r.priority, r.ready_at))[:max(limit, 0)]
         claimed = []
         for record in due:
             new = transitions.claim(record, executor_id, now, lease_duration)
