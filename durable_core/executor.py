@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import trio
@@ -295,40 +296,45 @@ class DurableExecutor(TaskDefinitions):
                            retry: RetryOptions | None = None, sleep_before_run: float | None = None,
                            timeout: float | None = None,
                            idempotency_key: str | None = None, queue: str | None = None,
-                           priority: int | None = None) -> TaskExecutionHandle:
+                           priority: int | None = None, delay: float | None = None,
+                           at: datetime | None = None) -> TaskExecutionHandle:
         """Store a new execution of ``task`` and return its handle.
 
         With ``idempotency_key``, a second enqueue of the same task and key returns the first
         execution's handle and stores nothing. ``queue`` and ``priority`` override the task's.
+        ``delay`` (seconds) or ``at`` (a timezone-aware datetime) makes it due later; the task's
+        ``sleep_before_run`` follows.
         """
         check_idempotency_key(idempotency_key)
         (handle,) = await self._enqueue(task, [input], retry=retry, sleep_before_run=sleep_before_run,
                                         timeout=timeout, idempotency_key=idempotency_key, queue=queue,
-                                        priority=priority)
+                                        priority=priority, delay=delay, at=at)
         return handle
 
     async def enqueue_tasks(self, task: Task | str, inputs: Sequence[Any], *,
                             retry: RetryOptions | None = None, sleep_before_run: float | None = None,
                             timeout: float | None = None, queue: str | None = None,
-                            priority: int | None = None) -> list[TaskExecutionHandle]:
+                            priority: int | None = None, delay: float | None = None,
+                            at: datetime | None = None) -> list[TaskExecutionHandle]:
         """Store one execution of ``task`` per input, all in one atomic storage call.
 
         The fast way to enqueue many: all or none are stored; handles come back in input order.
         """
         return await self._enqueue(task, inputs, retry=retry, sleep_before_run=sleep_before_run,
-                                   timeout=timeout, queue=queue, priority=priority)
+                                   timeout=timeout, queue=queue, priority=priority, delay=delay, at=at)
 
     async def _enqueue(self, task: Task | str, inputs: Sequence[Any], *, retry: RetryOptions | None,
                        sleep_before_run: float | None, timeout: float | None,
                        idempotency_key: str | None = None, queue: str | None = None,
-                       priority: int | None = None) -> list[TaskExecutionHandle]:
+                       priority: int | None = None, delay: float | None = None,
+                       at: datetime | None = None) -> list[TaskExecutionHandle]:
         engine = self._running()
         task = self.get_task(task)
         now = engine.now()
         context = self._plugins.execution_context()
         records = [new_record(task, input, now, engine.codec, retry=retry, sleep_before_run=sleep_before_run,
                               timeout=timeout, idempotency_key=idempotency_key, context=context, queue=queue,
-                              priority=priority)
+                              priority=priority, delay=delay, at=at)
                    for input in inputs]
         if records and records[0].queue != DEFAULT_QUEUE and engine.storage.storage_api < QUEUES_STORAGE_API:
             raise DurableExecutionError(

@@ -13,7 +13,16 @@ from .models import ExecutionRef, ParentRef, RetryOptions, TaskExecution
 from .payloads import PayloadCodec
 from .status import TaskExecutionStatus as S
 from .storage.contract import ExecutionRecord, Payload
-from .tasks import Task, TaskKind, check_priority, check_queue, check_retry, check_sleep_before_run, check_timeout
+from .tasks import (
+    Task,
+    TaskKind,
+    check_delay,
+    check_priority,
+    check_queue,
+    check_retry,
+    check_sleep_before_run,
+    check_timeout,
+)
 
 
 def new_record(task: Task, input: Any, now: float, codec: PayloadCodec, *,
@@ -21,19 +30,26 @@ def new_record(task: Task, input: Any, now: float, codec: PayloadCodec, *,
                timeout: float | None = None, root: ExecutionRef | None = None,
                parent: ParentRef | None = None, idempotency_key: str | None = None,
                payload: Payload | None = None, context: Mapping[str, str] | None = None,
-               queue: str | None = None, priority: int | None = None) -> ExecutionRecord:
+               queue: str | None = None, priority: int | None = None, delay: float | None = None,
+               at: datetime | None = None) -> ExecutionRecord:
     """A new execution of ``task``; ``payload`` (an already serialized input) wins over ``input``;
     ``context`` is what plugins keep with it (``durable_execution_context``).
 
-    Options left None take the task's defaults. A sleeping execution is stored ``running`` at
-    once, its lease lasting its timeout: it waits to be woken, not to be claimed.
+    Options left None take the task's defaults. ``delay`` (or ``at``, as a delay from ``now``)
+    comes before the ``sleep_before_run``: the record is stored ``ready``, due at ``start_at``.
+    A sleeping execution is stored ``running`` at once, its lease lasting its timeout: it waits
+    to be woken, not to be claimed.
     """
     retry = task.retry if retry is None else check_retry(task.id, retry)
     sleep = task.sleep_before_run if sleep_before_run is None else check_sleep_before_run(task.id, sleep_before_run)
     timeout = task.timeout if timeout is None else check_timeout(task.id, timeout)
     queue = task.queue if queue is None else check_queue(f"task {task.id}", queue)
     priority = task.priority if priority is None else check_priority(f"task {task.id}", priority)
+    wait = check_delay(f"task {task.id}", delay, at, now)
     if task.kind is TaskKind.SLEEPING:
+        if delay is not None or at is not None:
+            raise DurableExecutionError(f"Invalid enqueue of sleeping task {task.id}: it waits to be woken from "
+                                        "its enqueue on, so delay and at do not apply", is_retryable=False)
         unique_id = codec.decode(payload) if payload is not None else input
         check_unique_id(task.id, unique_id)
         payload = payload or codec.encode(unique_id, task.id, "input")
@@ -44,7 +60,7 @@ def new_record(task: Task, input: Any, now: float, codec: PayloadCodec, *,
             sleeping_unique_id=unique_id, idempotency_key=idempotency_key, started_at=now,
             lease_expires_at=now + sleep + timeout, context=context, queue=queue, priority=priority,
         )
-    start_at = now + sleep
+    start_at = now + wait + sleep
     return ExecutionRecord(
         execution_id=new_execution_id(), task_id=task.id, status=S.READY,
         input=payload or codec.encode(input, task.id, "input"), retry=retry, timeout=timeout,
@@ -61,19 +77,24 @@ def deferred_record(task_id: str, input: Any, now: float, codec: PayloadCodec, *
                     retry: RetryOptions | None = None, sleep_before_run: float | None = None,
                     timeout: float | None = None, idempotency_key: str | None = None,
                     context: Mapping[str, str] | None = None, queue: str | None = None,
-                    priority: int | None = None) -> ExecutionRecord:
+                    priority: int | None = None, delay: float | None = None,
+                    at: datetime | None = None) -> ExecutionRecord:
     """A new execution of a task this process does not define (a client's enqueue by task id).
 
     The options not given are the task's defaults, which only the executor that defines it knows:
     they are stored as placeholders, named in ``deferred_options``, and ``with_task_defaults``
     replaces them when that executor claims the execution. The queue and the priority decide
     which worker claims it, and when: not given, they are the default queue and priority 0.
+    A deferred ``sleep_before_run``'s placeholder is the enqueue's delay (``delay`` or ``at``),
+    which the task's sleep then follows.
     """
     given = {"retry": retry, "timeout": timeout, "sleep_before_run": sleep_before_run}
     record = new_record(_placeholder(task_id), input, now, codec, retry=retry, sleep_before_run=sleep_before_run,
                         timeout=timeout, idempotency_key=idempotency_key, context=context, queue=queue,
-                        priority=priority)
+                        priority=priority, delay=delay, at=at)
     record.deferred_options = frozenset(name for name in DEFERRABLE_OPTIONS if given[name] is None)
+    if sleep_before_run is None:
+        record.sleep_before_run = record.start_at - now
     return record
 
 
@@ -85,8 +106,10 @@ def _placeholder(task_id: str) -> Task:
 
 def with_task_defaults(record: ExecutionRecord, task: Task) -> ExecutionRecord:
     """``record`` with its deferred options (see ``deferred_record``) taken from ``task``. A
-    deferred ``sleep_before_run`` moves ``start_at``: the runner hands such a claim back to
-    ``ready`` until then."""
+    deferred ``sleep_before_run`` moves ``start_at`` to the end of the enqueue's delay (its
+    placeholder) and the task's sleep: the runner hands such a claim back to ``ready`` until then.
+    From ``created_at``, not from ``start_at``: a lease lost or handed back before this ran moved
+    that to the time it happened."""
     deferred = record.deferred_options
     if not deferred:
         return record
@@ -95,7 +118,8 @@ def with_task_defaults(record: ExecutionRecord, task: Task) -> ExecutionRecord:
         retry=task.retry if "retry" in deferred else record.retry,
         timeout=task.timeout if "timeout" in deferred else record.timeout,
         sleep_before_run=sleep,
-        start_at=record.created_at + sleep if "sleep_before_run" in deferred else record.start_at,
+        start_at=(record.created_at + record.sleep_before_run + sleep if "sleep_before_run" in deferred
+                  else record.start_at),
         deferred_options=frozenset(),
     )
 

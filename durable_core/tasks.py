@@ -9,6 +9,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -82,6 +83,34 @@ def check_priority(owner: str, priority: object) -> int:
         raise ValueError(f"Invalid priority for {owner}: an integer from 0 to {MAX_PRIORITY:,} is expected "
                          f"(higher runs first), got {priority!r}")
     return priority
+
+
+MAX_DELAY = 10 * 365.25 * 86400
+"""The longest wait an enqueue may ask for (``delay``, ``at``): 10 years, in seconds."""
+
+
+def check_delay(owner: str, delay: object, at: object, now: float) -> float:
+    """The seconds an enqueue (of ``owner``: "task x", "an enqueue") at ``now`` waits before it
+    is due: its ``delay``, or until its ``at`` (a timezone-aware datetime; one in the past is now);
+    0 without either. Beyond ``MAX_DELAY``, surely a mistake (milliseconds for seconds): refused."""
+    if delay is not None and at is not None:
+        raise ValueError(f"Invalid enqueue of {owner}: give delay (seconds from now) or at (a datetime), not both")
+    if at is not None:
+        if not isinstance(at, datetime):
+            raise ValueError(f"Invalid at for {owner}: a timezone-aware datetime is expected, got {at!r}")
+        if at.utcoffset() is None:
+            raise ValueError(f"Invalid at for {owner}: {at.isoformat()} has no time zone; give it one, e.g. "
+                             "tzinfo=timezone.utc or tzinfo=ZoneInfo('Europe/Paris')")
+        seconds = max(0.0, at.timestamp() - now)
+        if seconds > MAX_DELAY:
+            raise ValueError(f"Invalid at for {owner}: at most 10 years from now is allowed, got {at.isoformat()}")
+        return seconds
+    if delay is None:
+        return 0.0
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= MAX_DELAY:
+        raise ValueError(f"Invalid delay for {owner}: a number of seconds from 0 to {MAX_DELAY:,.0f} (10 years) "
+                         f"is expected, got {delay!r}")
+    return float(delay)
 
 
 def check_timeout(task_id: str, timeout: object) -> float:

@@ -116,6 +116,13 @@ def project(tmp_path: Path) -> Path:
      "error: Invalid value for '--input': cannot read this JSON: Exceeds the limit (4300 digits) for integer string"),
     (["enqueue", "app:hello", "--priority", "-1"], None,
      "error: Invalid value for '--priority': -1 is not in the range 0<=x<=1000000."),
+    (["enqueue", "app:hello", "--delay", "10x"], None,
+     "error: Invalid value for '--delay': '10x' is not a duration; write e.g. 7d, 12h, 30m, 90s or 2w"),
+    (["enqueue", "app:hello", "--delay", "4000d"], None,
+     "error: Invalid value for '--delay': '4000d' is too long; at most 10 years (3652d)"),
+    (["enqueue", "app:hello", "--at", "2026-12-24T09:00:00"], None,
+     "error: Invalid value for '--at': '2026-12-24T09:00:00' has no UTC offset; add one, e.g. 2026-12-24T09:00:00+01:00, or Z"),
+    (["enqueue", "app:hello", "--delay", "1m", "--at", "2026-12-24T09:00:00Z"], None, "error: give --delay or --at, not both"),
     (["enqueue", "app:hello", "--idempotency-key", ""], None,
      "error: Invalid value for '--idempotency-key': must be a string of 1..255 characters, got 0 characters"),
     (["enqueue", "app:hello", "--idempotency-key", "k" * 300], None,
@@ -216,6 +223,17 @@ def test_enqueue_with_a_priority_and_list_shows_it(project: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     shown = {row["execution_id"]: (row["priority"], row["queue"]) for row in map(json.loads, listed.stdout.splitlines())}
     assert shown == {urgent: (1_000_000, "fast"), plain: (0, "default")}
+
+
+def test_enqueue_with_a_delay_or_at_a_time_is_due_then(project: Path) -> None:
+    delayed = durable("enqueue", "app:hello", "--delay", "1.5h", cwd=project).stdout.strip()
+    at = durable("enqueue", "app:hello", "--at", "2030-12-24T09:00:00+01:00", cwd=project).stdout.strip()
+    with sqlite3.connect(project / "test.db") as connection:
+        stored = dict((row[0], row[1:]) for row in connection.execute(
+            "SELECT execution_id, status, created_at, start_at, ready_at FROM executions"))
+    status, created, start, ready = stored[delayed]
+    assert (status, start - created, ready) == ("ready", pytest.approx(5400), start)
+    assert stored[at][2:] == (datetime.fromisoformat("2030-12-24T08:00:00Z").timestamp(),) * 2
 
 
 def test_a_module_that_fails_to_import_keeps_its_traceback(project: Path) -> None:

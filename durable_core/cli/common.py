@@ -7,6 +7,7 @@ import difflib
 import importlib
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -240,6 +241,18 @@ def json_value(ctx: click.Context, param: click.Parameter, value: str | None) ->
         raise click.BadParameter("JSON nested too deeply to read") from None
     except ValueError as exc:  # an integer longer than sys.get_int_max_str_digits()
         raise click.BadParameter(f"cannot read this JSON: {exc}") from None
+
+
+DAY = 86400
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": DAY, "w": 7 * DAY}
+
+
+def duration(value: str) -> float:
+    """The seconds of a duration option's value: 90s, 30m, 12h, 7d, 2w (``--older-than``, ``--delay``)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", value.strip())
+    if match is None:
+        raise click.BadParameter(f"{value!r} is not a duration; write e.g. 7d, 12h, 30m, 90s or 2w")
+    return float(match[1]) * DURATION_UNITS[match[2]]
 
 
 def to_json(value: Any) -> str:

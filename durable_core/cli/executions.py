@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import re
 import textwrap
 import time
 from collections.abc import Sequence
@@ -28,10 +27,12 @@ from ..status import (
 )
 from ..storage.contract import CANCELLED_ERROR, ExecutionRecord, Payload, StatusChange, Storage, list_key
 from .common import (
+    DAY,
     UserError,
     client,
     configured_storage,
     describe_storage,
+    duration,
     iso_timestamp,
     json_value,
     load_task,
@@ -48,7 +49,6 @@ STATUS_GROUPS = {
     "finished": FINISHED_TASK_EXECUTION_STATUSES,
     "errored": ERRORED_TASK_EXECUTION_STATUSES,
 }
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_AGE_DAYS = 36500
 """The longest ``gc --older-than``: 100 years, long before any execution was stored."""
 MAX_LIMIT = 1_000_000
@@ -305,11 +305,8 @@ def wakeup(target: str, unique_id: str, output: Any, error: str | None) -> None:
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", value.strip())
-    if match is None:
-        raise click.BadParameter(f"{value!r} is not a duration; write e.g. 7d, 12h, 30m, 90s or 2w")
-    seconds = float(match[1]) * DURATION_UNITS[match[2]]
-    if seconds > MAX_AGE_DAYS * DURATION_UNITS["d"]:
+    seconds = duration(value)
+    if seconds > MAX_AGE_DAYS * DAY:
         raise click.BadParameter(f"{value!r} is too long; at most {MAX_AGE_DAYS}d (100 years)")
     return seconds
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import socket
+import time
+from datetime import datetime
 from typing import Any
 
 import click
 
 from ..executor import DurableExecutor, check_idempotency_key
 from ..storage.contract import MAX_PRIORITY
-from ..tasks import Task, check_queue
+from ..tasks import MAX_DELAY, Task, check_delay, check_queue
 from .common import (
+    DAY,
     client,
+    duration,
     executor_target,
     json_value,
     load_executor,
@@ -91,6 +95,31 @@ def _idempotency_key(value: str | None) -> str | None:
     return value
 
 
+def _delay(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    seconds = duration(value)
+    if seconds > MAX_DELAY:
+        raise click.BadParameter(f"{value!r} is too long; at most 10 years ({MAX_DELAY // DAY:.0f}d)")
+    return seconds
+
+
+def _at(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time; write e.g. 2026-12-24T09:00:00+01:00") from None
+    if at.utcoffset() is None:
+        raise click.BadParameter(f"{value!r} has no UTC offset; add one, e.g. {value}+01:00, or Z for UTC")
+    try:
+        check_delay("the enqueue", None, at, time.time())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix("Invalid at for the enqueue: ")) from None
+    return at
+
+
 @click.command("enqueue")
 @click.argument("target", metavar="MODULE:TASK")
 @click.option("--input", "input_", callback=json_value, metavar="JSON", help="The input, as JSON (default: null).")
@@ -99,11 +128,18 @@ def _idempotency_key(value: str | None) -> str | None:
 @click.option("--queue", metavar="NAME", help="Enqueue on this queue instead of the task's.")
 @click.option("--priority", type=click.IntRange(0, MAX_PRIORITY), metavar="N",
               help=f"Claimed before the executions of lower priorities (0 to {MAX_PRIORITY:,}; default: the task's).")
+@click.option("--delay", callback=_delay, metavar="DURATION",
+              help="Due this long from now (90s, 30m, 12h, 7d, 2w; at most 10 years), then the task's sleep_before_run.")
+@click.option("--at", callback=_at, metavar="TIME",
+              help="Due at this ISO 8601 time with its UTC offset (2026-12-24T09:00:00+01:00, or Z for UTC); "
+                   "a past one is now.")
 @click.option("--wait", is_flag=True, help="Follow it until it finishes and print its output; exit 1 unless completed.")
 @click.pass_context
 def enqueue(ctx: click.Context, target: str, input_: Any, idempotency_key: str | None, queue: str | None,
-            priority: int | None, wait: bool) -> None:
+            priority: int | None, delay: float | None, at: datetime | None, wait: bool) -> None:
     """Enqueue an execution of MODULE:TASK and print its id; a worker runs it."""
+    if delay is not None and at is not None:
+        raise click.UsageError("give --delay or --at, not both")
     executor, task = load_task(target)
     if queue is not None:
         try:
@@ -112,7 +148,7 @@ def enqueue(ctx: click.Context, target: str, input_: Any, idempotency_key: str |
             raise click.BadParameter(str(exc), param_hint="--queue") from None
     hint = (f"no worker is running (durable workers lists none), so nothing runs {task.id}; start one with: "
             f"durable worker {executor_target(target, executor)}")
-    options = {"idempotency_key": idempotency_key, "queue": queue, "priority": priority}
+    options = {"idempotency_key": idempotency_key, "queue": queue, "priority": priority, "delay": delay, "at": at}
     ctx.exit(run(_enqueue, executor, task, input_, options, hint if wait else None))
 
 

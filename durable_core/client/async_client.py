@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import sniffio
@@ -94,24 +95,27 @@ class AsyncClient(ClientBase):
     async def enqueue(self, task_id: str, input: Any = None, *, idempotency_key: str | None = None,
                       timeout: float | None = None, retry: RetryOptions | None = None,
                       sleep_before_run: float | None = None, queue: str | None = None,
-                      priority: int | None = None, connection: Any = None) -> str:
+                      priority: int | None = None, delay: float | None = None, at: datetime | None = None,
+                      connection: Any = None) -> str:
         """Store a new execution of ``task_id`` and return its id. With ``connection`` (a psycopg
         ``AsyncConnection``, or a ``sqlite3`` connection, on the storage's database), it is
         written in that connection's open transaction: it exists if and only if the caller commits.
         ``queue`` and ``priority`` override the task's; a client without the task's definition
-        enqueues on the default queue at priority 0 unless given them."""
+        enqueues on the default queue at priority 0 unless given them. ``delay`` (seconds) or ``at``
+        (a timezone-aware datetime) makes it due later; the task's ``sleep_before_run`` follows."""
         operation = self._enqueue(task_id, [input], idempotency_key=idempotency_key, timeout=timeout, retry=retry,
-                                  sleep_before_run=sleep_before_run, queue=queue, priority=priority)
+                                  sleep_before_run=sleep_before_run, queue=queue, priority=priority, delay=delay,
+                                  at=at)
         (execution_id,) = await self._store(operation, connection)
         return execution_id
 
     async def enqueue_many(self, task_id: str, inputs: Sequence[Any], *, timeout: float | None = None,
                            retry: RetryOptions | None = None, sleep_before_run: float | None = None,
-                           queue: str | None = None, priority: int | None = None,
-                           connection: Any = None) -> list[str]:
+                           queue: str | None = None, priority: int | None = None, delay: float | None = None,
+                           at: datetime | None = None, connection: Any = None) -> list[str]:
         """Store one execution per input, atomically, and return their ids in input order."""
         operation = self._enqueue(task_id, inputs, timeout=timeout, retry=retry, sleep_before_run=sleep_before_run,
-                                  queue=queue, priority=priority)
+                                  queue=queue, priority=priority, delay=delay, at=at)
         return await self._store(operation, connection)
 
     async def _store(self, enqueue: Operation[list[str]], connection: Any) -> list[str]:

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -24,7 +25,7 @@ from ..models import RetryOptions, TaskExecution
 from ..records import deferred_record, new_record
 from ..status import TaskExecutionStatus
 from ..storage.contract import ExecutionRecord, TransactionalInserts
-from ..tasks import check_priority, check_queue
+from ..tasks import check_delay, check_priority, check_queue
 from .direct import ThreadConnections
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class EnqueueOptions:
     sleep_before_run: float | None = None
     queue: str | None = None
     priority: int | None = None
+    delay: float | None = None
+    at: datetime | None = None
     context: dict[str, str] | None = None
     """What plugins keep with the executions, from the caller's thread (``durable_execution_context``)."""
 
@@ -52,6 +55,7 @@ class EnqueueOptions:
             check_queue("an enqueue", self.queue)
         if self.priority is not None:
             check_priority("an enqueue", self.priority)
+        check_delay("an enqueue", self.delay, self.at, time.time())
 
 
 def check_inputs(inputs: object) -> list[Any]:
@@ -138,11 +142,13 @@ class ClientOperations:
         if task is not None:
             return [new_record(task, input, now, codec, retry=options.retry, timeout=options.timeout,
                                sleep_before_run=options.sleep_before_run, idempotency_key=options.idempotency_key,
-                               context=options.context, queue=options.queue, priority=options.priority)
+                               context=options.context, queue=options.queue, priority=options.priority,
+                               delay=options.delay, at=options.at)
                     for input in inputs]
         return [deferred_record(task_id, input, now, codec, retry=options.retry, timeout=options.timeout,
                                 sleep_before_run=options.sleep_before_run, idempotency_key=options.idempotency_key,
-                                context=options.context, queue=options.queue, priority=options.priority)
+                                context=options.context, queue=options.queue, priority=options.priority,
+                                delay=options.delay, at=options.at)
                 for input in inputs]
 
     async def enqueue(self, task_id: str, inputs: Sequence[Any], options: EnqueueOptions) -> list[str]:

@@ -169,7 +169,8 @@ class ExecutionRecord:
     deferred_options: frozenset[str] = frozenset()
     """Options the enqueuer did not know (some of ``retry``, ``timeout``, ``sleep_before_run``): a
     client without the task's definition stored placeholders for them, and the first executor that
-    claims the execution replaces them by the task's defaults (and commits it with this empty)."""
+    claims the execution replaces them by the task's defaults (and commits it with this empty).
+    While ``sleep_before_run`` is deferred, it holds the enqueue's delay (``delay=``, ``at=``)."""
     context: Mapping[str, str] | None = None
     """What plugins keep with the execution from the code that created it (``durable_execution_context``,
     e.g. the trace it belongs to): a few short strings, never changed after the insert, handed back
