@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import trio
+import trio.testing
 
 from durable_core import DurableExecutor, TaskExecutionStatus
 from durable_core.client import AsyncClient, Client
@@ -73,6 +74,22 @@ async def test_a_client_s_delay_is_followed_by_the_task_s_sleep_before_run(share
         await trio.sleep_until(start + HOUR + 601)
         assert await status(shared_storage, execution_id) is S.COMPLETED
     assert ran[0] - enqueued_at >= HOUR + 600
+
+
+async def test_an_idle_executor_never_claims_a_delayed_enqueue_on_insert():
+    """Claim on insert takes what is due now, not what is due later; run it at its time."""
+    storage = MemoryStorage()
+    ran: list[float] = []
+    ex = DurableExecutor(storage, poll_interval=3600)
+    define(ex, ran)
+    async with ex:
+        await trio.testing.wait_all_tasks_blocked()  # the claimer found nothing: it has caught up
+        delayed = await ex.enqueue_task("now", delay=60)
+        due = await ex.enqueue_task("now")
+        stored = await storage.get_executions([delayed.execution_id, due.execution_id])
+        assert [(r.status, r.executor_id) for r in stored if r] == [(S.READY, None), (S.RUNNING, ex.executor_id)]
+        assert (await delayed.wait_and_get_finished_execution()).status is S.COMPLETED
+    assert ran[1] - ran[0] == pytest.approx(60, abs=1)
 
 
 def test_a_deferred_sleep_counts_from_the_delay_even_if_start_at_moved():
