@@ -22,6 +22,8 @@ from typing import Any
 
 from .options import EXECUTOR_OPTIONS as EXECUTOR_DECLARATIONS
 from .options import Option, OptionType, OptionValue
+from .retention import EXPECTED as RETENTION_EXPECTED
+from .retention import check_finished_after
 
 CONFIG_ENV = "DURABLE_CONFIG"
 """Environment variable naming the configuration file; ``durable --config PATH`` sets it, so that
@@ -82,6 +84,8 @@ class DurableConfig:
     serializer: str = DEFAULT_SERIALIZER
     executor: Mapping[str, int | float] = field(default_factory=dict)
     """The executor options the file sets (``DurableExecutor`` keyword arguments)."""
+    retention: Mapping[str, str | int | float] = field(default_factory=dict)
+    """``[retention]`` as the file writes it: ``finished_after``, a duration (``"7d"``) or seconds."""
     location: ConfigLocation | None = None
     """Where it was read from; None when no file was found and these are the defaults."""
 
@@ -98,6 +102,8 @@ class DurableConfig:
             "serializer": self.serializer,
             **self.executor,
         }
+        if "finished_after" in self.retention:
+            kwargs["retention_finished_after"] = self.retention["finished_after"]
         if overrides.get("storage", self.storage.name) != self.storage.name:
             del kwargs["storage_options"]
         return kwargs | overrides
@@ -134,6 +140,7 @@ class DurableConfig:
             "serializer": self.serializer,
             "storage": {"name": self.storage.name, "options": dict(self.storage.options)},
             "executor": {name: self.executor.get(name, default) for name, (_, default) in EXECUTOR_OPTIONS.items()},
+            "retention": dict(self.retention),
         }
 
 
@@ -245,7 +252,7 @@ def _name(table: dict[str, Any], key: str, default: str, location: ConfigLocatio
 
 def parse_config(data: dict[str, Any], location: ConfigLocation) -> DurableConfig:
     """Check the durable table of a file and turn it into a ``DurableConfig``."""
-    _known_keys(data, ["serializer", "storage", "executor"], location)
+    _known_keys(data, ["serializer", "storage", "executor", "retention"], location)
     storage = data.get("storage", {})
     _expect(isinstance(storage, dict), location, ("storage",), 'a table, e.g. [storage] name = "sqlite"', storage)
     _known_keys(storage, ["name", "options"], location, "storage")
@@ -260,5 +267,20 @@ def parse_config(data: dict[str, Any], location: ConfigLocation) -> DurableConfi
         storage=StorageConfig(name, dict(options)),
         serializer=_name(data, "serializer", DEFAULT_SERIALIZER, location),
         executor=dict(executor),
+        retention=_retention(data.get("retention", {}), location),
         location=location,
     )
+
+
+def _retention(table: Any, location: ConfigLocation) -> dict[str, Any]:
+    """``[retention]``, checked: ``finished_after`` is a duration between 1m and 100 years."""
+    _expect(isinstance(table, dict), location, ("retention",), 'a table, e.g. [retention] finished_after = "7d"', table)
+    _known_keys(table, ["finished_after"], location, "retention")
+    if "finished_after" in table:
+        try:
+            valid = isinstance(table["finished_after"], str | int | float) and (
+                check_finished_after(table["finished_after"]) is not None)
+        except ValueError:
+            valid = False
+        _expect(valid, location, ("retention", "finished_after"), RETENTION_EXPECTED, table["finished_after"])
+    return dict(table)

@@ -22,6 +22,7 @@ from .models import RetryOptions, TaskExecution
 from .options import ExecutorOptions, OptionView
 from .payloads import PayloadCodec
 from .records import new_record
+from .retention import check_finished_after
 from .runner import Runner
 from .serialization import Serializer
 from .storage.contract import DEFAULT_QUEUE, QUEUES_STORAGE_API, Payload, Storage
@@ -57,7 +58,9 @@ class DurableExecutor(TaskDefinitions):
     ``storage_options`` when the executor starts; by default the embedded SQLite storage in
     ``./durable.db``. Use ``async with executor:``; leaving the block shuts down gracefully.
     With ``max_concurrent_task_executions=0`` the executor is a client: it enqueues, waits,
-    cancels and wakes, but never runs a task. The tuning options are declared, with their bounds
+    cancels and wakes, but never runs a task. With ``retention_finished_after`` (seconds, or a
+    duration such as ``"7d"``) a worker deletes, in its turn, trees finished longer ago (see
+    ``durable_core.retention``). The tuning options are declared, with their bounds
     and help, in ``ExecutorOptions`` (``executor.options``); each can be read as an attribute too.
     """
 
@@ -90,6 +93,7 @@ class DurableExecutor(TaskDefinitions):
         max_children_per_task_execution: int = 1000,
         max_serialized_input_size: int = _MiB,
         max_serialized_output_size: int = _MiB,
+        retention_finished_after: float | str | None = None,
         plugins: PluginRegistry | None = None,
     ):
         from .plugins.manager import default_registry
@@ -107,6 +111,9 @@ class DurableExecutor(TaskDefinitions):
             heartbeat_interval, lease_duration, shutdown_timeout, max_lease_expirations, max_children_per_task_execution,
             max_serialized_input_size, max_serialized_output_size,
         )
+        self.retention_finished_after = check_finished_after(retention_finished_after)
+        """Seconds after which this worker, in its turn, deletes finished trees (``[retention]
+        finished_after``; a duration such as ``"7d"`` is accepted too); None keeps them."""
         self._plugins = plugins if plugins is not None else default_registry()
         super().__init__(self._plugins)
         self.executor_id = new_id("de_", 8)
@@ -167,7 +174,7 @@ class DurableExecutor(TaskDefinitions):
                 shutdown_event=self.shutdown_event,
             )
             run_nursery = await stack.enter_async_context(trio.open_nursery())
-            self._runner = Runner(engine, run_nursery, self)
+            self._runner = Runner(engine, run_nursery, self, self.retention_finished_after)
             await run_nursery.start(self._runner.serve)
             await stack.enter_async_context(self._plugin_work())
         except BaseException:  # Ctrl-C or a fault while starting: stop what started, hand back its claims

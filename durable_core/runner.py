@@ -30,6 +30,7 @@ from .maintenance import change_loop, maintenance_loop, waiter_refresh_loop
 from .metrics import unmetered
 from .models import TaskRunContext
 from .records import with_task_defaults
+from .retention import retention_loop
 from .routing import Routes, claim_routed
 from .status import ERRORED_TASK_EXECUTION_STATUSES
 from .status import TaskExecutionStatus as S
@@ -53,9 +54,12 @@ class Runner:
     live in ``run_nursery``, so that they can finish (or be handed back) after claiming stopped.
     """
 
-    def __init__(self, engine: Engine, run_nursery: trio.Nursery, routes: Routes):
+    def __init__(self, engine: Engine, run_nursery: trio.Nursery, routes: Routes,
+                 retention: float | None = None):
         self._engine = engine
         self._routes = routes
+        self._retention = retention
+        """``finished_after`` in seconds, if this executor takes its turns at deleting old trees."""
         self._run_nursery = run_nursery
         self._commits: Coalescer[RunCommit, None] = Coalescer(self._commit_batch)
         self._attempts: dict[str, int] = {}
@@ -68,8 +72,8 @@ class Runner:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The maintenance loop (and the change feed's, if the storage has one), and for an
-        executor that runs tasks the claim loop and the heartbeats, which go on while ``drain``
-        waits.
+        executor that runs tasks the claim loop, the retention loop (if set) and the heartbeats,
+        which go on while ``drain`` waits.
 
         A permanent storage fault, noticed by any of them or by a run's commit, stops them all:
         the runs are handed back (as far as the storage still lets us) and the fault is raised,
@@ -84,6 +88,8 @@ class Runner:
                 async with trio.open_nursery() as nursery:
                     if engine.options.max_concurrent_task_executions > 0:  # a client claims nothing
                         nursery.start_soon(self.claim_loop)
+                        if self._retention is not None:
+                            nursery.start_soon(retention_loop, engine, self._retention)
                     nursery.start_soon(maintenance_loop, engine)
                     feed = unmetered(storage)
                     if storage.capabilities.change_notifications and isinstance(feed, ChangeNotifications):

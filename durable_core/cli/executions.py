@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import re
 import textwrap
 import time
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from typing import Any
 import click
 
 from ..config import DurableConfig
+from ..durations import MAX_DAYS, MAX_SECONDS, parse_duration
 from ..errors import ErrorInfo
 from ..events import EventKind, TaskExecutionEvent, kind_and_error
 from ..records import to_task_execution
@@ -48,9 +48,6 @@ STATUS_GROUPS = {
     "finished": FINISHED_TASK_EXECUTION_STATUSES,
     "errored": ERRORED_TASK_EXECUTION_STATUSES,
 }
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-MAX_AGE_DAYS = 36500
-"""The longest ``gc --older-than``: 100 years, long before any execution was stored."""
 MAX_LIMIT = 1_000_000
 """The most executions ``list --limit`` reads at once."""
 
@@ -304,12 +301,12 @@ def wakeup(target: str, unique_id: str, output: Any, error: str | None) -> None:
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", value.strip())
-    if match is None:
-        raise click.BadParameter(f"{value!r} is not a duration; write e.g. 7d, 12h, 30m, 90s or 2w")
-    seconds = float(match[1]) * DURATION_UNITS[match[2]]
-    if seconds > MAX_AGE_DAYS * DURATION_UNITS["d"]:
-        raise click.BadParameter(f"{value!r} is too long; at most {MAX_AGE_DAYS}d (100 years)")
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if seconds > MAX_SECONDS:
+        raise click.BadParameter(f"{value!r} is too long; at most {MAX_DAYS}d (100 years)")
     return seconds
 
 
