@@ -24,6 +24,7 @@ from .options import EXECUTOR_OPTIONS as EXECUTOR_DECLARATIONS
 from .options import Option, OptionType, OptionValue
 from .retention import EXPECTED as RETENTION_EXPECTED
 from .retention import check_finished_after
+from .schedules import Schedule, make_schedule
 
 CONFIG_ENV = "DURABLE_CONFIG"
 """Environment variable naming the configuration file; ``durable --config PATH`` sets it, so that
@@ -86,6 +87,8 @@ class DurableConfig:
     """The executor options the file sets (``DurableExecutor`` keyword arguments)."""
     retention: Mapping[str, str | int | float] = field(default_factory=dict)
     """``[retention]`` as the file writes it: ``finished_after``, a duration (``"7d"``) or seconds."""
+    schedules: tuple[Schedule, ...] = ()
+    """``[[schedules]]``, checked; ``DurableExecutor.from_config`` defines them on the executor."""
     location: ConfigLocation | None = None
     """Where it was read from; None when no file was found and these are the defaults."""
 
@@ -141,6 +144,8 @@ class DurableConfig:
             "storage": {"name": self.storage.name, "options": dict(self.storage.options)},
             "executor": {name: self.executor.get(name, default) for name, (_, default) in EXECUTOR_OPTIONS.items()},
             "retention": dict(self.retention),
+            "schedules": [{key: value for key, value in vars(schedule).items() if value is not None}
+                          for schedule in self.schedules],
         }
 
 
@@ -252,7 +257,7 @@ def _name(table: dict[str, Any], key: str, default: str, location: ConfigLocatio
 
 def parse_config(data: dict[str, Any], location: ConfigLocation) -> DurableConfig:
     """Check the durable table of a file and turn it into a ``DurableConfig``."""
-    _known_keys(data, ["serializer", "storage", "executor", "retention"], location)
+    _known_keys(data, ["serializer", "storage", "executor", "retention", "schedules"], location)
     storage = data.get("storage", {})
     _expect(isinstance(storage, dict), location, ("storage",), 'a table, e.g. [storage] name = "sqlite"', storage)
     _known_keys(storage, ["name", "options"], location, "storage")
@@ -268,8 +273,36 @@ def parse_config(data: dict[str, Any], location: ConfigLocation) -> DurableConfi
         serializer=_name(data, "serializer", DEFAULT_SERIALIZER, location),
         executor=dict(executor),
         retention=_retention(data.get("retention", {}), location),
+        schedules=_schedules(data.get("schedules", []), location),
         location=location,
     )
+
+
+_SCHEDULE_KEYS = ["task", "cron", "input", "timezone", "id", "catch_up"]
+
+
+def _schedules(entries: Any, location: ConfigLocation) -> tuple[Schedule, ...]:
+    """``[[schedules]]``: each a table with ``task`` and ``cron`` (and ``input``, ``timezone``,
+    ``id``, ``catch_up``), checked as ``executor.schedule`` checks them."""
+    example = 'an array of tables, e.g. [[schedules]] task = "report" cron = "0 3 * * *"'
+    _expect(isinstance(entries, list), location, ("schedules",), example, entries)
+    schedules = []
+    for index, entry in enumerate(entries):
+        key = f"schedules[{index}]"
+        _expect(isinstance(entry, dict), location, (key,), 'a table with task = "..." and cron = "..."', entry)
+        _known_keys(entry, _SCHEDULE_KEYS, location, key)
+        for required in ("task", "cron"):
+            if required not in entry:
+                raise ConfigError(f"{location.path}: {location.key(key, required)} is missing; each schedule names "
+                                  f"its task and cron, e.g. task = \"report\" cron = \"0 3 * * *\"")
+        _expect(isinstance(entry["task"], str), location, (key, "task"), "the id of a task (a string)", entry["task"])
+        try:
+            schedules.append(make_schedule(entry["task"], entry["cron"], entry.get("input"),
+                                           entry.get("timezone", "UTC"), id=entry.get("id"),
+                                           catch_up=entry.get("catch_up", "latest")))
+        except ValueError as exc:
+            raise ConfigError(f"{location.path}: {location.key(key)}: {exc}") from None
+    return tuple(schedules)
 
 
 def _retention(table: Any, location: ConfigLocation) -> dict[str, Any]:

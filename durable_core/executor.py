@@ -4,6 +4,7 @@ docs/architecture.md)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -22,12 +23,13 @@ from .models import RetryOptions, TaskExecution
 from .options import ExecutorOptions, OptionView
 from .payloads import PayloadCodec
 from .records import new_record
-from .retention import check_finished_after
+from .retention import check_finished_after, retention_loop
+from .schedules import Schedule, make_schedule, schedule_loop
 from .runner import Runner
 from .serialization import Serializer
 from .storage.contract import DEFAULT_QUEUE, QUEUES_STORAGE_API, Payload, Storage
 from .storage.opening import open_storage
-from .tasks import Task, TaskKind
+from .tasks import Task, TaskKind, check_task_id
 
 if TYPE_CHECKING:
     from .plugins.manager import PluginRegistry
@@ -133,6 +135,7 @@ class DurableExecutor(TaskDefinitions):
         self._engine: Engine | None = None
         self._runner: Runner | None = None
         self._exit_stack: AsyncExitStack | None = None
+        self._schedules: dict[str, Schedule] = {}
 
     @classmethod
     def from_config(cls, path: str | None = None, **overrides: Any) -> DurableExecutor:
@@ -142,6 +145,9 @@ class DurableExecutor(TaskDefinitions):
         kwargs = config.executor_kwargs(**overrides)
         try:
             executor = cls(**kwargs)
+            for schedule in config.schedules:
+                executor.schedule(schedule.task_id, cron=schedule.cron, input=schedule.input,
+                                  timezone=schedule.timezone, id=schedule.id, catch_up=schedule.catch_up)
         except ValueError as exc:
             raise config.error(exc) from None
         if kwargs.get("storage_options") == config.storage.options:  # the file's: named with it when wrong
@@ -160,6 +166,10 @@ class DurableExecutor(TaskDefinitions):
     async def __aenter__(self) -> DurableExecutor:
         if self._state != "new":
             raise DurableExecutionError("A durable executor can be started only once", is_retryable=False)
+        for schedule in self._schedules.values():  # a task named by a string is defined by now
+            if self.find_task(schedule.task_id) is None:
+                raise ValueError(f"Invalid schedule {schedule.id!r}: task {schedule.task_id!r} is not defined "
+                                 f"on this executor; define it before the executor starts")
         self._state = "starting"
         stack = AsyncExitStack()
         try:
@@ -174,7 +184,7 @@ class DurableExecutor(TaskDefinitions):
                 shutdown_event=self.shutdown_event,
             )
             run_nursery = await stack.enter_async_context(trio.open_nursery())
-            self._runner = Runner(engine, run_nursery, self, self.retention_finished_after)
+            self._runner = Runner(engine, run_nursery, self, self._worker_loops(engine))
             await run_nursery.start(self._runner.serve)
             await stack.enter_async_context(self._plugin_work())
         except BaseException:  # Ctrl-C or a fault while starting: stop what started, hand back its claims
@@ -187,6 +197,45 @@ class DurableExecutor(TaskDefinitions):
         self._exit_stack = stack
         self._state = "running"
         return self
+
+    def _worker_loops(self, engine: Engine) -> list[Callable[[], Awaitable[None]]]:
+        """What this executor runs beside its claim loop if it runs tasks: retention, schedules."""
+        loops: list[Callable[[], Awaitable[None]]] = []
+        if self.retention_finished_after is not None:
+            loops.append(functools.partial(retention_loop, engine, self.retention_finished_after))
+        if self._schedules:
+            loops.append(functools.partial(schedule_loop, list(self._schedules.values()), engine.now,
+                                           engine.clock.to_trio, self._enqueue_tick))
+        return loops
+
+    async def _enqueue_tick(self, schedule: Schedule, tick: float) -> None:
+        key = schedule.idempotency_key(tick)
+        await self._running().faults.call(f"enqueuing {key}", lambda: self.enqueue_task(
+            schedule.task_id, schedule.input, idempotency_key=key))
+
+    def schedule(self, task: Task | str, *, cron: str, input: Any = None, timezone: str = "UTC",
+                 id: str | None = None, catch_up: str = "latest") -> Schedule:
+        """Enqueue ``task`` with ``input`` at every tick of ``cron`` (five fields) in ``timezone``.
+
+        Each tick is enqueued once however many workers define the schedule (its idempotency key
+        is the schedule ``id``, by default the task id, and the tick). A worker starting enqueues
+        the latest tick missed while none ran, once (``catch_up="none"`` skips it). An invalid
+        cron expression, time zone or input is refused here, naming it. See docs/tasks.md.
+        """
+        if self._state != "new":
+            raise DurableExecutionError("Define schedules before the executor starts", is_retryable=False)
+        task_id = self.get_task(task).id if isinstance(task, Task) else check_task_id(task)
+        made = make_schedule(task_id, cron, input, timezone, id=id, catch_up=catch_up)
+        if made.id in self._schedules:
+            raise ValueError(f"Invalid schedule {made.id!r}: a schedule with this id exists; give this one an id=")
+        self.codec.encode(input, task_id, "input")  # what cannot be stored is refused now, not at the tick
+        self._schedules[made.id] = made
+        return made
+
+    @property
+    def schedules(self) -> dict[str, Schedule]:
+        """The schedules defined on this executor, by id."""
+        return dict(self._schedules)
 
     @asynccontextmanager
     async def _plugin_work(self) -> AsyncIterator[None]:

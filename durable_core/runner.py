@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
@@ -30,7 +30,6 @@ from .maintenance import change_loop, maintenance_loop, waiter_refresh_loop
 from .metrics import unmetered
 from .models import TaskRunContext
 from .records import with_task_defaults
-from .retention import retention_loop
 from .routing import Routes, claim_routed
 from .status import ERRORED_TASK_EXECUTION_STATUSES
 from .status import TaskExecutionStatus as S
@@ -55,11 +54,11 @@ class Runner:
     """
 
     def __init__(self, engine: Engine, run_nursery: trio.Nursery, routes: Routes,
-                 retention: float | None = None):
+                 worker_loops: Sequence[Callable[[], Awaitable[None]]] = ()):
         self._engine = engine
         self._routes = routes
-        self._retention = retention
-        """``finished_after`` in seconds, if this executor takes its turns at deleting old trees."""
+        self._worker_loops = worker_loops
+        """What a worker runs beside its claim loop until shutdown begins: retention, schedules."""
         self._run_nursery = run_nursery
         self._commits: Coalescer[RunCommit, None] = Coalescer(self._commit_batch)
         self._attempts: dict[str, int] = {}
@@ -72,8 +71,8 @@ class Runner:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The maintenance loop (and the change feed's, if the storage has one), and for an
-        executor that runs tasks the claim loop, the retention loop (if set) and the heartbeats,
-        which go on while ``drain`` waits.
+        executor that runs tasks the claim loop, its ``worker_loops`` (retention, schedules) and
+        the heartbeats, which go on while ``drain`` waits.
 
         A permanent storage fault, noticed by any of them or by a run's commit, stops them all:
         the runs are handed back (as far as the storage still lets us) and the fault is raised,
@@ -88,8 +87,8 @@ class Runner:
                 async with trio.open_nursery() as nursery:
                     if engine.options.max_concurrent_task_executions > 0:  # a client claims nothing
                         nursery.start_soon(self.claim_loop)
-                        if self._retention is not None:
-                            nursery.start_soon(retention_loop, engine, self._retention)
+                        for loop in self._worker_loops:
+                            nursery.start_soon(loop)
                     nursery.start_soon(maintenance_loop, engine)
                     feed = unmetered(storage)
                     if storage.capabilities.change_notifications and isinstance(feed, ChangeNotifications):
