@@ -24,7 +24,7 @@ from .options import ExecutorOptions, OptionView
 from .payloads import PayloadCodec
 from .records import new_record
 from .retention import check_finished_after, retention_loop
-from .schedules import Schedule, make_schedule, schedule_loop
+from .schedules import Schedule, make_schedule, pause_schedule, paused_schedules, resume_schedule, schedule_loop
 from .runner import Runner
 from .serialization import Serializer
 from .storage.contract import DEFAULT_QUEUE, QUEUES_STORAGE_API, Payload, Storage
@@ -167,7 +167,7 @@ class DurableExecutor(TaskDefinitions):
         if self._state != "new":
             raise DurableExecutionError("A durable executor can be started only once", is_retryable=False)
         for schedule in self._schedules.values():  # a task named by a string is defined by now
-            if self.find_task(schedule.task_id) is None:
+            if self.options.max_concurrent_task_executions and self.find_task(schedule.task_id) is None:
                 raise ValueError(f"Invalid schedule {schedule.id!r}: task {schedule.task_id!r} is not defined "
                                  f"on this executor; define it before the executor starts")
         self._state = "starting"
@@ -205,13 +205,18 @@ class DurableExecutor(TaskDefinitions):
             loops.append(functools.partial(retention_loop, engine, self.retention_finished_after))
         if self._schedules:
             loops.append(functools.partial(schedule_loop, list(self._schedules.values()), engine.now,
-                                           engine.clock.to_trio, self._enqueue_tick))
+                                           engine.clock.to_trio, self._enqueue_tick, self._paused))
         return loops
 
     async def _enqueue_tick(self, schedule: Schedule, tick: float) -> None:
         key = schedule.idempotency_key(tick)
         await self._running().faults.call(f"enqueuing {key}", lambda: self.enqueue_task(
             schedule.task_id, schedule.input, idempotency_key=key))
+
+    async def _paused(self) -> set[str]:
+        engine = self._running()
+        return set(await engine.faults.call("reading paused schedules",
+                                            lambda: paused_schedules(engine.storage)))
 
     def schedule(self, task: Task | str, *, cron: str, input: Any = None, timezone: str = "UTC",
                  id: str | None = None, catch_up: str = "latest") -> Schedule:
@@ -236,6 +241,22 @@ class DurableExecutor(TaskDefinitions):
     def schedules(self) -> dict[str, Schedule]:
         """The schedules defined on this executor, by id."""
         return dict(self._schedules)
+
+    async def pause_schedule(self, schedule_id: str) -> bool:
+        """Pause the schedule ``schedule_id`` on every worker of the storage, until resumed (also
+        across restarts): its ticks pass without an execution. False if it was paused already."""
+        engine = self._running()
+        return await pause_schedule(engine.storage, self.codec, schedule_id, engine.now())
+
+    async def resume_schedule(self, schedule_id: str) -> bool:
+        """Resume a paused schedule from its next tick (the ticks of the pause are not caught up);
+        False if it was not paused."""
+        engine = self._running()
+        return await resume_schedule(engine.storage, self.codec, schedule_id, engine.now())
+
+    async def paused_schedules(self) -> dict[str, float]:
+        """The paused schedules of the storage (defined here or not), each with when it was paused."""
+        return await paused_schedules(self._running().storage)
 
     @asynccontextmanager
     async def _plugin_work(self) -> AsyncIterator[None]:

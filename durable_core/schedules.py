@@ -6,6 +6,13 @@ the others' inserts return the execution already stored. A worker that starts en
 latest tick that has passed (``catch_up="latest"``, the default), so a tick missed while no
 worker ran runs once, however many were missed; ``catch_up="none"`` skips missed ticks. Cron
 expressions are parsed by ``cronsim``, time zones by ``zoneinfo``. See docs/tasks.md.
+
+Pausing must hold across processes and restarts without a storage of its own: a paused schedule
+has an active *pause marker*, a sleeping execution of the reserved task ``durable_schedule_pause``
+whose unique id names the schedule (``pause:<id>:<random>``). Workers look for markers before each
+tick; resuming wakes the schedule's markers (finished, they go the way of every finished
+execution). Sleeping executions are never claimed, and retention deletes only finished trees, so
+a pause lasts until it is resumed (or for a century, its timeout).
 """
 
 from __future__ import annotations
@@ -21,15 +28,23 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import trio
 from cronsim import CronSim, CronSimError
 
+from .durations import MAX_SECONDS
 from .errors import DurableExecutionError
+from .ids import new_id
+from .models import RetryOptions
+from .payloads import PayloadCodec
+from .records import new_record
 from .retrying import is_permanent
+from .status import TaskExecutionStatus as S
+from .storage.contract import ExecutionRecord, SleepingWakeup, Storage, list_key
+from .tasks import Task, TaskKind
 
 log = logging.getLogger("durable.executor")
 
 CATCH_UP = ("latest", "none")
 """``latest``: a worker starting enqueues the latest tick that passed (once, if several did);
 ``none``: ticks that passed while no worker ran are skipped."""
-_SCHEDULE_ID = re.compile(r"[A-Za-z0-9_]{1,200}")
+SCHEDULE_ID = re.compile(r"[A-Za-z0-9_]{1,200}")
 """A schedule id: short enough for the idempotency key of its ticks (at most 255 characters)."""
 
 
@@ -67,7 +82,7 @@ def make_schedule(task_id: str, cron: object, input: Any = None, timezone: objec
     """A ``Schedule`` from what a user wrote, or ``ValueError`` naming the field that is wrong."""
     schedule_id = task_id if id is None else id
     owner = f"Invalid schedule {schedule_id!r}"
-    if not isinstance(schedule_id, str) or not _SCHEDULE_ID.fullmatch(schedule_id):
+    if not isinstance(schedule_id, str) or not SCHEDULE_ID.fullmatch(schedule_id):
         raise ValueError(f"{owner}: id must be 1..200 characters of letters, digits and underscores")
     if not isinstance(cron, str):
         raise ValueError(f"{owner}: cron must be a cron expression such as \"*/5 * * * *\", got {cron!r}")
@@ -94,9 +109,10 @@ Enqueue = Callable[[Schedule, float], Awaitable[None]]
 
 
 async def schedule_loop(schedules: Sequence[Schedule], now: Callable[[], float], to_trio: Callable[[float], float],
-                        enqueue: Enqueue) -> None:
+                        enqueue: Enqueue, paused: Callable[[], Awaitable[set[str]]]) -> None:
     """Enqueue every tick of ``schedules`` when it comes, and at start the latest one passed for
-    those with ``catch_up="latest"``. Storage faults are logged and the tick tried again."""
+    those with ``catch_up="latest"``; the ticks of ``paused`` schedules pass without an execution.
+    Storage faults are logged and the tick tried again."""
     start = now()
     pending: dict[str, float] = {}
     for schedule in schedules:
@@ -115,7 +131,8 @@ async def schedule_loop(schedules: Sequence[Schedule], now: Callable[[], float],
             if latest is not None and latest > tick:
                 tick = latest
             try:
-                await enqueue(schedule, tick)
+                if schedule_id not in await paused():
+                    await enqueue(schedule, tick)
             except DurableExecutionError as exc:
                 if is_permanent(exc) or not exc.is_retryable:
                     raise
@@ -125,3 +142,44 @@ async def schedule_loop(schedules: Sequence[Schedule], now: Callable[[], float],
                 continue
             pending[schedule_id] = schedule.next_tick(tick)
 
+
+
+PAUSE_TASK = Task("durable_schedule_pause", TaskKind.SLEEPING, MAX_SECONDS, RetryOptions(), 0.0)
+"""The reserved sleeping task of pause markers (see the module doc); no executor defines it."""
+
+
+async def _markers(storage: Storage) -> list[tuple[str, ExecutionRecord]]:
+    """Every active pause marker, with the id of the schedule it pauses."""
+    markers = []
+    cursor = None
+    while page := await storage.list_executions(task_id=PAUSE_TASK.id, statuses=[S.RUNNING], limit=500,
+                                                before=cursor):
+        markers += [((r.sleeping_unique_id or "::").split(":")[1], r) for r in page]
+        cursor = list_key(page[-1])
+    return markers
+
+
+async def paused_schedules(storage: Storage) -> dict[str, float]:
+    """The ids of the paused schedules, each with when it was paused (its first active marker)."""
+    paused: dict[str, float] = {}
+    for schedule_id, record in await _markers(storage):
+        paused[schedule_id] = min(record.created_at, paused.get(schedule_id, record.created_at))
+    return paused
+
+
+async def pause_schedule(storage: Storage, codec: PayloadCodec, schedule_id: str, now: float) -> bool:
+    """Pause ``schedule_id`` for every worker; False if it was paused already."""
+    if schedule_id in await paused_schedules(storage):
+        return False
+    marker = new_record(PAUSE_TASK, f"pause:{schedule_id}:{new_id('', 12)}", now, codec)
+    await storage.insert_executions([marker])
+    return True
+
+
+async def resume_schedule(storage: Storage, codec: PayloadCodec, schedule_id: str, now: float) -> bool:
+    """Resume ``schedule_id``: wake its pause markers; False if it was not paused."""
+    markers = [record.execution_id for paused, record in await _markers(storage) if paused == schedule_id]
+    if markers:
+        output = codec.encode(None, PAUSE_TASK.id, "output")
+        await storage.wake_sleeping_executions([SleepingWakeup(m, S.COMPLETED, output=output) for m in markers], now)
+    return bool(markers)

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 import trio
+from click.testing import CliRunner
 
 from durable_core import DurableExecutor, DurableExecutionNotFoundError, TaskExecutionStatus
+from durable_core.cli import cli
 from durable_core.plugins.manager import PluginRegistry
 from durable_storage_memory import MemoryStorage
 
@@ -132,3 +134,42 @@ async def test_schedules_in_durable_toml_are_defined_on_the_executor(tmp_path, m
         await trio.sleep(24 * 3600)
         (stored,) = await ex.storage.list_executions(task_id="report")
     assert stored.status is S.COMPLETED and stored.idempotency_key.endswith(("T02:00:00Z", "T01:00:00Z"))  # 3:00 in Paris
+
+
+async def test_a_pause_holds_for_every_worker_and_across_restarts_until_resumed():
+    storage = MemoryStorage()
+
+    def make(**options: Any) -> DurableExecutor:
+        return DurableExecutor(storage, **options)
+
+    async with worker(make, catch_up="none") as first, worker(make, catch_up="none") as second:
+        assert await first.pause_schedule("report") is True
+        assert await second.pause_schedule("report") is False  # already paused, whoever paused it
+        await trio.sleep(20 * MINUTE)
+        assert await reports(storage) == []
+    async with worker(make) as restarted:  # catch_up="latest": the paused ticks are not caught up either
+        await trio.sleep(10 * MINUTE)
+        assert await reports(storage) == []
+        assert list(await restarted.paused_schedules()) == ["report"]
+        assert await restarted.resume_schedule("report") is True
+        assert await restarted.resume_schedule("report") is False
+        await trio.sleep(5 * MINUTE)
+        assert len(await reports(storage)) == 1  # from the next tick on
+        assert await restarted.paused_schedules() == {}
+
+
+def test_durable_schedules_list_pause_resume(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "durable.toml").write_text(
+        '[storage.options]\npath = "jobs.db"\n\n[[schedules]]\ntask = "report"\ncron = "0 3 * * *"\n')
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["schedules", "list"])
+    assert listed.exit_code == 0 and "report    report  0 3 * * *  UTC" in listed.output
+    assert listed.output.rstrip().endswith("active")
+    assert runner.invoke(cli, ["schedules", "pause", "report"]).output.startswith("paused schedule report")
+    again = runner.invoke(cli, ["schedules", "pause", "report"])
+    assert again.exit_code != 0 and "schedule 'report' is paused already; resume it with" in str(again.exception)
+    assert "paused since" in runner.invoke(cli, ["schedules", "list"]).output  # another process sees it
+    assert runner.invoke(cli, ["schedules", "resume", "report"]).output == "resumed schedule report\n"
+    assert runner.invoke(cli, ["schedules", "list"]).output.rstrip().endswith("active")
+    assert runner.invoke(cli, ["schedules", "pause", "not an id"]).exit_code == 2
