@@ -205,7 +205,8 @@ class DurableExecutor(TaskDefinitions):
             loops.append(functools.partial(retention_loop, engine, self.retention_finished_after))
         if self._schedules:
             loops.append(functools.partial(schedule_loop, list(self._schedules.values()), engine.now,
-                                           engine.clock.to_trio, self._enqueue_tick, self._paused))
+                                           engine.clock.to_trio, self._enqueue_tick, self._paused,
+                                           self.retention_finished_after))
         return loops
 
     async def _enqueue_tick(self, schedule: Schedule, tick: float) -> None:

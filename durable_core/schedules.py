@@ -109,14 +109,20 @@ Enqueue = Callable[[Schedule, float], Awaitable[None]]
 
 
 async def schedule_loop(schedules: Sequence[Schedule], now: Callable[[], float], to_trio: Callable[[float], float],
-                        enqueue: Enqueue, paused: Callable[[], Awaitable[set[str]]]) -> None:
+                        enqueue: Enqueue, paused: Callable[[], Awaitable[set[str]]],
+                        retention: float | None = None) -> None:
     """Enqueue every tick of ``schedules`` when it comes, and at start the latest one passed for
     those with ``catch_up="latest"``; the ticks of ``paused`` schedules pass without an execution.
-    Storage faults are logged and the tick tried again."""
+    Storage faults are logged and the tick tried again.
+
+    With ``retention`` (``finished_after``), a tick older than that is not caught up: its
+    execution may have run and been deleted since, and its idempotency key with it."""
     start = now()
     pending: dict[str, float] = {}
     for schedule in schedules:
         last = schedule.last_tick(start) if schedule.catch_up == "latest" else None
+        if last is not None and retention is not None and start - last >= retention:
+            last = None
         pending[schedule.id] = last if last is not None else schedule.next_tick(start)
     by_id = {schedule.id: schedule for schedule in schedules}
     while pending:

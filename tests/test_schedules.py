@@ -4,6 +4,7 @@ virtual time."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -19,14 +20,14 @@ S = TaskExecutionStatus
 MINUTE = 60.0
 
 
-def worker(make: Any, **schedule: Any) -> DurableExecutor:
+def worker(make: Any, cron: str = "*/5 * * * *", **schedule: Any) -> DurableExecutor:
     ex: DurableExecutor = make(poll_interval=300, lease_duration=600, heartbeat_interval=200)
 
     @ex.task(id="report", timeout=5)
     async def report(ctx, input):
         return input
 
-    ex.schedule("report", cron="*/5 * * * *", input={"kind": "daily"}, **schedule)
+    ex.schedule("report", cron=cron, input={"kind": "daily"}, **schedule)
     return ex
 
 
@@ -173,3 +174,20 @@ def test_durable_schedules_list_pause_resume(tmp_path, monkeypatch):
     assert runner.invoke(cli, ["schedules", "resume", "report"]).output == "resumed schedule report\n"
     assert runner.invoke(cli, ["schedules", "list"]).output.rstrip().endswith("active")
     assert runner.invoke(cli, ["schedules", "pause", "not an id"]).exit_code == 2
+
+
+async def test_a_tick_older_than_retention_is_not_caught_up_as_its_execution_may_be_deleted(monkeypatch):
+    monkeypatch.setenv("DURABLE_DISABLE_PLUGINS", "prometheus")  # its storage polls would make hours last long
+    storage, plugins = MemoryStorage(), PluginRegistry.load()
+    coming_hour = time.gmtime(time.time() + 3600).tm_hour  # virtual time starts at the wall's time
+
+    def daily() -> DurableExecutor:
+        return worker(lambda **o: DurableExecutor(storage, retention_finished_after="1h", plugins=plugins, **o),
+                      cron=f"0 {coming_hour} * * *")
+
+    async with daily():
+        await trio.sleep(3 * 3600)
+        assert await reports(storage) == []  # the tick ran, and retention deleted it an hour later
+    async with daily():
+        await trio.sleep(MINUTE)
+        assert await reports(storage) == []  # not run a second time by the catch-up
