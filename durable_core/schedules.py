@@ -128,7 +128,7 @@ async def schedule_loop(schedules: Sequence[Schedule], now: Callable[[], float],
     while pending:
         due = min(pending.values())
         await trio.sleep_until(to_trio(due))
-        current = now()
+        current = max(now(), due)  # woken at ``due``: the clock's rounding must not make it early
         for schedule_id, tick in sorted(pending.items(), key=lambda item: item[1]):
             if tick > current:
                 continue
