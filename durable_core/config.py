@@ -22,6 +22,9 @@ from typing import Any
 
 from .options import EXECUTOR_OPTIONS as EXECUTOR_DECLARATIONS
 from .options import Option, OptionType, OptionValue
+from .retention import EXPECTED as RETENTION_EXPECTED
+from .retention import check_finished_after
+from .schedules import Schedule, make_schedule
 
 CONFIG_ENV = "DURABLE_CONFIG"
 """Environment variable naming the configuration file; ``durable --config PATH`` sets it, so that
@@ -82,6 +85,10 @@ class DurableConfig:
     serializer: str = DEFAULT_SERIALIZER
     executor: Mapping[str, int | float] = field(default_factory=dict)
     """The executor options the file sets (``DurableExecutor`` keyword arguments)."""
+    retention: Mapping[str, str | int | float] = field(default_factory=dict)
+    """``[retention]`` as the file writes it: ``finished_after``, a duration (``"7d"``) or seconds."""
+    schedules: tuple[Schedule, ...] = ()
+    """``[[schedules]]``, checked; ``DurableExecutor.from_config`` defines them on the executor."""
     location: ConfigLocation | None = None
     """Where it was read from; None when no file was found and these are the defaults."""
 
@@ -98,6 +105,8 @@ class DurableConfig:
             "serializer": self.serializer,
             **self.executor,
         }
+        if "finished_after" in self.retention:
+            kwargs["retention_finished_after"] = self.retention["finished_after"]
         if overrides.get("storage", self.storage.name) != self.storage.name:
             del kwargs["storage_options"]
         return kwargs | overrides
@@ -134,6 +143,9 @@ class DurableConfig:
             "serializer": self.serializer,
             "storage": {"name": self.storage.name, "options": dict(self.storage.options)},
             "executor": {name: self.executor.get(name, default) for name, (_, default) in EXECUTOR_OPTIONS.items()},
+            "retention": dict(self.retention),
+            "schedules": [{key: value for key, value in vars(schedule).items() if value is not None}
+                          for schedule in self.schedules],
         }
 
 
@@ -245,7 +257,7 @@ def _name(table: dict[str, Any], key: str, default: str, location: ConfigLocatio
 
 def parse_config(data: dict[str, Any], location: ConfigLocation) -> DurableConfig:
     """Check the durable table of a file and turn it into a ``DurableConfig``."""
-    _known_keys(data, ["serializer", "storage", "executor"], location)
+    _known_keys(data, ["serializer", "storage", "executor", "retention", "schedules"], location)
     storage = data.get("storage", {})
     _expect(isinstance(storage, dict), location, ("storage",), 'a table, e.g. [storage] name = "sqlite"', storage)
     _known_keys(storage, ["name", "options"], location, "storage")
@@ -260,5 +272,48 @@ def parse_config(data: dict[str, Any], location: ConfigLocation) -> DurableConfi
         storage=StorageConfig(name, dict(options)),
         serializer=_name(data, "serializer", DEFAULT_SERIALIZER, location),
         executor=dict(executor),
+        retention=_retention(data.get("retention", {}), location),
+        schedules=_schedules(data.get("schedules", []), location),
         location=location,
     )
+
+
+_SCHEDULE_KEYS = ["task", "cron", "input", "timezone", "id", "catch_up"]
+
+
+def _schedules(entries: Any, location: ConfigLocation) -> tuple[Schedule, ...]:
+    """``[[schedules]]``: each a table with ``task`` and ``cron`` (and ``input``, ``timezone``,
+    ``id``, ``catch_up``), checked as ``executor.schedule`` checks them."""
+    example = 'an array of tables, e.g. [[schedules]] task = "report" cron = "0 3 * * *"'
+    _expect(isinstance(entries, list), location, ("schedules",), example, entries)
+    schedules = []
+    for index, entry in enumerate(entries):
+        key = f"schedules[{index}]"
+        _expect(isinstance(entry, dict), location, (key,), 'a table with task = "..." and cron = "..."', entry)
+        _known_keys(entry, _SCHEDULE_KEYS, location, key)
+        for required in ("task", "cron"):
+            if required not in entry:
+                raise ConfigError(f"{location.path}: {location.key(key, required)} is missing; each schedule names "
+                                  f"its task and cron, e.g. task = \"report\" cron = \"0 3 * * *\"")
+        _expect(isinstance(entry["task"], str), location, (key, "task"), "the id of a task (a string)", entry["task"])
+        try:
+            schedules.append(make_schedule(entry["task"], entry["cron"], entry.get("input"),
+                                           entry.get("timezone", "UTC"), id=entry.get("id"),
+                                           catch_up=entry.get("catch_up", "latest")))
+        except ValueError as exc:
+            raise ConfigError(f"{location.path}: {location.key(key)}: {exc}") from None
+    return tuple(schedules)
+
+
+def _retention(table: Any, location: ConfigLocation) -> dict[str, Any]:
+    """``[retention]``, checked: ``finished_after`` is a duration between 1m and 100 years."""
+    _expect(isinstance(table, dict), location, ("retention",), 'a table, e.g. [retention] finished_after = "7d"', table)
+    _known_keys(table, ["finished_after"], location, "retention")
+    if "finished_after" in table:
+        try:
+            valid = isinstance(table["finished_after"], str | int | float) and (
+                check_finished_after(table["finished_after"]) is not None)
+        except ValueError:
+            valid = False
+        _expect(valid, location, ("retention", "finished_after"), RETENTION_EXPECTED, table["finished_after"])
+    return dict(table)

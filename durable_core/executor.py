@@ -4,6 +4,7 @@ docs/architecture.md)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -23,11 +24,13 @@ from .models import RetryOptions, TaskExecution
 from .options import ExecutorOptions, OptionView
 from .payloads import PayloadCodec
 from .records import new_record
+from .retention import check_finished_after, retention_loop
+from .schedules import Schedule, make_schedule, pause_schedule, paused_schedules, resume_schedule, schedule_loop
 from .runner import Runner
 from .serialization import Serializer
 from .storage.contract import DEFAULT_QUEUE, QUEUES_STORAGE_API, Payload, Storage
 from .storage.opening import open_storage
-from .tasks import Task, TaskKind
+from .tasks import Task, TaskKind, check_task_id
 
 if TYPE_CHECKING:
     from .plugins.manager import PluginRegistry
@@ -58,7 +61,9 @@ class DurableExecutor(TaskDefinitions):
     ``storage_options`` when the executor starts; by default the embedded SQLite storage in
     ``./durable.db``. Use ``async with executor:``; leaving the block shuts down gracefully.
     With ``max_concurrent_task_executions=0`` the executor is a client: it enqueues, waits,
-    cancels and wakes, but never runs a task. The tuning options are declared, with their bounds
+    cancels and wakes, but never runs a task. With ``retention_finished_after`` (seconds, or a
+    duration such as ``"7d"``) a worker deletes, in its turn, trees finished longer ago (see
+    ``durable_core.retention``). The tuning options are declared, with their bounds
     and help, in ``ExecutorOptions`` (``executor.options``); each can be read as an attribute too.
     """
 
@@ -91,6 +96,7 @@ class DurableExecutor(TaskDefinitions):
         max_children_per_task_execution: int = 1000,
         max_serialized_input_size: int = _MiB,
         max_serialized_output_size: int = _MiB,
+        retention_finished_after: float | str | None = None,
         plugins: PluginRegistry | None = None,
     ):
         from .plugins.manager import default_registry
@@ -108,6 +114,9 @@ class DurableExecutor(TaskDefinitions):
             heartbeat_interval, lease_duration, shutdown_timeout, max_lease_expirations, max_children_per_task_execution,
             max_serialized_input_size, max_serialized_output_size,
         )
+        self.retention_finished_after = check_finished_after(retention_finished_after)
+        """Seconds after which this worker, in its turn, deletes finished trees (``[retention]
+        finished_after``; a duration such as ``"7d"`` is accepted too); None keeps them."""
         self._plugins = plugins if plugins is not None else default_registry()
         super().__init__(self._plugins)
         self.executor_id = new_id("de_", 8)
@@ -127,6 +136,7 @@ class DurableExecutor(TaskDefinitions):
         self._engine: Engine | None = None
         self._runner: Runner | None = None
         self._exit_stack: AsyncExitStack | None = None
+        self._schedules: dict[str, Schedule] = {}
 
     @classmethod
     def from_config(cls, path: str | None = None, **overrides: Any) -> DurableExecutor:
@@ -136,6 +146,9 @@ class DurableExecutor(TaskDefinitions):
         kwargs = config.executor_kwargs(**overrides)
         try:
             executor = cls(**kwargs)
+            for schedule in config.schedules:
+                executor.schedule(schedule.task_id, cron=schedule.cron, input=schedule.input,
+                                  timezone=schedule.timezone, id=schedule.id, catch_up=schedule.catch_up)
         except ValueError as exc:
             raise config.error(exc) from None
         if kwargs.get("storage_options") == config.storage.options:  # the file's: named with it when wrong
@@ -154,6 +167,10 @@ class DurableExecutor(TaskDefinitions):
     async def __aenter__(self) -> DurableExecutor:
         if self._state != "new":
             raise DurableExecutionError("A durable executor can be started only once", is_retryable=False)
+        for schedule in self._schedules.values():  # a task named by a string is defined by now
+            if self.options.max_concurrent_task_executions and self.find_task(schedule.task_id) is None:
+                raise ValueError(f"Invalid schedule {schedule.id!r}: task {schedule.task_id!r} is not defined "
+                                 f"on this executor; define it before the executor starts")
         self._state = "starting"
         stack = AsyncExitStack()
         try:
@@ -168,7 +185,7 @@ class DurableExecutor(TaskDefinitions):
                 shutdown_event=self.shutdown_event,
             )
             run_nursery = await stack.enter_async_context(trio.open_nursery())
-            self._runner = Runner(engine, run_nursery, self)
+            self._runner = Runner(engine, run_nursery, self, self._worker_loops(engine))
             await run_nursery.start(self._runner.serve)
             await stack.enter_async_context(self._plugin_work())
         except BaseException:  # Ctrl-C or a fault while starting: stop what started, hand back its claims
@@ -181,6 +198,67 @@ class DurableExecutor(TaskDefinitions):
         self._exit_stack = stack
         self._state = "running"
         return self
+
+    def _worker_loops(self, engine: Engine) -> list[Callable[[], Awaitable[None]]]:
+        """What this executor runs beside its claim loop if it runs tasks: retention, schedules."""
+        loops: list[Callable[[], Awaitable[None]]] = []
+        if self.retention_finished_after is not None:
+            loops.append(functools.partial(retention_loop, engine, self.retention_finished_after))
+        if self._schedules:
+            loops.append(functools.partial(schedule_loop, list(self._schedules.values()), engine.now,
+                                           engine.clock.to_trio, self._enqueue_tick, self._paused,
+                                           self.retention_finished_after))
+        return loops
+
+    async def _enqueue_tick(self, schedule: Schedule, tick: float) -> None:
+        key = schedule.idempotency_key(tick)
+        await self._running().faults.call(f"enqueuing {key}", lambda: self.enqueue_task(
+            schedule.task_id, schedule.input, idempotency_key=key))
+
+    async def _paused(self) -> set[str]:
+        engine = self._running()
+        return set(await engine.faults.call("reading paused schedules",
+                                            lambda: paused_schedules(engine.storage)))
+
+    def schedule(self, task: Task | str, *, cron: str, input: Any = None, timezone: str = "UTC",
+                 id: str | None = None, catch_up: str = "latest") -> Schedule:
+        """Enqueue ``task`` with ``input`` at every tick of ``cron`` (five fields) in ``timezone``.
+
+        Each tick is enqueued once however many workers define the schedule (its idempotency key
+        is the schedule ``id``, by default the task id, and the tick). A worker starting enqueues
+        the latest tick missed while none ran, once (``catch_up="none"`` skips it). An invalid
+        cron expression, time zone or input is refused here, naming it. See docs/tasks.md.
+        """
+        if self._state != "new":
+            raise DurableExecutionError("Define schedules before the executor starts", is_retryable=False)
+        task_id = self.get_task(task).id if isinstance(task, Task) else check_task_id(task)
+        made = make_schedule(task_id, cron, input, timezone, id=id, catch_up=catch_up)
+        if made.id in self._schedules:
+            raise ValueError(f"Invalid schedule {made.id!r}: a schedule with this id exists; give this one an id=")
+        self.codec.encode(input, task_id, "input")  # what cannot be stored is refused now, not at the tick
+        self._schedules[made.id] = made
+        return made
+
+    @property
+    def schedules(self) -> dict[str, Schedule]:
+        """The schedules defined on this executor, by id."""
+        return dict(self._schedules)
+
+    async def pause_schedule(self, schedule_id: str) -> bool:
+        """Pause the schedule ``schedule_id`` on every worker of the storage, until resumed (also
+        across restarts): its ticks pass without an execution. False if it was paused already."""
+        engine = self._running()
+        return await pause_schedule(engine.storage, self.codec, schedule_id, engine.now())
+
+    async def resume_schedule(self, schedule_id: str) -> bool:
+        """Resume a paused schedule from its next tick (the ticks of the pause are not caught up);
+        False if it was not paused."""
+        engine = self._running()
+        return await resume_schedule(engine.storage, self.codec, schedule_id, engine.now())
+
+    async def paused_schedules(self) -> dict[str, float]:
+        """The paused schedules of the storage (defined here or not), each with when it was paused."""
+        return await paused_schedules(self._running().storage)
 
     @asynccontextmanager
     async def _plugin_work(self) -> AsyncIterator[None]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
@@ -53,9 +53,12 @@ class Runner:
     live in ``run_nursery``, so that they can finish (or be handed back) after claiming stopped.
     """
 
-    def __init__(self, engine: Engine, run_nursery: trio.Nursery, routes: Routes):
+    def __init__(self, engine: Engine, run_nursery: trio.Nursery, routes: Routes,
+                 worker_loops: Sequence[Callable[[], Awaitable[None]]] = ()):
         self._engine = engine
         self._routes = routes
+        self._worker_loops = worker_loops
+        """What a worker runs beside its claim loop until shutdown begins: retention, schedules."""
         self._run_nursery = run_nursery
         self._commits: Coalescer[RunCommit, None] = Coalescer(self._commit_batch)
         self._attempts: dict[str, int] = {}
@@ -68,8 +71,8 @@ class Runner:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The maintenance loop (and the change feed's, if the storage has one), and for an
-        executor that runs tasks the claim loop and the heartbeats, which go on while ``drain``
-        waits.
+        executor that runs tasks the claim loop, its ``worker_loops`` (retention, schedules) and
+        the heartbeats, which go on while ``drain`` waits.
 
         A permanent storage fault, noticed by any of them or by a run's commit, stops them all:
         the runs are handed back (as far as the storage still lets us) and the fault is raised,
@@ -84,6 +87,8 @@ class Runner:
                 async with trio.open_nursery() as nursery:
                     if engine.options.max_concurrent_task_executions > 0:  # a client claims nothing
                         nursery.start_soon(self.claim_loop)
+                        for loop in self._worker_loops:
+                            nursery.start_soon(loop)
                     nursery.start_soon(maintenance_loop, engine)
                     feed = unmetered(storage)
                     if storage.capabilities.change_notifications and isinstance(feed, ChangeNotifications):

@@ -93,6 +93,12 @@ def test_storage_options_default_only_for_the_default_storage(workdir: Path) -> 
     ("[executor]\npoll_interval = 0", "durable.toml: executor.poll_interval: expected a number > 0 (default 0.5), got an integer 0"),
     ("storage_name = 'x'", "durable.toml: unknown key 'storage_name'; did you mean 'storage'?"),
     ("[storage\nname = 'x'", "durable.toml: not valid TOML: "),
+    ("[retention]\nfinished_after = '7x'", ('durable.toml: retention.finished_after: expected a duration from 1m to '
+                                           '36500d such as "7d", "12h" or "2w" (or a number of seconds), got a string "7x"')),
+    ("[retention]\nfinished_after = -86400", "durable.toml: retention.finished_after: expected a duration from 1m"),
+    ("[retention]\nfinished_after = '101000d'", "durable.toml: retention.finished_after: expected a duration from 1m"),
+    ("[retention]\nfinished_afer = '7d'", "durable.toml: unknown key 'retention.finished_afer'; did you mean 'finished_after'?"),
+    ("retention = '7d'", 'durable.toml: retention: expected a table, e.g. [retention] finished_after = "7d", got a string'),
 ])
 def test_errors_name_the_key_path_and_the_expected_value(workdir: Path, text: str, message: str) -> None:
     (workdir / "durable.toml").write_text(text)
@@ -298,6 +304,20 @@ def test_config_commands(workdir: Path) -> None:
     shown = runner.invoke(cli, ["config", "show"]).output
     assert shown.startswith("# from durable.toml\n")
     assert tomllib.loads(shown)["executor"]["poll_interval"] == 0.25
+
+
+def test_retention_is_set_by_config_set_and_given_to_the_executor(workdir: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(cli, ["config", "set", "retention.finished_after", "7d"]).output == (
+        'durable.toml: retention.finished_after = "7d"\n')
+    assert '\nfinished_after = "7d"\n' in Path("durable.toml").read_text()  # uncommented in place
+    assert Path("durable.toml").read_text().count("finished_after =") == 1
+    assert runner.invoke(cli, ["config", "get", "retention.finished_after"]).output == "7d\n"
+    assert DurableExecutor.from_config(storage="memory").retention_finished_after == 7 * 86400
+    wrong = runner.invoke(cli, ["config", "set", "retention.finished_after", "30s"])
+    assert wrong.exit_code != 0
+    assert str(wrong.exception).startswith("durable.toml: retention.finished_after: expected a duration from 1m to ")
+    assert load_config().retention == {"finished_after": "7d"}  # the file was left alone
 
 
 def test_config_init_in_pyproject_appends_tool_durable(workdir: Path) -> None:

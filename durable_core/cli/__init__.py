@@ -16,7 +16,7 @@ import click
 from ..config import CONFIG_ENV
 from ..errors import DurableExecutionError
 from ..plugins.manager import default_registry
-from . import config_cmd, demo, executions, install, plugins_cmd, worker, workers_cmd
+from . import config_cmd, demo, executions, install, plugins_cmd, schedules_cmd, worker, workers_cmd
 from .common import USER_ERRORS
 
 logger = logging.getLogger("durable.cli")
@@ -34,7 +34,8 @@ def cli(config_path: str | None) -> None:
 
 
 for _command in (demo.demo, worker.worker, worker.enqueue, executions.executions, plugins_cmd.plugins,
-                 install.install, install.uninstall, config_cmd.config_group, workers_cmd.workers):
+                 install.install, install.uninstall, config_cmd.config_group, workers_cmd.workers,
+                 schedules_cmd.schedules):
     cli.add_command(_command)
 
 

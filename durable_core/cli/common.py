@@ -7,7 +7,6 @@ import difflib
 import importlib
 import json
 import os
-import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -19,6 +18,7 @@ import click
 import trio
 
 from ..config import ConfigError, DurableConfig, load_config
+from ..durations import parse_duration
 from ..errors import DurableExecutionError
 from ..executor import DurableExecutor
 from ..storage.contract import Storage
@@ -243,16 +243,12 @@ def json_value(ctx: click.Context, param: click.Parameter, value: str | None) ->
         raise click.BadParameter(f"cannot read this JSON: {exc}") from None
 
 
-DAY = 86400
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": DAY, "w": 7 * DAY}
-
-
 def duration(value: str) -> float:
     """The seconds of a duration option's value: 90s, 30m, 12h, 7d, 2w (``--older-than``, ``--delay``)."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", value.strip())
-    if match is None:
-        raise click.BadParameter(f"{value!r} is not a duration; write e.g. 7d, 12h, 30m, 90s or 2w")
-    return float(match[1]) * DURATION_UNITS[match[2]]
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def to_json(value: Any) -> str:

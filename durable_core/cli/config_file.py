@@ -73,6 +73,11 @@ name = "{DEFAULT_STORAGE}"
 [{prefix}executor]
 # Options of DurableExecutor, each with what it means; uncomment a line to change it.
 {executor}
+
+[{prefix}retention]
+# Workers delete, one at a time, the trees of executions that finished longer ago than this:
+# a duration from 1m to 36500d such as "7d", "12h" or "2w". Unset, finished executions stay.
+# finished_after = "7d"
 """
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from ..config import DurableConfig
+from ..durations import MAX_DAYS, MAX_SECONDS
 from ..errors import ErrorInfo
 from ..events import EventKind, TaskExecutionEvent, kind_and_error
 from ..records import to_task_execution
@@ -27,7 +28,6 @@ from ..status import (
 )
 from ..storage.contract import CANCELLED_ERROR, ExecutionRecord, Payload, StatusChange, Storage, list_key
 from .common import (
-    DAY,
     UserError,
     client,
     configured_storage,
@@ -49,8 +49,6 @@ STATUS_GROUPS = {
     "finished": FINISHED_TASK_EXECUTION_STATUSES,
     "errored": ERRORED_TASK_EXECUTION_STATUSES,
 }
-MAX_AGE_DAYS = 36500
-"""The longest ``gc --older-than``: 100 years, long before any execution was stored."""
 MAX_LIMIT = 1_000_000
 """The most executions ``list --limit`` reads at once."""
 
@@ -306,8 +304,8 @@ def wakeup(target: str, unique_id: str, output: Any, error: str | None) -> None:
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
     seconds = duration(value)
-    if seconds > MAX_AGE_DAYS * DAY:
-        raise click.BadParameter(f"{value!r} is too long; at most {MAX_AGE_DAYS}d (100 years)")
+    if seconds > MAX_SECONDS:
+        raise click.BadParameter(f"{value!r} is too long; at most {MAX_DAYS}d (100 years)")
     return seconds
 
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import click
 
+from ..durations import DURATION_UNITS
 from ..executor import DurableExecutor, check_idempotency_key
 from ..storage.contract import MAX_PRIORITY
 from ..tasks import MAX_DELAY, Task, check_delay, check_queue
 from .common import (
-    DAY,
     client,
     duration,
     executor_target,
@@ -100,7 +100,7 @@ def _delay(ctx: click.Context, param: click.Parameter, value: str | None) -> flo
         return None
     seconds = duration(value)
     if seconds > MAX_DELAY:
-        raise click.BadParameter(f"{value!r} is too long; at most 10 years ({MAX_DELAY // DAY:.0f}d)")
+        raise click.BadParameter(f"{value!r} is too long; at most 10 years ({MAX_DELAY // DURATION_UNITS['d']:.0f}d)")
     return seconds
 
 
