@@ -495,14 +495,15 @@ class TransactionalInserts(Protocol):
 @runtime_checkable
 class NonBlockingInserts(Protocol):
     """Optional, beside ``TransactionalInserts``: commit new executions on a connection from its
-    ``connect()`` only when that cannot wait — for another connection's lock, or for a disk flush.
+    ``connect()`` only when that takes no longer than a write itself — it waits at most a fraction
+    of a millisecond for another connection's lock, and never for a disk flush.
     Why: ``AsyncClient.enqueue`` then writes on its event loop's own thread, where a hop to a worker
     thread and back would cost more than the write; when the write would wait, it hops after all."""
 
     def try_insert_executions_on(self, connection: Any, records: Sequence[ExecutionRecord]
                                  ) -> list[ExecutionRecord] | None:
         """``insert_executions_on`` then commit, on ``connection`` (from ``connect()``, with no
-        transaction open); None, and nothing written, if either would have to wait."""
+        transaction open); None, and nothing written, if either would have to wait longer."""
         ...
 
 

@@ -385,17 +385,22 @@ class Database:
 
     def insert_now(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord] | None:
         """``insert`` in a transaction of its own on ``conn`` (from ``connect_for_caller``: its busy
-        timeout is 0), committed; None, and nothing written, if that would wait: for another
-        connection's write lock, or for the disk (each commit syncs with ``synchronous`` FULL or EXTRA)."""
+        timeout is 0), committed; None, and nothing written, if that would wait more than a fraction
+        of a millisecond: for another connection's write lock, or for the disk (each commit syncs
+        with ``synchronous`` FULL or EXTRA)."""
         if self.synchronous in ("FULL", "EXTRA"):
             return None
         conn = self.conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if is_busy(exc):
+        for wait in (*_LOCK_WAITS[:3], None):  # at most 170 µs: another writer's commit is often done by then
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise
+            if wait is None:
                 return None
-            raise
+            time.sleep(wait)
         try:
             stored = self.insert(records)
             conn.execute("COMMIT")
