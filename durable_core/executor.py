@@ -184,6 +184,7 @@ class DurableExecutor(TaskDefinitions):
                 codec=self.codec, get_task=self.get_task, observers=self._plugins,
                 shutdown_event=self.shutdown_event,
             )
+            self._check_limits(storage)
             run_nursery = await stack.enter_async_context(trio.open_nursery())
             self._runner = Runner(engine, run_nursery, self, self._worker_loops(engine))
             await run_nursery.start(self._runner.serve)
@@ -198,6 +199,17 @@ class DurableExecutor(TaskDefinitions):
         self._exit_stack = stack
         self._state = "running"
         return self
+
+    def _check_limits(self, storage: Storage) -> None:
+        """Refuse to run a task with ``max_concurrency`` on a storage that cannot enforce it."""
+        capabilities = storage.capabilities
+        limited = sorted(self.limits)
+        if limited and self.options.max_concurrent_task_executions and not (
+                capabilities.concurrency_limits and capabilities.routing):
+            raise DurableExecutionError(
+                f"Task {limited[0]} has max_concurrency, which storage {type(storage).__name__} cannot enforce "
+                "(it lacks Capabilities.concurrency_limits): use a storage that has it, or remove the limit",
+                is_retryable=False)
 
     def _worker_loops(self, engine: Engine) -> list[Callable[[], Awaitable[None]]]:
         """What this executor runs beside its claim loop if it runs tasks: retention, schedules."""
@@ -419,7 +431,8 @@ class DurableExecutor(TaskDefinitions):
                 f"Cannot enqueue {task.id} on queue {records[0].queue!r}: the storage implements storage API "
                 f"{engine.storage.storage_api}, which stores no queues; upgrade it, or use the default queue",
                 is_retryable=False)
-        records = engine.claim_on_insert(records, self.queues)
+        if task.max_concurrency is None:  # a limited task's slots are the storage's to count
+            records = engine.claim_on_insert(records, self.queues)
         return [TaskExecutionHandle(engine, kept.task_id, kept.execution_id) for kept in await engine.insert(records)]
 
     async def get_task_execution_handle(self, task: Task | str, execution_id: str) -> TaskExecutionHandle:

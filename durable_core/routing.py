@@ -12,6 +12,7 @@ routing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from .status import TaskExecutionStatus as S
@@ -34,12 +35,20 @@ class Routes(Protocol):
         """The queues it claims from."""
         ...
 
+    @property
+    def limits(self) -> Mapping[str, int]:
+        """``max_concurrency`` of its tasks that have one, by task id."""
+        ...
+
 
 async def claim_routed(engine: Engine, routes: Routes, limit: int) -> list[ExecutionRecord]:
     """Claim up to ``limit`` due executions of ``routes`` for ``engine``."""
     storage, options, now = engine.storage, engine.options, engine.now()
     task_ids, queues = routes.task_ids, routes.queues
     if storage.capabilities.routing:
+        if routes.limits:  # the executor started only on a storage with concurrency_limits
+            return await storage.claim_executions(engine.executor_id, now, limit, options.lease_duration,
+                                                  task_ids=task_ids, queues=queues, limits=routes.limits)
         return await storage.claim_executions(engine.executor_id, now, limit, options.lease_duration,
                                               task_ids=task_ids, queues=queues)
     claimed = await storage.claim_executions(engine.executor_id, now, limit, options.lease_duration)

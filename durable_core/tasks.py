@@ -52,6 +52,9 @@ class Task:
     iteration_sleep: float | Callable[[int], float] | None = None
     queue: str = DEFAULT_QUEUE
     priority: int = 0
+    max_concurrency: int | None = None
+    """At most this many executions of the task running at once across every executor on the
+    storage (None: no limit); the storage enforces it in its claim."""
 
     def __repr__(self) -> str:
         return f"<Task {self.id} ({self.kind})>"
@@ -83,6 +86,15 @@ def check_priority(owner: str, priority: object) -> int:
         raise ValueError(f"Invalid priority for {owner}: an integer from 0 to {MAX_PRIORITY:,} is expected "
                          f"(higher runs first), got {priority!r}")
     return priority
+
+
+def check_max_concurrency(owner: str, max_concurrency: object) -> int | None:
+    """A concurrency limit (of ``owner``: "task x"): None, or an integer of at least 1."""
+    if max_concurrency is not None and (isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
+                                        or max_concurrency < 1):
+        raise ValueError(f"Invalid max_concurrency for {owner}: an integer of at least 1 (or None, no limit) "
+                         f"is expected, got {max_concurrency!r}")
+    return max_concurrency
 
 
 MAX_DELAY = 10 * 365.25 * 86400

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import trio
 
 from durable_core.errors import ErrorInfo
 from durable_core.models import ExecutionRef, ParentRef, RetryOptions
@@ -309,7 +310,7 @@ class ClaimChecks:
                 new("te_a_mid", task_id="a", queue="q", ready_at=0.5, priority=3),
                 new("te_c_top", task_id="c", ready_at=0.0, priority=99),  # a task not claimed from
                 new("te_b_low", task_id="b", ready_at=0.2)])
-        routed = {"task_ids": frozenset({"a", "b"}), "queues": frozenset({"default", "q"})}
+        routed: dict[str, Any] = {"task_ids": frozenset({"a", "b"}), "queues": frozenset({"default", "q"})}
         first = await storage.claim_executions("de_1", 1.0, 3, LEASE_DURATION, **routed)
         assert _ids(first) == ["te_a_mid", "te_b_mid", "te_a_low"]
         assert _ids(await storage.claim_executions("de_1", 1.0, 10, LEASE_DURATION, **routed)) == ["te_b_low"]
@@ -330,6 +331,34 @@ class ClaimChecks:
         assert await storage.claim_executions("de_1", 5.0, 10, LEASE_DURATION, task_ids=frozenset()) == []
         rest = await storage.claim_executions("de_2", 5.0, 10, LEASE_DURATION, task_ids=frozenset({"c", "b", "x"}))
         assert _ids(rest) == ["te_c1", "te_b2"]
+
+    @requires("routing", "concurrency_limits", why="a task's max_concurrency caps its running executions")
+    async def test_a_claim_with_limits_never_exceeds_them_and_finished_ones_free_slots(self, storage: Storage) -> None:
+        """``limits`` count the running records of every claimer (not sleeping ones); claims made
+        at once never exceed them together; a finished execution frees its slot."""
+        await storage.insert_executions([new(f"te_a{i}", task_id="a", ready_at=i / 10) for i in range(6)]
+                                        + [new(f"te_b{i}", task_id="b", ready_at=i / 10) for i in range(3)])
+        routed: dict[str, Any] = {"task_ids": frozenset({"a", "b"}), "queues": frozenset({"default"}),
+                                  "limits": {"a": 2}}
+        claimed: list[ExecutionRecord] = []
+
+        async def claim_as(executor_id: str) -> None:
+            claimed.extend(await storage.claim_executions(executor_id, 1.0, 10, LEASE_DURATION, **routed))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(claim_as, "de_1")
+            nursery.start_soon(claim_as, "de_2")
+        assert sorted(_ids(claimed)) == ["te_a0", "te_a1", "te_b0", "te_b1", "te_b2"]
+        assert await storage.claim_executions("de_3", 1.0, 10, LEASE_DURATION, **routed) == []
+        first = next(r for r in claimed if r.execution_id == "te_a0")
+        await storage.commit_runs([finish(first, S.COMPLETED, 2.0)], 2.0)
+        assert _ids(await storage.claim_executions("de_3", 2.0, 10, LEASE_DURATION, **routed)) == ["te_a2"]
+        second = next(r for r in claimed if r.execution_id == "te_a1")
+        retrying = second.copy(status=S.READY, ready_at=50.0, started_at=None)
+        await storage.commit_runs([RunCommit(retrying)], 2.0)  # it waits to retry: its slot is free
+        assert _ids(await storage.claim_executions("de_3", 2.0, 10, LEASE_DURATION, **routed)) == ["te_a3"]
+        assert _ids(await storage.claim_executions("de_3", 2.0, 10, LEASE_DURATION,
+                                                   **{**routed, "limits": {"a": 4}})) == ["te_a4", "te_a5"]
 
     @requires("routing", why="a claim for some queues takes only theirs")
     async def test_a_claim_for_some_queues_takes_only_theirs(self, storage: Storage) -> None:

@@ -33,3 +33,4 @@ from .contract import list_key as list_key
 from .helpers import LockedStorage as LockedStorage
 from .helpers import SingleOperationStorage as SingleOperationStorage
 from .threaded_storage import ThreadedStorage as ThreadedStorage
+from .helpers import claim_within_limits as claim_within_limits

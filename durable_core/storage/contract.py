@@ -85,6 +85,10 @@ class Capabilities:
     queue, so that executions of tasks (or queues) a worker does not serve cost its claims nothing. Without it the engine claims
     without ``task_ids`` and hands back at once (``ready`` again, for a worker that defines it)
     what it does not define: correct, but each such execution costs claims and writes."""
+    concurrency_limits: bool = False
+    """``claim_executions`` honours ``limits`` (with ``routing``): tasks with a ``max_concurrency``
+    are claimed only up to it, counted atomically with the claim across every executor. The
+    engine refuses to start an executor that defines such a task on a storage without it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +323,7 @@ class Storage(Protocol):
     async def claim_executions(
         self, executor_id: str, now: float, limit: int, lease_duration: float, *,
         task_ids: Collection[str] | None = None, queues: Collection[str] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> list[ExecutionRecord]:
         """Claim up to ``limit`` records whose ``ready_at <= now``: the highest ``priority`` first,
         and of one priority the earliest ``ready_at`` first (ties in insertion order, where the
@@ -332,6 +337,12 @@ class Storage(Protocol):
         and queue: other records are never claimed, and however many are due they do not slow
         the claim. None claims records of any task (in any queue); the engine passes both only
         to a backend with ``routing``, and neither to one without, which need not take them.
+
+        With ``limits`` (only with ``task_ids``, and only to a backend with
+        ``Capabilities.concurrency_limits``), a task it names is claimed at most ``limits[task] -
+        running`` times, where running counts that task's records with status ``running`` and a
+        lease (not sleeping), counted in the claim's own atomic step so that concurrent claimers
+        never exceed the limit together (``claim_within_limits`` helps).
 
         Each claimed record gets ``ready_at=None``, ``executor_id``, ``lease_token + 1``,
         ``lease_expires_at = now + lease_duration`` and ``updated_at = now``; a ``ready`` one

@@ -29,6 +29,31 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+def claim_within_limits(
+    claim: Callable[[Collection[str], int], list[T]], task_ids: Collection[str], limit: int,
+    limits: Mapping[str, int], running: Callable[[list[str]], Mapping[str, int]],
+) -> list[T]:
+    """A claim of up to ``limit`` records of ``task_ids`` that respects ``limits`` (see
+    ``Storage.claim_executions``), for a backend that calls it inside the claim's atomic step.
+
+    ``running(tasks)`` counts the running records of the limited ``tasks`` (sorted: a backend
+    that locks per task locks in that order); ``claim(tasks, n)`` claims up to ``n`` due records
+    of ``tasks`` as the backend does without limits. A task at its limit is left out; one with
+    room for fewer than ``limit`` is claimed on its own, up to its room, first (so its priority
+    against other tasks is approximate only while it is near its limit); the others together."""
+    limited = sorted(task_id for task_id in task_ids if task_id in limits)
+    counts = running(limited) if limited else {}
+    room = {task_id: limits[task_id] - counts.get(task_id, 0) for task_id in limited}
+    claimed: list[T] = []
+    for task_id in limited:
+        if 0 < room[task_id] < limit and len(claimed) < limit:
+            claimed += claim([task_id], min(room[task_id], limit - len(claimed)))
+    free = [task_id for task_id in task_ids if room.get(task_id, limit) >= limit]
+    if free and len(claimed) < limit:
+        claimed += claim(free, limit - len(claimed))
+    return claimed
+
+
 def encode_names(names: frozenset[str]) -> str | None:
     """A set of names (``ExecutionRecord.deferred_options``) as one text column of a SQL backend:
     sorted and joined by commas, None (NULL) when empty."""
@@ -181,6 +206,7 @@ class SingleOperationStorage(Storage, ABC):
     async def claim_executions(
         self, executor_id: str, now: float, limit: int, lease_duration: float, *,
         task_ids: Collection[str] | None = None, queues: Collection[str] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> list[ExecutionRecord]: ...
 
     @abstractmethod

@@ -10,7 +10,7 @@ execution claimable (which other executors may want to hear of).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from ..status import TaskExecutionStatus
@@ -111,9 +111,10 @@ class ThreadedStorage(Generic[K]):
     async def claim_executions(
         self, executor_id: str, now: float, limit: int, lease_duration: float, *,
         task_ids: Collection[str] | None = None, queues: Collection[str] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> list[ExecutionRecord]:
         return await self._threads.call(self.write_kind, self._db.claim, executor_id, now, limit, lease_duration,
-                                        task_ids, queues)
+                                        task_ids, queues, limits)
 
     async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
         return await self._threads.call(self.claimable_write_kind, self._db.commit_runs, commits, now)

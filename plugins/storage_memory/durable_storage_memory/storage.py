@@ -13,7 +13,7 @@ import heapq
 import itertools
 import threading
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -21,7 +21,7 @@ import trio
 
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import transitions
-from durable_core.storage import STORAGE_API, Capabilities, DuplicateSleepingTaskUniqueIdError
+from durable_core.storage import STORAGE_API, Capabilities, DuplicateSleepingTaskUniqueIdError, claim_within_limits
 from durable_core.storage import EXECUTOR_RETENTION, ExecutionRecord, ExecutorInfo, Lease, RunCommit, SleepingWakeup
 from durable_core.storage import ListCursor, StatusChange, StorageError, list_key
 
@@ -225,7 +225,12 @@ class _State:
         return [(self._twin(record) or self._add(record)).copy() for record in records]
 
     def claim(self, executor_id: str, now: float, limit: int, lease_duration: float,
-              task_ids: Collection[str] | None, queues: Collection[str] | None) -> list[ExecutionRecord]:
+              task_ids: Collection[str] | None, queues: Collection[str] | None,
+              limits: Mapping[str, int] | None = None) -> list[ExecutionRecord]:
+        if limits and task_ids is not None:
+            return claim_within_limits(
+                lambda tasks, n: self.claim(executor_id, now, n, lease_duration, tasks, queues),
+                task_ids, limit, limits, self._running)
         if task_ids is not None and queues is not None:
             wanted = (self.ready.get(lane) for lane in itertools.product(task_ids, queues))
             lanes: Iterable[dict[int, _Schedule]] = (levels for levels in wanted if levels is not None)
@@ -241,6 +246,12 @@ class _State:
             self._replace(record, new)
             claimed.append(new.copy())
         return claimed
+
+    def _running(self, task_ids: list[str]) -> Counter[str]:
+        """How many records of each of ``task_ids`` run, holding a lease (a pass over every record)."""
+        wanted = set(task_ids)
+        return Counter(record.task_id for record in self.records.values() if record.task_id in wanted
+                       and record.status is S.RUNNING and record.lease_expires_at is not None)
 
     def commit(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
         changes: list[StatusChange] = []
@@ -373,7 +384,8 @@ class MemoryStorage:
     """
 
     storage_api = STORAGE_API
-    capabilities = Capabilities(persistent=False, multi_process=False, routing=True)
+    capabilities = Capabilities(persistent=False, multi_process=False, routing=True,
+                                concurrency_limits=True)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -419,8 +431,9 @@ class MemoryStorage:
     async def claim_executions(
         self, executor_id: str, now: float, limit: int, lease_duration: float, *,
         task_ids: Collection[str] | None = None, queues: Collection[str] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> list[ExecutionRecord]:
-        return await self._run(self._state.claim, executor_id, now, limit, lease_duration, task_ids, queues)
+        return await self._run(self._state.claim, executor_id, now, limit, lease_duration, task_ids, queues, limits)
 
     async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
         return await self._run(self._state.commit, commits, now)

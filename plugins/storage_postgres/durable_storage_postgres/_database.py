@@ -11,7 +11,7 @@ in order there, and cost one round trip, not one per element.
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -21,7 +21,7 @@ from durable_core.status import ERRORED_TASK_EXECUTION_STATUSES, FINISHED_TASK_E
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
 from durable_core.storage import EXECUTOR_RETENTION, DuplicateSleepingTaskUniqueIdError, ExecutionRecord
-from durable_core.storage import MAX_PRIORITY, ExecutorInfo, Lease, ListCursor, Payload
+from durable_core.storage import MAX_PRIORITY, ExecutorInfo, Lease, ListCursor, Payload, claim_within_limits
 from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, StorageError, cascade_error
 
 from ._rows import COLUMNS, KEPT, STATUSES, from_row, to_row
@@ -136,6 +136,12 @@ LIMIT %(limit)s""")
         are never read, nor any entry not due. Each range locks up to ``limit`` rows until the
         transaction ends, of which only the earliest in all are claimed: with several busy tasks
         other claimers skip a few more rows for that short while."""
+        self.lock_task = "SELECT pg_advisory_xact_lock(hashtext('durable:' || %s))"
+        """Serializes the claims of a limited task until the transaction ends."""
+        self.running = (f"SELECT count(*) FROM {t} "
+                        "WHERE task_id = %s AND status = 'running' AND lease_expires_at IS NOT NULL")
+        """A limited task's running executions (partial index ``executions_running``): a statement
+        of its own after ``lock_task``, so that its snapshot sees what the claimer before committed."""
         self.claim_any = claim.format(f"""
 SELECT execution_id, ready_at FROM {t}
 WHERE ready_at <= %(now)s AND (%(task_ids)s::text[] IS NULL OR task_id = ANY(%(task_ids)s))
@@ -375,7 +381,12 @@ class Database:
 
     def claim(self, cur: psycopg.Cursor, executor_id: str, now: float, limit: int,
               lease_duration: float, task_ids: Collection[str] | None = None,
-              queues: Collection[str] | None = None) -> list[ExecutionRecord]:
+              queues: Collection[str] | None = None,
+              limits: Mapping[str, int] | None = None) -> list[ExecutionRecord]:
+        if limits and task_ids is not None:
+            return claim_within_limits(
+                lambda tasks, n: self.claim(cur, executor_id, now, n, lease_duration, tasks, queues),
+                task_ids, limit, limits, functools.partial(self._running, cur))
         if limit <= 0 or (task_ids is not None and not task_ids) or (queues is not None and not queues):
             return []
         params = {"now": now, "executor_id": executor_id, "lease_duration": lease_duration, "limit": limit,
@@ -385,6 +396,18 @@ class Database:
         cur.execute(self.q.claim_any if task_ids is None or queues is None else self.q.claim, params)
         rows = sorted(cur.fetchall(), key=lambda row: (-row[_PRIORITY], row[0]))
         return [from_row(row[1:]) for row in rows]
+
+    def _running(self, cur: psycopg.Cursor, task_ids: list[str]) -> dict[str, int]:
+        """How many records of each of ``task_ids`` run holding a lease, counted under a per-task
+        advisory lock held to the end of the transaction (taken in the order given, sorted): the
+        claimers of a limited task count and claim one after another."""
+        counts = {}
+        for task_id in task_ids:
+            cur.execute(self.q.lock_task, (task_id,))
+            cur.execute(self.q.running, (task_id,))
+            row = cur.fetchone()
+            counts[task_id] = 0 if row is None else int(row[0])
+        return counts
 
     def commit_runs(self, cur: psycopg.Cursor, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
         """Pipelined: each commit without new executions is one statement (with its closure and

@@ -72,7 +72,8 @@ class PostgresStorage(ThreadedStorage[Kind]):
         self._own: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
         """The connections ``connect`` made."""
         self.capabilities = Capabilities(persistent=True, multi_process=True,
-                                         change_notifications=listener is not None, routing=True)
+                                         change_notifications=listener is not None, routing=True,
+                                         concurrency_limits=True)
         self._listener = listener
         self._database = database  # only its immutable parts, from a caller's thread or event loop
         self._channel = channel  # NOTIFY'd by inserts in a caller's transaction (None: notify=False)

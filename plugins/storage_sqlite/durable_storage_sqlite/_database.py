@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from durable_core.status import ACTIVE_TASK_EXECUTION_STATUSES, FINISHED_TASK_EX
 from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage import CANCELLED_ERROR, EXPIRED_ERROR, EXPIRED_TOO_OFTEN_ERROR, SLEEPING_TIMED_OUT_ERROR
 from durable_core.storage import EXECUTOR_RETENTION, DuplicateSleepingTaskUniqueIdError, ExecutionRecord
-from durable_core.storage import MAX_PRIORITY, ExecutorInfo, Lease, ListCursor
+from durable_core.storage import MAX_PRIORITY, ExecutorInfo, Lease, ListCursor, claim_within_limits
 from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, StorageError, cascade_error, transitions
 
 from ._rows import COLUMNS, SELECT_COLUMNS, STATUSES, from_row, to_row
@@ -78,6 +78,8 @@ WHERE ready_at <= ? AND (? IS NULL OR task_id IN (SELECT value FROM json_each(?)
 ORDER BY priority DESC, ready_at, rowid LIMIT ?"""
 """A claim that names no queues, or no tasks: not the engine's (it reads every due entry and sorts)."""
 _ABOVE_ALL = MAX_PRIORITY + 1
+_RUNNING = "SELECT count(*) FROM executions WHERE task_id = ? AND status = 'running' AND lease_expires_at IS NOT NULL"
+"""A task's running executions, from the partial index ``executions_running`` (``max_concurrency``)."""
 _CLAIM = """
 UPDATE executions SET
     status = CASE status WHEN 'ready' THEN 'running' ELSE status END,
@@ -416,8 +418,14 @@ class Database:
         return file
 
     def claim(self, executor_id: str, now: float, limit: int, lease_duration: float,
-              task_ids: Collection[str] | None = None, queues: Collection[str] | None = None) -> list[ExecutionRecord]:
+              task_ids: Collection[str] | None = None, queues: Collection[str] | None = None,
+              limits: Mapping[str, int] | None = None) -> list[ExecutionRecord]:
+        """Inside the write transaction (BEGIN IMMEDIATE): ``limits`` are counted with the claim."""
         limit = max(limit, 0)
+        if limits and task_ids is not None:
+            return claim_within_limits(
+                lambda tasks, n: self.claim(executor_id, now, n, lease_duration, tasks, queues),
+                task_ids, limit, limits, self._running)
         if task_ids is None or queues is None:
             tasks, listed = (None if names is None else json.dumps(list(names)) for names in (task_ids, queues))
             due = [row[1:] for row in self.conn.execute(_CLAIMABLE_ANY, (now, tasks, tasks, listed, listed, limit))]
@@ -430,6 +438,10 @@ class Database:
         self.conn.execute(_CLAIM, params)
         claimed = {row[0]: from_row(row[1:]) for row in self.conn.execute(_CLAIMED, (params["rowids"],))}
         return [claimed[rowid] for rowid in rowids]
+
+    def _running(self, task_ids: list[str]) -> dict[str, int]:
+        """How many records of each of ``task_ids`` run holding a lease, from the index of those."""
+        return {task_id: int(self.conn.execute(_RUNNING, (task_id,)).fetchone()[0]) for task_id in task_ids}
 
     def _due(self, lanes: list[tuple[str, str]], now: float, limit: int) -> list[tuple[float, int]]:
         """Up to ``limit`` due executions of the (task, queue) ``lanes``: the highest priority

@@ -55,7 +55,8 @@ class SqliteStorage(ThreadedStorage[Kind]):
     """Executions in one SQLite file (WAL). Open with ``await SqliteStorage.open(path)`` or
     ``open_storage("sqlite", path=...)``; use it within the trio run that opened it."""
 
-    capabilities = Capabilities(persistent=True, multi_process=True, change_notifications=True, routing=True)
+    capabilities = Capabilities(persistent=True, multi_process=True, change_notifications=True, routing=True,
+                                concurrency_limits=True)
     read_kind = Kind.READ
     write_kind = claimable_write_kind = Kind.WRITE
 
