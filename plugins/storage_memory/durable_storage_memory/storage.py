@@ -28,6 +28,11 @@ from durable_core.storage import ListCursor, StatusChange, StorageError, list_ke
 T = TypeVar("T")
 
 
+def _holds_a_slot(record: ExecutionRecord) -> bool:
+    """Whether ``record`` counts against its task's ``max_concurrency``: running, with a lease."""
+    return record.status is S.RUNNING and record.lease_expires_at is not None
+
+
 class _Schedule:
     """Execution ids ordered by a time, earliest first (ties in the order they were scheduled).
 
@@ -102,6 +107,8 @@ class _State:
         self._ready_order = itertools.count()
         self.leases = _Schedule()
         self.finished_roots = _Schedule()
+        self.running: Counter[str] = Counter()
+        """Records of each task that run holding a lease (``max_concurrency``)."""
         self.executors: dict[str, ExecutorInfo] = {}
         self._undo: list[tuple[ExecutionRecord | None, ExecutionRecord | None]] = []
 
@@ -138,6 +145,10 @@ class _State:
         self._schedule_ready(record, None if new is None else new.ready_at)
         self.leases.set(execution_id, None if new is None else new.lease_expires_at)
         self.finished_roots.set(execution_id, None if new is None else transitions.finished_root_at(new))
+        if old is not None and _holds_a_slot(old):
+            self.running[old.task_id] -= 1
+        if new is not None and _holds_a_slot(new):
+            self.running[new.task_id] += 1
         self._undo.append((old, new))
 
     def _schedule_ready(self, record: ExecutionRecord, ready_at: float | None) -> None:
@@ -248,10 +259,8 @@ class _State:
         return claimed
 
     def _running(self, task_ids: list[str]) -> Counter[str]:
-        """How many records of each of ``task_ids`` run, holding a lease (a pass over every record)."""
-        wanted = set(task_ids)
-        return Counter(record.task_id for record in self.records.values() if record.task_id in wanted
-                       and record.status is S.RUNNING and record.lease_expires_at is not None)
+        """How many records of each of ``task_ids`` run, holding a lease."""
+        return Counter({task_id: self.running[task_id] for task_id in task_ids})
 
     def commit(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
         changes: list[StatusChange] = []
