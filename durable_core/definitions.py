@@ -8,7 +8,7 @@ from typing import Any, Protocol, overload
 from .errors import DurableExecutionError, DurableExecutionNotFoundError
 from .models import RetryOptions
 from .storage.contract import DEFAULT_QUEUE
-from .tasks import Task, TaskKind, check_max_concurrency, check_priority, check_queue, check_retry, check_sleep_before_run, check_task_id, check_timeout
+from .tasks import Task, TaskKind, check_max_concurrency, check_priority, check_rate_limit, check_queue, check_retry, check_sleep_before_run, check_task_id, check_timeout
 
 RunFunction = Callable[..., Any]
 """``run(ctx, input)``: ``async def``, or a plain ``def`` run in a worker thread."""
@@ -36,6 +36,7 @@ class TaskDefinitions:
         self._task_ids: frozenset[str] = frozenset()
         self._task_queues: frozenset[str] = frozenset()
         self._limits: dict[str, int] = {}
+        self._rates: dict[str, tuple[int, float]] = {}
         self._queues: frozenset[str] | None = None
         self._sealed = False
 
@@ -53,6 +54,11 @@ class TaskDefinitions:
     def limits(self) -> dict[str, int]:
         """``max_concurrency`` of the tasks defined here that have one, by task id."""
         return self._limits
+
+    @property
+    def rates(self) -> dict[str, tuple[int, float]]:
+        """``rate_limit`` of the tasks defined here that have one, by task id: (count, period in seconds)."""
+        return self._rates
 
     @property
     def queues(self) -> frozenset[str]:
@@ -85,18 +91,18 @@ class TaskDefinitions:
     @overload
     def task(self, *, id: str, timeout: float, retry: RetryOptions | None = None,
              sleep_before_run: float = 0.0, input_schema: Any = None,
-             validate_input: InputValidator | None = None, queue: str = DEFAULT_QUEUE, priority: int = 0, max_concurrency: int | None = None,
+             validate_input: InputValidator | None = None, queue: str = DEFAULT_QUEUE, priority: int = 0, max_concurrency: int | None = None, rate_limit: str | None = None,
              run: None = None) -> Callable[[RunFunction], Task]: ...
 
     @overload
     def task(self, *, id: str, timeout: float, retry: RetryOptions | None = None,
              sleep_before_run: float = 0.0, input_schema: Any = None,
-             validate_input: InputValidator | None = None, queue: str = DEFAULT_QUEUE, priority: int = 0, max_concurrency: int | None = None,
+             validate_input: InputValidator | None = None, queue: str = DEFAULT_QUEUE, priority: int = 0, max_concurrency: int | None = None, rate_limit: str | None = None,
              run: RunFunction) -> Task: ...
 
     def task(self, *, id: str, timeout: float, retry: RetryOptions | None = None,
              sleep_before_run: float = 0.0, input_schema: Any = None,
-             validate_input: InputValidator | None = None, queue: str = DEFAULT_QUEUE, priority: int = 0, max_concurrency: int | None = None,
+             validate_input: InputValidator | None = None, queue: str = DEFAULT_QUEUE, priority: int = 0, max_concurrency: int | None = None, rate_limit: str | None = None,
              run: RunFunction | None = None) -> Task | Callable[[RunFunction], Task]:
         """Define a task. With ``run=`` returns the ``Task``; without, a decorator that does.
 
@@ -104,12 +110,13 @@ class TaskDefinitions:
         ``queue`` is where its executions wait unless an enqueue names another; of the due
         executions a worker claims, those of higher ``priority`` (0 to 1,000,000) come first.
         ``max_concurrency`` caps how many of its executions run at once across every executor
-        on the storage (which must have ``Capabilities.concurrency_limits``).
+        on the storage (which must have ``Capabilities.concurrency_limits``); ``rate_limit``
+        ("100/m": N per s, m, h or d) how many may start per sliding period (``Capabilities.rate_limits``).
         """
         def define(fn: RunFunction) -> Task:
             return self._define(TaskKind.TASK, fn, id=id, timeout=timeout, retry=retry,
                                 sleep_before_run=sleep_before_run, input_schema=input_schema,
-                                validate_input=validate_input, queue=queue, priority=priority, max_concurrency=max_concurrency)
+                                validate_input=validate_input, queue=queue, priority=priority, max_concurrency=max_concurrency, rate_limit=rate_limit)
 
         return define(run) if run is not None else define
 
@@ -117,18 +124,18 @@ class TaskDefinitions:
     def parent_task(self, *, id: str, timeout: float, finalize: Task | Callable[..., Any] | None = None,
                     retry: RetryOptions | None = None, sleep_before_run: float = 0.0,
                     input_schema: Any = None, validate_input: InputValidator | None = None,
-                    queue: str = DEFAULT_QUEUE, priority: int = 0, max_concurrency: int | None = None, run: None = None) -> Callable[[RunFunction], Task]: ...
+                    queue: str = DEFAULT_QUEUE, priority: int = 0, max_concurrency: int | None = None, rate_limit: str | None = None, run: None = None) -> Callable[[RunFunction], Task]: ...
 
     @overload
     def parent_task(self, *, id: str, timeout: float, finalize: Task | Callable[..., Any] | None = None,
                     retry: RetryOptions | None = None, sleep_before_run: float = 0.0,
                     input_schema: Any = None, validate_input: InputValidator | None = None,
-                    queue: str = DEFAULT_QUEUE, priority: int = 0, max_concurrency: int | None = None, run: RunFunction) -> Task: ...
+                    queue: str = DEFAULT_QUEUE, priority: int = 0, max_concurrency: int | None = None, rate_limit: str | None = None, run: RunFunction) -> Task: ...
 
     def parent_task(self, *, id: str, timeout: float, finalize: Task | Callable[..., Any] | None = None,
                     retry: RetryOptions | None = None, sleep_before_run: float = 0.0,
                     input_schema: Any = None, validate_input: InputValidator | None = None,
-                    queue: str = DEFAULT_QUEUE, priority: int = 0, max_concurrency: int | None = None, run: RunFunction | None = None
+                    queue: str = DEFAULT_QUEUE, priority: int = 0, max_concurrency: int | None = None, rate_limit: str | None = None, run: RunFunction | None = None
                     ) -> Task | Callable[[RunFunction], Task]:
         """Define a parent task whose run returns ``ParentTaskResult(output, children)``.
 
@@ -147,7 +154,7 @@ class TaskDefinitions:
             return self._define(TaskKind.PARENT, fn, id=id, timeout=timeout, retry=retry,
                                 sleep_before_run=sleep_before_run, input_schema=input_schema,
                                 validate_input=validate_input, finalize=finalize, queue=queue,
-                                priority=priority, max_concurrency=max_concurrency)
+                                priority=priority, max_concurrency=max_concurrency, rate_limit=rate_limit)
 
         return define(run) if run is not None else define
 
@@ -157,7 +164,7 @@ class TaskDefinitions:
         return self._define(TaskKind.SLEEPING, None, id=id, timeout=timeout)
 
     def sequential_tasks(self, id: str, tasks: Sequence[Task], *, timeout: float = 30.0,
-                         queue: str = DEFAULT_QUEUE, priority: int = 0, max_concurrency: int | None = None) -> Task:
+                         queue: str = DEFAULT_QUEUE, priority: int = 0, max_concurrency: int | None = None, rate_limit: str | None = None) -> Task:
         """Define a task running ``tasks`` one after another, each output the next one's input."""
         steps = tuple(tasks)
         if not steps:
@@ -165,11 +172,11 @@ class TaskDefinitions:
         for step in steps:
             self._check_defined(id, step)
         return self._define(TaskKind.SEQUENTIAL, None, id=id, timeout=timeout, steps=steps, queue=queue,
-                            priority=priority, max_concurrency=max_concurrency)
+                            priority=priority, max_concurrency=max_concurrency, rate_limit=rate_limit)
 
     def looping_task(self, id: str, iteration_task: Task, max_attempts: int,
                      sleep_before_run: float | Callable[[int], float] | None = None, *,
-                     timeout: float = 30.0, queue: str = DEFAULT_QUEUE, priority: int = 0, max_concurrency: int | None = None) -> Task:
+                     timeout: float = 30.0, queue: str = DEFAULT_QUEUE, priority: int = 0, max_concurrency: int | None = None, rate_limit: str | None = None) -> Task:
         """Define a task re-running ``iteration_task`` until it returns ``{"is_done": True, ...}``.
 
         Result: ``{"is_success": True, "output": x}``, or ``{"is_success": False}`` after
@@ -183,14 +190,14 @@ class TaskDefinitions:
             check_sleep_before_run(id, sleep_before_run)
         return self._define(TaskKind.LOOPING, None, id=id, timeout=timeout, steps=(iteration_task,),
                             max_attempts=max_attempts, iteration_sleep=sleep_before_run, queue=queue,
-                            priority=priority, max_concurrency=max_concurrency)
+                            priority=priority, max_concurrency=max_concurrency, rate_limit=rate_limit)
 
     # ----------------------------------------------------------------------------- checking
 
     def _define(self, kind: TaskKind, run: RunFunction | None, *, id: str, timeout: float,
                 retry: RetryOptions | None = None, sleep_before_run: float | None = 0.0,
                 input_schema: Any = None, validate_input: InputValidator | None = None,
-                queue: str = DEFAULT_QUEUE, priority: int = 0, max_concurrency: int | None = None, **extra: Any) -> Task:
+                queue: str = DEFAULT_QUEUE, priority: int = 0, max_concurrency: int | None = None, rate_limit: str | None = None, **extra: Any) -> Task:
         check_task_id(id)
         task = Task(
             id=id,
@@ -203,6 +210,7 @@ class TaskDefinitions:
             queue=check_queue(f"task {id}", queue),
             priority=check_priority(f"task {id}", priority),
             max_concurrency=check_max_concurrency(f"task {id}", max_concurrency),
+            rate_limit=check_rate_limit(f"task {id}", rate_limit),
             **extra,
         )
         return self._add(task)
@@ -221,6 +229,7 @@ class TaskDefinitions:
         self._tasks[task.id] = task
         self._task_ids = frozenset(self._tasks)
         self._limits = {t.id: t.max_concurrency for t in self._tasks.values() if t.max_concurrency is not None}
+        self._rates = {t.id: t.rate_limit for t in self._tasks.values() if t.rate_limit is not None}
         self._task_queues = frozenset(task.queue for task in self._tasks.values() if task.kind is not TaskKind.SLEEPING)
         return task
 

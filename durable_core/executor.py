@@ -201,15 +201,16 @@ class DurableExecutor(TaskDefinitions):
         return self
 
     def _check_limits(self, storage: Storage) -> None:
-        """Refuse to run a task with ``max_concurrency`` on a storage that cannot enforce it."""
+        """Refuse to run a task with ``max_concurrency`` or ``rate_limit`` on a storage that cannot enforce it."""
         capabilities = storage.capabilities
-        limited = sorted(self.limits)
-        if limited and self.options.max_concurrent_task_executions and not (
-                capabilities.concurrency_limits and capabilities.routing):
-            raise DurableExecutionError(
-                f"Task {limited[0]} has max_concurrency, which storage {type(storage).__name__} cannot enforce "
-                "(it lacks Capabilities.concurrency_limits): use a storage that has it, or remove the limit",
-                is_retryable=False)
+        for field, tasks, capability in (("max_concurrency", self.limits, "concurrency_limits"),
+                                         ("rate_limit", self.rates, "rate_limits")):
+            if tasks and self.options.max_concurrent_task_executions and not (
+                    getattr(capabilities, capability) and capabilities.routing):
+                raise DurableExecutionError(
+                    f"Task {min(tasks)} has {field}, which storage {type(storage).__name__} cannot enforce "
+                    f"(it lacks Capabilities.{capability}): use a storage that has it, or remove the limit",
+                    is_retryable=False)
 
     def _worker_loops(self, engine: Engine) -> list[Callable[[], Awaitable[None]]]:
         """What this executor runs beside its claim loop if it runs tasks: retention, schedules."""
@@ -431,7 +432,7 @@ class DurableExecutor(TaskDefinitions):
                 f"Cannot enqueue {task.id} on queue {records[0].queue!r}: the storage implements storage API "
                 f"{engine.storage.storage_api}, which stores no queues; upgrade it, or use the default queue",
                 is_retryable=False)
-        if task.max_concurrency is None:  # a limited task's slots are the storage's to count
+        if task.max_concurrency is None and task.rate_limit is None:  # a limited task's slots are the storage's to count
             records = engine.claim_on_insert(records, self.queues)
         return [TaskExecutionHandle(engine, kept.task_id, kept.execution_id) for kept in await engine.insert(records)]
 

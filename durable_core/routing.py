@@ -40,12 +40,21 @@ class Routes(Protocol):
         """``max_concurrency`` of its tasks that have one, by task id."""
         ...
 
+    @property
+    def rates(self) -> Mapping[str, tuple[int, float]]:
+        """``rate_limit`` of its tasks that have one, by task id: (count, period in seconds)."""
+        ...
+
 
 async def claim_routed(engine: Engine, routes: Routes, limit: int) -> list[ExecutionRecord]:
     """Claim up to ``limit`` due executions of ``routes`` for ``engine``."""
     storage, options, now = engine.storage, engine.options, engine.now()
     task_ids, queues = routes.task_ids, routes.queues
     if storage.capabilities.routing:
+        if routes.rates:  # the executor started only on a storage with rate_limits
+            return await storage.claim_executions(engine.executor_id, now, limit, options.lease_duration,
+                                                  task_ids=task_ids, queues=queues, limits=routes.limits,
+                                                  rates=routes.rates)
         if routes.limits:  # the executor started only on a storage with concurrency_limits
             return await storage.claim_executions(engine.executor_id, now, limit, options.lease_duration,
                                                   task_ids=task_ids, queues=queues, limits=routes.limits)

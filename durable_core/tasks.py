@@ -55,6 +55,9 @@ class Task:
     max_concurrency: int | None = None
     """At most this many executions of the task running at once across every executor on the
     storage (None: no limit); the storage enforces it in its claim."""
+    rate_limit: tuple[int, float] | None = None
+    """At most this many (first) executions claimed per sliding period of this many seconds across
+    every executor on the storage, parsed from "N/s|m|h|d" (None: no limit); the storage enforces it."""
 
     def __repr__(self) -> str:
         return f"<Task {self.id} ({self.kind})>"
@@ -95,6 +98,22 @@ def check_max_concurrency(owner: str, max_concurrency: object) -> int | None:
         raise ValueError(f"Invalid max_concurrency for {owner}: an integer of at least 1 (or None, no limit) "
                          f"is expected, got {max_concurrency!r}")
     return max_concurrency
+
+
+_RATE = re.compile(r"([1-9][0-9]*)/([smhd])")
+_PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def check_rate_limit(owner: str, rate_limit: object) -> tuple[int, float] | None:
+    """A rate limit (of ``owner``: "task x"): None, or "N/s", "N/m", "N/h" or "N/d" (N at least 1)
+    as (N, period in seconds)."""
+    if rate_limit is None:
+        return None
+    match = _RATE.fullmatch(rate_limit) if isinstance(rate_limit, str) else None
+    if match is None:
+        raise ValueError(f"Invalid rate_limit for {owner}: \"N/s\", \"N/m\", \"N/h\" or \"N/d\" with N an integer "
+                         f"of at least 1 (or None, no limit) is expected, e.g. \"100/m\", got {rate_limit!r}")
+    return int(match[1]), _PERIODS[match[2]]
 
 
 MAX_DELAY = 10 * 365.25 * 86400

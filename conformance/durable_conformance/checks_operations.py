@@ -34,6 +34,19 @@ def _ids(records: list[ExecutionRecord]) -> list[str]:
     return [r.execution_id for r in records]
 
 
+async def _claim_at_once(storage: Storage, routed: dict[str, Any]) -> list[ExecutionRecord]:
+    """What two claimers claim at once (at 1.0, up to 10 each) with the same ``routed`` arguments."""
+    claimed: list[ExecutionRecord] = []
+
+    async def claim_as(executor_id: str) -> None:
+        claimed.extend(await storage.claim_executions(executor_id, 1.0, 10, LEASE_DURATION, **routed))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(claim_as, "de_1")
+        nursery.start_soon(claim_as, "de_2")
+    return claimed
+
+
 def full_record(execution_id: str = "te_full") -> ExecutionRecord:
     """A record with every field set to something other than its default."""
     return ExecutionRecord(
@@ -340,14 +353,7 @@ class ClaimChecks:
                                         + [new(f"te_b{i}", task_id="b", ready_at=i / 10) for i in range(3)])
         routed: dict[str, Any] = {"task_ids": frozenset({"a", "b"}), "queues": frozenset({"default"}),
                                   "limits": {"a": 2}}
-        claimed: list[ExecutionRecord] = []
-
-        async def claim_as(executor_id: str) -> None:
-            claimed.extend(await storage.claim_executions(executor_id, 1.0, 10, LEASE_DURATION, **routed))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(claim_as, "de_1")
-            nursery.start_soon(claim_as, "de_2")
+        claimed = await _claim_at_once(storage, routed)
         assert sorted(_ids(claimed)) == ["te_a0", "te_a1", "te_b0", "te_b1", "te_b2"]
         assert await storage.claim_executions("de_3", 1.0, 10, LEASE_DURATION, **routed) == []
         first = next(r for r in claimed if r.execution_id == "te_a0")
@@ -359,6 +365,29 @@ class ClaimChecks:
         assert _ids(await storage.claim_executions("de_3", 2.0, 10, LEASE_DURATION, **routed)) == ["te_a3"]
         assert _ids(await storage.claim_executions("de_3", 2.0, 10, LEASE_DURATION,
                                                    **{**routed, "limits": {"a": 4}})) == ["te_a4", "te_a5"]
+
+    @requires("routing", "rate_limits", why="a task's rate_limit caps its claims per sliding period")
+    async def test_a_claim_with_rates_never_exceeds_them_in_a_period_and_takes_more_after(self, storage: Storage) -> None:
+        """``rates`` count the records of a task started in the last period, by every claimer,
+        finished or not; claims made at once never exceed them together; once the period has
+        passed since those starts, more are claimed."""
+        await storage.insert_executions([new(f"te_a{i}", task_id="a", ready_at=i / 10) for i in range(7)]
+                                        + [new(f"te_b{i}", task_id="b", ready_at=i / 10) for i in range(3)])
+        routed: dict[str, Any] = {"task_ids": frozenset({"a", "b"}), "queues": frozenset({"default"}),
+                                  "rates": {"a": (3, 60.0)}}
+        claimed = await _claim_at_once(storage, routed)
+        assert sorted(_ids(claimed)) == ["te_a0", "te_a1", "te_a2", "te_b0", "te_b1", "te_b2"]
+        await storage.commit_runs([finish(r, S.COMPLETED, 2.0) for r in claimed], 2.0)  # finished ones still count
+        assert await storage.claim_executions("de_3", 30.0, 10, LEASE_DURATION, **routed) == []
+        assert await storage.claim_executions("de_3", 60.5, 10, LEASE_DURATION, **routed) == []
+        assert _ids(await storage.claim_executions("de_3", 61.5, 2, LEASE_DURATION, **routed)) == ["te_a3", "te_a4"]
+        assert _ids(await storage.claim_executions("de_3", 61.5, 10, LEASE_DURATION, **routed)) == ["te_a5"]
+        assert await storage.claim_executions("de_3", 62.0, 10, LEASE_DURATION,
+                                              **{**routed, "limits": {"a": 10}}) == []
+        assert _ids(await storage.claim_executions("de_3", 122.0, 10, LEASE_DURATION,
+                                                   **{**routed, "limits": {"a": 3}})) == []  # 3 still running
+        assert _ids(await storage.claim_executions("de_3", 122.0, 10, LEASE_DURATION,
+                                                   **{**routed, "limits": {"a": 4}})) == ["te_a6"]
 
     @requires("routing", why="a claim for some queues takes only theirs")
     async def test_a_claim_for_some_queues_takes_only_theirs(self, storage: Storage) -> None:

@@ -89,6 +89,10 @@ class Capabilities:
     """``claim_executions`` honours ``limits`` (with ``routing``): tasks with a ``max_concurrency``
     are claimed only up to it, counted atomically with the claim across every executor. The
     engine refuses to start an executor that defines such a task on a storage without it."""
+    rate_limits: bool = False
+    """``claim_executions`` honours ``rates`` (with ``routing``): tasks with a ``rate_limit`` are
+    claimed only as often as it allows per sliding period, counted atomically with the claim across
+    every executor. The engine refuses to start an executor that defines such a task on a storage without it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +327,7 @@ class Storage(Protocol):
     async def claim_executions(
         self, executor_id: str, now: float, limit: int, lease_duration: float, *,
         task_ids: Collection[str] | None = None, queues: Collection[str] | None = None,
-        limits: Mapping[str, int] | None = None,
+        limits: Mapping[str, int] | None = None, rates: Mapping[str, tuple[int, float]] | None = None,
     ) -> list[ExecutionRecord]:
         """Claim up to ``limit`` records whose ``ready_at <= now``: the highest ``priority`` first,
         and of one priority the earliest ``ready_at`` first (ties in insertion order, where the
@@ -343,6 +347,11 @@ class Storage(Protocol):
         running`` times, where running counts that task's records with status ``running`` and a
         lease (not sleeping), counted in the claim's own atomic step so that concurrent claimers
         never exceed the limit together (``claim_within_limits`` helps).
+
+        With ``rates`` (task id -> (count, period in seconds); only with ``task_ids``, and only to
+        a backend with ``Capabilities.rate_limits``), a task it names is claimed at most ``count -
+        started`` times, where started counts that task's records with ``started_at >= now -
+        period``, in the same atomic step.
 
         Each claimed record gets ``ready_at=None``, ``executor_id``, ``lease_token + 1``,
         ``lease_expires_at = now + lease_duration`` and ``updated_at = now``; a ``ready`` one

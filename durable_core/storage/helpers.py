@@ -32,6 +32,7 @@ T = TypeVar("T")
 def claim_within_limits(
     claim: Callable[[Collection[str], int], list[T]], task_ids: Collection[str], limit: int,
     limits: Mapping[str, int], running: Callable[[list[str]], Mapping[str, int]],
+    rates: Mapping[str, tuple[int, float]] | None = None, started: Callable[[str, float], int] | None = None,
 ) -> list[T]:
     """A claim of up to ``limit`` records of ``task_ids`` that respects ``limits`` (see
     ``Storage.claim_executions``), for a backend that calls it inside the claim's atomic step.
@@ -40,10 +41,18 @@ def claim_within_limits(
     that locks per task locks in that order); ``claim(tasks, n)`` claims up to ``n`` due records
     of ``tasks`` as the backend does without limits. A task at its limit is left out; one with
     room for fewer than ``limit`` is claimed on its own, up to its room, first (so its priority
-    against other tasks is approximate only while it is near its limit); the others together."""
-    limited = sorted(task_id for task_id in task_ids if task_id in limits)
+    against other tasks is approximate only while it is near its limit); the others together.
+
+    With ``rates``, ``running`` is called for the rate-limited tasks too (under its locks) and
+    ``started(task, period)`` counts the task's records started in the last ``period`` seconds."""
+    rates = rates or {}
+    limited = sorted(task_id for task_id in task_ids if task_id in limits or task_id in rates)
     counts = running(limited) if limited else {}
-    room = {task_id: limits[task_id] - counts.get(task_id, 0) for task_id in limited}
+    room = {task_id: limits[task_id] - counts.get(task_id, 0) if task_id in limits else limit for task_id in limited}
+    for task_id in limited:
+        if task_id in rates and started is not None:
+            count, period = rates[task_id]
+            room[task_id] = min(room[task_id], count - started(task_id, period))
     claimed: list[T] = []
     for task_id in limited:
         if 0 < room[task_id] < limit and len(claimed) < limit:
@@ -206,7 +215,7 @@ class SingleOperationStorage(Storage, ABC):
     async def claim_executions(
         self, executor_id: str, now: float, limit: int, lease_duration: float, *,
         task_ids: Collection[str] | None = None, queues: Collection[str] | None = None,
-        limits: Mapping[str, int] | None = None,
+        limits: Mapping[str, int] | None = None, rates: Mapping[str, tuple[int, float]] | None = None,
     ) -> list[ExecutionRecord]: ...
 
     @abstractmethod

@@ -111,10 +111,10 @@ class ThreadedStorage(Generic[K]):
     async def claim_executions(
         self, executor_id: str, now: float, limit: int, lease_duration: float, *,
         task_ids: Collection[str] | None = None, queues: Collection[str] | None = None,
-        limits: Mapping[str, int] | None = None,
+        limits: Mapping[str, int] | None = None, rates: Mapping[str, tuple[int, float]] | None = None,
     ) -> list[ExecutionRecord]:
         return await self._threads.call(self.write_kind, self._db.claim, executor_id, now, limit, lease_duration,
-                                        task_ids, queues, limits)
+                                        task_ids, queues, limits, rates)
 
     async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
         return await self._threads.call(self.claimable_write_kind, self._db.commit_runs, commits, now)

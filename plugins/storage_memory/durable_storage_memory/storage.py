@@ -237,11 +237,13 @@ class _State:
 
     def claim(self, executor_id: str, now: float, limit: int, lease_duration: float,
               task_ids: Collection[str] | None, queues: Collection[str] | None,
-              limits: Mapping[str, int] | None = None) -> list[ExecutionRecord]:
-        if limits and task_ids is not None:
+              limits: Mapping[str, int] | None = None,
+              rates: Mapping[str, tuple[int, float]] | None = None) -> list[ExecutionRecord]:
+        if (limits or rates) and task_ids is not None:
             return claim_within_limits(
                 lambda tasks, n: self.claim(executor_id, now, n, lease_duration, tasks, queues),
-                task_ids, limit, limits, self._running)
+                task_ids, limit, limits or {}, self._running, rates,
+                lambda task_id, period: self._started(task_id, now - period))
         if task_ids is not None and queues is not None:
             wanted = (self.ready.get(lane) for lane in itertools.product(task_ids, queues))
             lanes: Iterable[dict[int, _Schedule]] = (levels for levels in wanted if levels is not None)
@@ -261,6 +263,12 @@ class _State:
     def _running(self, task_ids: list[str]) -> Counter[str]:
         """How many records of each of ``task_ids`` run, holding a lease."""
         return Counter({task_id: self.running[task_id] for task_id in task_ids})
+
+    def _started(self, task_id: str, since: float) -> int:
+        """How many records of ``task_id`` started at ``since`` or later (``rate_limit``: a pass
+        over every record, made only for rate-limited tasks)."""
+        return sum(1 for record in self.records.values() if record.task_id == task_id
+                   and record.started_at is not None and record.started_at >= since)
 
     def commit(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
         changes: list[StatusChange] = []
@@ -394,7 +402,7 @@ class MemoryStorage:
 
     storage_api = STORAGE_API
     capabilities = Capabilities(persistent=False, multi_process=False, routing=True,
-                                concurrency_limits=True)
+                                concurrency_limits=True, rate_limits=True)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -440,9 +448,10 @@ class MemoryStorage:
     async def claim_executions(
         self, executor_id: str, now: float, limit: int, lease_duration: float, *,
         task_ids: Collection[str] | None = None, queues: Collection[str] | None = None,
-        limits: Mapping[str, int] | None = None,
+        limits: Mapping[str, int] | None = None, rates: Mapping[str, tuple[int, float]] | None = None,
     ) -> list[ExecutionRecord]:
-        return await self._run(self._state.claim, executor_id, now, limit, lease_duration, task_ids, queues, limits)
+        return await self._run(self._state.claim, executor_id, now, limit, lease_duration, task_ids, queues,
+                               limits, rates)
 
     async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
         return await self._run(self._state.commit, commits, now)

@@ -520,7 +520,7 @@ async def test_memory_is_installed_as_the_plugin_named_memory() -> None:
     async with open_storage("memory") as storage:
         assert isinstance(storage, MemoryStorage)
         assert isinstance(storage, Storage)
-        assert (storage.storage_api, storage.capabilities) == (STORAGE_API, Capabilities(persistent=False, routing=True, concurrency_limits=True))
+        assert (storage.storage_api, storage.capabilities) == (STORAGE_API, Capabilities(persistent=False, routing=True, concurrency_limits=True, rate_limits=True))
     with pytest.raises(StorageError, match="memory storage is closed"):
         await storage.get_executions([])
 

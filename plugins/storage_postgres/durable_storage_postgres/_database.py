@@ -142,6 +142,9 @@ LIMIT %(limit)s""")
                         "WHERE task_id = %s AND status = 'running' AND lease_expires_at IS NOT NULL")
         """A limited task's running executions (partial index ``executions_running``): a statement
         of its own after ``lock_task``, so that its snapshot sees what the claimer before committed."""
+        self.started = f"SELECT count(*) FROM {t} WHERE task_id = %s AND started_at >= %s"
+        """A rate-limited task's executions started since a time (index ``executions_started``),
+        also after ``lock_task``."""
         self.claim_any = claim.format(f"""
 SELECT execution_id, ready_at FROM {t}
 WHERE ready_at <= %(now)s AND (%(task_ids)s::text[] IS NULL OR task_id = ANY(%(task_ids)s))
@@ -382,11 +385,13 @@ class Database:
     def claim(self, cur: psycopg.Cursor, executor_id: str, now: float, limit: int,
               lease_duration: float, task_ids: Collection[str] | None = None,
               queues: Collection[str] | None = None,
-              limits: Mapping[str, int] | None = None) -> list[ExecutionRecord]:
-        if limits and task_ids is not None:
+              limits: Mapping[str, int] | None = None,
+              rates: Mapping[str, tuple[int, float]] | None = None) -> list[ExecutionRecord]:
+        if (limits or rates) and task_ids is not None:
             return claim_within_limits(
                 lambda tasks, n: self.claim(cur, executor_id, now, n, lease_duration, tasks, queues),
-                task_ids, limit, limits, functools.partial(self._running, cur))
+                task_ids, limit, limits or {}, functools.partial(self._running, cur), rates,
+                lambda task_id, period: self._started(cur, task_id, now - period))
         if limit <= 0 or (task_ids is not None and not task_ids) or (queues is not None and not queues):
             return []
         params = {"now": now, "executor_id": executor_id, "lease_duration": lease_duration, "limit": limit,
@@ -408,6 +413,13 @@ class Database:
             row = cur.fetchone()
             counts[task_id] = 0 if row is None else int(row[0])
         return counts
+
+    def _started(self, cur: psycopg.Cursor, task_id: str, since: float) -> int:
+        """How many records of ``task_id`` started at ``since`` or later, counted after ``_running``
+        took the task's advisory lock (``rate_limit``)."""
+        cur.execute(self.q.started, (task_id, since))
+        row = cur.fetchone()
+        return 0 if row is None else int(row[0])
 
     def commit_runs(self, cur: psycopg.Cursor, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
         """Pipelined: each commit without new executions is one statement (with its closure and

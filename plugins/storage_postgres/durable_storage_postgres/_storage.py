@@ -73,7 +73,7 @@ class PostgresStorage(ThreadedStorage[Kind]):
         """The connections ``connect`` made."""
         self.capabilities = Capabilities(persistent=True, multi_process=True,
                                          change_notifications=listener is not None, routing=True,
-                                         concurrency_limits=True)
+                                         concurrency_limits=True, rate_limits=True)
         self._listener = listener
         self._database = database  # only its immutable parts, from a caller's thread or event loop
         self._channel = channel  # NOTIFY'd by inserts in a caller's transaction (None: notify=False)

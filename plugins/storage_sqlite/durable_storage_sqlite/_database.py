@@ -80,6 +80,8 @@ ORDER BY priority DESC, ready_at, rowid LIMIT ?"""
 _ABOVE_ALL = MAX_PRIORITY + 1
 _RUNNING = "SELECT count(*) FROM executions WHERE task_id = ? AND status = 'running' AND lease_expires_at IS NOT NULL"
 """A task's running executions, from the partial index ``executions_running`` (``max_concurrency``)."""
+_STARTED = "SELECT count(*) FROM executions WHERE task_id = ? AND started_at >= ?"
+"""A task's executions started since a time, from the index ``executions_started`` (``rate_limit``)."""
 _CLAIM = """
 UPDATE executions SET
     status = CASE status WHEN 'ready' THEN 'running' ELSE status END,
@@ -419,13 +421,15 @@ class Database:
 
     def claim(self, executor_id: str, now: float, limit: int, lease_duration: float,
               task_ids: Collection[str] | None = None, queues: Collection[str] | None = None,
-              limits: Mapping[str, int] | None = None) -> list[ExecutionRecord]:
-        """Inside the write transaction (BEGIN IMMEDIATE): ``limits`` are counted with the claim."""
+              limits: Mapping[str, int] | None = None,
+              rates: Mapping[str, tuple[int, float]] | None = None) -> list[ExecutionRecord]:
+        """Inside the write transaction (BEGIN IMMEDIATE): ``limits`` and ``rates`` are counted with the claim."""
         limit = max(limit, 0)
-        if limits and task_ids is not None:
+        if (limits or rates) and task_ids is not None:
             return claim_within_limits(
                 lambda tasks, n: self.claim(executor_id, now, n, lease_duration, tasks, queues),
-                task_ids, limit, limits, self._running)
+                task_ids, limit, limits or {}, self._running, rates,
+                lambda task_id, period: int(self.conn.execute(_STARTED, (task_id, now - period)).fetchone()[0]))
         if task_ids is None or queues is None:
             tasks, listed = (None if names is None else json.dumps(list(names)) for names in (task_ids, queues))
             due = [row[1:] for row in self.conn.execute(_CLAIMABLE_ANY, (now, tasks, tasks, listed, listed, limit))]

@@ -56,7 +56,7 @@ class SqliteStorage(ThreadedStorage[Kind]):
     ``open_storage("sqlite", path=...)``; use it within the trio run that opened it."""
 
     capabilities = Capabilities(persistent=True, multi_process=True, change_notifications=True, routing=True,
-                                concurrency_limits=True)
+                                concurrency_limits=True, rate_limits=True)
     read_kind = Kind.READ
     write_kind = claimable_write_kind = Kind.WRITE
 

@@ -690,7 +690,7 @@ async def test_opened_by_name_with_tuning(path: Path) -> None:
         assert isinstance(storage, SqliteStorage) and isinstance(storage, Storage)
         assert storage.storage_api == STORAGE_API
         assert storage.capabilities == Capabilities(persistent=True, multi_process=True, change_notifications=True,
-                                                    routing=True, concurrency_limits=True)
+                                                    routing=True, concurrency_limits=True, rate_limits=True)
 
         def pragmas() -> list[object]:
             conn = storage._db.conn

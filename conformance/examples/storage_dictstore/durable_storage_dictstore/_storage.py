@@ -145,8 +145,10 @@ class DictStore(SingleOperationStorage):
     async def claim_executions(self, executor_id: str, now: float, limit: int, lease_duration: float, *,
                                task_ids: Collection[str] | None = None,
                                queues: Collection[str] | None = None,
-                               limits: Mapping[str, int] | None = None) -> list[ExecutionRecord]:
-        """``limits`` never comes: this backend lacks ``Capabilities.concurrency_limits``."""
+                               limits: Mapping[str, int] | None = None,
+                               rates: Mapping[str, tuple[int, float]] | None = None) -> list[ExecutionRecord]:
+        """``limits`` and ``rates`` never come: this backend lacks ``Capabilities.concurrency_limits``
+        and ``rate_limits``."""
         due = sorted((r for r in await self._scan() if transitions.is_due(r, now)
                       and (task_ids is None or r.task_id in task_ids) and (queues is None or r.queue in queues)),
                      key=lambda r: (-r.priority, r.ready_at))[:max(limit, 0)]
