@@ -91,16 +91,20 @@ def check_priority(owner: str, priority: object) -> int:
     return priority
 
 
+MAX_LIMIT = 1_000_000
+"""The largest ``max_concurrency``, and the largest N of a ``rate_limit``: more is surely a mistake."""
+
+
 def check_max_concurrency(owner: str, max_concurrency: object) -> int | None:
-    """A concurrency limit (of ``owner``: "task x"): None, or an integer of at least 1."""
+    """A concurrency limit (of ``owner``: "task x"): None, or an integer from 1 to ``MAX_LIMIT``."""
     if max_concurrency is not None and (isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
-                                        or max_concurrency < 1):
-        raise ValueError(f"Invalid max_concurrency for {owner}: an integer of at least 1 (or None, no limit) "
-                         f"is expected, got {max_concurrency!r}")
+                                        or not 1 <= max_concurrency <= MAX_LIMIT):
+        raise ValueError(f"Invalid max_concurrency for {owner}: an integer of at least 1 and at most 1,000,000 "
+                         f"(or None, no limit) is expected, got {max_concurrency!r}")
     return max_concurrency
 
 
-_RATE = re.compile(r"([1-9][0-9]*)/([smhd])")
+_RATE = re.compile(r"([1-9][0-9]{0,6})/([smhd])")
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -110,9 +114,9 @@ def check_rate_limit(owner: str, rate_limit: object) -> tuple[int, float] | None
     if rate_limit is None:
         return None
     match = _RATE.fullmatch(rate_limit) if isinstance(rate_limit, str) else None
-    if match is None:
+    if match is None or int(match[1]) > MAX_LIMIT:
         raise ValueError(f"Invalid rate_limit for {owner}: \"N/s\", \"N/m\", \"N/h\" or \"N/d\" with N an integer "
-                         f"of at least 1 (or None, no limit) is expected, e.g. \"100/m\", got {rate_limit!r}")
+                         f"from 1 to 1,000,000 (or None, no limit) is expected, e.g. \"100/m\", got {rate_limit!r}")
     return int(match[1]), _PERIODS[match[2]]
 
 

@@ -57,7 +57,7 @@ async def test_an_executor_does_not_claim_a_limited_task_on_insert():
         assert (await handle.wait_and_get_finished_execution()).status is S.COMPLETED
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True, 1_000_001, 10**30])
 def test_an_invalid_max_concurrency_is_refused_naming_the_field(bad):
     ex = DurableExecutor(MemoryStorage())
     with pytest.raises(ValueError, match=r"Invalid max_concurrency for task t: an integer of at least 1"):

@@ -58,7 +58,8 @@ async def test_an_executor_does_not_claim_a_rate_limited_task_on_insert():
         assert (await handle.wait_and_get_finished_execution()).status is S.COMPLETED
 
 
-@pytest.mark.parametrize("bad", ["100/x", "0/m", "abc", "-1/s", "1.5/m", "5/ m", "", 5, True])
+@pytest.mark.parametrize("bad", ["100/x", "0/m", "abc", "-1/s", "1.5/m", "5/ m", "", 5, True, "1000001/s",
+                                 "9" * 5000 + "/m"])
 def test_an_invalid_rate_limit_is_refused_naming_the_field(bad):
     ex = DurableExecutor(MemoryStorage())
     with pytest.raises(ValueError, match=r"Invalid rate_limit for task t: \"N/s\", \"N/m\", \"N/h\" or \"N/d\""):
