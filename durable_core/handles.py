@@ -28,6 +28,8 @@ class ExecutionAccess(Protocol):
 class TaskExecutionHandle:
     """A reference to one execution, usable from any executor sharing the storage."""
 
+    __slots__ = ("_access", "task_id", "execution_id")
+
     def __init__(self, access: ExecutionAccess, task_id: str, execution_id: str):
         self._access = access
         self.task_id = task_id

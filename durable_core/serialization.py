@@ -308,6 +308,8 @@ _dumps = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), check_circular=False, allow_nan=False
 ).encode
 _dumps_ascii = json.JSONEncoder(separators=(",", ":"), check_circular=False, allow_nan=False).encode
+_loads = json.JSONDecoder().decode  # json.loads on bytes first guesses their encoding: ours is UTF-8
+_loads_tagged = json.JSONDecoder(object_hook=_decode_tagged).decode
 
 
 class JsonSerializer:
@@ -343,9 +345,7 @@ class JsonSerializer:
 
     def deserialize(self, data: bytes) -> Any:
         try:
-            if _TAG_BYTES in data:
-                return json.loads(data, object_hook=_decode_tagged)
-            return json.loads(data)
+            return (_loads_tagged if _TAG_BYTES in data else _loads)(data.decode())
         except RecursionError:
             raise SerializationError(f"invalid {self.name!r} payload: nested too deeply to read") from None
         except (ValueError, TypeError, KeyError, ArithmeticError) as exc:  # ArithmeticError: Decimal, timedelta

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import time
 from datetime import datetime
@@ -75,6 +76,7 @@ def _serve(executor: DurableExecutor, queues: tuple[str, ...]) -> None:
 
 async def _work(executor: DurableExecutor, target: str) -> int:
     async with stopped_by_signals(executor) as interruption, executor:
+        _freeze_what_lives_forever()
         tasks = ", ".join(f"{task.id} ({task.kind})" for task in executor.tasks.values())
         say(f"worker {executor.executor_id} for {target}: up to {executor.max_concurrent_task_executions} "
             f"executions at once; tasks: {tasks or 'none'}; queues: {', '.join(sorted(executor.queues))}")
@@ -85,6 +87,15 @@ async def _work(executor: DurableExecutor, target: str) -> int:
                 "running executions, then handing them back (Ctrl-C again: at once)")
     say("stopped")
     return 130 if interruption.repeated else 0
+
+
+def _freeze_what_lives_forever() -> None:
+    """The process is the worker's: what exists once it runs (the application's modules, the
+    executor) lives as long as the process. Frozen (``gc.freeze``), it is left out of the cycle
+    collector's passes, whose full ones would otherwise walk it all again and again (a few percent
+    of a busy worker's time)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _idempotency_key(value: str | None) -> str | None:

@@ -140,7 +140,10 @@ class StatusChange:
 
 @dataclass(slots=True)
 class ExecutionRecord:
-    """Everything stored about one execution. Times are seconds since the epoch (floats)."""
+    """Everything stored about one execution. Times are seconds since the epoch (floats).
+
+    A value: once made, a record is never changed (``copy`` makes a changed one), so a storage
+    may keep the records it is given and hand out the ones it keeps (the memory storage does)."""
 
     execution_id: str
     task_id: str

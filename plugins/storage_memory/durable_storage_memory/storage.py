@@ -4,7 +4,8 @@ Every operation runs synchronously under one ``threading.Lock``, so executors in
 (each with its own ``trio.run``) may share one storage. Indexes keep every operation independent of
 the number of finished records: claims and expiry pop from heaps keyed by ``ready_at`` (one per task,
 queue and priority, so a claim reads only its own, highest priority first, and never an entry that is
-not due) and ``lease_expires_at``; lookups go through dicts.
+not due) and ``lease_expires_at``; lookups go through dicts. Records are values (never changed once
+made): the storage keeps the ones it is given and hands out the ones it keeps, copying none.
 """
 
 from __future__ import annotations
@@ -197,8 +198,7 @@ class _State:
     # ------------------------------------------------------------------ reads
 
     def get(self, execution_ids: Sequence[str | None]) -> list[ExecutionRecord | None]:
-        records = (None if i is None else self.records.get(i) for i in execution_ids)
-        return [None if record is None else record.copy() for record in records]
+        return [None if i is None else self.records.get(i) for i in execution_ids]
 
     def get_by_sleeping_unique_id(self, unique_ids: Sequence[str]) -> list[ExecutionRecord | None]:
         return self.get([self.by_unique_id.get(unique_id) for unique_id in unique_ids])
@@ -213,7 +213,7 @@ class _State:
             and (executor_id is None or record.executor_id == executor_id) and queue in (None, record.queue)
             and (before is None or list_key(record) < before)
         )
-        return [record.copy() for record in heapq.nlargest(max(limit, 0), matches, key=list_key)]
+        return heapq.nlargest(max(limit, 0), matches, key=list_key)
 
     def count(self) -> dict[S, int]:
         return dict(Counter(record.status for record in self.records.values()))
@@ -233,7 +233,7 @@ class _State:
     # ------------------------------------------------------------------ writes
 
     def insert(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
-        return [(self._twin(record) or self._add(record)).copy() for record in records]
+        return [self._twin(record) or self._add(record) for record in records]
 
     def claim(self, executor_id: str, now: float, limit: int, lease_duration: float,
               task_ids: Collection[str] | None, queues: Collection[str] | None,
@@ -257,7 +257,7 @@ class _State:
             record = self.records[execution_id]
             new = transitions.claim(record, executor_id, now, lease_duration)
             self._replace(record, new)
-            claimed.append(new.copy())
+            claimed.append(new)
         return claimed
 
     def _running(self, task_ids: list[str]) -> Counter[str]:
@@ -349,14 +349,13 @@ class _State:
         return None if twin_id is None else self.records[twin_id]
 
     def _add(self, record: ExecutionRecord) -> ExecutionRecord:
-        """Store a copy of the new ``record``; its id and sleeping unique id must be free."""
+        """Store the new ``record`` (a value: kept, not copied); its id and sleeping unique id must be free."""
         if record.sleeping_unique_id is not None and record.sleeping_unique_id in self.by_unique_id:
             raise DuplicateSleepingTaskUniqueIdError(record.sleeping_unique_id)
         if record.execution_id in self.records:
             raise StorageError(f"Task execution {record.execution_id} already exists", is_retryable=False)
-        stored = record.copy()
-        self._replace(None, stored)
-        return stored
+        self._replace(None, record)
+        return record
 
     def _subtree(self, execution_id: str) -> list[str]:
         """``execution_id`` and the ids of all its descendants, parents before children."""

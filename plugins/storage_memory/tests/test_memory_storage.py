@@ -264,21 +264,6 @@ async def test_a_call_cancelled_before_it_runs_does_nothing(storage: Storage) ->
     assert (await get(storage, "te_1")).status is S.READY
 
 
-async def test_records_handed_in_or_out_are_copies(storage: Storage) -> None:
-    record = new("te_1")
-    (returned,) = await storage.insert_executions([record])
-    record.status = returned.status = S.FAILED
-    fetched = await get(storage, "te_1")
-    assert fetched == new("te_1")
-    fetched.task_id = "changed"
-    (claimed,) = await claim(storage, 1.0)
-    claimed.lease_token = 99
-    assert await get(storage, "te_1") == new("te_1").copy(
-        status=S.RUNNING, started_at=1.0, ready_at=None, executor_id="de_a", lease_token=1,
-        lease_expires_at=1.0 + LEASE_DURATION, updated_at=1.0,
-    )
-
-
 # ---------------------------------------------------------------------- closure and cascades
 
 
