@@ -1,7 +1,9 @@
 """The contract's domain operations as set-based PostgreSQL statements.
 
-Used only by the storage's connection threads, which run every operation inside a transaction
-(see ``_thread``); the operations never begin or commit. Every write locks the rows it changes
+Used by the storage's connection threads and its lane, which run every operation inside a
+transaction (see ``_thread`` and ``_lane``); the operations never begin or commit. Inserts and
+run commits are ``Waves`` (``_steps``), so that the lane sends the statements of many calls
+together. Every write locks the rows it changes
 (``FOR UPDATE``, or ``FOR UPDATE SKIP LOCKED`` when claiming and expiring), and every fenced
 write checks the lease in the same statement that writes, so one round trip does both. Batches
 are pipelined (psycopg's pipeline mode): the statements of a batch go to the server together, run
@@ -25,7 +27,7 @@ from durable_core.storage import MAX_PRIORITY, ExecutorInfo, Lease, ListCursor, 
 from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, StorageError, cascade_error
 
 from ._rows import COLUMNS, KEPT, STATUSES, from_row, to_row
-from ._steps import Statement, Steps, run_steps
+from ._steps import Statement, Steps, Waves, run_steps, run_waves, waves_of
 
 _FINISHED = ", ".join(f"'{s}'" for s in sorted(FINISHED_TASK_EXECUTION_STATUSES))
 _ERRORED = ", ".join(f"'{s}'" for s in sorted(ERRORED_TASK_EXECUTION_STATUSES))
@@ -285,6 +287,23 @@ _SLEEPING = "is_sleeping AND status = 'running'"
 _LEASED = "lease_expires_at IS NOT NULL"
 
 
+def _commit_changes(commits: Sequence[RunCommit], rows: Sequence[list[Any]]) -> list[StatusChange]:
+    """The changes of ``commits`` from the rows of their statements, in order (nothing where a
+    lease did not hold)."""
+    changes: list[StatusChange] = []
+    for commit, each in zip(commits, rows):
+        record = commit.record
+        for step, a, b, c in sorted(each, key=lambda row: row[0]):  # UNION ALL keeps no order
+            if step == 0:
+                changes.append(StatusChange(record.execution_id, record.task_id, STATUSES[a], record.status))
+            elif step == 1:  # the closure of the parent, so there is one
+                assert record.parent is not None
+                changes.append(StatusChange(record.parent.execution_id, a, STATUSES[b], STATUSES[b]))
+            else:
+                changes.append(StatusChange(a, b, STATUSES[c], S.CANCELLED))
+    return changes
+
+
 def _in_order(changes: list[StatusChange], ids: Sequence[str]) -> list[StatusChange]:
     """``changes`` (one per id at most, as RETURNING gave them) in the order of ``ids``."""
     by_id = {change.execution_id: change for change in changes}
@@ -361,6 +380,9 @@ class Database:
     def insert(self, cur: psycopg.Cursor, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
         return run_steps(cur, self.insert_steps(records))
 
+    def insert_waves(self, records: Sequence[ExecutionRecord]) -> Waves[list[ExecutionRecord]]:
+        return waves_of(self.insert_steps(records))
+
     def insert_steps(self, records: Sequence[ExecutionRecord]) -> Steps[list[ExecutionRecord]]:
         """Insert what is new; idempotency-key twins return the stored record (see ``_twin``). As
         ``Steps``, so that a caller's connection, sync or asyncio, inserts the same way."""
@@ -422,26 +444,34 @@ class Database:
         return 0 if row is None else int(row[0])
 
     def commit_runs(self, cur: psycopg.Cursor, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
-        """Pipelined: each commit without new executions is one statement (with its closure and
-        cascade), all sent at once; one that inserts is sent alone, with its inserts after it, in
-        its place in the order, so every commit still sees what the ones before it did."""
-        conn = cur.connection
+        """``commit_waves`` on a cursor (the storage runs them on its lane)."""
+        return run_waves(cur, self.commit_waves(commits, now))
+
+    def commit_waves(self, commits: Sequence[RunCommit], now: float) -> Waves[list[StatusChange]]:
+        """Each commit without new executions is one statement (with its closure and cascade),
+        all sent at once; one that inserts is sent alone, with its inserts after it, in its place
+        in the order, so every commit still sees what the ones before it did."""
         changes: list[StatusChange] = []
-        pending: list[tuple[RunCommit, psycopg.Cursor]] = []
-        with conn.pipeline():
-            for commit in commits:
-                if not commit.new_executions:
-                    pending.append((commit, self._send_commit(conn, commit, now, after=True)))
-                    continue
-                changes += self._commit_results(pending)
-                pending = []
-                applied = self._commit_results([(commit, self._send_commit(conn, commit, now, after=False))])
-                if applied:
-                    changes += applied + self._inserted(cur, commit.new_executions)
-                    record = commit.record
-                    parent = None if record.parent is None else record.parent.execution_id
-                    changes += self._after_finish(cur, record.execution_id, record.task_id, record.status, parent, now)
-            changes += self._commit_results(pending)
+        pending: list[RunCommit] = []
+        for commit in commits:
+            if not commit.new_executions:
+                pending.append(commit)
+                continue
+            rows = yield [self._commit_statement(c, now, after=True) for c in pending] + [
+                self._commit_statement(commit, now, after=False)]
+            changes += _commit_changes(pending, rows)
+            pending = []
+            applied = _commit_changes([commit], rows[-1:])
+            if applied:
+                stored = yield from waves_of(self.insert_steps(commit.new_executions))
+                changes += applied + [StatusChange(new.execution_id, new.task_id, None, new.status)
+                                      for new, kept in zip(commit.new_executions, stored) if kept is new]
+                record = commit.record
+                parent = None if record.parent is None else record.parent.execution_id
+                changes += yield from waves_of(
+                    self._after_finish_steps(record.execution_id, record.task_id, record.status, parent, now))
+        if pending:
+            changes += _commit_changes(pending, (yield [self._commit_statement(c, now, after=True) for c in pending]))
         return changes
 
     def release(self, cur: psycopg.Cursor, leases: Sequence[Lease], now: float) -> list[StatusChange]:
@@ -499,9 +529,9 @@ class Database:
         found = {key(record): record for record in map(from_row, cur.fetchall())}
         return [found.get(k) for k in keys]
 
-    def _send_commit(self, conn: psycopg.Connection, commit: RunCommit, now: float, *, after: bool) -> psycopg.Cursor:
-        """Send the statement of ``commit`` (with its closure and cascade if ``after``); its rows
-        are read by ``_commit_results``."""
+    def _commit_statement(self, commit: RunCommit, now: float, *, after: bool) -> Statement:
+        """The statement of ``commit`` (with its closure and cascade if ``after``); its rows
+        become changes in ``_commit_changes``."""
         record = commit.record
         row = to_row(record)
         params = {f"r_{COLUMNS[i]}": row[i] for i in _WRITTEN}
@@ -511,32 +541,7 @@ class Database:
         cascade = finished and record.status is not S.COMPLETED
         if cascade:
             params.update(_error_params(cascade_error(record)))
-        cur = conn.cursor()
-        cur.execute(self.q.commit_run(finished and record.parent is not None, cascade), params)
-        return cur
-
-    @staticmethod
-    def _commit_results(sent: list[tuple[RunCommit, psycopg.Cursor]]) -> list[StatusChange]:
-        """The changes of commits sent by ``_send_commit``, in order (nothing where a lease did not hold)."""
-        changes: list[StatusChange] = []
-        for commit, cur in sent:
-            record = commit.record
-            for step, a, b, c in sorted(cur.fetchall(), key=lambda row: row[0]):  # UNION ALL keeps no order
-                if step == 0:
-                    changes.append(StatusChange(record.execution_id, record.task_id, STATUSES[a], record.status))
-                elif step == 1:  # the closure of the parent, so there is one
-                    assert record.parent is not None
-                    changes.append(StatusChange(record.parent.execution_id, a, STATUSES[b], STATUSES[b]))
-                else:
-                    changes.append(StatusChange(a, b, STATUSES[c], S.CANCELLED))
-            cur.close()
-        return changes
-
-    def _inserted(self, cur: psycopg.Cursor, records: Sequence[ExecutionRecord]) -> list[StatusChange]:
-        """Insert ``records``: the changes of those stored (not of idempotency-key twins)."""
-        stored = self.insert(cur, records)
-        return [StatusChange(new.execution_id, new.task_id, None, new.status)
-                for new, kept in zip(records, stored) if kept is new]
+        return Statement(self.q.commit_run(finished and record.parent is not None, cascade), params)
 
     def _twin(self, record: ExecutionRecord) -> Steps[ExecutionRecord]:
         """Why ``record`` was not inserted: the stored record with its idempotency key, or an error."""
@@ -569,22 +574,21 @@ class Database:
 
     def _after_finish(self, cur: psycopg.Cursor, execution_id: str, task_id: str, status: S,
                       parent: str | None, now: float) -> list[StatusChange]:
+        return run_steps(cur, self._after_finish_steps(execution_id, task_id, status, parent, now))
+
+    def _after_finish_steps(self, execution_id: str, task_id: str, status: S, parent: str | None,
+                            now: float) -> Steps[list[StatusChange]]:
         """Closure and cascading cancellation, if the execution (just written) is finished."""
         if not status.is_finished:
             return []
         changes = []
         if parent is not None:
-            cur.execute(self.q.close, {"now": now, "execution_id": parent})
-            row = cur.fetchone()
-            if row is not None:
-                parent_status = STATUSES[row[1]]
-                changes.append(StatusChange(parent, row[0], parent_status, parent_status))
+            rows = yield Statement(self.q.close, {"now": now, "execution_id": parent})
+            if rows:
+                parent_status = STATUSES[rows[0][1]]
+                changes.append(StatusChange(parent, rows[0][0], parent_status, parent_status))
         if status is not S.COMPLETED:
-            changes += self._cascade(cur, StatusChange(execution_id, task_id, None, status), now)
+            error = cascade_error(StatusChange(execution_id, task_id, None, status))
+            rows = yield Statement(self.q.cascade, {"execution_id": execution_id, "now": now, **_error_params(error)})
+            changes += [StatusChange(i, t, STATUSES[old], S.CANCELLED) for i, t, old in rows]
         return changes
-
-    def _cascade(self, cur: psycopg.Cursor, ancestor: StatusChange, now: float) -> list[StatusChange]:
-        """Cancel every unfinished descendant of ``ancestor``, ending their leases, in one statement."""
-        error = cascade_error(ancestor)
-        cur.execute(self.q.cascade, {"execution_id": ancestor.execution_id, "now": now, **_error_params(error)})
-        return [StatusChange(i, t, STATUSES[old], S.CANCELLED) for i, t, old in cur.fetchall()]

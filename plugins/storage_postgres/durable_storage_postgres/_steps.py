@@ -1,9 +1,13 @@
 """Logic written once for sync and asyncio connections: a generator yields the statements to run
 and is sent back each one's rows (no I/O of its own), and a driver per kind of cursor runs them.
 
-Why: the storage's connection threads insert on a sync cursor, and a caller inserting in its own
+Why: the storage's connection threads insert on a sync cursor, a caller inserting in its own
 transaction (``insert_executions_on``) holds a sync ``psycopg.Connection`` or an asyncio
-``psycopg.AsyncConnection``; all three run the very same ``Database.insert_steps``.
+``psycopg.AsyncConnection``, and the storage's lane (``_lane``) drives libpq from trio; all run
+the very same ``Database.insert_steps``.
+
+``Waves`` are the lane's form: each yield is a list of statements sent together (one round trip
+for all, and for those of every other call in the transaction), sent back the rows of each.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ class Statement(NamedTuple):
 
 Steps = Generator[Statement, list[Row], T]
 """Statements to run in order, each sent back its rows; returns ``T``."""
+Waves = Generator[list[Statement], list[list[Row]], T]
+"""Lists of statements (none ``many``) to run in order, each list sent back the rows of each of
+its statements; returns ``T``."""
 
 
 class _Exchange(Generic[T]):
@@ -72,3 +79,31 @@ async def run_steps_async(cur: psycopg.AsyncCursor, steps: Steps[T]) -> T:
             rows += await cur.fetchall()
         exchange.rows = rows
     return exchange.result
+
+
+def waves_of(steps: Steps[T]) -> Waves[T]:
+    """``steps`` as waves: one wave per statement, ``many`` one statement per set of parameters."""
+    exchange = _Exchange(steps)
+    for sql, params, many in exchange:
+        if many:
+            rows = yield [Statement(sql, one) for one in params]
+            exchange.rows = [row for each in rows for row in each]
+        else:
+            exchange.rows = (yield [Statement(sql, params)])[0]
+    return exchange.result
+
+
+def run_waves(cur: psycopg.Cursor, waves: Waves[T]) -> T:
+    """``waves`` on a sync cursor, each wave pipelined (one round trip)."""
+    try:
+        wave = next(waves)
+        while True:
+            with cur.connection.pipeline():
+                cursors = [cur.connection.cursor() for _ in wave]
+                for each, (sql, params, _) in zip(cursors, wave):
+                    each.execute(sql, params)
+            rows = [each.fetchall() for each in cursors]
+            wave = waves.send(rows)
+    except StopIteration as done:
+        result: T = done.value
+        return result

@@ -16,12 +16,13 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
-from durable_core.storage.contract import Capabilities, ExecutionRecord, StorageError
+from durable_core.storage.contract import Capabilities, ExecutionRecord, RunCommit, StatusChange, StorageError
 from durable_core.storage.opening import check_storage_options
 from durable_core.storage.threaded_storage import ThreadedStorage
 from durable_core.virtual_time import clock_held
 
 from ._database import IDENTITY, Database, describe_identity
+from ._lane import Lane
 from ._listener import Listener
 from ._schema import open_schema
 from ._steps import Statement, Steps, run_steps, run_steps_async
@@ -62,12 +63,14 @@ class PostgresStorage(ThreadedStorage[Kind]):
     PostgresStorage.open(dsn)`` or ``open_storage("postgres", dsn=...)``; use it within the trio
     run that opened it."""
 
-    read_kind = write_kind = Kind.QUIET
+    read_kind = Kind.READ
+    write_kind = Kind.QUIET
     claimable_write_kind = Kind.NOTIFY
 
-    def __init__(self, database: Database, connections: Connections, listener: Listener | None,
+    def __init__(self, database: Database, connections: Connections, lane: Lane, listener: Listener | None,
                  channel: str | None, connect: Callable[[], psycopg.Connection]):
         super().__init__(database, connections)
+        self._lane = lane
         self._connect = connect
         self._own: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
         """The connections ``connect`` made."""
@@ -126,25 +129,38 @@ class PostgresStorage(ThreadedStorage[Kind]):
         opened: list[psycopg.Connection] = []
         try:
             opened.append(await _in_thread(first, errors))
-            for _ in range(pool_size - 1):
+            for _ in range(pool_size):  # the last is the lane's
                 opened.append(await _in_thread(connect, errors))
         except BaseException:
             for conn in opened:
                 conn.close()
             raise
-        connections = Connections(opened, connect=connect, errors=errors, channel=channel if notify else None,
+        connections = Connections(opened[:-1], connect=connect, errors=errors, channel=channel if notify else None,
                                   max_batch_size=max_batch_size, max_retries=max_retries,
                                   cancel_timeout=connect_timeout, name=where)
+        lane = Lane(opened[-1], connect=connect, errors=errors, channel=channel if notify else None,
+                    max_batch_size=max_batch_size, max_retries=max_retries, cancel_timeout=connect_timeout,
+                    name=where, own_pids=connections.backend_pids, writing=connections.writing)
         listener = None
         if notify:
             listener = Listener(_autocommit(connect), channel, connections.backend_pids)
             try:
                 await _in_thread_async(listener.start, errors)
             except BaseException:
+                await lane.aclose()
                 await connections.close()
                 raise
-        return cls(Database(schema, where, identity[0]), connections, listener, channel if notify else None,
+        return cls(Database(schema, where, identity[0]), connections, lane, listener, channel if notify else None,
                    connect)
+
+    async def insert_executions(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
+        """On the lane (``_lane``); tells the other storage objects only of what may be claimed (a
+        record claimed on insert is not)."""
+        return await self._lane.call(functools.partial(self._database.insert_waves, records), _claimable)
+
+    async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
+        """On the lane (``_lane``)."""
+        return await self._lane.call(functools.partial(self._database.commit_waves, commits, now), bool)
 
     async def wait_for_changes(self, seen: int | None) -> int:
         """The change feed (LISTEN/NOTIFY); only with the option ``notify`` (the default)."""
@@ -213,6 +229,7 @@ class PostgresStorage(ThreadedStorage[Kind]):
     async def aclose(self) -> None:
         if self._listener is not None:
             await self._listener.aclose()
+        await self._lane.aclose()
         await super().aclose()
 
     async def destroy(self) -> None:
@@ -241,6 +258,10 @@ def _wrong_kind(connection: object, method: str) -> str:
     if other is not None:
         message += f": for that, call {other} ({_KINDS[other][2]})"
     return message
+
+
+def _claimable(stored: list[ExecutionRecord]) -> bool:
+    return any(record.ready_at is not None for record in stored)
 
 
 def _identity() -> Steps[tuple[Any, ...]]:

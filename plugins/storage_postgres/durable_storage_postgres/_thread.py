@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import threading
 from collections.abc import Callable
 
 import outcome
@@ -27,6 +28,8 @@ log = logging.getLogger("durable_storage_postgres")
 
 
 class Kind(enum.Enum):
+    READ = "read"
+    """Reads: they take no lock, so they run beside the lane's transactions."""
     QUIET = "quiet"
     """Tells no one: reads, and writes that make nothing claimable."""
     NOTIFY = "notify"
@@ -70,6 +73,11 @@ class Connections(ConnectionThreads[_Link, psycopg.Cursor, Kind]):
         self._where = name
         self.backend_pids: set[int] = {conn.info.backend_pid for conn in connections}
         """The server processes of the current connections (their NOTIFYs are our own)."""
+        self.writing = threading.Lock()
+        """Held by a transaction that writes, here or in the lane (``_lane``): the storage's writes
+        take turns, as on one connection, so that they never deadlock each other (the server would
+        take ``deadlock_timeout``, a second, to notice)."""
+        self._holds = threading.local()
         super().__init__([_Link(conn) for conn in connections], name=f"postgres storage of {name}",
                          thread_name=f"durable-postgres:{name}", max_batch_size=max_batch_size,
                          max_retries=max_retries)
@@ -77,7 +85,15 @@ class Connections(ConnectionThreads[_Link, psycopg.Cursor, Kind]):
     # ------------------------------------------------------------------ in a thread
 
     def begin(self, link: _Link, calls: list[Call[Kind]]) -> psycopg.Cursor:
-        return self._usable(link).cursor()  # psycopg begins the transaction with the first statement
+        holds = any(call.kind is not Kind.READ for call in calls)
+        if holds:
+            self.writing.acquire()
+        self._holds.value = holds
+        try:
+            return self._usable(link).cursor()  # psycopg begins the transaction with the first statement
+        except BaseException:
+            self._release()
+            raise
 
     def run(self, cur: psycopg.Cursor, call: Call[Kind]) -> object:
         return call.fn(cur, *call.args)
@@ -85,13 +101,22 @@ class Connections(ConnectionThreads[_Link, psycopg.Cursor, Kind]):
     def commit(self, cur: psycopg.Cursor, calls: list[Call[Kind]]) -> None:
         if self._channel is not None and any(_tells(call) for call in calls):
             cur.execute("SELECT pg_notify(%s, '')", (self._channel,))
-        cur.connection.commit()
+        try:
+            cur.connection.commit()
+        finally:
+            self._release()
         cur.close()
 
     def rollback(self, cur: psycopg.Cursor) -> None:
         with contextlib.suppress(psycopg.Error):  # a lost connection: opened again for the next batch
             cur.connection.rollback()
+        self._release()
         cur.close()
+
+    def _release(self) -> None:
+        if getattr(self._holds, "value", False):
+            self._holds.value = False
+            self.writing.release()
 
     def fails_transaction(self, exc: Exception) -> bool:
         """The connection, a deadlock, a serialization failure: the whole transaction."""

@@ -1,0 +1,430 @@
+"""The lane: inserts and run commits on a connection of their own, driven from trio's thread.
+
+Why: one execution at a time, each enqueue and each commit is a transaction of its own, and the
+connection threads (``_thread``) cost it more than the server does: a hop to the thread and back,
+psycopg's cursor machinery (~100-200 µs of CPU per transaction), and a round trip per statement,
+``pg_notify`` and commit. The lane talks to libpq directly (psycopg's ``pq`` layer, its adapters
+for parameters and rows) in non-blocking pipeline mode, waiting for the socket with trio: no
+thread, prepared statements, and a transaction in two round trips (``BEGIN`` and every call's
+statements; then ``pg_notify`` and ``COMMIT``), more only where a call's next statements depend on
+rows it got back (a commit that inserts children).
+
+Group commit as in the threads: the calls of one trio tick, and those made while a transaction
+is in flight, run together in the next. ``Cancelled`` means "nothing was applied": a call is
+dropped if its caller is cancelled before its transaction is sent; once sent its caller receives
+the result, unless every caller of the transaction was cancelled, in which case the server is
+asked to abandon it (``cancel_safe``) and, if it failed, the callers see ``Cancelled``. A call
+whose statements or code fail spoils the transaction; it is rolled back and each call runs again
+alone, so only the culprit fails. Deadlocks and serialization failures run the transaction
+again; a lost connection fails it (its callers see a retryable error) and is opened again for
+the next.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+import outcome
+import psycopg
+import trio
+from psycopg import abc, pq
+from psycopg.adapt import PyFormat, Transformer
+from psycopg.errors import error_from_result
+
+from durable_core.storage.connection_thread import CallState
+from durable_core.storage.contract import StorageError
+from durable_core.virtual_time import clock_held
+
+from ._steps import Row, Statement, Waves
+
+log = logging.getLogger("durable_storage_postgres")
+T = TypeVar("T")
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
+_MAX_PREPARED = 256
+"""Prepared statements per connection at most (one per statement and parameter types); more are
+sent unnamed."""
+_BEGIN = Statement("BEGIN", ())
+_COMMIT = Statement("COMMIT", ())
+_ROLLBACK = Statement("ROLLBACK", ())
+
+
+class _Call(Generic[T]):
+    __slots__ = ("start", "tells", "task", "state", "result", "batch")
+    result: outcome.Outcome[T]
+
+    def __init__(self, start: Callable[[], Waves[T]], tells: Callable[[T], bool], task: trio.lowlevel.Task):
+        self.start = start
+        self.tells = tells
+        self.task = task
+        self.state = CallState.PENDING
+        self.batch: _Batch | None = None
+
+
+class _Batch:
+    """The calls of one transaction, and whether the server was asked to abandon it."""
+
+    __slots__ = ("calls", "abandoned", "done")
+
+    def __init__(self, calls: list[_Call[Any]]):
+        self.calls = calls
+        self.abandoned = False
+        self.done = False
+
+
+class _Spoiled(Exception):
+    """A call's statements or code failed: the transaction is rolled back."""
+
+
+class _Interrupted(Exception):
+    """The transaction every caller of which was cancelled failed: nothing was applied."""
+
+
+def _send(rows: list[list[Row]], waving: Waves[Any]) -> list[Statement]:
+    return waving.send(rows)
+
+
+@functools.lru_cache(maxsize=64)
+def _numbered(sql: str) -> tuple[bytes, tuple[str, ...] | int]:
+    """``sql`` with ``$n`` placeholders, and the names of its parameters in order (or, for
+    positional ``%s``, how many)."""
+    names: list[str] = []
+    count = 0
+
+    def number(match: re.Match[str]) -> str:
+        nonlocal count
+        if match.group(0) == "%%":
+            return "%"
+        name = match.group(1)
+        if name is None:
+            count += 1
+            return f"${count}"
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    text = _PLACEHOLDER.sub(number, sql)
+    assert not (names and count), "a statement has named or positional parameters, not both"
+    return text.encode(), tuple(names) if names else count
+
+
+class Lane:
+    """Runs calls (``Waves``) on ``conn`` from trio, committing pending calls together; see the
+    module doc. ``connect`` opens another connection when it was lost; ``errors`` turns a psycopg
+    error into the caller's ``StorageError``; ``channel`` is NOTIFY'd by transactions a call of
+    which ``tells`` (None: never); ``own_pids`` learns the lane's server processes."""
+
+    def __init__(self, conn: psycopg.Connection, *, connect: Callable[[], psycopg.Connection],
+                 errors: Callable[[psycopg.Error], StorageError], channel: str | None, max_batch_size: int,
+                 max_retries: int, cancel_timeout: float, name: str, own_pids: set[int],
+                 writing: threading.Lock):
+        self._connect = connect
+        self._writing = writing
+        self._errors = errors
+        self._notify = None if channel is None else Statement("SELECT pg_notify(%s, '')", (channel,))
+        self._max_batch_size = max_batch_size
+        self._max_retries = max_retries
+        self._cancel_timeout = cancel_timeout
+        self._name = f"postgres storage of {name}"
+        self._own_pids = own_pids
+        self._conn: psycopg.Connection | None = None
+        self._prepared: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+        self._named = 0
+        self._encoding = "utf-8"
+        self._tx: abc.Transformer
+        self._use(conn)
+        self._forming: list[_Call[Any]] = []
+        self._wake = trio.Event()
+        self._closed = False
+        self._done = trio.Event()
+        trio.lowlevel.spawn_system_task(self._flusher, name=f"durable-postgres-lane:{name}")
+
+    async def call(self, start: Callable[[], Waves[T]], tells: Callable[[T], bool]) -> T:
+        """Run the waves ``start()`` gives in the next transaction; a checkpoint, atomic also when
+        cancelled (module doc). The transaction NOTIFYs if ``tells(result)`` for a call in it."""
+        if self._closed:
+            raise StorageError(f"The {self._name} is closed", is_retryable=False)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        call = _Call(start, tells, trio.lowlevel.current_task())
+        self._forming.append(call)
+        self._wake.set()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            if call.state is CallState.PENDING:
+                call.state = CallState.DROPPED
+                return trio.lowlevel.Abort.SUCCEEDED
+            call.state = CallState.CANCELLED
+            batch = call.batch
+            if batch is not None and not batch.done and not batch.abandoned and all(
+                    c.state is CallState.CANCELLED for c in batch.calls):
+                batch.abandoned = True
+                trio.lowlevel.start_thread_soon(functools.partial(self._interrupt, self._conn), lambda _: None)
+            return trio.lowlevel.Abort.FAILED
+
+        with clock_held():
+            try:
+                result: T = await trio.lowlevel.wait_task_rescheduled(abort)
+            except _Interrupted:
+                await trio.lowlevel.checkpoint()  # raises Cancelled: this caller was cancelled
+                raise StorageError(f"The {self._name} abandoned a call") from None
+        return result
+
+    async def aclose(self) -> None:
+        """Run what is pending, then close the connection. Idempotent."""
+        self._closed = True
+        self._wake.set()
+        with trio.CancelScope(shield=True):
+            await self._done.wait()
+
+    # ------------------------------------------------------------------ the flusher
+
+    async def _flusher(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                if not self._closed:
+                    await trio.lowlevel.cancel_shielded_checkpoint()  # the rest of the tick's calls join
+                while self._forming:
+                    calls = [call for call in self._forming[:self._max_batch_size] if call.state is CallState.PENDING]
+                    del self._forming[:self._max_batch_size]
+                    if calls:
+                        await self._run(calls)
+                if self._closed:
+                    return
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+            self._done.set()
+
+    async def _run(self, calls: list[_Call[Any]]) -> None:
+        batch = _Batch(calls)
+        for call in calls:
+            call.state = CallState.TAKEN
+            call.batch = batch
+        if not self._writing.acquire(blocking=False):  # a connection thread writes: wait for it there
+            with trio.CancelScope(shield=True), clock_held():
+                await trio.to_thread.run_sync(self._writing.acquire)
+        try:
+            await self._run_holding(calls)
+        finally:
+            self._writing.release()
+        batch.done = True
+        if batch.abandoned and all(isinstance(call.result, outcome.Error) for call in calls):
+            for call in calls:
+                call.result = outcome.Error(_Interrupted())
+        for call in calls:
+            trio.lowlevel.reschedule(call.task, call.result)
+
+    async def _run_holding(self, calls: list[_Call[Any]]) -> None:
+        try:
+            await self._retried(calls)
+        except _Spoiled as spoiled:
+            if len(calls) == 1:
+                calls[0].result = outcome.Error(self._error(spoiled.__cause__))
+            else:
+                for call in calls:  # again, one transaction each: only the culprit fails
+                    await self._alone(call)
+        except Exception as exc:
+            for call in calls:
+                call.result = outcome.Error(self._error(exc))
+
+    async def _alone(self, call: _Call[Any]) -> None:
+        try:
+            await self._retried([call])
+        except _Spoiled as spoiled:
+            call.result = outcome.Error(self._error(spoiled.__cause__))
+        except Exception as exc:
+            call.result = outcome.Error(self._error(exc))
+
+    def _error(self, exc: BaseException | None) -> Exception:
+        if isinstance(exc, psycopg.Error):
+            return self._errors(exc)
+        assert isinstance(exc, Exception)
+        return exc
+
+    async def _retried(self, calls: list[_Call[Any]]) -> None:
+        """``_transaction``, again after a deadlock or serialization failure (``max_retries``);
+        ``_Spoiled`` if a call failed (not the connection or the transaction as a whole)."""
+        retries = 0
+        while True:
+            try:
+                return await self._transaction(calls)
+            except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
+                if retries == self._max_retries:
+                    raise
+                retries += 1
+                await trio.sleep(min(0.001 * 2**retries, 0.05))
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as exc:
+                raise _Spoiled from exc
+
+    async def _transaction(self, calls: list[_Call[Any]]) -> None:
+        """Run ``calls`` in one transaction: wave by wave, the first with ``BEGIN``; then NOTIFY
+        and ``COMMIT``. Raises ``_Spoiled`` (rolled back) if a call failed, or the connection's error."""
+        await self._usable()
+        running = {i: call.start() for i, call in enumerate(calls)}
+        waves: dict[int, list[Statement]] = {}
+        results: dict[int, Any] = {}
+        try:
+            for i, waving in running.items():
+                self._step(i, waving, next, waves, results)
+            first = True
+            while waves:
+                sent = [(i, len(wave)) for i, wave in waves.items()]
+                rows = await self._exchange(([_BEGIN] if first else []) + [s for w in waves.values() for s in w])
+                rows = rows[1:] if first else rows
+                first = False
+                waves = {}
+                for i, n in sent:
+                    mine, rows = rows[:n], rows[n:]
+                    self._step(i, running[i], functools.partial(_send, mine), waves, results)
+            tells = any(calls[i].tells(result) for i, result in results.items())
+            if not first:  # else no call had a statement to run
+                await self._exchange(([self._notify] if tells and self._notify else []) + [_COMMIT])
+        except BaseException:
+            await self._rollback()
+            raise
+        for i, call in enumerate(calls):
+            call.result = outcome.Value(results[i])
+
+    @staticmethod
+    def _step(i: int, waving: Waves[Any], advance: Callable[[Waves[Any]], list[Statement]],
+              waves: dict[int, list[Statement]], results: dict[int, Any]) -> None:
+        try:
+            waves[i] = advance(waving)
+        except StopIteration as done:
+            results[i] = done.value
+        except Exception as exc:
+            raise _Spoiled from exc
+
+    async def _rollback(self) -> None:
+        """End a failed transaction, if the connection is still there; on failure (cancelled, or
+        the connection failing meanwhile) it is closed and opened again for the next."""
+        conn = self._conn
+        if conn is None or conn.pgconn.status != pq.ConnStatus.OK:
+            return
+        try:
+            with trio.CancelScope(shield=True):
+                await self._exchange([_ROLLBACK])
+        except psycopg.Error:  # then closed: opened again for the next transaction
+            pass
+
+    # ------------------------------------------------------------------ libpq
+
+    def _use(self, conn: psycopg.Connection) -> None:
+        conn.pgconn.nonblocking = 1
+        conn.pgconn.enter_pipeline_mode()
+        self._conn = conn
+        self._prepared = {}
+        self._named = 0
+        self._encoding = conn.info.encoding
+        self._tx = Transformer(conn)
+        self._own_pids.add(conn.info.backend_pid)
+
+    async def _usable(self) -> None:
+        conn = self._conn
+        if conn is not None and conn.pgconn.status == pq.ConnStatus.OK:
+            return
+        if conn is not None:
+            self._own_pids.discard(conn.info.backend_pid)
+            conn.close()
+            self._conn = None
+        try:
+            with trio.CancelScope(shield=True), clock_held():
+                opened = await trio.to_thread.run_sync(self._connect)
+        except StorageError as exc:
+            raise StorageError(f"Lost the connection of the {self._name}, and reconnecting failed: {exc.message}",
+                               is_retryable=exc.is_retryable) from None
+        self._use(opened)
+
+    async def _exchange(self, statements: Sequence[Statement]) -> list[list[Row]]:
+        """Send ``statements`` and a sync in one go; the rows of each. Raises the first
+        statement's error (the server skipped the rest), ``OperationalError`` if the connection
+        failed."""
+        assert self._conn is not None
+        pgconn = self._conn.pgconn
+        tx = self._tx
+        dumped = []  # everything first: a parameter that cannot be adapted sends nothing
+        for sql, params, _ in statements:
+            text, names = _numbered(sql)
+            values = (params if isinstance(names, int) else [params[name] for name in names]) if params else ()
+            if values:
+                dumped.append((text, tx.dump_sequence(values, [PyFormat.AUTO] * len(values)), tuple(tx.types or ()),
+                               list(tx.formats or ())))
+            else:
+                dumped.append((text, [], (), []))
+        replies: list[tuple[bytes, tuple[int, ...]] | None] = []  # per result to come: a PREPARE's key, or None
+        for text, values, types, formats in dumped:
+            key = (text, types)
+            name = self._prepared.get(key)
+            if name is None and len(self._prepared) < _MAX_PREPARED:
+                self._named += 1
+                name = self._prepared[key] = b"durable_%d" % self._named
+                pgconn.send_prepare(name, text, param_types=types)
+                replies.append(key)
+            if name is None:
+                pgconn.send_query_params(text, values, param_types=types, param_formats=formats)
+            else:
+                pgconn.send_query_prepared(name, values, param_formats=formats)
+            replies.append(None)
+        try:
+            pgconn.pipeline_sync()
+            while pgconn.flush():
+                pgconn.consume_input()  # the server may wait for us to read before it reads on
+                await trio.lowlevel.wait_writable(pgconn.socket)
+            rows, error = await self._receive(pgconn, replies)
+        except BaseException:  # results may be left unread: the connection is of no more use
+            self._conn.close()
+            raise
+        if error is not None:
+            raise error
+        return rows
+
+    async def _receive(self, pgconn: pq.abc.PGconn, replies: list[tuple[bytes, tuple[int, ...]] | None]
+                       ) -> tuple[list[list[Row]], psycopg.Error | None]:
+        """The rows of each statement up to the sync, and the first error."""
+        tx = self._tx
+        rows: list[list[Row]] = []
+        error: psycopg.Error | None = None
+        current: list[Row] | None = None
+        replies.reverse()
+        while True:
+            pgconn.consume_input()
+            while not pgconn.is_busy():
+                result = pgconn.get_result()
+                if result is None:  # the end of one command's results
+                    if current is not None:
+                        rows.append(current)
+                        current = None
+                    continue
+                status = result.status
+                if status == pq.ExecStatus.PIPELINE_SYNC:
+                    return rows, error
+                prepared = replies.pop()
+                if prepared is not None:
+                    if status != pq.ExecStatus.COMMAND_OK:  # failed or skipped: prepared next time
+                        self._prepared.pop(prepared, None)
+                    current = None
+                else:
+                    current = []
+                    if status == pq.ExecStatus.TUPLES_OK and result.ntuples:
+                        tx.set_pgresult(result)
+                        current = tx.load_rows(0, result.ntuples, tuple)
+                if status == pq.ExecStatus.FATAL_ERROR and error is None:
+                    error = error_from_result(result, encoding=self._encoding)
+            await trio.lowlevel.wait_readable(pgconn.socket)
+
+    def _interrupt(self, conn: psycopg.Connection | None) -> None:
+        """Ask the server to abandon the transaction in flight (every caller was cancelled)."""
+        if conn is None:
+            return
+        try:
+            conn.cancel_safe(timeout=self._cancel_timeout)
+        except Exception as exc:  # the transaction then ends as it would have
+            log.warning("asking %s to abandon a transaction failed: %s", self._name, exc)
