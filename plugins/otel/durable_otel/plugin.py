@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from durable_core import ExecutionRun, hookimpl
@@ -36,19 +37,20 @@ class OtelPlugin:
 
         return trace.get_tracer(INSTRUMENTATION, VERSION, tracer_provider=self._tracer_provider)
 
+    @functools.cached_property
+    def _spans(self) -> ModuleType:
+        """``.spans``, imported once: an import statement per call costs more than the call."""
+        from . import spans
+
+        return spans
+
     @hookimpl
     def durable_execution_context(self) -> dict[str, str] | None:
-        from opentelemetry import propagate
-
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)  # nothing unless a span is current
-        return carrier or None
+        return self._spans.current_context()
 
     @hookimpl
     def durable_wrap_run(self, run: ExecutionRun) -> AbstractContextManager[Any]:
-        from .spans import RunSpan
-
-        return RunSpan(run, self.tracer)
+        return self._spans.RunSpan(run, self.tracer)
 
     @hookimpl
     def durable_executor_running(self, executor: RunningExecutor) -> Callable[[], Awaitable[None]] | None:
