@@ -12,12 +12,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from durable_core import ExecutionRun, TaskExecutionEvent, TaskExecutionStatus
+from durable_core import (
+    FINISHED_TASK_EXECUTION_STATUSES,
+    EventKind,
+    ExecutionRun,
+    TaskExecutionEvent,
+    TaskExecutionStatus,
+)
 from durable_core.metrics import StorageOperationMetrics
 from durable_core.plugins.hookspecs import RunningExecutor
 from durable_core.storage import StatusCounts
 
 S = TaskExecutionStatus
+FINISHED = FINISHED_TASK_EXECUTION_STATUSES
 
 POLL_INTERVAL = 5.0
 """Seconds between two looks at the storage (ready executions, counts) and the storage timings."""
@@ -56,34 +63,35 @@ class Metrics:
         self._storage = _StorageTimings()
         r.register(self._storage)
         self._ready_tasks: set[str] = set()
-        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+        self._tasks: dict[str, _TaskChildren] = {}
 
-    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
-        """``metric.labels(*labels)``, looked up once: ``labels`` takes a lock and checks its
-        arguments, ten times the cost of what is done with the child, on the engine's thread."""
-        key = (metric, labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+    def _task(self, task_id: str) -> _TaskChildren:
+        children = self._tasks.get(task_id)
+        if children is None:
+            children = self._tasks[task_id] = _TaskChildren(self, task_id)
+        return children
 
     def render(self) -> tuple[str, bytes]:
         """The Prometheus text format (thread-safe: the scrape runs on a server's thread)."""
         return CONTENT_TYPE_LATEST, generate_latest(self.registry)
 
     def observe(self, event: TaskExecutionEvent) -> None:
-        if event.status.is_finished and not (event.previous_status and event.previous_status.is_finished):
-            self._child(self.finished, event.task_id, event.status.value).inc()
-        if event.kind == "expired" and event.previous_status is not None:
-            self._child(self.expirations, event.task_id).inc()
-        elif event.kind == "committed" and event.status is S.READY and event.error is not None:
-            self._child(self.retries, event.task_id).inc()
+        """Called at every state change: most (enqueued, claimed, running on) change no metric
+        and cost a few comparisons."""
+        status, previous, kind = event.status, event.previous_status, event.kind
+        if status in FINISHED and previous not in FINISHED:
+            self._task(event.task_id).finished(status).inc()
+        if kind == EventKind.EXPIRED and previous is not None:
+            self._task(event.task_id).expirations.inc()
+        elif kind == EventKind.COMMITTED and status is S.READY and event.error is not None:
+            self._task(event.task_id).retries.inc()
 
     def run_ended(self, run: ExecutionRun, seconds: float) -> None:
-        outcome = "cut_off" if run.status is None else _OUTCOMES.get(run.status, run.status.value)
-        self._child(self.attempts, run.task_id, outcome).observe(seconds)
+        status = run.status
+        children = self._task(run.task_id)
+        children.attempt("cut_off" if status is None else _OUTCOMES.get(status, status.value)).observe(seconds)
         if run.due_at is not None:
-            self._child(self.claim_delay, run.task_id).observe(max(run.claimed_at - run.due_at, 0.0))
+            children.claim_delay.observe(max(run.claimed_at - run.due_at, 0.0))
 
     async def poll(self, executor: RunningExecutor) -> None:
         """Every ``POLL_INTERVAL``: the queue depth and counts from the storage, and the executor's
@@ -108,6 +116,53 @@ class Metrics:
             for status in S:
                 self.by_status.labels(status.value).set(counts.get(status, 0))
         self._storage.update(executor.executor_id, executor.get_storage_metrics())
+
+
+class _TaskChildren:
+    """The labelled children of one task's metrics, each looked up once: ``labels()`` takes a
+    lock and checks its arguments, ten times the cost of what is done with the child, on the
+    engine's thread. Created when first used, as ``labels()`` would: a series appears with its
+    first value."""
+
+    __slots__ = ("_metrics", "_task_id", "_finished", "_attempts", "_claim_delay", "_expirations", "_retries")
+
+    def __init__(self, metrics: Metrics, task_id: str):
+        self._metrics, self._task_id = metrics, task_id
+        self._finished: dict[TaskExecutionStatus, Any] = {}
+        self._attempts: dict[str, Any] = {}
+        self._claim_delay: Any = None
+        self._expirations: Any = None
+        self._retries: Any = None
+
+    def finished(self, status: TaskExecutionStatus) -> Any:
+        child = self._finished.get(status)
+        if child is None:
+            child = self._finished[status] = self._metrics.finished.labels(self._task_id, status.value)
+        return child
+
+    def attempt(self, outcome: str) -> Any:
+        child = self._attempts.get(outcome)
+        if child is None:
+            child = self._attempts[outcome] = self._metrics.attempts.labels(self._task_id, outcome)
+        return child
+
+    @property
+    def claim_delay(self) -> Any:
+        if self._claim_delay is None:
+            self._claim_delay = self._metrics.claim_delay.labels(self._task_id)
+        return self._claim_delay
+
+    @property
+    def expirations(self) -> Any:
+        if self._expirations is None:
+            self._expirations = self._metrics.expirations.labels(self._task_id)
+        return self._expirations
+
+    @property
+    def retries(self) -> Any:
+        if self._retries is None:
+            self._retries = self._metrics.retries.labels(self._task_id)
+        return self._retries
 
 
 class _StorageTimings(Collector):
