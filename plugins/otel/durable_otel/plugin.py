@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from durable_core import ExecutionRun, hookimpl
@@ -38,19 +37,25 @@ class OtelPlugin:
         return trace.get_tracer(INSTRUMENTATION, VERSION, tracer_provider=self._tracer_provider)
 
     @functools.cached_property
-    def _spans(self) -> ModuleType:
-        """``.spans``, imported once: an import statement per call costs more than the call."""
-        from . import spans
+    def _current_context(self) -> Callable[[], dict[str, str] | None]:
+        """Imported once: an import statement per call costs more than the call."""
+        from .spans import current_context
 
-        return spans
+        return current_context
+
+    @functools.cached_property
+    def _run_span(self) -> Callable[[ExecutionRun], AbstractContextManager[Any]]:
+        from .spans import RunSpan
+
+        return functools.partial(RunSpan, tracer=self.tracer)
 
     @hookimpl
     def durable_execution_context(self) -> dict[str, str] | None:
-        return self._spans.current_context()
+        return self._current_context()
 
     @hookimpl
     def durable_wrap_run(self, run: ExecutionRun) -> AbstractContextManager[Any]:
-        return self._spans.RunSpan(run, self.tracer)
+        return self._run_span(run)
 
     @hookimpl
     def durable_executor_running(self, executor: RunningExecutor) -> Callable[[], Awaitable[None]] | None:
