@@ -1,7 +1,7 @@
-"""Throughput of no-op tasks without observability plugins and with both (prometheus and otel,
-spans recorded by the OpenTelemetry SDK and exported in batches; then with 10 % of traces
-sampled, as production setups often do), in one process, rounds alternating so that all see the
-same machine.
+"""Throughput of no-op tasks without observability plugins, with each alone and with both
+(prometheus and otel, spans recorded by the OpenTelemetry SDK and exported in batches; then with
+10 % of traces sampled, as production setups often do, and with none: what the plugins cost
+besides recording spans), in one process, rounds alternating so that all see the same machine.
 
     python bench/observability.py [memory|sqlite|...] [--tasks 5000] [--rounds 3] [--option KEY=VALUE ...]
 
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import trio
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 from throughput import define_noop, run_tasks
 
 from _harness import parser, storage_options
@@ -62,20 +62,25 @@ async def measure(storage: str, options: dict | None, n: int, registry: PluginRe
 
 async def main(storage: str, options: dict | None, n: int, rounds: int) -> None:
     exporter = Dropped()
-    every, sampled = TracerProvider(), TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.1)))
-    for provider in (every, sampled):
+    providers = [TracerProvider(), TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.1))),
+                 TracerProvider(sampler=ALWAYS_OFF)]
+    for provider in providers:
         provider.add_span_processor(BatchSpanProcessor(exporter))
+    every, sampled, unsampled = providers
     registries = {
         "without observability plugins": plugins(),
+        "with prometheus only": plugins(PrometheusPlugin()),
+        "with otel only": plugins(OtelPlugin(every)),
         "with prometheus and otel": plugins(PrometheusPlugin(), OtelPlugin(every)),
         "with both, 10 % of traces sampled": plugins(PrometheusPlugin(), OtelPlugin(sampled)),
+        "with both, no trace sampled": plugins(PrometheusPlugin(), OtelPlugin(unsampled)),
     }
     await measure(storage, options, min(n, 500), registries["with prometheus and otel"])  # warm-up
     figures: dict[str, list[tuple[float, float]]] = {name: [] for name in registries}
     for _ in range(rounds):
         for name, registry in registries.items():
             figures[name].append(await measure(storage, options, n, registry))
-    for provider in (every, sampled):
+    for provider in providers:
         provider.shutdown()
     print(f"{storage}: {n} no-op tasks, median of {rounds} rounds ({exporter.spans} spans exported)")
     plain = statistics.median(rate for rate, _ in figures["without observability plugins"])

@@ -162,12 +162,14 @@ def _each_plugin(pm: pluggy.PluginManager, hook_name: str) -> list[tuple[str, pl
     ]
 
 
-def _each_function(pm: pluggy.PluginManager, hook_name: str, argument: str) -> list[tuple[str, Callable[[Any], Any]]]:
-    """For the hooks called at every state change or run: each plugin's implementation itself,
-    taking the hook's one ``argument`` whether or not it declares it (as pluggy would pass it).
-    Pluggy's call costs several times a quick observer's work, on the engine's thread."""
+def _each_function(pm: pluggy.PluginManager, hook_name: str,
+                   argument: str | None) -> list[tuple[str, Callable[..., Any]]]:
+    """For the hooks called at every state change, run or enqueue: each plugin's implementation
+    itself, taking the hook's one ``argument`` whether or not it declares it (as pluggy would pass
+    it), or none. Pluggy's call costs several times a quick observer's work, on the engine's thread."""
     hook: pluggy.HookCaller = getattr(pm.hook, hook_name)
-    return [(impl.plugin_name, _taking_one(impl.function, argument in impl.argnames))
+    return [(impl.plugin_name,
+             impl.function if argument is None else _taking_one(impl.function, argument in impl.argnames))
             for impl in hook.get_hookimpls() if not (impl.wrapper or impl.hookwrapper)]
 
 
@@ -215,9 +217,10 @@ class PluginRegistry:
             if plugin is not None:
                 info.provides += [f"hook:{caller.name}" for caller in pm.get_hookcallers(plugin) or ()
                                   if caller.name not in _OWN_ENTRIES]
-        self._observers = _each_function(pm, "durable_task_execution_event", "event")
-        self._listening = [listening.get(name) for name, _ in self._observers]
-        self._context_givers = _each_plugin(pm, "durable_execution_context")
+        self._observers = [(name, observe, listening.get(name))
+                           for name, observe in _each_function(pm, "durable_task_execution_event", "event")]
+        self._always_observed = any(listening is None for _, _, listening in self._observers)
+        self._context_givers = _each_function(pm, "durable_execution_context", None)
         self._run_wrappers = _each_function(pm, "durable_wrap_run", "run")
         self.wraps_runs = bool(self._run_wrappers)
         """Whether a plugin wraps runs (``durable_wrap_run``): if none does, runs cost nothing more."""
@@ -338,12 +341,12 @@ class PluginRegistry:
         An observer that implements ``durable_observing`` is asked through the function it gave;
         the built-in logging plugin listens only while DEBUG is on for ``durable.events``.
         """
-        return any(listening is None or listening() for listening in self._listening)
+        return self._always_observed or any(listening() for _, _, listening in self._observers if listening)
 
     def emit(self, event: TaskExecutionEvent) -> None:
         """Tell every observer that listens (``durable_task_execution_event``); one that raises is
         logged."""
-        for (name, observe), listening in zip(self._observers, self._listening):
+        for name, observe, listening in self._observers:
             if listening is not None and not listening():
                 continue
             try:
@@ -361,7 +364,7 @@ class PluginRegistry:
         merged: dict[str, str] = {}
         for name, give in self._context_givers:
             try:
-                (context,) = give() or [None]
+                context = give()
                 if context is None:
                     continue
                 if not isinstance(context, dict) or not all(

@@ -36,19 +36,26 @@ class OtelPlugin:
 
         return trace.get_tracer(INSTRUMENTATION, VERSION, tracer_provider=self._tracer_provider)
 
+    @functools.cached_property
+    def _current_context(self) -> Callable[[], dict[str, str] | None]:
+        """Imported once: an import statement per call costs more than the call."""
+        from .spans import current_context
+
+        return current_context
+
+    @functools.cached_property
+    def _run_span(self) -> Callable[[ExecutionRun], AbstractContextManager[Any]]:
+        from .spans import RunSpan
+
+        return functools.partial(RunSpan, tracer=self.tracer)
+
     @hookimpl
     def durable_execution_context(self) -> dict[str, str] | None:
-        from opentelemetry import propagate
-
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)  # nothing unless a span is current
-        return carrier or None
+        return self._current_context()
 
     @hookimpl
     def durable_wrap_run(self, run: ExecutionRun) -> AbstractContextManager[Any]:
-        from .spans import RunSpan
-
-        return RunSpan(run, self.tracer)
+        return self._run_span(run)
 
     @hookimpl
     def durable_executor_running(self, executor: RunningExecutor) -> Callable[[], Awaitable[None]] | None:

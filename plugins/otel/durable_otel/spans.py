@@ -12,6 +12,16 @@ INSTRUMENTATION = "durable_otel"
 VERSION = "0.1.0"
 
 
+def current_context() -> dict[str, str] | None:
+    """The trace context to keep with an execution created now (``traceparent``...); None, at
+    the cost of one look, when nothing is current (an enqueue outside any trace)."""
+    if not context.get_current():
+        return None
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier or None
+
+
 class RunSpan:
     """The span of one run, current while it runs: a child of the span that was current where
     the execution was created (the enqueuing request's, or the parent run's), else a new trace.
@@ -43,7 +53,8 @@ class RunSpan:
 
     def __exit__(self, *exc_info: object) -> None:
         try:
-            _outcome(self._span, self._run)
+            if self._span.is_recording():  # not sampled: nothing to record
+                _outcome(self._span, self._run)
         finally:
             context.detach(self._token)
             self._span.end()

@@ -8,16 +8,25 @@ from collections.abc import Iterator
 from typing import Any
 
 import trio
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from durable_core import ExecutionRun, TaskExecutionEvent, TaskExecutionStatus
+from durable_core import (
+    FINISHED_TASK_EXECUTION_STATUSES,
+    EventKind,
+    ExecutionRun,
+    TaskExecutionEvent,
+    TaskExecutionStatus,
+)
 from durable_core.metrics import StorageOperationMetrics
 from durable_core.plugins.hookspecs import RunningExecutor
 from durable_core.storage import StatusCounts
 
+from .families import Family
+
 S = TaskExecutionStatus
+FINISHED = FINISHED_TASK_EXECUTION_STATUSES
 
 POLL_INTERVAL = 5.0
 """Seconds between two looks at the storage (ready executions, counts) and the storage timings."""
@@ -37,14 +46,15 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.finished = Counter("durable_executions_finished", "Executions that finished, by task and final status "
-                                "(counted by the process that stored the finish).", ["task", "status"], registry=r)
-        self.attempts = Histogram("durable_attempt_duration_seconds", "Runs of executions by this process, from "
-                                  "claim to stored outcome, by task and outcome.", ["task", "outcome"],
-                                  buckets=_SECONDS, registry=r)
-        self.claim_delay = Histogram("durable_claim_delay_seconds", "Time from an execution becoming due "
-                                     "(ready) to a worker claiming it, by task.", ["task"], buckets=_SECONDS,
-                                     registry=r)
+        self.finished = Family("counter", "durable_executions_finished", "Executions that finished, by task and "
+                               "final status (counted by the process that stored the finish).", ["task", "status"])
+        self.attempts = Family("histogram", "durable_attempt_duration_seconds", "Runs of executions by this "
+                               "process, from claim to stored outcome, by task and outcome.", ["task", "outcome"],
+                               _SECONDS)
+        self.claim_delay = Family("histogram", "durable_claim_delay_seconds", "Time from an execution becoming "
+                                  "due (ready) to a worker claiming it, by task.", ["task"], _SECONDS)
+        for family in (self.finished, self.attempts, self.claim_delay):
+            r.register(family)
         self.expirations = Counter("durable_lease_expirations", "Leases that expired (a worker died or "
                                    "stalled), by task.", ["task"], registry=r)
         self.retries = Counter("durable_retries", "Failed runs scheduled to run again, by task.", ["task"],
@@ -56,34 +66,36 @@ class Metrics:
         self._storage = _StorageTimings()
         r.register(self._storage)
         self._ready_tasks: set[str] = set()
-        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+        self._tasks: dict[str, _TaskChildren] = {}
 
-    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
-        """``metric.labels(*labels)``, looked up once: ``labels`` takes a lock and checks its
-        arguments, ten times the cost of what is done with the child, on the engine's thread."""
-        key = (metric, labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+    def _task(self, task_id: str) -> _TaskChildren:
+        children = self._tasks.get(task_id)
+        if children is None:
+            children = self._tasks[task_id] = _TaskChildren(self, task_id)
+        return children
 
     def render(self) -> tuple[str, bytes]:
         """The Prometheus text format (thread-safe: the scrape runs on a server's thread)."""
         return CONTENT_TYPE_LATEST, generate_latest(self.registry)
 
     def observe(self, event: TaskExecutionEvent) -> None:
-        if event.status.is_finished and not (event.previous_status and event.previous_status.is_finished):
-            self._child(self.finished, event.task_id, event.status.value).inc()
-        if event.kind == "expired" and event.previous_status is not None:
-            self._child(self.expirations, event.task_id).inc()
-        elif event.kind == "committed" and event.status is S.READY and event.error is not None:
-            self._child(self.retries, event.task_id).inc()
+        """Called at every state change: most (enqueued, claimed, running on) change no metric
+        and cost a few comparisons."""
+        status, previous, kind = event.status, event.previous_status, event.kind
+        if status in FINISHED and previous not in FINISHED:
+            self.finished.inc(self._task(event.task_id).finished(status))
+        if kind == EventKind.EXPIRED and previous is not None:
+            self._task(event.task_id).expirations.inc()
+        elif kind == EventKind.COMMITTED and status is S.READY and event.error is not None:
+            self._task(event.task_id).retries.inc()
 
     def run_ended(self, run: ExecutionRun, seconds: float) -> None:
-        outcome = "cut_off" if run.status is None else _OUTCOMES.get(run.status, run.status.value)
-        self._child(self.attempts, run.task_id, outcome).observe(seconds)
+        status = run.status
+        children = self._task(run.task_id)
+        self.attempts.observe(children.attempt("cut_off" if status is None else _OUTCOMES.get(status, status.value)),
+                              seconds)
         if run.due_at is not None:
-            self._child(self.claim_delay, run.task_id).observe(max(run.claimed_at - run.due_at, 0.0))
+            self.claim_delay.observe(children.claim_delay, max(run.claimed_at - run.due_at, 0.0))
 
     async def poll(self, executor: RunningExecutor) -> None:
         """Every ``POLL_INTERVAL``: the queue depth and counts from the storage, and the executor's
@@ -108,6 +120,52 @@ class Metrics:
             for status in S:
                 self.by_status.labels(status.value).set(counts.get(status, 0))
         self._storage.update(executor.executor_id, executor.get_storage_metrics())
+
+
+class _TaskChildren:
+    """The series of one task's metrics, each looked up once (``labels()`` takes a lock and checks
+    its arguments, ten times the cost of what is done with the child, on the engine's thread);
+    created when first used, as ``labels()`` would: a series appears with its first value."""
+
+    __slots__ = ("_metrics", "_task_id", "_finished", "_attempts", "_claim_delay", "_expirations", "_retries")
+
+    def __init__(self, metrics: Metrics, task_id: str):
+        self._metrics, self._task_id = metrics, task_id
+        self._finished: dict[TaskExecutionStatus, list[float]] = {}
+        self._attempts: dict[str, list[float]] = {}
+        self._claim_delay: list[float] | None = None
+        self._expirations: Any = None
+        self._retries: Any = None
+
+    def finished(self, status: TaskExecutionStatus) -> list[float]:
+        series = self._finished.get(status)
+        if series is None:
+            series = self._finished[status] = self._metrics.finished.series(self._task_id, status.value)
+        return series
+
+    def attempt(self, outcome: str) -> list[float]:
+        series = self._attempts.get(outcome)
+        if series is None:
+            series = self._attempts[outcome] = self._metrics.attempts.series(self._task_id, outcome)
+        return series
+
+    @property
+    def claim_delay(self) -> list[float]:
+        if self._claim_delay is None:
+            self._claim_delay = self._metrics.claim_delay.series(self._task_id)
+        return self._claim_delay
+
+    @property
+    def expirations(self) -> Any:
+        if self._expirations is None:
+            self._expirations = self._metrics.expirations.labels(self._task_id)
+        return self._expirations
+
+    @property
+    def retries(self) -> Any:
+        if self._retries is None:
+            self._retries = self._metrics.retries.labels(self._task_id)
+        return self._retries
 
 
 class _StorageTimings(Collector):
