@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import trio
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
@@ -22,8 +22,6 @@ from durable_core import (
 from durable_core.metrics import StorageOperationMetrics
 from durable_core.plugins.hookspecs import RunningExecutor
 from durable_core.storage import StatusCounts
-
-from .families import Family
 
 S = TaskExecutionStatus
 FINISHED = FINISHED_TASK_EXECUTION_STATUSES
@@ -46,15 +44,14 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.finished = Family("counter", "durable_executions_finished", "Executions that finished, by task and "
-                               "final status (counted by the process that stored the finish).", ["task", "status"])
-        self.attempts = Family("histogram", "durable_attempt_duration_seconds", "Runs of executions by this "
-                               "process, from claim to stored outcome, by task and outcome.", ["task", "outcome"],
-                               _SECONDS)
-        self.claim_delay = Family("histogram", "durable_claim_delay_seconds", "Time from an execution becoming "
-                                  "due (ready) to a worker claiming it, by task.", ["task"], _SECONDS)
-        for family in (self.finished, self.attempts, self.claim_delay):
-            r.register(family)
+        self.finished = Counter("durable_executions_finished", "Executions that finished, by task and final status "
+                                "(counted by the process that stored the finish).", ["task", "status"], registry=r)
+        self.attempts = Histogram("durable_attempt_duration_seconds", "Runs of executions by this process, from "
+                                  "claim to stored outcome, by task and outcome.", ["task", "outcome"],
+                                  buckets=_SECONDS, registry=r)
+        self.claim_delay = Histogram("durable_claim_delay_seconds", "Time from an execution becoming due "
+                                     "(ready) to a worker claiming it, by task.", ["task"], buckets=_SECONDS,
+                                     registry=r)
         self.expirations = Counter("durable_lease_expirations", "Leases that expired (a worker died or "
                                    "stalled), by task.", ["task"], registry=r)
         self.retries = Counter("durable_retries", "Failed runs scheduled to run again, by task.", ["task"],
@@ -83,7 +80,7 @@ class Metrics:
         and cost a few comparisons."""
         status, previous, kind = event.status, event.previous_status, event.kind
         if status in FINISHED and previous not in FINISHED:
-            self.finished.inc(self._task(event.task_id).finished(status))
+            self._task(event.task_id).finished(status).inc()
         if kind == EventKind.EXPIRED and previous is not None:
             self._task(event.task_id).expirations.inc()
         elif kind == EventKind.COMMITTED and status is S.READY and event.error is not None:
@@ -92,10 +89,9 @@ class Metrics:
     def run_ended(self, run: ExecutionRun, seconds: float) -> None:
         status = run.status
         children = self._task(run.task_id)
-        self.attempts.observe(children.attempt("cut_off" if status is None else _OUTCOMES.get(status, status.value)),
-                              seconds)
+        children.attempt("cut_off" if status is None else _OUTCOMES.get(status, status.value)).observe(seconds)
         if run.due_at is not None:
-            self.claim_delay.observe(children.claim_delay, max(run.claimed_at - run.due_at, 0.0))
+            children.claim_delay.observe(max(run.claimed_at - run.due_at, 0.0))
 
     async def poll(self, executor: RunningExecutor) -> None:
         """Every ``POLL_INTERVAL``: the queue depth and counts from the storage, and the executor's
@@ -123,36 +119,37 @@ class Metrics:
 
 
 class _TaskChildren:
-    """The series of one task's metrics, each looked up once (``labels()`` takes a lock and checks
-    its arguments, ten times the cost of what is done with the child, on the engine's thread);
-    created when first used, as ``labels()`` would: a series appears with its first value."""
+    """The labelled children of one task's metrics, each looked up once: ``labels()`` takes a
+    lock and checks its arguments, ten times the cost of what is done with the child, on the
+    engine's thread. Created when first used, as ``labels()`` would: a series appears with its
+    first value."""
 
     __slots__ = ("_metrics", "_task_id", "_finished", "_attempts", "_claim_delay", "_expirations", "_retries")
 
     def __init__(self, metrics: Metrics, task_id: str):
         self._metrics, self._task_id = metrics, task_id
-        self._finished: dict[TaskExecutionStatus, list[float]] = {}
-        self._attempts: dict[str, list[float]] = {}
-        self._claim_delay: list[float] | None = None
+        self._finished: dict[TaskExecutionStatus, Any] = {}
+        self._attempts: dict[str, Any] = {}
+        self._claim_delay: Any = None
         self._expirations: Any = None
         self._retries: Any = None
 
-    def finished(self, status: TaskExecutionStatus) -> list[float]:
-        series = self._finished.get(status)
-        if series is None:
-            series = self._finished[status] = self._metrics.finished.series(self._task_id, status.value)
-        return series
+    def finished(self, status: TaskExecutionStatus) -> Any:
+        child = self._finished.get(status)
+        if child is None:
+            child = self._finished[status] = self._metrics.finished.labels(self._task_id, status.value)
+        return child
 
-    def attempt(self, outcome: str) -> list[float]:
-        series = self._attempts.get(outcome)
-        if series is None:
-            series = self._attempts[outcome] = self._metrics.attempts.series(self._task_id, outcome)
-        return series
+    def attempt(self, outcome: str) -> Any:
+        child = self._attempts.get(outcome)
+        if child is None:
+            child = self._attempts[outcome] = self._metrics.attempts.labels(self._task_id, outcome)
+        return child
 
     @property
-    def claim_delay(self) -> list[float]:
+    def claim_delay(self) -> Any:
         if self._claim_delay is None:
-            self._claim_delay = self._metrics.claim_delay.series(self._task_id)
+            self._claim_delay = self._metrics.claim_delay.labels(self._task_id)
         return self._claim_delay
 
     @property
