@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import resource
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +33,25 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
 
 
 def storage_options(args: argparse.Namespace) -> dict[str, Any] | None:
-    """The storage's options from ``--option``; SQLite gets a fresh file unless a path is given."""
+    """The storage's options from ``--option``: each call a fresh storage unless one is named. SQLite
+    gets a new file unless a ``path`` is given; a database server (a ``dsn``) a new schema unless a
+    ``schema`` is given, dropped when the benchmark exits (an old one's rows would slow every figure)."""
     options = dict(parse_option(text) for text in args.option)
     if args.storage == "sqlite":
         options.setdefault("path", os.path.join(tempfile.mkdtemp(), "bench.db"))
+    if "dsn" in options and "schema" not in options:
+        options["schema"] = f"bench_{uuid.uuid4().hex[:12]}"
+        atexit.register(drop_schema, options)
     return options or None
+
+
+def drop_schema(options: dict[str, Any] | None) -> None:
+    """Drop the schema ``storage_options`` made on a database server, and all in it."""
+    if options is not None and "dsn" in options and "schema" in options:
+        import psycopg  # only with a database server
+
+        with psycopg.connect(options["dsn"], autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{options["schema"]}" CASCADE')
 
 
 @dataclass

@@ -15,12 +15,11 @@ import time
 
 import trio
 
-from _harness import parser
+from _harness import drop_schema, parser, storage_options
 from durable_core import Storage, open_storage
 from durable_core.models import RetryOptions
 from durable_core.status import TaskExecutionStatus
 from durable_core.storage import ExecutionRecord, Payload
-from routing import drop_schema, fresh_options
 
 CLAIM = 100
 ROUTE = {"task_ids": frozenset({"task"}), "queues": frozenset({"default"})}
@@ -56,7 +55,7 @@ async def claims(name: str, options: dict | None, backlog: int, rounds: int) -> 
 async def main(storage: str, args: argparse.Namespace) -> None:
     for label, backlog in (("alone", 0), (f"beside {args.backlog:,} not due at priority 9 and {args.backlog:,} due "
                                            "at priority 0", args.backlog)):
-        options = fresh_options(args)
+        options = storage_options(args)
         try:
             seconds = await claims(storage, options, backlog, args.rounds)
         finally:

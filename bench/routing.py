@@ -10,11 +10,10 @@ the foreign executions stay ``ready`` throughout (checked).
 from __future__ import annotations
 
 import argparse
-import uuid
 
 import trio
 
-from _harness import parser, storage_options
+from _harness import drop_schema, parser, storage_options
 from durable_core import DurableExecutor, Storage, TaskExecutionStatus, open_storage
 from throughput import BATCH, Throughput, define_noop, run_tasks
 
@@ -42,28 +41,12 @@ async def measure(name: str, options: dict | None, n: int, foreign: int) -> Thro
     return result
 
 
-def fresh_options(args: argparse.Namespace) -> dict | None:
-    """Options of a fresh storage: a new SQLite file, or a new schema on a database server."""
-    options = storage_options(args)
-    if options is not None and "dsn" in options:
-        options["schema"] = f"bench_routing_{uuid.uuid4().hex[:12]}"
-    return options
-
-
-def drop_schema(options: dict | None) -> None:
-    if options is not None and "schema" in options:
-        import psycopg  # only with a database server
-
-        with psycopg.connect(options["dsn"], autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{options["schema"]}" CASCADE')
-
-
 async def main(storage: str, args: argparse.Namespace, n: int, foreign: int, repeat: int) -> None:
     """Alternate the two ``repeat`` times (a shared machine is noisy) and print each run and the best."""
     best: dict[str, Throughput] = {}
     for _ in range(repeat):
         for label, count in (("alone", 0), (f"beside {foreign:,} foreign ready", foreign)):
-            options = fresh_options(args)
+            options = storage_options(args)
             try:
                 result = await measure(storage, options, n, count)
             finally:
