@@ -165,6 +165,13 @@ def list_query(status_count: int | None, by_task: bool, by_executor: bool = Fals
     return f"SELECT {SELECT_COLUMNS} FROM executions {where}ORDER BY created_at DESC, execution_id DESC LIMIT ?"
 
 
+@functools.lru_cache(maxsize=64)
+def _status_range(status: S, by_executor: bool, after: bool) -> str:
+    """``list_query`` for one status, named in the text: each status's query is a statement of
+    its own in the connection's cache, so that a listing's open cursors need no new statement."""
+    return list_query(1, False, by_executor, after).replace("status IN (?)", f"status = '{status}'", 1)
+
+
 _CREATED_AT = COLUMNS.index("created_at")
 
 
@@ -362,10 +369,10 @@ class Database:
         """Newest first across ``statuses``: each status's range of the status index read in
         order, lazily, and merged, so a page reads its rows and one more per status (no index on
         created_at alone for every write to update, no sort)."""
-        sql = list_query(1, False, executor_id is not None, before is not None)
         filters = () if executor_id is None else (executor_id,)
         limit = max(limit, 0)
-        cursors = [self.conn.execute(sql, (str(status), *filters, *(before or ()), limit))
+        cursors = [self.conn.execute(_status_range(status, executor_id is not None, before is not None),
+                                     (*filters, *(before or ()), limit))
                    for status in dict.fromkeys(statuses)]
         try:
             newest = heapq.merge(*cursors, key=_list_key, reverse=True)
