@@ -281,9 +281,10 @@ async def test_a_rate_limit_counts_every_start_so_a_retry_within_the_period_coun
     routed = {"task_ids": frozenset({"a"}), "queues": frozenset({"default"}), "rates": {"a": (2, 60.0)}}
     async with sqlite() as storage:
         await storage.insert_executions([record("te_a0", task_id="a"), record("te_a1", task_id="a", ready_at=NOW + 5)])
-        (first,) = await storage.claim_executions("ex", NOW, 10, LEASE_DURATION, **routed)
+        # claims of 1, within the room: with the tasks claimed together (no rate binds yet)
+        (first,) = await storage.claim_executions("ex", NOW, 1, LEASE_DURATION, **routed)
         await storage.commit_runs([RunCommit(first.copy(status=S.READY, ready_at=NOW + 1, retry_attempts=1))], NOW)
-        (again,) = await storage.claim_executions("ex", NOW + 1, 10, LEASE_DURATION, **routed)
+        (again,) = await storage.claim_executions("ex", NOW + 1, 1, LEASE_DURATION, **routed)
         assert (again.execution_id, again.started_at) == ("te_a0", NOW + 1)
         assert await storage.claim_executions("ex", NOW + 30, 10, LEASE_DURATION, **routed) == []
         assert [r.execution_id for r in await storage.claim_executions("ex", NOW + 60.5, 10, LEASE_DURATION,
