@@ -95,7 +95,7 @@ WHERE rowid IN (SELECT value FROM json_each(:rowids)) AND +status = 'ready'
     AND +task_id IN (SELECT value FROM json_each(:rated))"""
 """The starts a claim is about to make (of ``ready`` records) of the rate-limited tasks (unary +:
 look up the claimed rows, not the indexes on status or task)."""
-_CLAIM = """
+_CLAIM_SETTING = """
 UPDATE executions SET
     status = CASE status WHEN 'ready' THEN 'running' ELSE status END,
     started_at = CASE status WHEN 'ready' THEN :now ELSE started_at END,
@@ -105,9 +105,10 @@ UPDATE executions SET
     lease_expires_at = :now + :lease_duration,
     updated_at = :now{}
 WHERE rowid IN (SELECT value FROM json_each(:rowids))"""
-_CLAIM_LIMITED = _CLAIM.format(",\n    is_limited = is_limited OR task_id IN (SELECT value FROM json_each(:limited))")
+_CLAIM = _CLAIM_SETTING.format("")
+_CLAIM_LIMITED = _CLAIM_SETTING.format(
+    ",\n    is_limited = is_limited OR task_id IN (SELECT value FROM json_each(:limited))")
 """A claim that flags the records of the tasks it limits: those the count of running ones reads."""
-_CLAIM = _CLAIM.format("")
 # not RETURNING: it hands back integral REAL values as ints
 _CLAIMED = f"SELECT rowid, {SELECT_COLUMNS} FROM executions WHERE rowid IN (SELECT value FROM json_each(?))"
 _EXPIRED = (
