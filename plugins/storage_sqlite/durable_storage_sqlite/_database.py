@@ -78,11 +78,24 @@ WHERE ready_at <= ? AND (? IS NULL OR task_id IN (SELECT value FROM json_each(?)
 ORDER BY priority DESC, ready_at, rowid LIMIT ?"""
 """A claim that names no queues, or no tasks: not the engine's (it reads every due entry and sorts)."""
 _ABOVE_ALL = MAX_PRIORITY + 1
-_RUNNING = "SELECT count(*) FROM executions WHERE task_id = ? AND status = 'running' AND lease_expires_at IS NOT NULL"
-"""A task's running executions, from the partial index ``executions_running`` (``max_concurrency``)."""
-_STARTED = "SELECT count(*) FROM executions WHERE task_id = ? AND started_at >= ?"
-"""A task's executions started since a time, from the index ``executions_started`` (``rate_limit``)."""
-_CLAIM = """
+_RUNNING = """
+SELECT count(*) FROM executions
+WHERE task_id = ? AND is_limited = 1 AND status = 'running' AND lease_expires_at IS NOT NULL"""
+"""A task's running executions, from the partial index ``executions_running`` (``max_concurrency``):
+the claims of limited tasks set ``is_limited``, so that no other execution enters that index."""
+_STARTED = "SELECT count(*) FROM execution_starts WHERE task_id = ? AND started_at >= ?"
+"""A task's starts since a time (``rate_limit``), each recorded by the claim that made it."""
+_FORGET_STARTS = "DELETE FROM execution_starts WHERE task_id = ? AND started_at < ?"
+_STARTS_KEPT = 86400.0
+"""Seconds a start is kept at least: the longest period of a ``rate_limit`` ("N/d")."""
+_RECORD_STARTS = """
+INSERT INTO execution_starts (task_id, started_at, execution_id, lease_token)
+SELECT task_id, :now, execution_id, lease_token + 1 FROM executions
+WHERE rowid IN (SELECT value FROM json_each(:rowids)) AND +status = 'ready'
+    AND +task_id IN (SELECT value FROM json_each(:rated))"""
+"""The starts a claim is about to make (of ``ready`` records) of the rate-limited tasks (unary +:
+look up the claimed rows, not the indexes on status or task)."""
+_CLAIM_SETTING = """
 UPDATE executions SET
     status = CASE status WHEN 'ready' THEN 'running' ELSE status END,
     started_at = CASE status WHEN 'ready' THEN :now ELSE started_at END,
@@ -90,8 +103,12 @@ UPDATE executions SET
     executor_id = :executor_id,
     lease_token = lease_token + 1,
     lease_expires_at = :now + :lease_duration,
-    updated_at = :now
+    updated_at = :now{}
 WHERE rowid IN (SELECT value FROM json_each(:rowids))"""
+_CLAIM = _CLAIM_SETTING.format("")
+_CLAIM_LIMITED = _CLAIM_SETTING.format(
+    ",\n    is_limited = is_limited OR task_id IN (SELECT value FROM json_each(:limited))")
+"""A claim that flags the records of the tasks it limits: those the count of running ones reads."""
 # not RETURNING: it hands back integral REAL values as ints
 _CLAIMED = f"SELECT rowid, {SELECT_COLUMNS} FROM executions WHERE rowid IN (SELECT value FROM json_each(?))"
 _EXPIRED = (
@@ -147,6 +164,21 @@ def list_query(status_count: int | None, by_task: bool, by_executor: bool = Fals
     conditions += ["(created_at, execution_id) < (?, ?)"] if after else []
     where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
     return f"SELECT {SELECT_COLUMNS} FROM executions {where}ORDER BY created_at DESC, execution_id DESC LIMIT ?"
+
+
+@functools.lru_cache(maxsize=64)
+def _status_range(status: S, by_executor: bool, after: bool) -> str:
+    """``list_query`` for one status, named in the text: each status's query is a statement of
+    its own in the connection's cache, so that a listing's open cursors need no new statement."""
+    return list_query(1, False, by_executor, after).replace("status IN (?)", f"status = '{status}'", 1)
+
+
+_CREATED_AT = COLUMNS.index("created_at")
+
+
+def _list_key(row: tuple[Any, ...]) -> tuple[float, str]:
+    """The order of a listing (newest first when reversed): created_at, then the execution id."""
+    return row[_CREATED_AT], row[0]
 
 
 _COUNT_BY_STATUS = "SELECT status, count(*) FROM executions GROUP BY status"
@@ -324,11 +356,31 @@ class Database:
 
     def list_records(self, statuses: Sequence[S] | None, task_id: str | None, executor_id: str | None,
                      limit: int, before: ListCursor | None, queue: str | None = None) -> list[ExecutionRecord]:
+        if task_id is None and queue is None:
+            every = tuple(STATUSES.values()) if statuses is None else statuses
+            return self._list_by_status(every, executor_id, limit, before)
         filters = [value for value in (task_id, executor_id, queue) if value is not None]
         params = [*(str(status) for status in statuses or ()), *filters, *(before or ())]
         sql = list_query(None if statuses is None else len(statuses), task_id is not None, executor_id is not None,
                          before is not None, queue is not None)
         return [from_row(row) for row in self.conn.execute(sql, (*params, max(limit, 0)))]
+
+    def _list_by_status(self, statuses: Sequence[S], executor_id: str | None, limit: int,
+                        before: ListCursor | None) -> list[ExecutionRecord]:
+        """Newest first across ``statuses``: each status's range of the status index read in
+        order, lazily, and merged, so a page reads its rows and one more per status (no index on
+        created_at alone for every write to update, no sort)."""
+        filters = () if executor_id is None else (executor_id,)
+        limit = max(limit, 0)
+        cursors = [self.conn.execute(_status_range(status, executor_id is not None, before is not None),
+                                     (*filters, *(before or ()), limit))
+                   for status in dict.fromkeys(statuses)]
+        try:
+            newest = heapq.merge(*cursors, key=_list_key, reverse=True)
+            return [from_row(row) for row in itertools.islice(newest, limit)]
+        finally:
+            for cursor in cursors:
+                cursor.close()
 
     def count_by_status(self) -> dict[S, int]:
         return {S(status): count for status, count in self.conn.execute(_COUNT_BY_STATUS)}
@@ -423,13 +475,22 @@ class Database:
               task_ids: Collection[str] | None = None, queues: Collection[str] | None = None,
               limits: Mapping[str, int] | None = None,
               rates: Mapping[str, tuple[int, float]] | None = None) -> list[ExecutionRecord]:
-        """Inside the write transaction (BEGIN IMMEDIATE): ``limits`` and ``rates`` are counted with the claim."""
+        """Inside the write transaction (BEGIN IMMEDIATE): ``limits`` and ``rates`` are counted with
+        the claim, which flags the records it claims of those tasks and records their starts."""
         limit = max(limit, 0)
         if (limits or rates) and task_ids is not None:
+            limited = json.dumps(sorted({*(limits or ()), *(rates or ())}))
+            rated = json.dumps(sorted(rates)) if rates else None
             return claim_within_limits(
-                lambda tasks, n: self.claim(executor_id, now, n, lease_duration, tasks, queues),
-                task_ids, limit, limits or {}, self._running, rates,
-                lambda task_id, period: int(self.conn.execute(_STARTED, (task_id, now - period)).fetchone()[0]))
+                lambda tasks, n: self._claim(executor_id, now, n, lease_duration, tasks, queues, limited, rated),
+                task_ids, limit, limits or {}, self._running, rates, functools.partial(self._started, now))
+        return self._claim(executor_id, now, limit, lease_duration, task_ids, queues)
+
+    def _claim(self, executor_id: str, now: float, limit: int, lease_duration: float,
+               task_ids: Collection[str] | None, queues: Collection[str] | None,
+               limited: str | None = None, rated: str | None = None) -> list[ExecutionRecord]:
+        """Claim up to ``limit`` due records; those of the ``limited`` tasks (a JSON list) are
+        flagged, and the starts of the ``rated`` ones recorded."""
         if task_ids is None or queues is None:
             tasks, listed = (None if names is None else json.dumps(list(names)) for names in (task_ids, queues))
             due = [row[1:] for row in self.conn.execute(_CLAIMABLE_ANY, (now, tasks, tasks, listed, listed, limit))]
@@ -438,14 +499,23 @@ class Database:
         rowids = [rowid for _, rowid in due]
         if not rowids:
             return []
-        params = {"now": now, "executor_id": executor_id, "lease_duration": lease_duration, "rowids": str(rowids)}
-        self.conn.execute(_CLAIM, params)
+        params = {"now": now, "executor_id": executor_id, "lease_duration": lease_duration, "rowids": str(rowids),
+                  "limited": limited, "rated": rated}
+        if rated is not None:
+            self.conn.execute(_RECORD_STARTS, params)
+        self.conn.execute(_CLAIM if limited is None else _CLAIM_LIMITED, params)
         claimed = {row[0]: from_row(row[1:]) for row in self.conn.execute(_CLAIMED, (params["rowids"],))}
         return [claimed[rowid] for rowid in rowids]
 
     def _running(self, task_ids: list[str]) -> dict[str, int]:
         """How many records of each of ``task_ids`` run holding a lease, from the index of those."""
         return {task_id: int(self.conn.execute(_RUNNING, (task_id,)).fetchone()[0]) for task_id in task_ids}
+
+    def _started(self, now: float, task_id: str, period: float) -> int:
+        """How many starts of ``task_id`` were recorded in the last ``period`` seconds; first
+        forgets those older than a day (or the period, if longer) before ``now``."""
+        self.conn.execute(_FORGET_STARTS, (task_id, now - max(period, _STARTS_KEPT)))
+        return int(self.conn.execute(_STARTED, (task_id, now - period)).fetchone()[0])
 
     def _due(self, lanes: list[tuple[str, str]], now: float, limit: int) -> list[tuple[float, int]]:
         """Up to ``limit`` due executions of the (task, queue) ``lanes``: the highest priority

@@ -11,9 +11,11 @@ import pytest
 import trio
 
 from durable_conformance.records import new
+from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage.contract import StorageError
 from durable_storage_sqlite import SqliteStorage
 from durable_storage_sqlite import _database as q
+from durable_storage_sqlite._rows import to_row
 from durable_storage_sqlite._schema import APPLICATION_ID, MIGRATIONS, Migration, migrate, schema_version
 
 
@@ -139,6 +141,41 @@ async def test_a_version_8_database_gains_priorities_and_keeps_its_executions_at
     assert [(r.execution_id, r.priority) for r in claimed] == [("te_new", 3), ("te_old", 0)]
 
 
+async def test_a_version_11_database_keeps_its_executions_their_running_counts_and_recent_starts(path: Path) -> None:
+    """Migration 0012: every row reads back unchanged and is listed; the executions running then
+    count against a limit (all flagged), the starts of the last day against a rate; the three
+    indexes it drops are gone."""
+    running = [new(f"te_run{i}", task_id="capped", status=S.RUNNING, ready_at=None, started_at=90.0 + i,
+                   executor_id="de_1", lease_token=1, lease_expires_at=200.0, created_at=float(i)) for i in range(2)]
+    started = [new(f"te_done{i}", task_id="rated", status=S.COMPLETED, ready_at=None, started_at=started_at,
+                   finished_at=started_at + 1, lease_token=1, created_at=10.0 + i)
+               for i, started_at in enumerate((-90_000.0, 50.0, 99.0))]  # the first over a day before the latest
+    ready = [new(f"te_{task}", task_id=task, ready_at=0.0, created_at=20.0) for task in ("capped", "rated")]
+    records = [*running, *started, *ready]
+    conn = connect(path)
+    create(conn, MIGRATIONS[:11])
+    conn.executemany(q._INSERT, [to_row(r) for r in records])
+    conn.close()
+    storage = await SqliteStorage.open(path)
+    try:
+        assert await storage.get_executions([r.execution_id for r in records]) == records
+        assert await storage.list_executions() == sorted(records, key=lambda r: (r.created_at, r.execution_id),
+                                                         reverse=True)
+        routed = {"task_ids": frozenset({"capped", "rated"}), "queues": frozenset({"default"})}
+        assert await storage.claim_executions("de_2", 100.0, 10, 15.0, **routed, limits={"capped": 2},
+                                              rates={"rated": (2, 60.0)}) == []  # two running, two started
+        claimed = await storage.claim_executions("de_2", 100.0, 10, 15.0, **routed, limits={"capped": 3},
+                                                 rates={"rated": (3, 60.0)})
+        assert sorted(r.execution_id for r in claimed) == ["te_capped", "te_rated"]
+    finally:
+        await storage.aclose()
+    conn = connect(path)
+    indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert not indexes & {"executions_created_at", "executions_started"} and "executions_running" in indexes
+    assert conn.execute("SELECT execution_id FROM execution_starts ORDER BY execution_id").fetchall() == [
+        ("te_done1",), ("te_done2",), ("te_rated",), ("te_run0",), ("te_run1",)]  # of the day before, every task's
+
+
 def snapshot(directory: Path) -> dict[str, bytes]:
     return {file.name: file.read_bytes() for file in sorted(directory.iterdir())}
 
@@ -238,19 +275,30 @@ HOT_QUERIES: dict[str, tuple[str, tuple[object, ...] | dict[str, object]]] = {
     ),
     "finished roots": (q._FINISHED_ROOTS, (1.0, 10)),
     "delete tree": (q._DELETE_TREE, ("te",)),
-    "list": (q.list_query(None, False), (10,)),
-    "list by status": (q.list_query(2, False), ("ready", "running", 10)),
+    # a listing without a task or queue merges one range per status, each read in order
+    "list": (q._status_range(S.READY, False, False), (10,)),
+    "list by executor": (q._status_range(S.READY, True, False), ("de", 10)),
     "list by task": (q.list_query(None, True), ("t", 10)),
+    "list by statuses and task": (q.list_query(2, True), ("ready", "running", "t", 10)),
     "list by status and task": (q.list_query(1, True), ("ready", "t", 10)),
-    "list page": (q.list_query(None, False, after=True), (1.0, "te", 10)),
-    "list page by status": (q.list_query(1, False, after=True), ("ready", 1.0, "te", 10)),
+    "list page": (q._status_range(S.READY, False, True), (1.0, "te", 10)),
+    "list page by executor": (q._status_range(S.READY, True, True), ("de", 1.0, "te", 10)),
     "list page by task": (q.list_query(None, True, after=True), ("t", 1.0, "te", 10)),
     "list page by queue": (q.list_query(None, False, after=True, by_queue=True), ("emails", 1.0, "te", 10)),
+    "running": (q._RUNNING, ("t",)),
+    "started": (q._STARTED, ("t", 1.0)),
+    "forget starts": (q._FORGET_STARTS, ("t", 1.0)),
+    "record starts": (q._RECORD_STARTS, {"now": 1.0, "rowids": "[1]", "rated": '["t"]'}),
+    "claim limited": (q._CLAIM_LIMITED, {"now": 1.0, "executor_id": "ex", "lease_duration": 1.0, "rowids": "[1]",
+                                         "limited": '["t"]'}),
 }
 
 FULL_SCAN = re.compile(r"\bSCAN (executions|e)\b(?! USING (COVERING )?INDEX)")
 INDEX_FOR = {"finished roots": "executions_finished_roots", "claimable": "executions_claim",
-             "top priority": "executions_claim", "list page by queue": "executions_queue"}
+             "top priority": "executions_claim", "list page by queue": "executions_queue",
+             "list": "executions_status", "list page": "executions_status", "list by executor": "executions_status",
+             "running": "executions_running", "started": "execution_starts USING PRIMARY KEY",
+             "forget starts": "execution_starts USING PRIMARY KEY", "record starts": "INTEGER PRIMARY KEY"}
 
 
 @pytest.mark.parametrize("name", HOT_QUERIES)
@@ -261,5 +309,6 @@ def test_hot_query_uses_an_index(tmp_path: Path, name: str) -> None:
     plan = [detail for *_, detail in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
     assert plan and not any(FULL_SCAN.search(detail) for detail in plan), plan
     assert INDEX_FOR.get(name, "") in plan[0], plan
-    if name in ("list", "list by task", "claimable", "top priority") or name.startswith("list page"):  # in index order, unsorted
+    unsorted = ("list", "list by executor", "list by task", "claimable", "top priority")
+    if name in unsorted or name.startswith("list page"):  # read in index order
         assert not any("TEMP B-TREE" in detail for detail in plan), plan

@@ -179,6 +179,31 @@ async def test_list_filters_newest_first(sqlite: Any) -> None:
         assert await ids(statuses=[]) == []
 
 
+async def test_listing_across_statuses_merges_them_newest_first_page_by_page(sqlite: Any) -> None:
+    """Without a task or queue, a listing merges the ranges of each status (there is no index on
+    created_at alone): every page in order, with the executor and status filters, a status named twice once."""
+    statuses = [S.READY, S.RUNNING, S.COMPLETED, S.FAILED, S.CANCELLED]
+    records = [record(f"te_{i:02}", created_at=float(i // 3), status=statuses[i * 7 % 5], executor_id=f"de_{i % 2}",
+                      ready_at=None) for i in range(40)]
+    newest = sorted(records, key=lambda r: (r.created_at, r.execution_id), reverse=True)
+    async with sqlite() as storage:
+        await storage.insert_executions(records)
+
+        async def pages(size: int, **filters: Any) -> list[str]:
+            listed, cursor = [], None
+            while page := await storage.list_executions(limit=size, before=cursor, **filters):
+                listed += [r.execution_id for r in page]
+                cursor = (page[-1].created_at, page[-1].execution_id)
+            return listed
+
+        for size in (1, 4, 100):
+            assert await pages(size) == [r.execution_id for r in newest]
+        assert await pages(3, executor_id="de_1") == [r.execution_id for r in newest if r.executor_id == "de_1"]
+        wanted = [S.FAILED, S.READY, S.FAILED]
+        assert await pages(5, statuses=wanted) == [r.execution_id for r in newest if r.status in wanted]
+        assert await storage.list_executions() == newest[:100]
+
+
 # ---------------------------------------------------------------------------------- claims
 
 
@@ -223,6 +248,47 @@ async def test_two_connections_to_one_file_never_claim_the_same_record(sqlite: A
                 nursery.start_soon(claimer, storage)
         assert sorted(claimed) == sorted(ids)
         assert {r.lease_token for r in await second.get_executions(ids) if r} == {1}
+
+
+async def test_only_claims_of_limited_tasks_enter_the_running_index_or_record_starts(sqlite: Any, path: Path) -> None:
+    """Executions of tasks without a limit cost no index update of the concurrency count and no
+    start recorded; a limited task's claims are counted, and a rate-limited one's starts kept a day."""
+    routed = {"task_ids": frozenset({"free", "capped", "rated"}), "queues": frozenset({"default"})}
+    async with sqlite() as storage:
+        await storage.insert_executions([record(f"te_{task}{i}", task_id=task) for task in ("free", "capped", "rated")
+                                         for i in range(3)])
+        claimed = await storage.claim_executions("ex", NOW, 10, LEASE_DURATION, **routed,
+                                                 limits={"capped": 2}, rates={"rated": (2, 60.0)})
+        assert sorted(r.execution_id for r in claimed) == [
+            "te_capped0", "te_capped1", "te_free0", "te_free1", "te_free2", "te_rated0", "te_rated1"]
+        conn = sqlite3.connect(path)
+        assert conn.execute("SELECT task_id, count(*) FROM executions INDEXED BY executions_running "
+                            "WHERE is_limited = 1 AND status = 'running' AND lease_expires_at IS NOT NULL "
+                            "GROUP BY task_id ORDER BY task_id").fetchall() == [("capped", 2), ("rated", 2)]
+        assert conn.execute("SELECT task_id, started_at, execution_id, lease_token FROM execution_starts "
+                            "ORDER BY execution_id").fetchall() == [("rated", NOW, "te_rated0", 1),
+                                                                    ("rated", NOW, "te_rated1", 1)]
+        later = NOW + 86400 + 1  # a day on, the starts of then are forgotten at the next count
+        assert len(await storage.claim_executions("ex", later, 10, LEASE_DURATION, **routed,
+                                                  rates={"rated": (2, 60.0)})) == 2  # te_capped2 and te_rated2
+        assert conn.execute("SELECT execution_id, started_at FROM execution_starts").fetchall() == [
+            ("te_rated2", later)]
+
+
+async def test_a_rate_limit_counts_every_start_so_a_retry_within_the_period_counts_again(sqlite: Any) -> None:
+    """SQLite records each start: an execution started twice within the period takes two of its
+    starts (the memory and PostgreSQL storages count an execution once, by its latest start)."""
+    routed = {"task_ids": frozenset({"a"}), "queues": frozenset({"default"}), "rates": {"a": (2, 60.0)}}
+    async with sqlite() as storage:
+        await storage.insert_executions([record("te_a0", task_id="a"), record("te_a1", task_id="a", ready_at=NOW + 5)])
+        # claims of 1, within the room: with the tasks claimed together (no rate binds yet)
+        (first,) = await storage.claim_executions("ex", NOW, 1, LEASE_DURATION, **routed)
+        await storage.commit_runs([RunCommit(first.copy(status=S.READY, ready_at=NOW + 1, retry_attempts=1))], NOW)
+        (again,) = await storage.claim_executions("ex", NOW + 1, 1, LEASE_DURATION, **routed)
+        assert (again.execution_id, again.started_at) == ("te_a0", NOW + 1)
+        assert await storage.claim_executions("ex", NOW + 30, 10, LEASE_DURATION, **routed) == []
+        assert [r.execution_id for r in await storage.claim_executions("ex", NOW + 60.5, 10, LEASE_DURATION,
+                                                                       **routed)] == ["te_a1"]
 
 
 # ---------------------------------------------------------------------------------- commits
