@@ -5,9 +5,12 @@ connection threads (``_thread``) cost it more than the server does: a hop to the
 psycopg's cursor machinery (~100-200 µs of CPU per transaction), and a round trip per statement,
 ``pg_notify`` and commit. The lane talks to libpq directly (psycopg's ``pq`` layer, its adapters
 for parameters and rows) in non-blocking pipeline mode, waiting for the socket with trio: no
-thread, prepared statements, and a transaction in two round trips (``BEGIN`` and every call's
-statements; then ``pg_notify`` and ``COMMIT``), more only where a call's next statements depend on
-rows it got back (a commit that inserts children).
+thread, prepared statements, and a transaction in one round trip (``BEGIN``, every call's
+statements, ``pg_notify``, ``COMMIT``) where each call knows its statements up front (a ``Last``
+wave: commits without children, and inserts, optimistically); else in two or more (``BEGIN`` and
+every call's statements, then those depending on rows got back, then ``pg_notify`` and ``COMMIT``).
+An optimistic insert is a plain ``INSERT``: if a row conflicts, the transaction fails, is rolled
+back and runs again, not optimistically (idempotency twins are looked up then).
 
 Group commit as in the threads: the calls of one trio tick, and those made while a transaction
 is in flight, run together in the next. ``Cancelled`` means "nothing was applied": a call is
@@ -40,7 +43,7 @@ from durable_core.storage.connection_thread import CallState
 from durable_core.storage.contract import StorageError
 from durable_core.virtual_time import clock_held
 
-from ._steps import Row, Statement, Waves
+from ._steps import Last, Row, Statement, Waves
 
 log = logging.getLogger("durable_storage_postgres")
 T = TypeVar("T")
@@ -57,7 +60,7 @@ class _Call(Generic[T]):
     __slots__ = ("start", "tells", "task", "state", "result", "batch")
     result: outcome.Outcome[T]
 
-    def __init__(self, start: Callable[[], Waves[T]], tells: Callable[[T], bool], task: trio.lowlevel.Task):
+    def __init__(self, start: Callable[[bool], Waves[T]], tells: bool, task: trio.lowlevel.Task):
         self.start = start
         self.tells = tells
         self.task = task
@@ -143,9 +146,11 @@ class Lane:
         self._done = trio.Event()
         trio.lowlevel.spawn_system_task(self._flusher, name=f"durable-postgres-lane:{name}")
 
-    async def call(self, start: Callable[[], Waves[T]], tells: Callable[[T], bool]) -> T:
-        """Run the waves ``start()`` gives in the next transaction; a checkpoint, atomic also when
-        cancelled (module doc). The transaction NOTIFYs if ``tells(result)`` for a call in it."""
+    async def call(self, start: Callable[[bool], Waves[T]], tells: bool) -> T:
+        """Run the waves ``start(optimistic)`` gives in the next transaction; a checkpoint, atomic
+        also when cancelled (module doc). ``optimistic``: the waves may fail where they would need
+        a wave more than planned (then ``start(False)`` runs). The transaction NOTIFYs if a call
+        in it ``tells``."""
         if self._closed:
             raise StorageError(f"The {self._name} is closed", is_retryable=False)
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -222,7 +227,7 @@ class Lane:
 
     async def _run_holding(self, calls: list[_Call[Any]]) -> None:
         try:
-            await self._retried(calls)
+            await self._retried(calls, optimistic=True)
         except _Spoiled as spoiled:
             if len(calls) == 1:
                 calls[0].result = outcome.Error(self._error(spoiled.__cause__))
@@ -235,7 +240,7 @@ class Lane:
 
     async def _alone(self, call: _Call[Any]) -> None:
         try:
-            await self._retried([call])
+            await self._retried([call], optimistic=False)
         except _Spoiled as spoiled:
             call.result = outcome.Error(self._error(spoiled.__cause__))
         except Exception as exc:
@@ -247,13 +252,14 @@ class Lane:
         assert isinstance(exc, Exception)
         return exc
 
-    async def _retried(self, calls: list[_Call[Any]]) -> None:
-        """``_transaction``, again after a deadlock or serialization failure (``max_retries``);
-        ``_Spoiled`` if a call failed (not the connection or the transaction as a whole)."""
+    async def _retried(self, calls: list[_Call[Any]], optimistic: bool) -> None:
+        """``_transaction``, again after a deadlock or serialization failure (``max_retries``), or,
+        not optimistic, after an optimistic one failed; ``_Spoiled`` if a call failed (not the
+        connection or the transaction as a whole)."""
         retries = 0
         while True:
             try:
-                return await self._transaction(calls)
+                return await self._transaction(calls, optimistic)
             except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
                 if retries == self._max_retries:
                     raise
@@ -262,18 +268,30 @@ class Lane:
             except psycopg.OperationalError:
                 raise
             except psycopg.Error as exc:
-                raise _Spoiled from exc
+                if not optimistic:
+                    raise _Spoiled from exc
+            except _Spoiled:
+                if not optimistic:
+                    raise
+            optimistic = False
 
-    async def _transaction(self, calls: list[_Call[Any]]) -> None:
+    async def _transaction(self, calls: list[_Call[Any]], optimistic: bool) -> None:
         """Run ``calls`` in one transaction: wave by wave, the first with ``BEGIN``; then NOTIFY
-        and ``COMMIT``. Raises ``_Spoiled`` (rolled back) if a call failed, or the connection's error."""
+        and ``COMMIT`` (with the first wave, if every call's is ``Last``). Raises ``_Spoiled``
+        (rolled back) if a call failed, or the connection's error."""
         await self._usable()
-        running = {i: call.start() for i, call in enumerate(calls)}
+        running = {i: call.start(optimistic) for i, call in enumerate(calls)}
         waves: dict[int, list[Statement]] = {}
         results: dict[int, Any] = {}
+        end = ([self._notify] if self._notify and any(call.tells for call in calls) else []) + [_COMMIT]
         try:
             for i, waving in running.items():
                 self._step(i, waving, next, waves, results)
+            if waves and all(type(wave) is Last for wave in waves.values()):
+                sent = [(i, len(wave)) for i, wave in waves.items()]
+                rows = (await self._exchange([_BEGIN, *(s for w in waves.values() for s in w), *end]))[1:]
+                self._last(calls, running, sent, rows, results)
+                return
             first = True
             while waves:
                 sent = [(i, len(wave)) for i, wave in waves.items()]
@@ -284,14 +302,30 @@ class Lane:
                 for i, n in sent:
                     mine, rows = rows[:n], rows[n:]
                     self._step(i, running[i], functools.partial(_send, mine), waves, results)
-            tells = any(calls[i].tells(result) for i, result in results.items())
             if not first:  # else no call had a statement to run
-                await self._exchange(([self._notify] if tells and self._notify else []) + [_COMMIT])
+                await self._exchange(end)
         except BaseException:
             await self._rollback()
             raise
         for i, call in enumerate(calls):
             call.result = outcome.Value(results[i])
+
+    @staticmethod
+    def _last(calls: list[_Call[Any]], running: dict[int, Waves[Any]], sent: list[tuple[int, int]],
+              rows: list[list[Row]], results: dict[int, Any]) -> None:
+        """The results of a transaction committed with its ``Last`` waves: a call failing now
+        fails alone (nothing can be rolled back)."""
+        for i, value in results.items():
+            calls[i].result = outcome.Value(value)
+        for i, n in sent:
+            mine, rows = rows[:n], rows[n:]
+            try:
+                running[i].send(mine)
+                calls[i].result = outcome.Error(RuntimeError(f"{calls[i].start} went on after a Last wave"))
+            except StopIteration as done:
+                calls[i].result = outcome.Value(done.value)
+            except Exception as exc:
+                calls[i].result = outcome.Error(exc)
 
     @staticmethod
     def _step(i: int, waving: Waves[Any], advance: Callable[[Waves[Any]], list[Statement]],
