@@ -12,6 +12,14 @@ every call's statements, then those depending on rows got back, then ``pg_notify
 An optimistic insert is a plain ``INSERT``: if a row conflicts, the transaction fails, is rolled
 back and runs again, not optimistically (idempotency twins are looked up then).
 
+NOTIFY at most every ``NOTIFY_INTERVAL``: each costs the server a wake-up of every listening
+session (~100 µs of server CPU with one), and a burst of transactions, say one per task done, is
+one change to those waking on it. A transaction that tells within the interval after the last
+NOTIFY leaves it owed: the next transaction after the interval sends it, or, if none comes, a
+``pg_notify`` of its own once the interval has passed. Other processes learn of a change at most
+``NOTIFY_INTERVAL`` later than its commit (an isolated one at once); correctness never depends on
+the feed.
+
 Group commit as in the threads: the calls of one trio tick, and those made while a transaction
 is in flight, run together in the next. ``Cancelled`` means "nothing was applied": a call is
 dropped if its caller is cancelled before its transaction is sent; once sent its caller receives
@@ -54,6 +62,8 @@ sent unnamed."""
 _BEGIN = Statement("BEGIN", ())
 _COMMIT = Statement("COMMIT", ())
 _ROLLBACK = Statement("ROLLBACK", ())
+NOTIFY_INTERVAL = 0.002
+"""Seconds between two NOTIFYs of the lane at least (module doc)."""
 
 
 class _Call(Generic[T]):
@@ -144,6 +154,10 @@ class Lane:
         self._wake = trio.Event()
         self._closed = False
         self._done = trio.Event()
+        self._notified = -float("inf")
+        """When the last NOTIFY was sent (``trio.current_time()``)."""
+        self._owed = False
+        """Whether a transaction that tells committed since then without a NOTIFY."""
         trio.lowlevel.spawn_system_task(self._flusher, name=f"durable-postgres-lane:{name}")
 
     async def call(self, start: Callable[[bool], Waves[T]], tells: bool) -> T:
@@ -190,7 +204,14 @@ class Lane:
     async def _flusher(self) -> None:
         try:
             while True:
-                await self._wake.wait()
+                if self._owed:
+                    with trio.move_on_at(self._notified + NOTIFY_INTERVAL):
+                        await self._wake.wait()
+                    if not self._wake.is_set():
+                        await self._pay()
+                        continue
+                else:
+                    await self._wake.wait()
                 self._wake = trio.Event()
                 if not self._closed:
                     await trio.lowlevel.cancel_shielded_checkpoint()  # the rest of the tick's calls join
@@ -200,6 +221,8 @@ class Lane:
                     if calls:
                         await self._run(calls)
                 if self._closed:
+                    if self._owed:
+                        await self._pay()
                     return
         finally:
             if self._conn is not None:
@@ -283,13 +306,17 @@ class Lane:
         running = {i: call.start(optimistic) for i, call in enumerate(calls)}
         waves: dict[int, list[Statement]] = {}
         results: dict[int, Any] = {}
-        end = ([self._notify] if self._notify and any(call.tells for call in calls) else []) + [_COMMIT]
+        tells = self._notify is not None and any(call.tells for call in calls)
+        now = trio.current_time()
+        notify = (tells or self._owed) and now >= self._notified + NOTIFY_INTERVAL
+        end = ([self._notify] if notify and self._notify else []) + [_COMMIT]
         try:
             for i, waving in running.items():
                 self._step(i, waving, next, waves, results)
             if waves and all(type(wave) is Last for wave in waves.values()):
                 sent = [(i, len(wave)) for i, wave in waves.items()]
                 rows = (await self._exchange([_BEGIN, *(s for w in waves.values() for s in w), *end]))[1:]
+                self._committed(tells, now if notify else None)
                 self._last(calls, running, sent, rows, results)
                 return
             first = True
@@ -304,11 +331,31 @@ class Lane:
                     self._step(i, running[i], functools.partial(_send, mine), waves, results)
             if not first:  # else no call had a statement to run
                 await self._exchange(end)
+                self._committed(tells, now if notify else None)
         except BaseException:
             await self._rollback()
             raise
         for i, call in enumerate(calls):
             call.result = outcome.Value(results[i])
+
+    def _committed(self, tells: bool, notified: float | None) -> None:
+        """A transaction committed, NOTIFYing at ``notified`` (None: not), or leaving it owed if it ``tells``."""
+        if notified is not None:
+            self._notified = notified
+            self._owed = False
+        elif tells:
+            self._owed = True
+
+    async def _pay(self) -> None:
+        """Send the NOTIFY owed, in a transaction of its own (module doc); if that fails, the
+        others learn of the changes when they poll."""
+        assert self._notify is not None
+        self._committed(False, trio.current_time())
+        try:
+            await self._usable()
+            await self._exchange([self._notify])
+        except (psycopg.Error, StorageError) as exc:
+            log.debug("the NOTIFY owed by %s failed: %s", self._name, exc)
 
     @staticmethod
     def _last(calls: list[_Call[Any]], running: dict[int, Waves[Any]], sent: list[tuple[int, int]],
