@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import re
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -157,6 +157,17 @@ class PostgresStorage(ThreadedStorage[Kind]):
         """On the lane (``_lane``); tells the other storage objects only of what may be claimed (a
         record claimed on insert is not)."""
         return await self._lane.call(functools.partial(self._database.insert_waves, records), _claimable(records))
+
+    async def claim_executions(
+        self, executor_id: str, now: float, limit: int, lease_duration: float, *,
+        task_ids: Collection[str] | None = None, queues: Collection[str] | None = None,
+        limits: Mapping[str, int] | None = None, rates: Mapping[str, tuple[int, float]] | None = None,
+    ) -> list[ExecutionRecord]:
+        """On a connection thread, beside the lane's transactions (``Kind.CLAIM``): a claim
+        (``FOR UPDATE SKIP LOCKED``) never waits for a row the lane locked, so the two cannot
+        deadlock, and a long claim does not hold up commits."""
+        return await self._threads.call(Kind.CLAIM, self._database.claim, executor_id, now, limit, lease_duration,
+                                        task_ids, queues, limits, rates)
 
     async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
         """On the lane (``_lane``); tells the other storage objects (a commit whose lease was lost

@@ -101,6 +101,32 @@ async def test_commits_and_inserts_of_one_tick_share_a_transaction_and_all_land(
         assert [r.status for r in stored] == [S.COMPLETED] * 20 + [S.READY] * 20
 
 
+async def test_a_claim_does_not_wait_for_a_lane_transaction_waiting_on_a_lock(postgres, dsn, schema):
+    """Claims (SKIP LOCKED) cannot deadlock with the lane, so they do not take turns with it: while
+    a commit waits on a row another connection locked, a claim of other executions returns."""
+    name = f"lane-test-{uuid.uuid4().hex[:8]}"
+    async with postgres(application_name=name) as storage:
+        await storage.insert_executions([new("te_run", now=1.0)])
+        (running,) = await claim(storage, 1.0, limit=1)
+        await storage.insert_executions([new("te_other", now=2.0)])
+        with psycopg.connect(dsn, autocommit=True) as admin, psycopg.connect(dsn) as locker:
+            locker.execute(f"SELECT 1 FROM {schema}.executions WHERE execution_id = 'te_run' FOR UPDATE")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(storage.commit_runs, [finish(running, S.COMPLETED, 3.0)], 3.0)
+                waiting = ("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+                           "AND wait_event_type = 'Lock'")
+                with trio.fail_after(10):
+                    while admin.execute(waiting, (name,)).fetchone() != (1,):
+                        await trio.sleep(0.01)
+                try:
+                    with trio.fail_after(5):
+                        claimed = await claim(storage, 3.0)
+                finally:
+                    locker.rollback()
+                assert [r.execution_id for r in claimed] == ["te_other"]
+        assert [r.status for r in await storage.get_executions(["te_run", "te_other"])] == [S.COMPLETED, S.RUNNING]
+
+
 @pytest.mark.parametrize("calls", [1, 10])
 async def test_a_connection_killed_mid_transaction_fails_its_callers_and_loses_nothing(postgres, dsn, schema, calls):
     """The server process is really terminated (``pg_terminate_backend``) while the transaction
