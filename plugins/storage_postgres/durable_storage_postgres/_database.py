@@ -13,6 +13,7 @@ in order there, and cost one round trip, not one per element.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -35,6 +36,9 @@ _PRIORITY = 1 + COLUMNS.index("priority")
 """Where a claimed row has its priority (after the ``ready_at`` it was claimed at)."""
 _WRITTEN = tuple(i for i, column in enumerate(COLUMNS) if column not in KEPT)
 """Positions in a row of the columns a commit writes."""
+_WRITTEN_VALUES = operator.itemgetter(*_WRITTEN)
+_WRITTEN_NAMES = tuple(f"r_{COLUMNS[i]}" for i in _WRITTEN)
+"""The parameters of a commit's statement with the values of ``_WRITTEN_VALUES(row)``."""
 _CLOSE_SET = """ready_at = CASE WHEN active_children_count = 1
         AND status IN ('waiting_for_children', 'waiting_for_finalize') THEN %(now)s ELSE ready_at END,
     active_children_count = greatest(active_children_count - 1, 0),
@@ -546,8 +550,7 @@ class Database:
         """The statement of ``commit`` (with its closure and cascade if ``after``); its rows
         become changes in ``_commit_changes``."""
         record = commit.record
-        row = to_row(record)
-        params = {f"r_{COLUMNS[i]}": row[i] for i in _WRITTEN}
+        params = dict(zip(_WRITTEN_NAMES, _WRITTEN_VALUES(to_row(record))))
         params.update(execution_id=record.execution_id, lease_token=record.lease_token, now=now,
                       parent=record.parent and record.parent.execution_id)
         finished = after and record.status.is_finished

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -102,9 +103,9 @@ def _send(rows: list[list[Row]], waving: Waves[Any]) -> list[Statement]:
 
 
 @functools.lru_cache(maxsize=64)
-def _numbered(sql: str) -> tuple[bytes, tuple[str, ...] | int]:
-    """``sql`` with ``$n`` placeholders, and the names of its parameters in order (or, for
-    positional ``%s``, how many)."""
+def _numbered(sql: str) -> tuple[bytes, Callable[[Any], Sequence[Any]] | None]:
+    """``sql`` with ``$n`` placeholders, and what gives the values of its parameters in order from
+    a statement's: None if positional (``%s``), else a getter of its named parameters."""
     names: list[str] = []
     count = 0
 
@@ -122,7 +123,15 @@ def _numbered(sql: str) -> tuple[bytes, tuple[str, ...] | int]:
 
     text = _PLACEHOLDER.sub(number, sql)
     assert not (names and count), "a statement has named or positional parameters, not both"
-    return text.encode(), tuple(names) if names else count
+    if not names:
+        return text.encode(), None
+    getter = operator.itemgetter(*names)
+    return text.encode(), (lambda params: (getter(params),)) if len(names) == 1 else getter
+
+
+@functools.lru_cache(maxsize=64)
+def _auto(n: int) -> tuple[PyFormat, ...]:
+    return (PyFormat.AUTO,) * n
 
 
 class Lane:
@@ -433,10 +442,10 @@ class Lane:
         tx = self._tx
         dumped = []  # everything first: a parameter that cannot be adapted sends nothing
         for sql, params, _ in statements:
-            text, names = _numbered(sql)
-            values = (params if isinstance(names, int) else [params[name] for name in names]) if params else ()
+            text, named = _numbered(sql)
+            values = (params if named is None else named(params)) if params else ()
             if values:
-                dumped.append((text, tx.dump_sequence(values, [PyFormat.AUTO] * len(values)), tuple(tx.types or ()),
+                dumped.append((text, tx.dump_sequence(values, _auto(len(values))), tuple(tx.types or ()),
                                list(tx.formats or ())))
             else:
                 dumped.append((text, [], (), []))
