@@ -13,6 +13,7 @@ in order there, and cost one round trip, not one per element.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ from durable_core.storage import MAX_PRIORITY, ExecutorInfo, Lease, ListCursor, 
 from durable_core.storage import RunCommit, SleepingWakeup, StatusChange, StorageError, cascade_error
 
 from ._rows import COLUMNS, KEPT, STATUSES, from_row, to_row
-from ._steps import Statement, Steps, Waves, run_steps, run_waves, waves_of
+from ._steps import Last, Statement, Steps, Waves, run_steps, run_waves, waves_of
 
 _FINISHED = ", ".join(f"'{s}'" for s in sorted(FINISHED_TASK_EXECUTION_STATUSES))
 _ERRORED = ", ".join(f"'{s}'" for s in sorted(ERRORED_TASK_EXECUTION_STATUSES))
@@ -35,6 +36,9 @@ _PRIORITY = 1 + COLUMNS.index("priority")
 """Where a claimed row has its priority (after the ``ready_at`` it was claimed at)."""
 _WRITTEN = tuple(i for i, column in enumerate(COLUMNS) if column not in KEPT)
 """Positions in a row of the columns a commit writes."""
+_WRITTEN_VALUES = operator.itemgetter(*_WRITTEN)
+_WRITTEN_NAMES = tuple(f"r_{COLUMNS[i]}" for i in _WRITTEN)
+"""The parameters of a commit's statement with the values of ``_WRITTEN_VALUES(row)``."""
 _CLOSE_SET = """ready_at = CASE WHEN active_children_count = 1
         AND status IN ('waiting_for_children', 'waiting_for_finalize') THEN %(now)s ELSE ready_at END,
     active_children_count = greatest(active_children_count - 1, 0),
@@ -264,6 +268,11 @@ RETURNING e.execution_id, e.task_id, o.status, e.status"""
         values = ", ".join(["%s"] * len(COLUMNS))
         return f"INSERT INTO {self.table} ({self.cols}) VALUES ({values}) ON CONFLICT DO NOTHING RETURNING execution_id"
 
+    @functools.cached_property
+    def insert_new(self) -> str:
+        """``insert`` failing on a conflict: an insert that needs no second look (``insert_waves``)."""
+        return f"INSERT INTO {self.table} ({self.cols}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+
     @functools.lru_cache(maxsize=8)
     def list(self, by_status: bool, by_task: bool, by_executor: bool = False, after: bool = False,
              by_queue: bool = False) -> str:
@@ -380,8 +389,15 @@ class Database:
     def insert(self, cur: psycopg.Cursor, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
         return run_steps(cur, self.insert_steps(records))
 
-    def insert_waves(self, records: Sequence[ExecutionRecord]) -> Waves[list[ExecutionRecord]]:
-        return waves_of(self.insert_steps(records))
+    def insert_waves(self, records: Sequence[ExecutionRecord], optimistic: bool) -> Waves[list[ExecutionRecord]]:
+        """``insert_steps``; or, if ``optimistic``, one ``Last`` wave of plain inserts, which fail
+        where ``insert_steps`` would look for an idempotency twin (the lane then runs the
+        transaction again, not optimistic)."""
+        if not optimistic:
+            return (yield from waves_of(self.insert_steps(records)))
+        if records:
+            yield Last([Statement(self.q.insert_new, to_row(record)) for record in records])
+        return list(records)
 
     def insert_steps(self, records: Sequence[ExecutionRecord]) -> Steps[list[ExecutionRecord]]:
         """Insert what is new; idempotency-key twins return the stored record (see ``_twin``). As
@@ -449,8 +465,9 @@ class Database:
 
     def commit_waves(self, commits: Sequence[RunCommit], now: float) -> Waves[list[StatusChange]]:
         """Each commit without new executions is one statement (with its closure and cascade),
-        all sent at once; one that inserts is sent alone, with its inserts after it, in its place
-        in the order, so every commit still sees what the ones before it did."""
+        all sent at once (a ``Last`` wave if none inserts); one that inserts is sent alone, with
+        its inserts after it, in its place in the order, so every commit still sees what the
+        ones before it did."""
         changes: list[StatusChange] = []
         pending: list[RunCommit] = []
         for commit in commits:
@@ -471,7 +488,7 @@ class Database:
                 changes += yield from waves_of(
                     self._after_finish_steps(record.execution_id, record.task_id, record.status, parent, now))
         if pending:
-            changes += _commit_changes(pending, (yield [self._commit_statement(c, now, after=True) for c in pending]))
+            changes += _commit_changes(pending, (yield Last(self._commit_statement(c, now, after=True) for c in pending)))
         return changes
 
     def release(self, cur: psycopg.Cursor, leases: Sequence[Lease], now: float) -> list[StatusChange]:
@@ -533,8 +550,7 @@ class Database:
         """The statement of ``commit`` (with its closure and cascade if ``after``); its rows
         become changes in ``_commit_changes``."""
         record = commit.record
-        row = to_row(record)
-        params = {f"r_{COLUMNS[i]}": row[i] for i in _WRITTEN}
+        params = dict(zip(_WRITTEN_NAMES, _WRITTEN_VALUES(to_row(record))))
         params.update(execution_id=record.execution_id, lease_token=record.lease_token, now=now,
                       parent=record.parent and record.parent.execution_id)
         finished = after and record.status.is_finished

@@ -5,9 +5,20 @@ connection threads (``_thread``) cost it more than the server does: a hop to the
 psycopg's cursor machinery (~100-200 µs of CPU per transaction), and a round trip per statement,
 ``pg_notify`` and commit. The lane talks to libpq directly (psycopg's ``pq`` layer, its adapters
 for parameters and rows) in non-blocking pipeline mode, waiting for the socket with trio: no
-thread, prepared statements, and a transaction in two round trips (``BEGIN`` and every call's
-statements; then ``pg_notify`` and ``COMMIT``), more only where a call's next statements depend on
-rows it got back (a commit that inserts children).
+thread, prepared statements, and a transaction in one round trip (``BEGIN``, every call's
+statements, ``pg_notify``, ``COMMIT``) where each call knows its statements up front (a ``Last``
+wave: commits without children, and inserts, optimistically); else in two or more (``BEGIN`` and
+every call's statements, then those depending on rows got back, then ``pg_notify`` and ``COMMIT``).
+An optimistic insert is a plain ``INSERT``: if a row conflicts, the transaction fails, is rolled
+back and runs again, not optimistically (idempotency twins are looked up then).
+
+NOTIFY at most every ``NOTIFY_INTERVAL``: each costs the server a wake-up of every listening
+session (~100 µs of server CPU with one), and a burst of transactions, say one per task done, is
+one change to those waking on it. A transaction that tells within the interval after the last
+NOTIFY leaves it owed: the next transaction after the interval sends it, or, if none comes, a
+``pg_notify`` of its own once the interval has passed. Other processes learn of a change at most
+``NOTIFY_INTERVAL`` later than its commit (an isolated one at once); correctness never depends on
+the feed.
 
 Group commit as in the threads: the calls of one trio tick, and those made while a transaction
 is in flight, run together in the next. ``Cancelled`` means "nothing was applied": a call is
@@ -24,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -40,7 +52,7 @@ from durable_core.storage.connection_thread import CallState
 from durable_core.storage.contract import StorageError
 from durable_core.virtual_time import clock_held
 
-from ._steps import Row, Statement, Waves
+from ._steps import Last, Row, Statement, Waves
 
 log = logging.getLogger("durable_storage_postgres")
 T = TypeVar("T")
@@ -51,13 +63,15 @@ sent unnamed."""
 _BEGIN = Statement("BEGIN", ())
 _COMMIT = Statement("COMMIT", ())
 _ROLLBACK = Statement("ROLLBACK", ())
+NOTIFY_INTERVAL = 0.002
+"""Seconds between two NOTIFYs of the lane at least (module doc)."""
 
 
 class _Call(Generic[T]):
     __slots__ = ("start", "tells", "task", "state", "result", "batch")
     result: outcome.Outcome[T]
 
-    def __init__(self, start: Callable[[], Waves[T]], tells: Callable[[T], bool], task: trio.lowlevel.Task):
+    def __init__(self, start: Callable[[bool], Waves[T]], tells: bool, task: trio.lowlevel.Task):
         self.start = start
         self.tells = tells
         self.task = task
@@ -89,9 +103,9 @@ def _send(rows: list[list[Row]], waving: Waves[Any]) -> list[Statement]:
 
 
 @functools.lru_cache(maxsize=64)
-def _numbered(sql: str) -> tuple[bytes, tuple[str, ...] | int]:
-    """``sql`` with ``$n`` placeholders, and the names of its parameters in order (or, for
-    positional ``%s``, how many)."""
+def _numbered(sql: str) -> tuple[bytes, Callable[[Any], Sequence[Any]] | None]:
+    """``sql`` with ``$n`` placeholders, and what gives the values of its parameters in order from
+    a statement's: None if positional (``%s``), else a getter of its named parameters."""
     names: list[str] = []
     count = 0
 
@@ -109,7 +123,15 @@ def _numbered(sql: str) -> tuple[bytes, tuple[str, ...] | int]:
 
     text = _PLACEHOLDER.sub(number, sql)
     assert not (names and count), "a statement has named or positional parameters, not both"
-    return text.encode(), tuple(names) if names else count
+    if not names:
+        return text.encode(), None
+    getter = operator.itemgetter(*names)
+    return text.encode(), (lambda params: (getter(params),)) if len(names) == 1 else getter
+
+
+@functools.lru_cache(maxsize=64)
+def _auto(n: int) -> tuple[PyFormat, ...]:
+    return (PyFormat.AUTO,) * n
 
 
 class Lane:
@@ -141,11 +163,17 @@ class Lane:
         self._wake = trio.Event()
         self._closed = False
         self._done = trio.Event()
+        self._notified = -float("inf")
+        """When the last NOTIFY was sent (``trio.current_time()``)."""
+        self._owed = False
+        """Whether a transaction that tells committed since then without a NOTIFY."""
         trio.lowlevel.spawn_system_task(self._flusher, name=f"durable-postgres-lane:{name}")
 
-    async def call(self, start: Callable[[], Waves[T]], tells: Callable[[T], bool]) -> T:
-        """Run the waves ``start()`` gives in the next transaction; a checkpoint, atomic also when
-        cancelled (module doc). The transaction NOTIFYs if ``tells(result)`` for a call in it."""
+    async def call(self, start: Callable[[bool], Waves[T]], tells: bool) -> T:
+        """Run the waves ``start(optimistic)`` gives in the next transaction; a checkpoint, atomic
+        also when cancelled (module doc). ``optimistic``: the waves may fail where they would need
+        a wave more than planned (then ``start(False)`` runs). The transaction NOTIFYs if a call
+        in it ``tells``."""
         if self._closed:
             raise StorageError(f"The {self._name} is closed", is_retryable=False)
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -185,7 +213,14 @@ class Lane:
     async def _flusher(self) -> None:
         try:
             while True:
-                await self._wake.wait()
+                if self._owed:
+                    with trio.move_on_at(self._notified + NOTIFY_INTERVAL):
+                        await self._wake.wait()
+                    if not self._wake.is_set():
+                        await self._pay()
+                        continue
+                else:
+                    await self._wake.wait()
                 self._wake = trio.Event()
                 if not self._closed:
                     await trio.lowlevel.cancel_shielded_checkpoint()  # the rest of the tick's calls join
@@ -195,6 +230,8 @@ class Lane:
                     if calls:
                         await self._run(calls)
                 if self._closed:
+                    if self._owed:
+                        await self._pay()
                     return
         finally:
             if self._conn is not None:
@@ -222,7 +259,7 @@ class Lane:
 
     async def _run_holding(self, calls: list[_Call[Any]]) -> None:
         try:
-            await self._retried(calls)
+            await self._retried(calls, optimistic=True)
         except _Spoiled as spoiled:
             if len(calls) == 1:
                 calls[0].result = outcome.Error(self._error(spoiled.__cause__))
@@ -235,7 +272,7 @@ class Lane:
 
     async def _alone(self, call: _Call[Any]) -> None:
         try:
-            await self._retried([call])
+            await self._retried([call], optimistic=False)
         except _Spoiled as spoiled:
             call.result = outcome.Error(self._error(spoiled.__cause__))
         except Exception as exc:
@@ -247,13 +284,14 @@ class Lane:
         assert isinstance(exc, Exception)
         return exc
 
-    async def _retried(self, calls: list[_Call[Any]]) -> None:
-        """``_transaction``, again after a deadlock or serialization failure (``max_retries``);
-        ``_Spoiled`` if a call failed (not the connection or the transaction as a whole)."""
+    async def _retried(self, calls: list[_Call[Any]], optimistic: bool) -> None:
+        """``_transaction``, again after a deadlock or serialization failure (``max_retries``), or,
+        not optimistic, after an optimistic one failed; ``_Spoiled`` if a call failed (not the
+        connection or the transaction as a whole)."""
         retries = 0
         while True:
             try:
-                return await self._transaction(calls)
+                return await self._transaction(calls, optimistic)
             except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
                 if retries == self._max_retries:
                     raise
@@ -262,18 +300,34 @@ class Lane:
             except psycopg.OperationalError:
                 raise
             except psycopg.Error as exc:
-                raise _Spoiled from exc
+                if not optimistic:
+                    raise _Spoiled from exc
+            except _Spoiled:
+                if not optimistic:
+                    raise
+            optimistic = False
 
-    async def _transaction(self, calls: list[_Call[Any]]) -> None:
+    async def _transaction(self, calls: list[_Call[Any]], optimistic: bool) -> None:
         """Run ``calls`` in one transaction: wave by wave, the first with ``BEGIN``; then NOTIFY
-        and ``COMMIT``. Raises ``_Spoiled`` (rolled back) if a call failed, or the connection's error."""
+        and ``COMMIT`` (with the first wave, if every call's is ``Last``). Raises ``_Spoiled``
+        (rolled back) if a call failed, or the connection's error."""
         await self._usable()
-        running = {i: call.start() for i, call in enumerate(calls)}
+        running = {i: call.start(optimistic) for i, call in enumerate(calls)}
         waves: dict[int, list[Statement]] = {}
         results: dict[int, Any] = {}
+        tells = self._notify is not None and any(call.tells for call in calls)
+        now = trio.current_time()
+        notify = (tells or self._owed) and now >= self._notified + NOTIFY_INTERVAL
+        end = ([self._notify] if notify and self._notify else []) + [_COMMIT]
         try:
             for i, waving in running.items():
                 self._step(i, waving, next, waves, results)
+            if waves and all(type(wave) is Last for wave in waves.values()):
+                sent = [(i, len(wave)) for i, wave in waves.items()]
+                rows = (await self._exchange([_BEGIN, *(s for w in waves.values() for s in w), *end]))[1:]
+                self._committed(tells, now if notify else None)
+                self._last(calls, running, sent, rows, results)
+                return
             first = True
             while waves:
                 sent = [(i, len(wave)) for i, wave in waves.items()]
@@ -284,14 +338,50 @@ class Lane:
                 for i, n in sent:
                     mine, rows = rows[:n], rows[n:]
                     self._step(i, running[i], functools.partial(_send, mine), waves, results)
-            tells = any(calls[i].tells(result) for i, result in results.items())
             if not first:  # else no call had a statement to run
-                await self._exchange(([self._notify] if tells and self._notify else []) + [_COMMIT])
+                await self._exchange(end)
+                self._committed(tells, now if notify else None)
         except BaseException:
             await self._rollback()
             raise
         for i, call in enumerate(calls):
             call.result = outcome.Value(results[i])
+
+    def _committed(self, tells: bool, notified: float | None) -> None:
+        """A transaction committed, NOTIFYing at ``notified`` (None: not), or leaving it owed if it ``tells``."""
+        if notified is not None:
+            self._notified = notified
+            self._owed = False
+        elif tells:
+            self._owed = True
+
+    async def _pay(self) -> None:
+        """Send the NOTIFY owed, in a transaction of its own (module doc); if that fails, the
+        others learn of the changes when they poll."""
+        assert self._notify is not None
+        self._committed(False, trio.current_time())
+        try:
+            await self._usable()
+            await self._exchange([self._notify])
+        except (psycopg.Error, StorageError) as exc:
+            log.debug("the NOTIFY owed by %s failed: %s", self._name, exc)
+
+    @staticmethod
+    def _last(calls: list[_Call[Any]], running: dict[int, Waves[Any]], sent: list[tuple[int, int]],
+              rows: list[list[Row]], results: dict[int, Any]) -> None:
+        """The results of a transaction committed with its ``Last`` waves: a call failing now
+        fails alone (nothing can be rolled back)."""
+        for i, value in results.items():
+            calls[i].result = outcome.Value(value)
+        for i, n in sent:
+            mine, rows = rows[:n], rows[n:]
+            try:
+                running[i].send(mine)
+                calls[i].result = outcome.Error(RuntimeError(f"{calls[i].start} went on after a Last wave"))
+            except StopIteration as done:
+                calls[i].result = outcome.Value(done.value)
+            except Exception as exc:
+                calls[i].result = outcome.Error(exc)
 
     @staticmethod
     def _step(i: int, waving: Waves[Any], advance: Callable[[Waves[Any]], list[Statement]],
@@ -352,10 +442,10 @@ class Lane:
         tx = self._tx
         dumped = []  # everything first: a parameter that cannot be adapted sends nothing
         for sql, params, _ in statements:
-            text, names = _numbered(sql)
-            values = (params if isinstance(names, int) else [params[name] for name in names]) if params else ()
+            text, named = _numbered(sql)
+            values = (params if named is None else named(params)) if params else ()
             if values:
-                dumped.append((text, tx.dump_sequence(values, [PyFormat.AUTO] * len(values)), tuple(tx.types or ()),
+                dumped.append((text, tx.dump_sequence(values, _auto(len(values))), tuple(tx.types or ()),
                                list(tx.formats or ())))
             else:
                 dumped.append((text, [], (), []))

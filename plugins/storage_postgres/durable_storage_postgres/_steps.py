@@ -7,7 +7,9 @@ transaction (``insert_executions_on``) holds a sync ``psycopg.Connection`` or an
 the very same ``Database.insert_steps``.
 
 ``Waves`` are the lane's form: each yield is a list of statements sent together (one round trip
-for all, and for those of every other call in the transaction), sent back the rows of each.
+for all, and for those of every other call in the transaction), sent back the rows of each. A
+``Last`` wave promises that the waves then return (or raise) without another: when every call of
+a transaction begins with one, the lane sends ``COMMIT`` along, one round trip in all.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ class Statement(NamedTuple):
     sql: str
     params: Any
     many: bool = False
+
+
+class Last(list[Statement]):
+    """A wave after which its ``Waves`` sends no other (it returns or raises on the rows)."""
 
 
 Steps = Generator[Statement, list[Row], T]

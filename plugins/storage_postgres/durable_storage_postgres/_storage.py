@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import re
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -156,11 +156,23 @@ class PostgresStorage(ThreadedStorage[Kind]):
     async def insert_executions(self, records: Sequence[ExecutionRecord]) -> list[ExecutionRecord]:
         """On the lane (``_lane``); tells the other storage objects only of what may be claimed (a
         record claimed on insert is not)."""
-        return await self._lane.call(functools.partial(self._database.insert_waves, records), _claimable)
+        return await self._lane.call(functools.partial(self._database.insert_waves, records), _claimable(records))
+
+    async def claim_executions(
+        self, executor_id: str, now: float, limit: int, lease_duration: float, *,
+        task_ids: Collection[str] | None = None, queues: Collection[str] | None = None,
+        limits: Mapping[str, int] | None = None, rates: Mapping[str, tuple[int, float]] | None = None,
+    ) -> list[ExecutionRecord]:
+        """On a connection thread, beside the lane's transactions (``Kind.CLAIM``): a claim
+        (``FOR UPDATE SKIP LOCKED``) never waits for a row the lane locked, so the two cannot
+        deadlock, and a long claim does not hold up commits."""
+        return await self._threads.call(Kind.CLAIM, self._database.claim, executor_id, now, limit, lease_duration,
+                                        task_ids, queues, limits, rates)
 
     async def commit_runs(self, commits: Sequence[RunCommit], now: float) -> list[StatusChange]:
-        """On the lane (``_lane``)."""
-        return await self._lane.call(functools.partial(self._database.commit_waves, commits, now), bool)
+        """On the lane (``_lane``); tells the other storage objects (a commit whose lease was lost
+        changes nothing: a NOTIFY too many)."""
+        return await self._lane.call(lambda _: self._database.commit_waves(commits, now), bool(commits))
 
     async def wait_for_changes(self, seen: int | None) -> int:
         """The change feed (LISTEN/NOTIFY); only with the option ``notify`` (the default)."""
@@ -260,8 +272,10 @@ def _wrong_kind(connection: object, method: str) -> str:
     return message
 
 
-def _claimable(stored: list[ExecutionRecord]) -> bool:
-    return any(record.ready_at is not None for record in stored)
+def _claimable(records: Sequence[ExecutionRecord]) -> bool:
+    """Whether inserting ``records`` may make work claimable (an idempotency twin found instead
+    of one is a NOTIFY too many)."""
+    return any(record.ready_at is not None for record in records)
 
 
 def _identity() -> Steps[tuple[Any, ...]]:

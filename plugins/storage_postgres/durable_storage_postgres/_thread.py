@@ -35,6 +35,13 @@ class Kind(enum.Enum):
     NOTIFY = "notify"
     """On success with a non-empty result, other storage objects are told (NOTIFY) when the
     transaction commits."""
+    CLAIM = "claim"
+    """Claims: writes that lock only rows no one else has locked (``SKIP LOCKED``), so they never
+    wait for the lane and need not take turns with it (as ``QUIET`` otherwise)."""
+
+
+_TURNLESS = frozenset({Kind.READ, Kind.CLAIM})
+"""Kinds that never wait for a lock the lane holds: run beside its transactions."""
 
 
 def _tells(call: Call[Kind]) -> bool:
@@ -85,7 +92,7 @@ class Connections(ConnectionThreads[_Link, psycopg.Cursor, Kind]):
     # ------------------------------------------------------------------ in a thread
 
     def begin(self, link: _Link, calls: list[Call[Kind]]) -> psycopg.Cursor:
-        holds = any(call.kind is not Kind.READ for call in calls)
+        holds = any(call.kind not in _TURNLESS for call in calls)
         if holds:
             self.writing.acquire()
         self._holds.value = holds
