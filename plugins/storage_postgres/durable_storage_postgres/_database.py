@@ -46,6 +46,10 @@ _CLOSE_SET = """ready_at = CASE WHEN active_children_count = 1
 """Closure: one child of the parent finished (the contract's rule for ``ready_at``)."""
 
 
+_STARTS_KEPT = 86400.0
+"""Seconds a start is kept at least: the longest period of a ``rate_limit`` ("N/d")."""
+
+
 _ERROR_COLUMNS = ("error_type", "error_message", "error_is_retryable", "error_is_internal", "error_type_name",
                   "error_traceback")
 _ERROR_SETS = ", ".join(f"{column} = %({column})s" for column in _ERROR_COLUMNS)
@@ -96,6 +100,7 @@ WITH r AS (
 SELECT l.execution_id FROM unnest(%s::text[], %s::bigint[]) WITH ORDINALITY AS l (execution_id, token, n)
 WHERE (l.execution_id, l.token) NOT IN (SELECT execution_id, lease_token FROM r) ORDER BY l.n"""
         x = f'"{schema}".executors'
+        starts = f'"{schema}".execution_starts'
         executor_columns = "executor_id, host, pid, started_at, heartbeat_at, running"
         self.forget_executors = f"DELETE FROM {x} WHERE heartbeat_at < %s"
         self.store_executor = f"""
@@ -112,14 +117,14 @@ UPDATE {t} AS e SET
     executor_id = %(executor_id)s,
     lease_token = e.lease_token + 1,
     lease_expires_at = %(now)s + %(lease_duration)s,
-    updated_at = %(now)s
+    updated_at = %(now)s{{limited}}
 FROM ({{}}) AS c
 WHERE e.execution_id = c.execution_id
 RETURNING c.ready_at, {", ".join(f"e.{c}" for c in COLUMNS)}"""
         top = f"""SELECT max(top.priority) FROM lanes CROSS JOIN LATERAL (
         SELECT priority FROM {t} WHERE task_id = lanes.task_id AND queue = lanes.queue AND ready_at IS NOT NULL
             AND priority < {{}} ORDER BY priority DESC LIMIT 1) AS top"""
-        self.claim = claim.format(f"""
+        claim_by_task = f"""
 WITH RECURSIVE lanes AS (
     SELECT k.task_id, q.queue FROM unnest(%(task_ids)s::text[]) AS k (task_id) CROSS JOIN unnest(%(queues)s::text[]) AS q (queue)
 ), levels (priority) AS (
@@ -134,7 +139,8 @@ SELECT c.execution_id, c.ready_at FROM levels CROSS JOIN LATERAL (
         ORDER BY ready_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS d
     ORDER BY d.ready_at LIMIT %(limit)s) AS c
 WHERE levels.priority IS NOT NULL
-LIMIT %(limit)s""")
+LIMIT %(limit)s"""
+        self.claim = claim.format(claim_by_task, limited="")
         """The priority levels of the (task, queue)s claimed from, highest first, each found by one
         seek per (task, queue) in the claim index (task_id, queue, priority, ready_at); of each level
         the earliest due executions, until ``limit``. PostgreSQL evaluates a recursive query only as
@@ -144,18 +150,32 @@ LIMIT %(limit)s""")
         other claimers skip a few more rows for that short while."""
         self.lock_task = "SELECT pg_advisory_xact_lock(hashtext('durable:' || %s))"
         """Serializes the claims of a limited task until the transaction ends."""
+        flag = ",\n    is_limited = e.is_limited OR e.task_id = ANY(%(limited)s::text[])"
+        self.claim_limited = f"""
+WITH c AS ({claim.format(claim_by_task, limited=flag)}
+), s AS (
+    INSERT INTO {starts} (task_id, started_at, execution_id, lease_token)
+    SELECT task_id, %(now)s, execution_id, lease_token FROM c
+    WHERE status = 'running' AND task_id = ANY(%(rated)s::text[])
+)
+SELECT * FROM c"""
+        """``claim``, flagging the records it claims of the ``limited`` tasks (those the count of
+        running ones reads) and recording the starts it makes of the ``rated`` ones (a claimed
+        record is ``running`` now only if it was ``ready``: a start)."""
         self.running = (f"SELECT count(*) FROM {t} "
-                        "WHERE task_id = %s AND status = 'running' AND lease_expires_at IS NOT NULL")
-        """A limited task's running executions (partial index ``executions_running``): a statement
-        of its own after ``lock_task``, so that its snapshot sees what the claimer before committed."""
-        self.started = f"SELECT count(*) FROM {t} WHERE task_id = %s AND started_at >= %s"
-        """A rate-limited task's executions started since a time (index ``executions_started``),
-        also after ``lock_task``."""
+                        "WHERE task_id = %s AND is_limited AND status = 'running' AND lease_expires_at IS NOT NULL")
+        """A limited task's running executions (partial index ``executions_running``: the claims of
+        limited tasks set ``is_limited``, so no other execution enters it): a statement of its own
+        after ``lock_task``, so that its snapshot sees what the claimer before committed."""
+        self.forget_starts = f"DELETE FROM {starts} WHERE task_id = %s AND started_at < %s"
+        self.started = f"SELECT count(*) FROM {starts} WHERE task_id = %s AND started_at >= %s"
+        """A rate-limited task's starts since a time, each recorded by the claim that made it, also
+        counted after ``lock_task``."""
         self.claim_any = claim.format(f"""
 SELECT execution_id, ready_at FROM {t}
 WHERE ready_at <= %(now)s AND (%(task_ids)s::text[] IS NULL OR task_id = ANY(%(task_ids)s))
     AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
-ORDER BY priority DESC, ready_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED""")
+ORDER BY priority DESC, ready_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED""", limited="")
         """A claim that names no queues, or no tasks: not the engine's (it reads every due entry and sorts)."""
         self.close = f"UPDATE {t} SET {_CLOSE_SET} WHERE execution_id = %(execution_id)s RETURNING task_id, status"
         self.cascade = "WITH RECURSIVE {}\n{}\nRETURNING e.execution_id, e.task_id, old.status".format(*self._cascading(""))
@@ -282,8 +302,22 @@ RETURNING e.execution_id, e.task_id, o.status, e.status"""
         conditions += ["queue = %(queue)s"] if by_queue else []
         conditions += ['(created_at, execution_id COLLATE "C") < (%(created_at)s, %(execution_id)s)'] if after else []
         where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
-        return (f'SELECT {self.cols} FROM {self.table} {where}ORDER BY created_at DESC, execution_id COLLATE "C" DESC '
-                "LIMIT %(limit)s")
+        return f"SELECT {self.cols} FROM {self.table} {where}{_NEWEST_FIRST}"
+
+    @functools.lru_cache(maxsize=8)
+    def list_by_status(self, statuses: int, by_executor: bool = False, after: bool = False) -> str:
+        """Newest first across ``statuses`` statuses (``%(status_0)s``...), neither task nor queue
+        given: one range of the status index per status, each read in index order up to the
+        page's size, merged (Merge Append), so that no index on created_at alone is needed for
+        every write to update, and no rows beyond a page's per status are read."""
+        conditions = ["executor_id = %(executor_id)s"] if by_executor else []
+        conditions += ['(created_at, execution_id COLLATE "C") < (%(created_at)s, %(execution_id)s)'] if after else []
+        ranges = [f"(SELECT {self.cols} FROM {self.table} WHERE {' AND '.join([f'status = %(status_{i})s', *conditions])} "
+                  f"{_NEWEST_FIRST})" for i in range(statuses)]
+        return f"SELECT * FROM ({' UNION ALL '.join(ranges)}) AS r {_NEWEST_FIRST}"
+
+
+_NEWEST_FIRST = 'ORDER BY created_at DESC, execution_id COLLATE "C" DESC LIMIT %(limit)s'
 
 
 _HOLDING_LEASE = (
@@ -354,8 +388,15 @@ class Database:
         created_at, execution_id = before or (None, None)
         params = {"statuses": [str(s) for s in statuses or ()], "task_id": task_id, "executor_id": executor_id,
                   "limit": max(limit, 0), "created_at": created_at, "execution_id": execution_id, "queue": queue}
-        cur.execute(self.q.list(statuses is not None, task_id is not None, executor_id is not None,
-                                before is not None, queue is not None), params)
+        if task_id is None and queue is None:
+            every = dict.fromkeys(STATUSES if statuses is None else map(str, statuses))
+            if not every:
+                return []
+            params.update({f"status_{i}": status for i, status in enumerate(every)})
+            cur.execute(self.q.list_by_status(len(every), executor_id is not None, before is not None), params)
+        else:
+            cur.execute(self.q.list(statuses is not None, task_id is not None, executor_id is not None,
+                                    before is not None, queue is not None), params)
         return [from_row(row) for row in cur.fetchall()]
 
     def count_by_status(self, cur: psycopg.Cursor) -> dict[S, int]:
@@ -425,18 +466,32 @@ class Database:
               queues: Collection[str] | None = None,
               limits: Mapping[str, int] | None = None,
               rates: Mapping[str, tuple[int, float]] | None = None) -> list[ExecutionRecord]:
+        """With ``limits`` or ``rates``, counted under per-task advisory locks (``_running``), the
+        claim flags the records it claims of those tasks and records their starts."""
         if (limits or rates) and task_ids is not None:
+            limited = sorted({*(limits or ()), *(rates or ())})
+            rated = sorted(rates or ())
             return claim_within_limits(
-                lambda tasks, n: self.claim(cur, executor_id, now, n, lease_duration, tasks, queues),
+                lambda tasks, n: self._claim(cur, executor_id, now, n, lease_duration, tasks, queues, limited, rated),
                 task_ids, limit, limits or {}, functools.partial(self._running, cur), rates,
-                lambda task_id, period: self._started(cur, task_id, now - period))
+                lambda task_id, period: self._started(cur, task_id, now, period))
+        return self._claim(cur, executor_id, now, limit, lease_duration, task_ids, queues)
+
+    def _claim(self, cur: psycopg.Cursor, executor_id: str, now: float, limit: int, lease_duration: float,
+               task_ids: Collection[str] | None, queues: Collection[str] | None,
+               limited: list[str] | None = None, rated: list[str] | None = None) -> list[ExecutionRecord]:
+        """Claim up to ``limit`` due records; those of the ``limited`` tasks are flagged, and the
+        starts of the ``rated`` ones recorded."""
         if limit <= 0 or (task_ids is not None and not task_ids) or (queues is not None and not queues):
             return []
         params = {"now": now, "executor_id": executor_id, "lease_duration": lease_duration, "limit": limit,
                   "above_all": MAX_PRIORITY + 1,
                   "task_ids": None if task_ids is None else list(task_ids),
-                  "queues": None if queues is None else list(queues)}
-        cur.execute(self.q.claim_any if task_ids is None or queues is None else self.q.claim, params)
+                  "queues": None if queues is None else list(queues), "limited": limited, "rated": rated}
+        if task_ids is None or queues is None:
+            cur.execute(self.q.claim_any, params)
+        else:
+            cur.execute(self.q.claim if limited is None else self.q.claim_limited, params)
         rows = sorted(cur.fetchall(), key=lambda row: (-row[_PRIORITY], row[0]))
         return [from_row(row[1:]) for row in rows]
 
@@ -452,10 +507,12 @@ class Database:
             counts[task_id] = 0 if row is None else int(row[0])
         return counts
 
-    def _started(self, cur: psycopg.Cursor, task_id: str, since: float) -> int:
-        """How many records of ``task_id`` started at ``since`` or later, counted after ``_running``
-        took the task's advisory lock (``rate_limit``)."""
-        cur.execute(self.q.started, (task_id, since))
+    def _started(self, cur: psycopg.Cursor, task_id: str, now: float, period: float) -> int:
+        """How many starts of ``task_id`` were recorded in the last ``period`` seconds, counted after
+        ``_running`` took the task's advisory lock (``rate_limit``); first forgets those older than a
+        day (or the period, if longer) before ``now``."""
+        cur.execute(self.q.forget_starts, (task_id, now - max(period, _STARTS_KEPT)))
+        cur.execute(self.q.started, (task_id, now - period))
         row = cur.fetchone()
         return 0 if row is None else int(row[0])
 

@@ -10,10 +10,12 @@ import trio
 from psycopg import sql
 
 from durable_conformance.records import new
+from durable_core.status import TaskExecutionStatus as S
 from durable_core.storage.contract import CANCELLED_ERROR, StorageError
 from durable_storage_postgres import PostgresStorage
 from durable_storage_postgres import _schema
 from durable_storage_postgres._database import Queries, _error_params
+from durable_storage_postgres._rows import STATUSES, to_row
 from durable_storage_postgres._schema import MIGRATIONS, Migration, migrate, schema_version
 
 
@@ -138,6 +140,39 @@ async def test_a_version_8_schema_gains_priorities_and_keeps_its_executions_at_p
     assert [(r.execution_id, r.priority) for r in claimed] == [("te_new", 3), ("te_old", 0)]
 
 
+async def test_a_version_11_schema_keeps_its_executions_their_running_counts_and_recent_starts(dsn, schema, postgres):
+    """Migration 0012: every row reads back unchanged and is listed; the executions running then
+    count against a limit (all flagged), the starts of the last day against a rate; the three
+    indexes it drops are gone."""
+    running = [new(f"te_run{i}", task_id="capped", status=S.RUNNING, ready_at=None, started_at=90.0 + i,
+                   executor_id="de_1", lease_token=1, lease_expires_at=200.0, created_at=float(i)) for i in range(2)]
+    started = [new(f"te_done{i}", task_id="rated", status=S.COMPLETED, ready_at=None, started_at=started_at,
+                   finished_at=started_at + 1, lease_token=1, created_at=10.0 + i)
+               for i, started_at in enumerate((-90_000.0, 50.0, 99.0))]  # the first over a day before the latest
+    ready = [new(f"te_{task}", task_id=task, ready_at=0.0, created_at=20.0) for task in ("capped", "rated")]
+    records = [*running, *started, *ready]
+    with psycopg.connect(dsn) as conn:
+        migrate(conn, schema, 0, MIGRATIONS[:11])
+        mark_ours(conn, schema)
+        conn.cursor().executemany(Queries(schema).insert_new, [to_row(r) for r in records])
+    async with postgres() as storage:
+        assert await storage.get_executions([r.execution_id for r in records]) == records
+        assert await storage.list_executions() == sorted(records, key=lambda r: (r.created_at, r.execution_id),
+                                                         reverse=True)
+        routed = {"task_ids": frozenset({"capped", "rated"}), "queues": frozenset({"default"})}
+        assert await storage.claim_executions("de_2", 100.0, 10, 15.0, **routed, limits={"capped": 2},
+                                              rates={"rated": (2, 60.0)}) == []  # two running, two started
+        claimed = await storage.claim_executions("de_2", 100.0, 10, 15.0, **routed, limits={"capped": 3},
+                                                 rates={"rated": (3, 60.0)})
+        assert sorted(r.execution_id for r in claimed) == ["te_capped", "te_rated"]
+    names = {name for name, _ in tables(dsn, schema)}
+    assert not names & {"executions_created_at", "executions_started"} and "executions_running" in names
+    with psycopg.connect(dsn) as conn:
+        starts = conn.execute(sql.SQL("SELECT execution_id FROM {} ORDER BY execution_id").format(
+            sql.Identifier(schema, "execution_starts"))).fetchall()
+    assert starts == [("te_done1",), ("te_done2",), ("te_rated",), ("te_run0",), ("te_run1",)]  # every task's
+
+
 async def test_a_newer_schema_is_refused_and_left_untouched(dsn, schema, postgres):
     async with postgres():
         pass
@@ -225,17 +260,28 @@ async def test_a_claim_reads_neither_entries_not_due_nor_the_priorities_below_th
     assert 10 <= entries_read(plan[0]["Plan"]) <= 30, plan
 
 
-@pytest.mark.parametrize("by_status,by_task", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("by_status,by_task", [(None, False), (2, False), (1, True), (None, True)])
 async def test_a_page_of_the_list_is_read_in_index_order(dsn, schema, postgres, by_status, by_task):
+    """A listing by task reads its index's range; one without (by statuses, or every one) merges
+    one range of the status index per status: no sort, no index on created_at alone."""
     async with postgres() as storage:
         await storage.insert_executions([new(f"te_{i}", now=float(i)) for i in range(2000)])
-    params = {"statuses": ["ready"], "task_id": "task", "executor_id": None, "limit": 10, "created_at": 5.0,
-              "execution_id": "te_5"}
+    statuses = list(STATUSES)[:by_status] if by_status else list(STATUSES)
+    params = {"statuses": statuses, "task_id": "task", "executor_id": None, "limit": 10, "created_at": 5.0,
+              "execution_id": "te_5", **{f"status_{i}": status for i, status in enumerate(statuses)}}
+    queries = Queries(schema)
+    query = (queries.list(by_status is not None, True, after=True) if by_task
+             else queries.list_by_status(len(statuses), after=True))
     with psycopg.connect(dsn) as conn:
         conn.execute("ANALYZE " + sql.Identifier(schema, "executions").as_string(conn))
-        query = Queries(schema).list(by_status, by_task, after=True)
-        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + query, params))
-    assert "Index Scan Backward" in plan and "Sort" not in plan, plan
+        plan = [row[0] for row in conn.execute("EXPLAIN " + query, params)]
+    nodes = [line.strip().removeprefix("->").strip().split("  (")[0] for line in plan]
+    assert "Sort" not in nodes, plan
+    scans = [node.split(" on ")[0] for node in nodes if node.startswith("Index Scan")]
+    if by_task:
+        assert scans == ["Index Scan Backward using executions_task"], plan
+    else:
+        assert "Merge Append" in nodes and scans == ["Index Scan Backward using executions_status"] * len(statuses), plan
 
 
 def test_the_marker_names_this_distribution():
