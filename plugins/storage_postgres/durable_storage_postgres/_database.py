@@ -151,17 +151,21 @@ LIMIT %(limit)s"""
         self.lock_task = "SELECT pg_advisory_xact_lock(hashtext('durable:' || %s))"
         """Serializes the claims of a limited task until the transaction ends."""
         flag = ",\n    is_limited = e.is_limited OR e.task_id = ANY(%(limited)s::text[])"
-        self.claim_limited = f"""
-WITH c AS ({claim.format(claim_by_task, limited=flag)}
+
+        def limited(claim_from: str) -> str:
+            """The claim from ``claim_from``, flagging the records it claims of the ``limited``
+            tasks (those the count of running ones reads) and recording the starts it makes of the
+            ``rated`` ones (a claimed record is ``running`` now only if it was ``ready``: a start)."""
+            return f"""
+WITH c AS ({claim.format(claim_from, limited=flag)}
 ), s AS (
     INSERT INTO {starts} (task_id, started_at, execution_id, lease_token)
     SELECT task_id, %(now)s, execution_id, lease_token FROM c
     WHERE status = 'running' AND task_id = ANY(%(rated)s::text[])
 )
 SELECT * FROM c"""
-        """``claim``, flagging the records it claims of the ``limited`` tasks (those the count of
-        running ones reads) and recording the starts it makes of the ``rated`` ones (a claimed
-        record is ``running`` now only if it was ``ready``: a start)."""
+
+        self.claim_limited = limited(claim_by_task)
         self.running = (f"SELECT count(*) FROM {t} "
                         "WHERE task_id = %s AND is_limited AND status = 'running' AND lease_expires_at IS NOT NULL")
         """A limited task's running executions (partial index ``executions_running``: the claims of
@@ -171,12 +175,14 @@ SELECT * FROM c"""
         self.started = f"SELECT count(*) FROM {starts} WHERE task_id = %s AND started_at >= %s"
         """A rate-limited task's starts since a time, each recorded by the claim that made it, also
         counted after ``lock_task``."""
-        self.claim_any = claim.format(f"""
+        claim_any = f"""
 SELECT execution_id, ready_at FROM {t}
 WHERE ready_at <= %(now)s AND (%(task_ids)s::text[] IS NULL OR task_id = ANY(%(task_ids)s))
     AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
-ORDER BY priority DESC, ready_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED""", limited="")
+ORDER BY priority DESC, ready_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED"""
+        self.claim_any = claim.format(claim_any, limited="")
         """A claim that names no queues, or no tasks: not the engine's (it reads every due entry and sorts)."""
+        self.claim_any_limited = limited(claim_any)
         self.close = f"UPDATE {t} SET {_CLOSE_SET} WHERE execution_id = %(execution_id)s RETURNING task_id, status"
         self.cascade = "WITH RECURSIVE {}\n{}\nRETURNING e.execution_id, e.task_id, old.status".format(*self._cascading(""))
         self.expired = f"""
@@ -489,7 +495,7 @@ class Database:
                   "task_ids": None if task_ids is None else list(task_ids),
                   "queues": None if queues is None else list(queues), "limited": limited, "rated": rated}
         if task_ids is None or queues is None:
-            cur.execute(self.q.claim_any, params)
+            cur.execute(self.q.claim_any if limited is None else self.q.claim_any_limited, params)
         else:
             cur.execute(self.q.claim if limited is None else self.q.claim_limited, params)
         rows = sorted(cur.fetchall(), key=lambda row: (-row[_PRIORITY], row[0]))

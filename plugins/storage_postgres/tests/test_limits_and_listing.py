@@ -83,3 +83,17 @@ async def test_a_rate_limit_counts_every_start_so_a_retry_within_the_period_coun
         assert await storage.claim_executions("ex", NOW + 30, 10, LEASE_DURATION, **routed) == []
         assert [r.execution_id for r in await storage.claim_executions("ex", NOW + 60.5, 10, LEASE_DURATION,
                                                                        **routed)] == ["te_a1"]
+
+
+async def test_a_limited_claim_that_names_no_queues_flags_and_records_too(postgres):
+    """Not the engine's claim (it names queues), but a limit holds there as well."""
+    async with postgres() as storage:
+        await storage.insert_executions([new(f"te_{i}", task_id="a", now=NOW) for i in range(4)])
+        claimed = [await storage.claim_executions("ex", NOW + i, 10, LEASE_DURATION, task_ids=frozenset({"a"}),
+                                                  limits={"a": 2}, rates={"a": (3, 60.0)}) for i in range(2)]
+        assert [len(batch) for batch in claimed] == [2, 0]
+        await storage.commit_runs([RunCommit(r.copy(status=S.COMPLETED, finished_at=NOW)) for r in claimed[0]], NOW)
+        # two ready, two finished: the rate's room is the one start left of three
+        (third,) = await storage.claim_executions("ex", NOW + 2, 10, LEASE_DURATION, task_ids=frozenset({"a"}),
+                                                  rates={"a": (3, 60.0)})
+        assert third.execution_id == "te_2"
