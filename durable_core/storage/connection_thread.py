@@ -324,6 +324,12 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
         a thread of its own, only if ``interruptible``."""
         raise NotImplementedError
 
+    def interrupted(self, exc: Exception) -> bool:
+        """Whether ``exc`` is what ``interrupt`` makes a transaction fail with. A request to
+        interrupt may reach the database after the transaction it was for has ended and fail the
+        next one instead (PostgreSQL's cancel requests can): one not abandoned runs again."""
+        return False
+
     def after_round(self, conn: C) -> None:
         """Called after each batch ran (before its results are handed back), and after
         ``idle_timeout`` without calls: room for a backend's own watching (``trio_token`` reaches
@@ -336,21 +342,26 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
     # ------------------------------------------------------------------ in a thread
 
     def run_transaction(self, conn: C, calls: list[Call[K]]) -> None:
-        """Run ``calls`` in one transaction, ``retried``; if it fails, every call fails."""
+        """Run ``calls`` in one transaction, ``retried``; if it fails, every call fails. Failed by
+        an interruption (``interrupted``) that was not its own, it runs again too."""
+        flight = calls[0].flight if calls else None
         try:
-            self.retried(self._transaction, conn, calls)
+            self.retried(self._transaction, conn, calls, stray_interruption=lambda exc: self.interrupted(exc) and not (
+                flight is not None and flight.abandoned))
         except Exception as exc:
             _fail(calls, self.error(exc))
 
-    def retried(self, fn: Callable[..., T], *args: object) -> T:
-        """``fn(*args)``, run again while it fails with a ``retryable`` error, at most ``max_retries``
-        times."""
+    def retried(self, fn: Callable[..., T], *args: object,
+                stray_interruption: Callable[[Exception], bool] | None = None) -> T:
+        """``fn(*args)``, run again while it fails with a ``retryable`` error (or one
+        ``stray_interruption`` says is), at most ``max_retries`` times."""
         retries = 0
         while True:
             try:
                 return fn(*args)
             except Exception as exc:
-                if not self.retryable(exc) or retries == self._max_retries:
+                again = self.retryable(exc) or (stray_interruption is not None and stray_interruption(exc))
+                if not again or retries == self._max_retries:
                     raise
                 retries += 1
                 time.sleep(min(0.001 * 2**retries, self.max_backoff))

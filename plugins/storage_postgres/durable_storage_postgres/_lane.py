@@ -60,6 +60,8 @@ _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
 _MAX_PREPARED = 256
 """Prepared statements per connection at most (one per statement and parameter types); more are
 sent unnamed."""
+_RUN_AGAIN = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected, psycopg.errors.QueryCanceled)
+"""Errors after which a transaction runs again (``_retried``)."""
 _BEGIN = Statement("BEGIN", ())
 _COMMIT = Statement("COMMIT", ())
 _ROLLBACK = Statement("ROLLBACK", ())
@@ -285,15 +287,19 @@ class Lane:
         return exc
 
     async def _retried(self, calls: list[_Call[Any]], optimistic: bool) -> None:
-        """``_transaction``, again after a deadlock or serialization failure (``max_retries``), or,
-        not optimistic, after an optimistic one failed; ``_Spoiled`` if a call failed (not the
-        connection or the transaction as a whole)."""
+        """``_transaction``, again after a deadlock, a serialization failure or a stray cancel
+        (``max_retries``), or, not optimistic, after an optimistic one failed; ``_Spoiled`` if a
+        call failed (not the connection or the transaction as a whole)."""
         retries = 0
         while True:
             try:
                 return await self._transaction(calls, optimistic)
-            except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
-                if retries == self._max_retries:
+            except _RUN_AGAIN as exc:
+                # a cancel request sent to abandon an earlier transaction may reach the server late and
+                # cancel this one: unless this one was abandoned, it runs again
+                batch = calls[0].batch
+                abandoned = isinstance(exc, psycopg.errors.QueryCanceled) and batch is not None and batch.abandoned
+                if abandoned or retries == self._max_retries:
                     raise
                 retries += 1
                 await trio.sleep(min(0.001 * 2**retries, 0.05))

@@ -132,6 +132,9 @@ class Connections(ConnectionThreads[_Link, psycopg.Cursor, Kind]):
     def retryable(self, exc: Exception) -> bool:
         return isinstance(exc, (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected))
 
+    def interrupted(self, exc: Exception) -> bool:
+        return isinstance(exc, psycopg.errors.QueryCanceled)
+
     def error(self, exc: Exception) -> Exception:
         return self._errors(exc) if isinstance(exc, psycopg.Error) else exc
 

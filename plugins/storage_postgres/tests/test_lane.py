@@ -161,3 +161,42 @@ async def test_a_connection_killed_mid_transaction_fails_its_callers_and_loses_n
         await storage.insert_executions([new("te_after")])
         stored = await storage.get_executions(["te_before", "te_after"])
         assert [r is not None for r in stored] == [True, True]
+
+
+@pytest.mark.parametrize("where", ["lane", "thread"])
+async def test_a_cancel_request_not_meant_for_a_transaction_runs_it_again(postgres, dsn, schema, where):
+    """A cancel request sent to abandon a transaction may reach the server after that one ended,
+    and cancel the next on the connection. Here the server really cancels (``pg_cancel_backend``)
+    a transaction no caller gave up, while it waits on a lock: it runs again, and its caller gets
+    its result, on the lane (an insert) and on a connection thread (a cancel of executions)."""
+    name = f"lane-test-{uuid.uuid4().hex[:8]}"
+    async with postgres(application_name=name) as storage:
+        await storage.insert_executions([new("te_ready")])
+        results: list[object] = []
+
+        async def write() -> None:
+            if where == "lane":
+                results.append(await storage.insert_executions([new("te_new")]))
+            else:
+                results.append(await storage.cancel_executions(["te_ready"], 2.0))
+
+        with psycopg.connect(dsn, autocommit=True) as admin, psycopg.connect(dsn) as locker:
+            locker.execute(f"LOCK TABLE {schema}.executions IN ACCESS EXCLUSIVE MODE")
+            waiting = ("SELECT pid, xact_start FROM pg_stat_activity WHERE application_name = %s "
+                       "AND wait_event_type = 'Lock'")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(write)
+                with trio.fail_after(10):
+                    while not (blocked := admin.execute(waiting, (name,)).fetchall()):
+                        await trio.sleep(0.01)
+                (pid, began), = blocked
+                admin.execute("SELECT pg_cancel_backend(%s)", (pid,))
+                with trio.fail_after(10):  # until the transaction runs again, waiting on the lock anew
+                    while not results and not any(again > began for _, again in admin.execute(waiting, (name,))):
+                        await trio.sleep(0.01)
+                locker.rollback()
+        assert len(results) == 1 and not isinstance(results[0], BaseException)
+        if where == "lane":
+            assert (await storage.get_executions(["te_new"]))[0] is not None
+        else:
+            assert (await storage.get_executions(["te_ready"]))[0].status is S.CANCELLED
