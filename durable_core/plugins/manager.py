@@ -428,14 +428,18 @@ MAX_CONTEXT_SIZE = 4096
 
 
 class _Wrapped:
-    """The plugins' context managers around one run (a class, not a generator: it is on every run)."""
+    """The plugins' context managers around one run (a class, not a generator: it is on every run).
+
+    Few objects: those a run keeps until it ends are promoted by the garbage collector, and in a
+    busy executor each one brings its next full collection nearer."""
 
     __slots__ = ("_wrappers", "_run", "_entered")
 
     def __init__(self, wrappers: list[tuple[str, Callable[[Any], Any]]], run: ExecutionRun):
         self._wrappers = wrappers
         self._run = run
-        self._entered: list[tuple[str, AbstractContextManager[object]]] = []
+        self._entered: list[AbstractContextManager[object] | None] = []
+        """The manager of each of ``wrappers`` in turn, None for one that gave none or failed."""
 
     def __enter__(self) -> None:
         for name, wrap in self._wrappers:
@@ -443,15 +447,18 @@ class _Wrapped:
                 manager = wrap(self._run)
                 if manager is not None:
                     manager.__enter__()
-                    self._entered.append((name, manager))
             except Exception as exc:
+                manager = None
                 logger.warning("plugin %r failed to wrap a run of %s: %s", name, self._run.execution_id,
                                _describe(exc))
+            self._entered.append(manager)
 
     def __exit__(self, *exc_info: Any) -> None:
         """Leaves each manager with the run's exception, if any; none can swallow it (trio's
         cancellation must go through), and one that raises is logged."""
-        for name, manager in reversed(self._entered):
+        for (name, _), manager in zip(reversed(self._wrappers), reversed(self._entered)):
+            if manager is None:
+                continue
             try:
                 manager.__exit__(*exc_info)
             except Exception as exc:
