@@ -99,3 +99,33 @@ def test_an_unknown_storage_names_the_install_command(tmp_path):
     result = run_user_tests(tmp_path, "--durable-storage", "nosuch", "-k", "run_task")
     assert result.returncode == 1
     assert "storage 'nosuch' is not installed; run: durable install nosuch" in result.stdout
+
+
+CTRL_C_IN_A_TASK = '''
+import pytest
+import trio
+
+
+@pytest.mark.durable
+async def test_interrupted_inside_a_nursery():
+    async def pressed():
+        raise KeyboardInterrupt  # as trio raises Ctrl-C in whatever task runs when it arrives
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pressed)
+
+
+@pytest.mark.durable
+async def test_never_reached():
+    pass
+'''
+
+
+def test_ctrl_c_inside_a_task_stops_the_session(tmp_path):
+    """Trio raises Ctrl-C in the task that runs when it arrives; inside a nursery it comes out in an
+    exception group, which must stop the session as a bare one does (pytest's exit code 2), not
+    count as one failed test and run the rest (`durable conformance` relies on this too)."""
+    (tmp_path / "test_app.py").write_text(CTRL_C_IN_A_TASK)
+    result = run_user_tests(tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "KeyboardInterrupt" in result.stdout and "1 passed" not in result.stdout

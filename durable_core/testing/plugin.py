@@ -24,7 +24,7 @@ import trio.testing
 from ..plugins.manager import default_registry
 from ..storage.opening import parse_option
 from .kit import DurableTestKit
-from .pytest_plugin import fixture_values, virtual_clock
+from .pytest_plugin import fixture_values, run_trio, virtual_clock
 
 MARKER = "durable"
 POSTGRES_DSN_VARIABLE = "DURABLE_TEST_POSTGRES_DSN"
@@ -73,7 +73,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     clock = pyfuncitem.funcargs.get("durable_clock")
     test = pyfuncitem.obj
     arguments = fixture_values(pyfuncitem)
-    trio.run(lambda: test(**arguments), clock=clock if isinstance(clock, trio.abc.Clock) else virtual_clock())
+    run_trio(lambda: test(**arguments), clock if isinstance(clock, trio.abc.Clock) else virtual_clock())
     return True
 
 

@@ -47,7 +47,19 @@ def run_trio_test(item: pytest.Function, main: Callable[[], Awaitable[object]] |
     """Run the ``async def`` test ``item`` under trio, or ``main`` in its place (a runner that does
     more inside the run calls the test itself), on the clock this module's docstring describes."""
     arguments = fixture_values(item)
-    trio.run(main or functools.partial(item.obj, **arguments), clock=_clock(item, arguments))
+    run_trio(main or functools.partial(item.obj, **arguments), _clock(item, arguments))
+
+
+def run_trio(test: Callable[[], Awaitable[object]], clock: trio.abc.Clock | None) -> None:
+    """``trio.run(test)``, with Ctrl-C stopping the session: trio raises it in whatever task runs
+    when it arrives, and inside a nursery it comes out in an exception group, which pytest would
+    count as this test failing and go on to the next; re-raised bare, it stops the session."""
+    try:
+        trio.run(test, clock=clock)
+    except BaseExceptionGroup as group:
+        if group.subgroup(KeyboardInterrupt) is not None:
+            raise KeyboardInterrupt from group
+        raise
 
 
 def _clock(item: pytest.Function, arguments: dict[str, object]) -> trio.abc.Clock | None:
