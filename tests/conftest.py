@@ -7,20 +7,22 @@ PostgreSQL (which skips without ``DURABLE_TEST_POSTGRES_DSN``, and fails with ``
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from durable_core import DurableExecutor
+from durable_core.clock import Clock
 from durable_core.storage.contract import Storage
 from durable_core.storage.opening import open_storage
 from durable_core.testing.pytest_plugin import clock, pytest_configure, pytest_pyfunc_call
 from durable_storage_memory import MemoryStorage
 
-__all__ = ["clock", "pytest_configure", "pytest_pyfunc_call", "shared_storage"]
+__all__ = ["clock", "pytest_configure", "pytest_pyfunc_call", "shared_storage", "wall_phase"]
 
 
 class SharedStorage:
@@ -69,3 +71,16 @@ def shared_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
         dsn = test_dsn()
         with scratch_schema(dsn) as schema:
             yield SharedStorage("postgres", {"dsn": dsn, "schema": schema})
+
+
+@pytest.fixture
+def wall_phase() -> Callable[[float, float], Awaitable[None]]:
+    """``await wall_phase(period, offset)``: sleep (virtually) until the engine's clock reads
+    ``offset`` seconds past a multiple of ``period``. Under a MockClock the engine's clock starts
+    at the real time, so a test that counts cron ticks or retention turns aligns first, or it
+    would depend on the second it runs at."""
+
+    async def align(period: float, offset: float) -> None:
+        await trio.sleep((offset - Clock().now()) % period)
+
+    return align

@@ -72,7 +72,7 @@ async def test_executions_run_eight_days_ago_are_deleted_in_virtual_time(monkeyp
             None, S.COMPLETED, S.WAITING_FOR_CHILDREN, S.RUNNING, S.RUNNING]
 
 
-async def test_two_workers_on_one_sqlite_file_take_turns_never_both_at_once(tmp_path):
+async def test_two_workers_on_one_sqlite_file_take_turns_never_both_at_once(tmp_path, wall_phase):
     options = dict(storage_options={"path": str(tmp_path / "durable.db")}, retention_finished_after="7d",
                    poll_interval=300, lease_duration=600, heartbeat_interval=200)
     workers = DurableExecutor("sqlite", **options), DurableExecutor("sqlite", **options)
@@ -89,6 +89,7 @@ async def test_two_workers_on_one_sqlite_file_take_turns_never_both_at_once(tmp_
     def deletions() -> list[int]:
         return [getattr(w.get_storage_metrics().get("delete_finished_executions"), "count", 0) for w in workers]
 
+    await wall_phase(TURN, 1)  # the workers start, and make the trees, within a turn; they delete in the next
     async with workers[0], workers[1]:
         await old_trees(BATCH + 20)  # more than a batch: several calls in one turn
         await trio.sleep(TURN)

@@ -35,7 +35,8 @@ async def reports(storage) -> list[Any]:
     return sorted((r for r in await storage.list_executions(task_id="report")), key=lambda r: r.idempotency_key)
 
 
-async def test_each_tick_is_enqueued_once_however_many_workers_run(shared_storage):
+async def test_each_tick_is_enqueued_once_however_many_workers_run(shared_storage, wall_phase):
+    await wall_phase(5 * MINUTE, 150)  # started half-way between two ticks
     workers = [worker(shared_storage.executor) for _ in range(2)]
     async with workers[0], workers[1], shared_storage.open() as storage:
         start = workers[0].now()
