@@ -3,7 +3,11 @@
 10 % of traces sampled, as production setups often do, and with none: what the plugins cost
 besides recording spans), in one process, rounds alternating so that all see the same machine.
 
-    python bench/observability.py [memory|sqlite|...] [--tasks 5000] [--rounds 3] [--option KEY=VALUE ...]
+    python bench/observability.py [memory|sqlite|...] [--tasks 5000] [--rounds 3] [--work-ms 0]
+                                  [--option KEY=VALUE ...]
+
+``--work-ms N``: each task computes for N ms (a busy loop, holding trio's thread as CPU-bound work
+does) instead of returning at once: what the plugins cost beside tasks that do something.
 
 Needs durable-prometheus and durable-otel importable (installed, or on PYTHONPATH); "without"
 leaves them out of the executor's plugins even if they are installed.
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 from collections.abc import Sequence
 
 import trio
@@ -52,16 +57,31 @@ def plugins(*extra: object) -> PluginRegistry:
     return PluginRegistry.load(pm)
 
 
-async def measure(storage: str, options: dict | None, n: int, registry: PluginRegistry) -> tuple[float, float]:
+def define_working(executor: DurableExecutor, work_seconds: float) -> None:
+    """``noop`` (the name ``run_tasks`` enqueues) as a task computing for ``work_seconds``."""
+
+    @executor.task(id="noop", timeout=60)
+    async def working(ctx, input):
+        until = time.perf_counter() + work_seconds
+        while time.perf_counter() < until:
+            pass
+        return input
+
+
+async def measure(storage: str, options: dict | None, n: int, registry: PluginRegistry,
+                  work_seconds: float) -> tuple[float, float]:
     """Tasks per second, and CPU microseconds per task (all threads: the span exporter's too)."""
     executor = DurableExecutor(storage, storage_options=options, plugins=registry)
-    define_noop(executor)
+    if work_seconds:
+        define_working(executor, work_seconds)
+    else:
+        define_noop(executor)
     async with executor:
         result = await run_tasks(executor, n)
     return result.tasks / result.total_seconds, result.cpu_seconds / result.tasks * 1e6
 
 
-async def main(storage: str, args: argparse.Namespace, n: int, rounds: int) -> None:
+async def main(storage: str, args: argparse.Namespace, n: int, rounds: int, work_seconds: float) -> None:
     """Each measurement on a fresh storage (``storage_options``): on one file, the later would run
     on the rows of the earlier and seem slower."""
     exporter = Dropped()
@@ -78,14 +98,16 @@ async def main(storage: str, args: argparse.Namespace, n: int, rounds: int) -> N
         "with both, 10 % of traces sampled": plugins(PrometheusPlugin(), OtelPlugin(sampled)),
         "with both, no trace sampled": plugins(PrometheusPlugin(), OtelPlugin(unsampled)),
     }
-    await measure(storage, storage_options(args), min(n, 500), registries["with prometheus and otel"])  # warm-up
+    await measure(storage, storage_options(args), min(n, 500), registries["with prometheus and otel"],
+                  work_seconds)  # warm-up
     figures: dict[str, list[tuple[float, float]]] = {name: [] for name in registries}
     for _ in range(rounds):
         for name, registry in registries.items():
-            figures[name].append(await measure(storage, storage_options(args), n, registry))
+            figures[name].append(await measure(storage, storage_options(args), n, registry, work_seconds))
     for provider in providers:
         provider.shutdown()
-    print(f"{storage}: {n} no-op tasks, median of {rounds} rounds ({exporter.spans} spans exported)")
+    tasks = f"tasks of {work_seconds * 1000:g} ms of work" if work_seconds else "no-op tasks"
+    print(f"{storage}: {n} {tasks}, median of {rounds} rounds ({exporter.spans} spans exported)")
     plain = statistics.median(rate for rate, _ in figures["without observability plugins"])
     for name, runs in figures.items():
         rate, cpu = statistics.median(rate for rate, _ in runs), statistics.median(cpu for _, cpu in runs)
@@ -95,5 +117,8 @@ if __name__ == "__main__":
     arguments = parser(__doc__)
     arguments.add_argument("--tasks", type=int, default=5000)
     arguments.add_argument("--rounds", type=int, default=3)
+    arguments.add_argument("--work-ms", type=float, default=0.0, help="each task computes this long (default 0: no-op)")
     args = arguments.parse_args()
-    trio.run(main, args.storage, args, args.tasks, args.rounds)
+    if not 0 <= args.work_ms <= 60_000:
+        arguments.error(f"--work-ms: expected 0 to 60000 (ms of work per task), got {args.work_ms:g}")
+    trio.run(main, args.storage, args, args.tasks, args.rounds, args.work_ms / 1000)
