@@ -140,6 +140,9 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
     """Whether ``interrupt`` can abandon a transaction every caller of which was cancelled."""
     inline: ClassVar[bool] = False
     """Whether calls may run on the trio thread when the connection is free (module doc)."""
+    inline_round_interval: ClassVar[float] = 0.001
+    """Seconds between two ``after_round`` calls after inline rounds at least: one per round
+    would cost a tenth of a small transaction, and what it watches needs no more."""
     max_backoff: ClassVar[float] = 0.1
     """Seconds between two runs of a retried transaction, at most (doubling from 2 ms)."""
 
@@ -149,7 +152,9 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
         self._max_batch_size = max_batch_size
         self._max_retries = max_retries
         self.idle_timeout: float | None = None
-        """While not None, a thread waiting for calls calls ``after_round`` this often (seconds)."""
+        """While not None, ``after_round`` runs at least this often (seconds): a thread that waited
+        that long for calls calls it, unless a round ran meanwhile or trio uses the connection."""
+        self._last_round = 0.0  # time.monotonic() of the last round that called after_round
         self.trio_token = trio.lowlevel.current_trio_token()
         self._clock_hold = current_clock_hold()  # a call in flight is no idleness (``virtual_time``)
         self._queue: queue.SimpleQueue[Call[K] | None] = queue.SimpleQueue()  # None: a thread stops
@@ -260,7 +265,9 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
                         call.state = CallState.PENDING
                     return False
                 _fail(calls, self.error(exc))
-            self.after_round(self._inline_conn)
+            if time.monotonic() - self._last_round >= self.inline_round_interval:
+                self.after_round(self._inline_conn)
+                self._last_round = time.monotonic()
         finally:
             self._using.release()
         _reschedule(calls)
@@ -331,9 +338,9 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
         return False
 
     def after_round(self, conn: C) -> None:
-        """Called after each batch ran (before its results are handed back), and after
-        ``idle_timeout`` without calls: room for a backend's own watching (``trio_token`` reaches
-        trio)."""
+        """Called after each batch a thread ran (before its results are handed back), after
+        inline batches at most every ``inline_round_interval``, and after ``idle_timeout`` without
+        rounds: room for a backend's own watching (``trio_token`` reaches trio)."""
 
     def run_taken(self, conn: C, calls: list[Call[K]]) -> None:
         """Run the calls a thread took together: by default, in one transaction."""
@@ -371,21 +378,37 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
         try:
             while True:
                 calls, stop = self._take()
-                with self._using:
-                    if calls:
+                if calls:
+                    with self._using:
                         if self.interruptible:
                             self._run_in_flight(conn, calls)
                         else:
                             self.run_taken(conn, calls)
-                    self.after_round(conn)  # before the results: trio then runs without waiting for us
-                if calls:
+                        self.after_round(conn)  # before the results: trio then runs without waiting for us
+                        self._last_round = time.monotonic()
                     self.trio_token.run_sync_soon(_reschedule, calls)
+                elif not stop:
+                    self._idle_round(conn)
                 if stop:
                     return
         except trio.RunFinishedError:  # the trio run ended without closing
             return
         finally:
             self.disconnect(conn)
+
+    def _idle_round(self, conn: C) -> None:
+        """``after_round`` after ``idle_timeout`` without calls, unless a round (inline, say) ran
+        within it or trio is using the connection: waiting for that lock, this thread would hold
+        it while it waits for the GIL, and trio's next calls would have to come here."""
+        if time.monotonic() - self._last_round < (self.idle_timeout or 0.0):
+            return
+        if not self._using.acquire(blocking=False):
+            return
+        try:
+            self.after_round(conn)
+            self._last_round = time.monotonic()
+        finally:
+            self._using.release()
 
     def _take(self) -> tuple[list[Call[K]], bool]:
         """Block for the next call (at most ``idle_timeout``), then take every call pending (up to

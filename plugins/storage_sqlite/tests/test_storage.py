@@ -6,6 +6,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -673,6 +674,44 @@ async def test_the_calls_of_one_tick_commit_together_on_trios_thread(sqlite: Any
         assert commits == 1
         assert threads == [threading.get_ident()] * 20
         assert len(await storage.list_executions()) == 20
+
+
+async def test_a_busy_storage_reads_the_change_feed_at_most_once_a_millisecond_and_still_sees_commits(
+    sqlite: Any
+) -> None:
+    """Inline rounds look at ``PRAGMA data_version`` at most every millisecond, not after every
+    transaction (that cost a tenth of a small one), and a storage kept busy by its own calls still
+    learns of another connection's commits within a few."""
+    async with sqlite() as storage, sqlite() as other:
+        reads = 0
+        read = storage._thread._read_data_version
+
+        def counted() -> int:
+            nonlocal reads
+            reads += 1
+            return read()
+
+        storage._thread._read_data_version = counted
+        seen = await storage.wait_for_changes(None)
+        await storage.insert_executions([record("te_own")])
+        started = time.monotonic()
+        for _ in range(300):
+            await storage.get_executions(["te_own"])  # each its own inline transaction
+        elapsed = time.monotonic() - started
+        assert reads <= elapsed / storage._thread.inline_round_interval + 2
+        assert await storage.wait_for_changes(None) == seen, "its own commits do not move the feed"
+
+        await other.insert_executions([record("te_other")])
+        async with trio.open_nursery() as nursery:
+
+            async def busy() -> None:
+                while True:
+                    await storage.get_executions(["te_own"])
+
+            nursery.start_soon(busy)
+            with trio.fail_after(5):
+                assert await storage.wait_for_changes(seen) != seen
+            nursery.cancel_scope.cancel()
 
 
 async def test_a_write_meeting_another_process_lock_waits_in_the_thread_while_trio_runs_on(
