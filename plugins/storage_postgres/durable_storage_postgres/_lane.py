@@ -5,8 +5,9 @@ connection threads (``_thread``) cost it more than the server does: a hop to the
 psycopg's cursor machinery (~100-200 µs of CPU per transaction), and a round trip per statement,
 ``pg_notify`` and commit. The lane talks to libpq directly (psycopg's ``pq`` layer, its adapters
 for parameters and rows) in non-blocking pipeline mode, waiting for the socket with trio: no
-thread, prepared statements, and a transaction in one round trip (``BEGIN``, every call's
-statements, ``pg_notify``, ``COMMIT``) where each call knows its statements up front (a ``Last``
+thread, prepared statements, and a transaction in one round trip (every call's statements and
+``pg_notify`` up to one sync: the server runs them as one implicit transaction, committed at the
+sync, rolled back if one fails) where each call knows its statements up front (a ``Last``
 wave: commits without children, and inserts, optimistically); else in two or more (``BEGIN`` and
 every call's statements, then those depending on rows got back, then ``pg_notify`` and ``COMMIT``).
 An optimistic insert is a plain ``INSERT``: if a row conflicts, the transaction fails, is rolled
@@ -315,8 +316,8 @@ class Lane:
 
     async def _transaction(self, calls: list[_Call[Any]], optimistic: bool) -> None:
         """Run ``calls`` in one transaction: wave by wave, the first with ``BEGIN``; then NOTIFY
-        and ``COMMIT`` (with the first wave, if every call's is ``Last``). Raises ``_Spoiled``
-        (rolled back) if a call failed, or the connection's error."""
+        and ``COMMIT`` (if every call's wave is ``Last``, in one exchange, an implicit transaction).
+        Raises ``_Spoiled`` (rolled back) if a call failed, or the connection's error."""
         await self._usable()
         running = {i: call.start(optimistic) for i, call in enumerate(calls)}
         waves: dict[int, list[Statement]] = {}
@@ -324,13 +325,15 @@ class Lane:
         tells = self._notify is not None and any(call.tells for call in calls)
         now = trio.current_time()
         notify = (tells or self._owed) and now >= self._notified + NOTIFY_INTERVAL
-        end = ([self._notify] if notify and self._notify else []) + [_COMMIT]
+        notifying = [self._notify] if notify and self._notify else []
         try:
             for i, waving in running.items():
                 self._step(i, waving, next, waves, results)
             if waves and all(type(wave) is Last for wave in waves.values()):
+                # one exchange: the server runs it as one implicit transaction, committed at its sync
+                # (rolled back if a statement fails), so it needs no BEGIN and COMMIT
                 sent = [(i, len(wave)) for i, wave in waves.items()]
-                rows = (await self._exchange([_BEGIN, *(s for w in waves.values() for s in w), *end]))[1:]
+                rows = await self._exchange([*(s for w in waves.values() for s in w), *notifying])
                 self._committed(tells, now if notify else None)
                 self._last(calls, running, sent, rows, results)
                 return
@@ -345,7 +348,7 @@ class Lane:
                     mine, rows = rows[:n], rows[n:]
                     self._step(i, running[i], functools.partial(_send, mine), waves, results)
             if not first:  # else no call had a statement to run
-                await self._exchange(end)
+                await self._exchange([*notifying, _COMMIT])
                 self._committed(tells, now if notify else None)
         except BaseException:
             await self._rollback()
@@ -403,7 +406,8 @@ class Lane:
         """End a failed transaction, if the connection is still there; on failure (cancelled, or
         the connection failing meanwhile) it is closed and opened again for the next."""
         conn = self._conn
-        if conn is None or conn.pgconn.status != pq.ConnStatus.OK:
+        if (conn is None or conn.pgconn.status != pq.ConnStatus.OK
+                or conn.pgconn.transaction_status == pq.TransactionStatus.IDLE):  # e.g. an implicit one, ended
             return
         try:
             with trio.CancelScope(shield=True):

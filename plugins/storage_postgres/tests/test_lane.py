@@ -1,7 +1,7 @@
 """The lane (inserts and run commits, group-committed from trio over libpq's pipeline): a
 transaction of many calls commits each call wholly or not at all, and a connection lost while a
 transaction is in flight fails its callers with a retryable error and loses nothing committed.
-Inserts run optimistically (plain INSERTs, BEGIN to COMMIT in one round trip); NOTIFYs of a burst
+Inserts run optimistically (plain INSERTs, one implicit transaction in one round trip); NOTIFYs of a burst
 are coalesced, and the one owed is sent once the burst is over."""
 
 from __future__ import annotations
