@@ -232,6 +232,12 @@ class Lane:
                     del self._forming[:self._max_batch_size]
                     if calls:
                         await self._run(calls)
+                    if self._forming and not self._closed:
+                        # those the results woke make their next calls in the next two ticks (a
+                        # producer its next insert, a run its commit): they join these, one
+                        # transaction instead of two
+                        for _ in range(2):
+                            await trio.lowlevel.cancel_shielded_checkpoint()
                 if self._closed:
                     if self._owed:
                         await self._pay()
