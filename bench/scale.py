@@ -1,7 +1,7 @@
 """Scale: does the cost of a task grow with history, and what does a big backlog cost in memory?
 
     python bench/scale.py history [sqlite|postgres] [--history 0 1000000] [--tasks 10000] [--iterations 2]
-                                  [--option KEY=VALUE ...]
+                                  [--rounds 2] [--option KEY=VALUE ...]
     python bench/scale.py backlog [memory|sqlite|...] [--pending 100000]
 
 ``history``: for each size, a fresh database (a new SQLite file, or a new PostgreSQL schema,
@@ -11,7 +11,8 @@ throughput run, one at a time and batched (``throughput.run_modes``); ``Client.e
 a time into a ``durable worker`` process, end to end (``clients.client_end_to_end``); the reference
 workload with one executor (``reference_workload.run``). The last lines give each figure with the
 largest history as a share of that with the smallest (a rate's ratio, or the inverse of a
-duration's: above 100 % is faster).
+duration's: above 100 % is faster), from the medians of ``--rounds`` rounds in which the sizes
+alternate, each size measured in a process of its own.
 ``backlog``: enqueue ``--pending`` tasks while no executor claims, report the process's peak RSS,
 then run them all to completion and report the peak RSS and tasks/s again.
 """
@@ -20,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import multiprocessing
 import os
 import shutil
 import statistics
 import tempfile
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 
 import trio
 
@@ -119,24 +122,35 @@ def measure(storage: str, options: dict, tasks: int, iterations: int) -> dict[st
     return figures
 
 
-def history(storage: str, options: dict, sizes: list[int], tasks: int, iterations: int) -> None:
-    measured = {}
-    for size in sizes:
-        database = fresh_database(storage, options, size)
-        try:
-            seeding = time.perf_counter()
-            trio.run(seed_history, storage, database, size)
-            print(f"--- {storage} with {size:,} finished executions (seeded in {time.perf_counter() - seeding:.1f} s"
-                  + (f", file {os.path.getsize(database['path']) / 2**20:,.0f} MiB)" if storage == "sqlite" else ")"),
-                  flush=True)
-            measured[size] = measure(storage, database, tasks, iterations)
-        finally:
-            drop_database(storage, database)
+def measure_size(storage: str, options: dict, size: int, tasks: int, iterations: int) -> dict[str, tuple[float, str]]:
+    """``measure`` on a fresh database holding ``size`` finished executions, dropped afterwards."""
+    database = fresh_database(storage, options, size)
+    try:
+        seeding = time.perf_counter()
+        trio.run(seed_history, storage, database, size)
+        print(f"--- {storage} with {size:,} finished executions (seeded in {time.perf_counter() - seeding:.1f} s"
+              + (f", file {os.path.getsize(database['path']) / 2**20:,.0f} MiB)" if storage == "sqlite" else ")"),
+              flush=True)
+        return measure(storage, database, tasks, iterations)
+    finally:
+        drop_database(storage, database)
+
+
+def history(storage: str, options: dict, sizes: list[int], tasks: int, iterations: int, rounds: int) -> None:
+    """Each size measured ``rounds`` times, the sizes alternating, each time in a process of its own:
+    in one process, the size measured second ran beside what the first left behind (a bigger heap
+    for the collector to walk), and lost 10-50 % for it."""
+    measured: dict[int, list[dict[str, tuple[float, str]]]] = {size: [] for size in sizes}
+    spawn = multiprocessing.get_context("spawn")
+    for _ in range(rounds):
+        for size in sizes:
+            with ProcessPoolExecutor(1, mp_context=spawn) as process:
+                measured[size].append(process.submit(measure_size, storage, options, size, tasks, iterations).result())
     low, high = min(sizes), max(sizes)
     print(f"{storage}: each figure with {high:,} finished executions, as a share of that with {low:,} "
-          "(target >= 95 %):")
-    for name, (value, unit) in measured[high].items():
-        base = measured[low][name][0]
+          f"(medians of {rounds} round(s); target >= 95 %):")
+    for name, (_, unit) in measured[high][0].items():
+        base, value = (statistics.median(figures[name][0] for figures in measured[size]) for size in (low, high))
         share = base / value if unit == "s" else value / base
         print(f"  {name:45} {base:>10,.2f} -> {value:>10,.2f} {unit:8} {share:5.0%}")
 
@@ -168,9 +182,10 @@ if __name__ == "__main__":
     arguments.add_argument("--history", type=int, nargs="+", default=[0, 1_000_000])
     arguments.add_argument("--tasks", type=int, default=10_000)
     arguments.add_argument("--iterations", type=int, default=2, help="of the reference workload, after its warm-up")
+    arguments.add_argument("--rounds", type=int, default=2, help="of history: each size measured this often")
     arguments.add_argument("--pending", type=int, default=100_000)
     args = arguments.parse_args()
     if args.mode == "history":
-        history(args.storage, storage_options(args) or {}, args.history, args.tasks, args.iterations)
+        history(args.storage, storage_options(args) or {}, args.history, args.tasks, args.iterations, args.rounds)
     else:
         trio.run(backlog, args.storage, storage_options(args), args.pending)
