@@ -138,8 +138,9 @@ def measure_size(storage: str, options: dict, size: int, tasks: int, iterations:
 
 def history(storage: str, options: dict, sizes: list[int], tasks: int, iterations: int, rounds: int) -> None:
     """Each size measured ``rounds`` times, the sizes alternating, each time in a process of its own:
-    in one process, the size measured second ran beside what the first left behind (a bigger heap
-    for the collector to walk), and lost 10-50 % for it."""
+    measured once each in one process, the second size ran in a process that had run everything
+    once already, and the figures moved more between runs than the target's margin (one sitting:
+    51-83 % that way, 84-101 % this way)."""
     measured: dict[int, list[dict[str, tuple[float, str]]]] = {size: [] for size in sizes}
     spawn = multiprocessing.get_context("spawn")
     for _ in range(rounds):
