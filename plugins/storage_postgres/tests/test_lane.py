@@ -101,6 +101,36 @@ async def test_commits_and_inserts_of_one_tick_share_a_transaction_and_all_land(
         assert [r.status for r in stored] == [S.COMPLETED] * 20 + [S.READY] * 20
 
 
+async def test_the_calls_a_transaction_woke_join_those_made_meanwhile(postgres):
+    """One execution at a time, a producer's next insert and the commit of the run its last insert
+    started (made ticks later) share a transaction: about one per execution, not 1.5 (31 of them
+    here before the lane waited for them)."""
+    async with postgres() as storage:
+        lane = storage._lane
+        transaction = lane._transaction
+        transactions = 0
+
+        async def counted(*args):
+            nonlocal transactions
+            transactions += 1
+            return await transaction(*args)
+
+        lane._transaction = counted
+        async with trio.open_nursery() as nursery:
+
+            async def run(i: int) -> None:  # as the runner's commit: two ticks after the run starts
+                await trio.lowlevel.checkpoint()
+                await trio.lowlevel.checkpoint()
+                await storage.insert_executions([new(f"te_run_{i}")])
+
+            for i in range(20):
+                await storage.insert_executions([new(f"te_{i}")])
+                nursery.start_soon(run, i)
+        assert transactions <= 20 + 3
+        stored = await storage.get_executions([f"te_{i}" for i in range(20)] + [f"te_run_{i}" for i in range(20)])
+        assert all(r is not None for r in stored)
+
+
 async def test_a_claim_does_not_wait_for_a_lane_transaction_waiting_on_a_lock(postgres, dsn, schema):
     """Claims (SKIP LOCKED) cannot deadlock with the lane, so they do not take turns with it: while
     a commit waits on a row another connection locked, a claim of other executions returns."""
