@@ -714,6 +714,22 @@ async def test_a_busy_storage_reads_the_change_feed_at_most_once_a_millisecond_a
             nursery.cancel_scope.cancel()
 
 
+async def test_an_idle_round_of_the_thread_never_waits_for_the_connection_trio_uses(sqlite: Any) -> None:
+    """Waiting for it, the thread would hold it afterwards while it waits for the GIL, and trio's
+    next calls would have to go to the thread: it looks again at its next idle round instead."""
+    async with sqlite() as storage:
+        thread = storage._thread
+        rounds: list[object] = []
+        thread.after_round = rounds.append
+        finished = threading.Event()
+        with thread._using:  # as while trio runs an inline transaction
+            threading.Thread(target=lambda: (thread._idle_round(storage._db), finished.set())).start()
+            assert finished.wait(5), "the idle round waited for the connection"
+            assert rounds == []
+        thread._idle_round(storage._db)
+        assert rounds == [storage._db]
+
+
 async def test_a_write_meeting_another_process_lock_waits_in_the_thread_while_trio_runs_on(
     sqlite: Any, path: Path
 ) -> None:
