@@ -411,10 +411,13 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
             self._using.release()
 
     def _take(self) -> tuple[list[Call[K]], bool]:
-        """Block for the next call (at most ``idle_timeout``), then take every call pending (up to
-        the batch size); whether the thread is to stop after them."""
+        """Block for the next call (at most until ``idle_timeout`` after the last round), then take
+        every call pending (up to the batch size); whether the thread is to stop after them."""
+        timeout = self.idle_timeout
+        if timeout is not None:  # wake when the next look is due, not a whole interval after this one
+            timeout = max(self._last_round + timeout - time.monotonic(), 0.0001)
         try:
-            items = [self._queue.get(timeout=self.idle_timeout)]
+            items = [self._queue.get(timeout=timeout)]
         except queue.Empty:
             return [], False
         while len(items) < self._max_batch_size and items[-1] is not None:
