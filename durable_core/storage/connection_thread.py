@@ -403,6 +403,7 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
         if time.monotonic() - self._last_round < (self.idle_timeout or 0.0):
             return
         if not self._using.acquire(blocking=False):
+            self._last_round = time.monotonic()  # trio's round looks when it ends: wait an interval, not spin
             return
         try:
             self.after_round(conn)

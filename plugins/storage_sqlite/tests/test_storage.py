@@ -716,16 +716,22 @@ async def test_a_busy_storage_reads_the_change_feed_at_most_once_a_millisecond_a
 
 async def test_an_idle_round_of_the_thread_never_waits_for_the_connection_trio_uses(sqlite: Any) -> None:
     """Waiting for it, the thread would hold it afterwards while it waits for the GIL, and trio's
-    next calls would have to go to the thread: it looks again at its next idle round instead."""
+    next calls would have to go to the thread: it looks again an interval later instead (trio's
+    round looks when it ends), without spinning meanwhile."""
     async with sqlite() as storage:
         thread = storage._thread
         rounds: list[object] = []
         thread.after_round = rounds.append
         finished = threading.Event()
+        thread.idle_timeout = 60.0
+        thread._last_round = 0.0  # a look is due
         with thread._using:  # as while trio runs an inline transaction
             threading.Thread(target=lambda: (thread._idle_round(storage._db), finished.set())).start()
             assert finished.wait(5), "the idle round waited for the connection"
             assert rounds == []
+        thread._idle_round(storage._db)
+        assert rounds == [], "it looks again an interval later, not at once (no spinning meanwhile)"
+        thread._last_round = 0.0
         thread._idle_round(storage._db)
         assert rounds == [storage._db]
 
