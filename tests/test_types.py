@@ -32,7 +32,7 @@ def _type_ignores() -> list[tuple[str, bool]]:
     for top in sorted(ROOT.iterdir()):
         if top.name.startswith("."):
             continue
-        for path in sorted(top.rglob("*.py") if top.is_dir() else [top]):
+        for path in sorted(top.rglob("*.py") if top.is_dir() else [top] if top.suffix == ".py" else []):
             lines = path.read_text(encoding="utf-8").splitlines()
             for n, line in enumerate(lines):
                 if IGNORE.search(line):
