@@ -186,6 +186,8 @@ if __name__ == "__main__":
     arguments.add_argument("--rounds", type=int, default=2, help="of history: each size measured this often")
     arguments.add_argument("--pending", type=int, default=100_000)
     args = arguments.parse_args()
+    if args.rounds < 1:
+        arguments.error(f"--rounds: expected at least 1 (each size measured this often), got {args.rounds}")
     if args.mode == "history":
         history(args.storage, storage_options(args) or {}, args.history, args.tasks, args.iterations, args.rounds)
     else:

@@ -266,8 +266,7 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
                     return False
                 _fail(calls, self.error(exc))
             if time.monotonic() - self._last_round >= self.inline_round_interval:
-                self.after_round(self._inline_conn)
-                self._last_round = time.monotonic()
+                self._look(self._inline_conn)
         finally:
             self._using.release()
         _reschedule(calls)
@@ -384,8 +383,7 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
                             self._run_in_flight(conn, calls)
                         else:
                             self.run_taken(conn, calls)
-                        self.after_round(conn)  # before the results: trio then runs without waiting for us
-                        self._last_round = time.monotonic()
+                        self._look(conn)  # before the results: trio then runs without waiting for us
                     self.trio_token.run_sync_soon(_reschedule, calls)
                 elif not stop:
                     self._idle_round(conn)
@@ -406,10 +404,14 @@ class ConnectionThreads(ABC, Generic[C, H, K]):
             self._last_round = time.monotonic()  # trio's round looks when it ends: wait an interval, not spin
             return
         try:
-            self.after_round(conn)
-            self._last_round = time.monotonic()
+            self._look(conn)
         finally:
             self._using.release()
+
+    def _look(self, conn: C) -> None:
+        """``after_round``, noting when (the next idle look is due ``idle_timeout`` later)."""
+        self.after_round(conn)
+        self._last_round = time.monotonic()
 
     def _take(self) -> tuple[list[Call[K]], bool]:
         """Block for the next call (at most until ``idle_timeout`` after the last round), then take

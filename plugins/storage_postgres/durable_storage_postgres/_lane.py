@@ -23,14 +23,14 @@ the feed.
 
 Group commit as in the threads: the calls of one trio tick, and those made while a transaction
 is in flight, run together in the next, which waits two ticks after one ends for the calls its
-results lead to (a producer's next insert, the commit of the run an insert started). ``Cancelled`` means "nothing was applied": a call is
-dropped if its caller is cancelled before its transaction is sent; once sent its caller receives
-the result, unless every caller of the transaction was cancelled, in which case the server is
-asked to abandon it (``cancel_safe``) and, if it failed, the callers see ``Cancelled``. A call
-whose statements or code fail spoils the transaction; it is rolled back and each call runs again
-alone, so only the culprit fails. Deadlocks and serialization failures run the transaction
-again; a lost connection fails it (its callers see a retryable error) and is opened again for
-the next.
+results lead to (a producer's next insert, the commit of the run an insert started).
+``Cancelled`` means "nothing was applied": a call is dropped if its caller is cancelled before
+its transaction is sent; once sent its caller receives the result, unless every caller of the
+transaction was cancelled, in which case the server is asked to abandon it (``cancel_safe``)
+and, if it failed, the callers see ``Cancelled``. A call whose statements or code fail spoils the
+transaction; it is rolled back and each call runs again alone, so only the culprit fails.
+Deadlocks and serialization failures run the transaction again; a lost connection fails it (its
+callers see a retryable error) and is opened again for the next.
 """
 
 from __future__ import annotations
