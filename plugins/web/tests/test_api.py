@@ -142,8 +142,11 @@ def test_workers_lists_the_live_worker(server: Server) -> None:
 def test_health_stats_and_the_openapi_document(server: Server) -> None:
     with server.client() as client:
         assert client.get("/healthz").json() == {"status": "ok"}
+        wait_for(client, enqueue(client, "greet", "stats"), "completed")
         deadline = time.monotonic() + 10
-        while not (stats := client.get("/api/v1/stats").json())["counts"] and time.monotonic() < deadline:
+        # samples are taken every stats_interval: wait for one taken after the completion
+        while "completed" not in ((stats := client.get("/api/v1/stats").json())["counts"] or {}) \
+                and time.monotonic() < deadline:
             time.sleep(0.1)
         assert stats["counts"]["completed"] >= 1 and stats["history"][-1]["counts"] == stats["counts"]
         spec = client.get("/api/v1/openapi.json").json()
