@@ -30,9 +30,9 @@ def _type_ignores() -> list[tuple[str, bool]]:
     (after it on its line, or on the line above)."""
     found = []
     for top in sorted(ROOT.iterdir()):
-        if top.name.startswith("."):
+        if top.name.startswith(".") or (not top.is_dir() and top.suffix != ".py"):
             continue
-        for path in sorted(top.rglob("*.py") if top.is_dir() else [top] if top.suffix == ".py" else []):
+        for path in sorted(top.rglob("*.py") if top.is_dir() else [top]):
             lines = path.read_text(encoding="utf-8").splitlines()
             for n, line in enumerate(lines):
                 if IGNORE.search(line):

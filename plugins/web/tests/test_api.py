@@ -144,7 +144,7 @@ def test_health_stats_and_the_openapi_document(server: Server) -> None:
         assert client.get("/healthz").json() == {"status": "ok"}
         wait_for(client, enqueue(client, "greet", "stats"), "completed")
         deadline = time.monotonic() + 10
-        # samples are taken every stats_interval: wait for one taken after the completion
+        # samples are taken every stats_interval: wait for one that counts a completed execution
         while "completed" not in ((stats := client.get("/api/v1/stats").json())["counts"] or {}) \
                 and time.monotonic() < deadline:
             time.sleep(0.1)
